@@ -1,0 +1,16 @@
+# Compiler warnings, optional -Werror (CI), and sanitizers.
+add_compile_options(-Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes
+  -Wmissing-prototypes -Wformat=2 -Wvla)
+if(GRAFT_WERROR)
+  add_compile_options(-Werror)
+endif()
+if(CMAKE_BUILD_TYPE STREQUAL "Release")
+  add_compile_options(-O2)
+endif()
+add_compile_definitions(_GNU_SOURCE)
+
+if(GRAFT_SANITIZE)
+  string(REPLACE ";" "," _graft_san "${GRAFT_SANITIZE}")
+  add_compile_options(-fsanitize=${_graft_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${_graft_san})
+endif()

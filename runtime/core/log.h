@@ -1,0 +1,22 @@
+/* Logging: lines are "[rank r] LEVEL func: message" on stderr.
+ * By default only rank 0 prints INFO/DEBUG; warnings and errors print on every rank. */
+#ifndef GRAFT_LOG_H
+#define GRAFT_LOG_H
+
+typedef enum { GRAFT_LOG_DEBUG, GRAFT_LOG_INFO, GRAFT_LOG_WARN, GRAFT_LOG_ERROR } graft_log_level;
+
+/* Set the rank shown in the prefix (default 0) and whether non-zero ranks print INFO. */
+void graft_log_set_rank(int rank);
+void graft_log_set_all_ranks(int enabled);
+/* Lowest level printed (default INFO; GRAFT_LOG=debug in the environment lowers it). */
+void graft_log_set_level(graft_log_level level);
+
+void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define GRAFT_DEBUG(...) graft_log(GRAFT_LOG_DEBUG, __func__, __VA_ARGS__)
+#define GRAFT_INFO(...) graft_log(GRAFT_LOG_INFO, __func__, __VA_ARGS__)
+#define GRAFT_WARN(...) graft_log(GRAFT_LOG_WARN, __func__, __VA_ARGS__)
+#define GRAFT_ERROR(...) graft_log(GRAFT_LOG_ERROR, __func__, __VA_ARGS__)
+
+#endif

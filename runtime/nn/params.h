@@ -1,0 +1,67 @@
+/* The parameter table: every parameter and buffer of a model, by canonical name.
+ *
+ * All values live in one flat buffer (registration = forward order). Trainable
+ * parameters also get a slice of one flat gradient buffer laid out in BACKWARD
+ * order (the last registered parameter first), so gradients that become final
+ * together during backward are contiguous and reducer buckets are plain ranges.
+ * Frozen parameters and buffers (batchnorm running stats) have no gradient storage.
+ *
+ * Life cycle: init -> add ... -> set_trainable ... -> finalize -> use -> free. */
+#ifndef GRAFT_PARAMS_H
+#define GRAFT_PARAMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/core/status.h"
+
+#define GRAFT_NAME_MAX 128
+#define GRAFT_MAX_DIMS 4
+
+typedef enum { GRAFT_KIND_PARAM = 0, GRAFT_KIND_BUFFER = 1 } graft_param_kind;
+
+typedef struct graft_param {
+    char name[GRAFT_NAME_MAX]; /* e.g. "layer4.1.conv2.weight", "fc.bias" */
+    graft_param_kind kind;
+    int ndim;
+    int64_t shape[GRAFT_MAX_DIMS];
+    size_t numel;
+    int trainable;      /* always 0 for buffers */
+    size_t offset;      /* start in values */
+    size_t grad_offset; /* start in grads; meaningful only when trainable */
+    int group;          /* optimizer parameter group (0 unless set) */
+} graft_param;
+
+typedef struct graft_params {
+    graft_param *items;
+    int count, cap;
+    float *values; /* n_values floats, owned */
+    size_t n_values;
+    float *grads; /* n_grads floats (trainable only, backward order), owned; NULL if none */
+    size_t n_grads;
+    int finalized;
+} graft_params;
+
+void graft_params_init(graft_params *p);
+/* Register a parameter or buffer (trainable by default if a parameter). Returns its
+ * index, or -1 with an error logged (duplicate name, bad shape, already finalized). */
+int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, int ndim,
+                     const int64_t *shape);
+/* Set trainable on every parameter whose name matches the glob (fnmatch syntax;
+ * buffers are never trainable). *matched (may be NULL) receives how many matched.
+ * Only before finalize. */
+graft_status graft_params_set_trainable(graft_params *p, const char *glob, int trainable,
+                                        int *matched);
+/* Allocate the value buffer (zeroed) and the gradient buffer for trainable parameters. */
+graft_status graft_params_finalize(graft_params *p);
+void graft_params_free(graft_params *p);
+
+int graft_params_find(const graft_params *p, const char *name);
+float *graft_params_value(const graft_params *p, int index);
+/* NULL for frozen parameters and buffers: kernels then skip that gradient. */
+float *graft_params_grad(const graft_params *p, int index);
+void graft_params_zero_grad(graft_params *p);
+/* Elements in trainable parameters / all parameters (buffers excluded). */
+size_t graft_params_numel(const graft_params *p, int trainable_only);
+
+#endif

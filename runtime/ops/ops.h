@@ -1,0 +1,165 @@
+/* CPU fp32 kernels, each a forward/backward pair on raw pointers (llm.c style).
+ *
+ * Conventions for every kernel here:
+ * - Tensors are row-major and contiguous; shapes are spelled out in the arguments.
+ * - No hidden allocation: scratch memory, when needed, is passed in and its size
+ *   comes from a *_scratch_floats() helper.
+ * - Backward ACCUMULATES (+=) into every gradient output, so callers zero gradient
+ *   buffers once per step and residual branches simply add up.
+ * - A gradient output that is NULL is skipped: NULL weight/bias gradients mean the
+ *   parameter is frozen, a NULL input gradient means nothing below needs it
+ *   ("stop-backward").
+ */
+#ifndef GRAFT_OPS_H
+#define GRAFT_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/rng.h"
+
+/* ---- linear ------------------------------------------------------------- */
+
+/* Weight layouts: torch nn.Linear stores [OC, IC]; GPT-2's Conv1D stores [IC, OC]. */
+typedef enum { GRAFT_W_OUT_IN = 0, GRAFT_W_IN_OUT = 1 } graft_wlayout;
+
+/* out[B,OC] = inp[B,IC] · W + bias[OC] (bias may be NULL). */
+void graft_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          int B, int IC, int OC, graft_wlayout layout);
+/* dinp[B,IC] += dout · W;  dweight += (layout-shaped) dout^T · inp;  dbias += sum_b dout. */
+void graft_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, int B, int IC, int OC,
+                           graft_wlayout layout);
+
+/* ---- conv2d (im2col + GEMM; groups = 1) --------------------------------- */
+
+typedef struct graft_conv2d_shape {
+    int N, C, H, W;     /* input [N, C, H, W] */
+    int OC, KH, KW;     /* weight [OC, C, KH, KW] (torch layout) */
+    int stride, pad;    /* same in both directions */
+    int OH, OW;         /* output [N, OC, OH, OW], filled by graft_conv2d_shape_make */
+} graft_conv2d_shape;
+
+graft_conv2d_shape graft_conv2d_shape_make(int N, int C, int H, int W, int OC, int KH, int KW,
+                                           int stride, int pad);
+/* Floats of scratch the forward and backward need (one im2col buffer for one image). */
+size_t graft_conv2d_scratch_floats(const graft_conv2d_shape *s);
+void graft_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          float *scratch, const graft_conv2d_shape *s);
+void graft_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, float *scratch,
+                           const graft_conv2d_shape *s);
+
+/* ---- batchnorm2d ---------------------------------------------------------- */
+
+/* inp/out [N, C, HW]. training=1: normalise with batch statistics, save mean and
+ * 1/sqrt(var+eps) per channel into save_mean/save_invstd [C], and update running
+ * stats as torch does (running = (1-momentum)*running + momentum*stat, with the
+ * unbiased variance). training=0: normalise with the running stats (and still fill
+ * save_mean/save_invstd from them, so backward works in both modes). */
+void graft_batchnorm2d_forward(float *out, float *save_mean, float *save_invstd,
+                               float *running_mean, float *running_var, const float *inp,
+                               const float *weight, const float *bias, int N, int C, int HW,
+                               float momentum, float eps, int training);
+/* training selects which statistics the forward used (batch stats carry gradient). */
+void graft_batchnorm2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *weight, const float *save_mean,
+                                const float *save_invstd, int N, int C, int HW, int training);
+
+/* ---- layernorm -------------------------------------------------------------- */
+
+/* inp/out [N, C], normalised over C; mean/rstd [N] saved for backward. */
+void graft_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                             const float *weight, const float *bias, int N, int C, float eps);
+void graft_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                              const float *inp, const float *weight, const float *mean,
+                              const float *rstd, int N, int C);
+
+/* ---- activations, dropout, residual ---------------------------------------- */
+
+void graft_relu_forward(float *out, const float *inp, size_t n);
+/* Uses the forward output (out > 0 exactly where inp > 0), so inp need not be kept. */
+void graft_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+
+typedef enum { GRAFT_GELU_ERF = 0, GRAFT_GELU_TANH = 1 } graft_gelu_kind;
+void graft_gelu_forward(float *out, const float *inp, size_t n, graft_gelu_kind kind);
+void graft_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n,
+                         graft_gelu_kind kind);
+
+/* Inverted dropout: mask[i] = 0 or 1/(1-p), drawn from rng; out = inp * mask.
+ * p = 0 copies and fills mask with 1. */
+void graft_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
+                           graft_rng *rng);
+void graft_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n);
+
+/* out = a + b. */
+void graft_residual_forward(float *out, const float *a, const float *b, size_t n);
+void graft_residual_backward(float *da, float *db, const float *dout, size_t n);
+
+/* ---- pooling ------------------------------------------------------------------ */
+
+typedef struct graft_pool2d_shape {
+    int N, C, H, W;      /* input */
+    int K, stride, pad;  /* square window */
+    int OH, OW;          /* output, filled by graft_pool2d_shape_make (floor mode) */
+} graft_pool2d_shape;
+
+graft_pool2d_shape graft_pool2d_shape_make(int N, int C, int H, int W, int K, int stride,
+                                           int pad);
+/* argmax [N, C, OH, OW] records the input offset (within its H*W plane) of each max. */
+void graft_maxpool2d_forward(float *out, int32_t *argmax, const float *inp,
+                             const graft_pool2d_shape *s);
+void graft_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,
+                              const graft_pool2d_shape *s);
+/* Average over the window including padding (torch's count_include_pad=True). */
+void graft_avgpool2d_forward(float *out, const float *inp, const graft_pool2d_shape *s);
+void graft_avgpool2d_backward(float *dinp, const float *dout, const graft_pool2d_shape *s);
+
+/* torch AdaptiveAvgPool2d: inp [N, C, H, W] -> out [N, C, OH, OW]. */
+void graft_adaptive_avgpool2d_forward(float *out, const float *inp, int N, int C, int H, int W,
+                                      int OH, int OW);
+void graft_adaptive_avgpool2d_backward(float *dinp, const float *dout, int N, int C, int H,
+                                       int W, int OH, int OW);
+
+/* ---- embedding ---------------------------------------------------------------- */
+
+/* out[n, :] = table[ids[n], :] for n < count; table [V, C]. ids are checked by the
+ * caller (data loader) to be in [0, V). */
+void graft_embedding_forward(float *out, const int32_t *ids, const float *table, size_t count,
+                             int C);
+void graft_embedding_backward(float *dtable, const float *dout, const int32_t *ids,
+                              size_t count, int C);
+
+/* ---- multi-head attention ------------------------------------------------------ */
+
+/* Scaled dot-product attention over NH heads of size HS (C = NH*HS).
+ * q, k, v point at [B, T, *] rows whose consecutive tokens are `stride` floats apart
+ * (stride = C for separate projections, 3C for GPT-2's fused c_attn output with
+ * k = q + C, v = q + 2C). Head h uses columns [h*HS, (h+1)*HS).
+ * out [B, T, C] (contiguous); probs [B, NH, T, T] saved for backward.
+ * key_mask [B, T] (may be NULL): 0 marks a padding key that no query attends to.
+ * causal=1: query t attends to keys <= t. A query with no visible key outputs 0. */
+void graft_attention_forward(float *out, float *probs, const float *q, const float *k,
+                             const float *v, int stride, const uint8_t *key_mask, int B, int T,
+                             int NH, int HS, int causal);
+/* dq/dk/dv use the same stride as q/k/v (they may alias one fused [B,T,3C] buffer).
+ * scratch: graft_attention_scratch_floats(T) floats. */
+size_t graft_attention_scratch_floats(int T);
+void graft_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                              const float *q, const float *k, const float *v,
+                              const float *probs, float *scratch, int stride, int B, int T,
+                              int NH, int HS);
+
+/* ---- softmax cross-entropy ---------------------------------------------------- */
+
+/* logits [N, V], targets [N]. Rows whose target == ignore_index are skipped.
+ * Fills probs [N, V] (softmax, for backward) and returns the mean loss over counted
+ * rows (0 if none); *counted receives how many rows counted (may be NULL). */
+float graft_cross_entropy_forward(float *probs, const float *logits, const int32_t *targets,
+                                  int N, int V, int ignore_index, int *counted);
+/* dlogits += scale * (probs - onehot(target)) for counted rows; pass
+ * scale = dloss / counted for the gradient of the mean. */
+void graft_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *targets,
+                                  int N, int V, int ignore_index, float scale);
+
+#endif
