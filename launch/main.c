@@ -1,2 +1,39 @@
+/* graft: the command-line entry point. Each sub-command lives in its own file. */
 #include <stdio.h>
-int main(void) { return 0; }
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"demo", cmd_demo, "train an MLP on Fashion-MNIST and print test accuracy"},
+    {"bench", cmd_bench, "benchmarks (bench gemm: linear layer vs raw sgemm)"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: graft <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-10s %s\n\nRun 'graft <command> --help' for a command's options.\n",
+            "version", "print the version");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("graft %s\n", GRAFT_VERSION);
+        return GRAFT_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc, argv);
+    fprintf(stderr, "graft: unknown command '%s' (run 'graft --help')\n", argv[1]);
+    return GRAFT_EXIT_BAD_INPUT;
+}

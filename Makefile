@@ -1,0 +1,38 @@
+# Front door: `make run` trains the demo, `make test` runs the whole test suite.
+# Both install system packages first (scripts/deps.sh) and build with CMake.
+BUILD     ?= build
+ASAN_BUILD ?= build-asan
+JOBS      ?= 2
+CMAKE_ARGS ?=
+# Warnings are errors everywhere the Makefile builds (CI included).
+WERROR    ?= ON
+
+.PHONY: all deps build run test test-asan bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DGRAFT_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	OPENBLAS_NUM_THREADS=$(JOBS) ./$(BUILD)/graft demo
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DGRAFT_WERROR=$(WERROR) -DCMAKE_BUILD_TYPE=Debug \
+		-DGRAFT_SANITIZE=address,undefined $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) -LE slow
+
+bench: build
+	./$(BUILD)/graft bench gemm
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,94 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/status.h"
+
+static const cli_option *find_option(const char *name, size_t len, const cli_option *opts,
+                                     size_t n_opts) {
+    for (size_t i = 0; i < n_opts; i++)
+        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0) return &opts[i];
+    return NULL;
+}
+
+static int set_value(const char *command, const cli_option *o, const char *text) {
+    char *end = NULL;
+    errno = 0;
+    if (o->kind == CLI_INT) {
+        long v = strtol(text, &end, 10);
+        if (errno || end == text || *end || v < (long)o->min || v > 1000000000L) {
+            fprintf(stderr, "graft %s: --%s: expected an integer >= %g, got '%s'\n", command,
+                    o->name, o->min, text);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        *(int *)o->value = (int)v;
+    } else if (o->kind == CLI_FLOAT) {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v) || v < o->min) {
+            fprintf(stderr, "graft %s: --%s: expected a number >= %g, got '%s'\n", command,
+                    o->name, o->min, text);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        *(float *)o->value = (float)v;
+    } else {
+        *(const char **)o->value = text;
+    }
+    return GRAFT_EXIT_OK;
+}
+
+int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
+              size_t n_opts) {
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return -1;
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "graft %s: unexpected argument '%s' (see graft %s --help)\n", command,
+                    arg, command);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const cli_option *o = find_option(name, len, opts, n_opts);
+        if (!o) {
+            fprintf(stderr, "graft %s: unknown option '--%.*s' (see graft %s --help)\n", command,
+                    (int)len, name, command);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        if (o->kind == CLI_FLAG) {
+            if (eq) {
+                fprintf(stderr, "graft %s: --%s takes no value\n", command, o->name);
+                return GRAFT_EXIT_BAD_INPUT;
+            }
+            *(int *)o->value = 1;
+            continue;
+        }
+        const char *text = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!text) {
+            fprintf(stderr, "graft %s: --%s needs a value\n", command, o->name);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        int rc = set_value(command, o, text);
+        if (rc != GRAFT_EXIT_OK) return rc;
+    }
+    return GRAFT_EXIT_OK;
+}
+
+void cli_print_help(const char *command, const char *summary, const cli_option *opts,
+                    size_t n_opts) {
+    printf("usage: graft %s [options]\n%s\n\noptions:\n", command, summary);
+    for (size_t i = 0; i < n_opts; i++) {
+        const char *arg = opts[i].kind == CLI_FLAG ? "" : opts[i].kind == CLI_STRING ? " S" : " N";
+        printf("  --%s%-*s %s\n", opts[i].name, (int)(18 - strlen(opts[i].name)), arg,
+               opts[i].help);
+    }
+}
+
+int cli_exit_status(int graft_status_value) {
+    if (graft_status_value == GRAFT_OK) return GRAFT_EXIT_OK;
+    return graft_status_is_bad_input((graft_status)graft_status_value) ? GRAFT_EXIT_BAD_INPUT
+                                                                       : GRAFT_EXIT_FAILURE;
+}

@@ -1,0 +1,40 @@
+/* Shared pieces of the graft command-line tool: sub-command entry points and a
+ * small "--name value" option parser that turns bad values into exit status 2. */
+#ifndef GRAFT_CLI_H
+#define GRAFT_CLI_H
+
+#include <stddef.h>
+
+/* Exit statuses of the graft command (documented in the README). */
+enum {
+    GRAFT_EXIT_OK = 0,
+    GRAFT_EXIT_FAILURE = 1, /* a run failed for a reason other than its input */
+    GRAFT_EXIT_BAD_INPUT = 2 /* bad flags, config, data or weights file */
+};
+
+typedef enum { CLI_INT, CLI_FLOAT, CLI_STRING, CLI_FLAG } cli_kind;
+
+/* One accepted option; `value` points at an int, float, const char* or int (flag). */
+typedef struct cli_option {
+    const char *name; /* without the leading "--" */
+    cli_kind kind;
+    void *value;
+    const char *help;
+    double min; /* numeric options: smallest accepted value */
+} cli_option;
+
+/* Parse argv[first..argc) against opts. Prints a one-line error and returns
+ * GRAFT_EXIT_BAD_INPUT on an unknown option or bad value, -1 after printing help
+ * for --help, GRAFT_EXIT_OK otherwise. */
+int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
+              size_t n_opts);
+void cli_print_help(const char *command, const char *summary, const cli_option *opts,
+                    size_t n_opts);
+
+/* Map a library status to the command's exit status. */
+int cli_exit_status(int graft_status_value);
+
+int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,138 @@
+#include "mlp.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/core/check.h"
+#include "runtime/ops/ops.h"
+
+graft_status graft_mlp_init(graft_mlp *m, const graft_mlp_config *cfg) {
+    memset(m, 0, sizeof *m);
+    if (cfg->in_dim <= 0 || cfg->num_classes <= 0 || cfg->n_hidden < 0 ||
+        cfg->n_hidden > GRAFT_MLP_MAX_HIDDEN || cfg->dropout < 0 || cfg->dropout >= 1) {
+        GRAFT_ERROR("bad MLP config: in_dim %d, %d hidden layers (max %d), %d classes, dropout %g",
+                    cfg->in_dim, cfg->n_hidden, GRAFT_MLP_MAX_HIDDEN, cfg->num_classes,
+                    (double)cfg->dropout);
+        return GRAFT_ERR_CONFIG;
+    }
+    m->cfg = *cfg;
+    graft_params_init(&m->params);
+    int in = cfg->in_dim;
+    char prefix[32];
+    for (int l = 0; l <= cfg->n_hidden; l++) {
+        int is_head = l == cfg->n_hidden;
+        int out = is_head ? cfg->num_classes : cfg->hidden[l];
+        if (out <= 0) {
+            GRAFT_ERROR("bad MLP config: hidden layer %d has size %d", l, out);
+            return GRAFT_ERR_CONFIG;
+        }
+        if (is_head)
+            snprintf(prefix, sizeof prefix, "head");
+        else
+            snprintf(prefix, sizeof prefix, "hidden.%d", l);
+        graft_status st = graft_linear_layer_add(&m->layers[l], &m->params, prefix, in, out, 1,
+                                                 GRAFT_W_OUT_IN);
+        if (st != GRAFT_OK) return st;
+        in = out;
+    }
+    m->n_layers = cfg->n_hidden + 1;
+    return GRAFT_OK;
+}
+
+/* Activation layout, identical in the planning and the real pass of the arena. */
+static void plan_activations(graft_mlp *m) {
+    size_t B = (size_t)m->max_batch;
+    for (int l = 0; l < m->n_layers; l++) {
+        size_t width = (size_t)m->layers[l].out;
+        m->act[l] = graft_arena_floats(&m->arena, B * width);
+        m->dact[l] = graft_arena_floats(&m->arena, B * width);
+        if (l < m->cfg.n_hidden) m->mask[l] = graft_arena_floats(&m->arena, B * width);
+    }
+    m->logits = m->act[m->n_layers - 1];
+    m->probs = graft_arena_floats(&m->arena, B * (size_t)m->cfg.num_classes);
+}
+
+graft_status graft_mlp_build(graft_mlp *m, int max_batch) {
+    if (max_batch <= 0) return GRAFT_ERR_INVALID_ARG;
+    m->max_batch = max_batch;
+    graft_status st = graft_params_finalize(&m->params);
+    if (st != GRAFT_OK) return st;
+    graft_arena_init_plan(&m->arena);
+    plan_activations(m);
+    st = graft_arena_commit(&m->arena);
+    if (st != GRAFT_OK) return st;
+    plan_activations(m);
+    return GRAFT_OK;
+}
+
+void graft_mlp_init_weights(graft_mlp *m, uint64_t seed) {
+    graft_rng rng;
+    graft_rng_seed(&rng, seed);
+    for (int l = 0; l < m->n_layers; l++) graft_linear_layer_init(&m->layers[l], &m->params, &rng);
+    graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
+}
+
+void graft_mlp_free(graft_mlp *m) {
+    if (!m) return;
+    graft_params_free(&m->params);
+    graft_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+float graft_mlp_forward(graft_mlp *m, const float *x, const int32_t *targets, int B, int training) {
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
+    m->input = x;
+    m->targets = targets;
+    m->batch = B;
+    m->dropout_applied = training && m->cfg.dropout > 0;
+    const float *in = x;
+    for (int l = 0; l < m->n_layers; l++) {
+        float *out = m->act[l];
+        graft_linear_layer_forward(&m->layers[l], &m->params, out, in, B);
+        if (l < m->cfg.n_hidden) {
+            size_t n = (size_t)B * m->layers[l].out;
+            graft_relu_forward(out, out, n);
+            if (m->dropout_applied)
+                graft_dropout_forward(out, m->mask[l], out, n, m->cfg.dropout, &m->dropout_rng);
+        }
+        in = out;
+    }
+    if (!targets) return 0.0f;
+    return graft_cross_entropy_forward(m->probs, m->logits, targets, B, m->cfg.num_classes, -1,
+                                       &m->counted);
+}
+
+void graft_mlp_backward(graft_mlp *m, float loss_scale) {
+    int B = m->batch;
+    /* Lowest trainable layer: layers below it need no input gradient. */
+    int lowest = m->n_layers;
+    for (int l = 0; l < m->n_layers; l++)
+        if (graft_linear_layer_trainable(&m->layers[l], &m->params)) {
+            lowest = l;
+            break;
+        }
+    if (lowest == m->n_layers || m->counted == 0) return;
+    int top = m->n_layers - 1;
+    memset(m->dact[top], 0, (size_t)B * m->cfg.num_classes * sizeof(float));
+    graft_cross_entropy_backward(m->dact[top], m->probs, m->targets, B, m->cfg.num_classes, -1,
+                                 loss_scale / (float)m->counted);
+    for (int l = top; l >= lowest; l--) {
+        const float *in = l > 0 ? m->act[l - 1] : m->input;
+        float *din = NULL;
+        if (l > lowest) {
+            din = m->dact[l - 1];
+            memset(din, 0, (size_t)B * m->layers[l - 1].out * sizeof(float));
+        }
+        graft_linear_layer_backward(&m->layers[l], &m->params, din, m->dact[l], in, B);
+        if (din) {
+            /* Through layer l-1's dropout and ReLU, in place. act > 0 exactly where the
+             * ReLU passed and dropout kept the unit; elsewhere the gradient is 0. */
+            size_t n = (size_t)B * m->layers[l - 1].out;
+            const float *act = m->act[l - 1], *mask = m->mask[l - 1];
+            if (m->dropout_applied)
+                for (size_t i = 0; i < n; i++) din[i] = act[i] > 0 ? din[i] * mask[i] : 0.0f;
+            else
+                for (size_t i = 0; i < n; i++) din[i] = act[i] > 0 ? din[i] : 0.0f;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+#include "layers.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "runtime/core/log.h"
+
+graft_status graft_linear_layer_add(graft_linear_layer *l, graft_params *p, const char *prefix,
+                                    int in, int out, int has_bias, graft_wlayout layout) {
+    char name[GRAFT_NAME_MAX];
+    int64_t wshape[2] = {layout == GRAFT_W_OUT_IN ? out : in, layout == GRAFT_W_OUT_IN ? in : out};
+    int64_t bshape[1] = {out};
+    l->in = in;
+    l->out = out;
+    l->layout = layout;
+    l->bias = -1;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    l->weight = graft_params_add(p, name, GRAFT_KIND_PARAM, 2, wshape);
+    if (l->weight < 0) return GRAFT_ERR_INVALID_ARG;
+    if (has_bias) {
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        l->bias = graft_params_add(p, name, GRAFT_KIND_PARAM, 1, bshape);
+        if (l->bias < 0) return GRAFT_ERR_INVALID_ARG;
+    }
+    return GRAFT_OK;
+}
+
+void graft_linear_layer_init(const graft_linear_layer *l, const graft_params *p, graft_rng *rng) {
+    float bound = 1.0f / sqrtf((float)l->in);
+    float *w = graft_params_value(p, l->weight);
+    for (size_t i = 0; i < (size_t)l->in * l->out; i++)
+        w[i] = bound * (2.0f * graft_rng_uniform(rng) - 1.0f);
+    if (l->bias >= 0) {
+        float *b = graft_params_value(p, l->bias);
+        for (int i = 0; i < l->out; i++) b[i] = bound * (2.0f * graft_rng_uniform(rng) - 1.0f);
+    }
+}
+
+void graft_linear_layer_forward(const graft_linear_layer *l, const graft_params *p, float *out,
+                                const float *inp, int B) {
+    graft_linear_forward(out, inp, graft_params_value(p, l->weight),
+                         l->bias >= 0 ? graft_params_value(p, l->bias) : NULL, B, l->in, l->out,
+                         l->layout);
+}
+
+void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params *p, float *din,
+                                 const float *dout, const float *inp, int B) {
+    graft_linear_backward(din, graft_params_grad(p, l->weight),
+                          l->bias >= 0 ? graft_params_grad(p, l->bias) : NULL, dout, inp,
+                          graft_params_value(p, l->weight), B, l->in, l->out, l->layout);
+}
+
+int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p) {
+    return p->items[l->weight].trainable || (l->bias >= 0 && p->items[l->bias].trainable);
+}

@@ -1,0 +1,31 @@
+/* Reusable layers: each registers its parameters in the table under a name prefix
+ * and offers a forward/backward pair over its slice of the table. Gradients of
+ * frozen parameters are NULL in the table, so backward skips them for free. */
+#ifndef GRAFT_LAYERS_H
+#define GRAFT_LAYERS_H
+
+#include "runtime/core/rng.h"
+#include "runtime/nn/params.h"
+#include "runtime/ops/ops.h"
+
+/* Linear layer "<prefix>.weight" [out, in] (or [in, out] for GPT-2 Conv1D) and
+ * optional "<prefix>.bias" [out]. */
+typedef struct graft_linear_layer {
+    int weight, bias; /* indices in the table; bias = -1 when absent */
+    int in, out;
+    graft_wlayout layout;
+} graft_linear_layer;
+
+graft_status graft_linear_layer_add(graft_linear_layer *l, graft_params *p, const char *prefix,
+                                    int in, int out, int has_bias, graft_wlayout layout);
+/* torch.nn.Linear's default init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). */
+void graft_linear_layer_init(const graft_linear_layer *l, const graft_params *p, graft_rng *rng);
+void graft_linear_layer_forward(const graft_linear_layer *l, const graft_params *p, float *out,
+                                const float *inp, int B);
+/* din may be NULL (nothing below needs it). */
+void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params *p, float *din,
+                                 const float *dout, const float *inp, int B);
+/* 1 when the weight or bias is trainable. */
+int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p);
+
+#endif
