@@ -15,7 +15,8 @@ static const command commands[] = {
     {"bench", cmd_bench, "benchmarks (bench gemm: linear layer vs raw sgemm)"},
 };
 
-static void usage(FILE *out) {
+static void usage(void) {
+    FILE *out = stdout;
     fprintf(out, "usage: graft <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
@@ -24,9 +25,13 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
+    if (argc < 2) {
+        fprintf(stderr, "graft: missing command (run 'graft --help')\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage();
+        return GRAFT_EXIT_OK;
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("graft %s\n", GRAFT_VERSION);
