@@ -1,7 +1,9 @@
 # GRAFT_WITH_NCCL=AUTO|ON|OFF. AUTO builds the NCCL backend when CUDA's runtime and
 # NCCL's header and library are found (e.g. under /usr/local/cuda); ON requires them.
 set(GRAFT_HAVE_NCCL OFF)
-if(NOT GRAFT_WITH_NCCL STREQUAL "OFF")
+if(GRAFT_WITH_NCCL STREQUAL "OFF")
+  message(STATUS "graft: NCCL backend OFF (GRAFT_WITH_NCCL=OFF)")
+else()
   set(_graft_cuda_hints $ENV{CUDA_HOME} $ENV{CUDA_PATH} /usr/local/cuda /opt/cuda)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_HOME} ${_graft_cuda_hints} PATH_SUFFIXES include)
   find_path(CUDART_INCLUDE_DIR cuda_runtime.h HINTS ${_graft_cuda_hints} PATH_SUFFIXES include)
