@@ -19,6 +19,8 @@ static int current_level(void) {
     if (log_level < 0) {
         const char *env = getenv("GRAFT_LOG");
         log_level = (env && strcmp(env, "debug") == 0) ? GRAFT_LOG_DEBUG : GRAFT_LOG_INFO;
+        const char *all = getenv("GRAFT_LOG_ALL_RANKS");
+        if (all && strcmp(all, "1") == 0) log_all_ranks = 1;
     }
     return log_level;
 }

@@ -8,7 +8,8 @@ typedef enum { GRAFT_LOG_DEBUG, GRAFT_LOG_INFO, GRAFT_LOG_WARN, GRAFT_LOG_ERROR 
 /* Set the rank shown in the prefix (default 0) and whether non-zero ranks print INFO. */
 void graft_log_set_rank(int rank);
 void graft_log_set_all_ranks(int enabled);
-/* Lowest level printed (default INFO; GRAFT_LOG=debug in the environment lowers it). */
+/* Lowest level printed (default INFO; GRAFT_LOG=debug in the environment lowers it,
+ * GRAFT_LOG_ALL_RANKS=1 lets every rank print INFO). */
 void graft_log_set_level(graft_log_level level);
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
