@@ -36,5 +36,6 @@ int cli_exit_status(int graft_status_value);
 
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
 #include "models/mlp/mlp.h"
 #include "runtime/core/log.h"
 #include "runtime/data/idx.h"
+#include "runtime/nn/params_io.h"
 #include "runtime/optim/optim.h"
 
 static double now_s(void) {
@@ -65,7 +66,7 @@ static void shuffle(size_t *order, size_t n, uint64_t seed, int epoch) {
 }
 
 int cmd_demo(int argc, char **argv) {
-    const char *data_dir = GRAFT_FMNIST_DIR, *hidden = "512,256";
+    const char *data_dir = GRAFT_FMNIST_DIR, *hidden = "512,256", *init = NULL, *save = NULL;
     int epochs = 8, batch = 128, seed = 1, warmup = 100;
     float lr = 1e-3f, weight_decay = 0.01f;
     cli_option opts[] = {
@@ -77,6 +78,8 @@ int cmd_demo(int argc, char **argv) {
         {"warmup", CLI_INT, &warmup, "linear warmup steps before cosine decay (default 100)", 0},
         {"hidden", CLI_STRING, &hidden, "hidden layer sizes (default 512,256)", 0},
         {"seed", CLI_INT, &seed, "seed for init and shuffling (default 1)", 0},
+        {"init", CLI_STRING, &init, "start from the weights in this safetensors file", 0},
+        {"save", CLI_STRING, &save, "write the trained weights to this safetensors file", 0},
     };
     size_t n_opts = sizeof opts / sizeof opts[0];
     int rc = cli_parse("demo", argc, argv, 2, opts, n_opts);
@@ -113,6 +116,12 @@ int cmd_demo(int argc, char **argv) {
     if (st == GRAFT_OK) st = graft_mlp_build(&model, batch);
     if (st != GRAFT_OK) goto done;
     graft_mlp_init_weights(&model, (uint64_t)seed);
+    if (init) {
+        graft_load_report report;
+        st = graft_params_load(&model.params, init, 1, &report);
+        if (st != GRAFT_OK) goto done;
+        printf("graft demo: loaded %d tensors from %s\n", report.matched, init);
+    }
 
     graft_optim_config ocfg;
     graft_optim_config_default(&ocfg, GRAFT_OPTIM_ADAMW);
@@ -161,6 +170,10 @@ int cmd_demo(int argc, char **argv) {
         fflush(stdout);
     }
     printf("test accuracy: %.4f\n", evaluate(&model, &test));
+    if (save) {
+        st = graft_params_save(&model.params, save);
+        if (st == GRAFT_OK) printf("graft demo: weights written to %s\n", save);
+    }
 done:
     free(order);
     free(xb);

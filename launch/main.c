@@ -12,6 +12,7 @@ typedef struct {
 
 static const command commands[] = {
     {"demo", cmd_demo, "train an MLP on Fashion-MNIST and print test accuracy"},
+    {"inspect", cmd_inspect, "list the tensors and metadata of a safetensors file"},
     {"bench", cmd_bench, "benchmarks (bench gemm: linear layer vs raw sgemm)"},
 };
 

@@ -37,3 +37,11 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "%s\n", line);
 }
+
+const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape) {
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (n < size) snprintf(buf + n, size - n, "]");
+    return buf;
+}

@@ -3,6 +3,9 @@
 #ifndef GRAFT_LOG_H
 #define GRAFT_LOG_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 typedef enum { GRAFT_LOG_DEBUG, GRAFT_LOG_INFO, GRAFT_LOG_WARN, GRAFT_LOG_ERROR } graft_log_level;
 
 /* Set the rank shown in the prefix (default 0) and whether non-zero ranks print INFO. */
@@ -14,6 +17,9 @@ void graft_log_set_level(graft_log_level level);
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Format a shape as "[d0, d1, ...]" into buf (always NUL-terminated); returns buf. */
+const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape);
 
 #define GRAFT_DEBUG(...) graft_log(GRAFT_LOG_DEBUG, __func__, __VA_ARGS__)
 #define GRAFT_INFO(...) graft_log(GRAFT_LOG_INFO, __func__, __VA_ARGS__)

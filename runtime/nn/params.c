@@ -35,7 +35,10 @@ int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, i
     if (p->count == p->cap) {
         int cap = p->cap ? 2 * p->cap : 32;
         graft_param *items = realloc(p->items, (size_t)cap * sizeof *items);
-        if (!items) return -1;
+        if (!items) {
+            GRAFT_ERROR("%s: out of memory growing the parameter table", name);
+            return -1;
+        }
         p->items = items;
         p->cap = cap;
     }

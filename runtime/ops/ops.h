@@ -68,7 +68,8 @@ void graft_batchnorm2d_backward(float *dinp, float *dweight, float *dbias, const
 
 /* ---- layernorm -------------------------------------------------------------- */
 
-/* inp/out [N, C], normalised over C; mean/rstd [N] saved for backward. */
+/* inp/out [N, C], normalised over C; mean/rstd [N] saved for backward.
+ * A NULL weight counts as all ones, a NULL bias as all zeros. */
 void graft_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                              const float *weight, const float *bias, int N, int C, float eps);
 void graft_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -152,7 +153,8 @@ void graft_attention_backward(float *dq, float *dk, float *dv, const float *dout
 
 /* ---- softmax cross-entropy ---------------------------------------------------- */
 
-/* logits [N, V], targets [N]. Rows whose target == ignore_index are skipped.
+/* logits [N, V], targets [N]. Rows whose target == ignore_index are skipped; a target
+ * outside [0, V) that is not ignore_index is logged and skipped too (never read).
  * Fills probs [N, V] (softmax, for backward) and returns the mean loss over counted
  * rows (0 if none); *counted receives how many rows counted (may be NULL). */
 float graft_cross_entropy_forward(float *probs, const float *logits, const int32_t *targets,

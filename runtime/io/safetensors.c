@@ -1,0 +1,899 @@
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/core/log.h"
+
+/* Tensor bytes are copied between the file and host memory without swapping. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "graft safetensors I/O assumes a little-endian host"
+#endif
+
+/* ---- dtypes ------------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtype_table[GRAFT_DTYPE_COUNT] = {
+    [GRAFT_DTYPE_F32] = {"F32", 4},   [GRAFT_DTYPE_F16] = {"F16", 2},
+    [GRAFT_DTYPE_BF16] = {"BF16", 2}, [GRAFT_DTYPE_I64] = {"I64", 8},
+    [GRAFT_DTYPE_I32] = {"I32", 4},   [GRAFT_DTYPE_U8] = {"U8", 1},
+    [GRAFT_DTYPE_U16] = {"U16", 2},
+};
+
+size_t graft_dtype_size(graft_dtype dtype) {
+    if ((int)dtype < 0 || dtype >= GRAFT_DTYPE_COUNT) return 0;
+    return dtype_table[dtype].size;
+}
+
+const char *graft_dtype_name(graft_dtype dtype) {
+    if ((int)dtype < 0 || dtype >= GRAFT_DTYPE_COUNT) return "?";
+    return dtype_table[dtype].name;
+}
+
+int graft_dtype_from_name(const char *name, graft_dtype *out) {
+    if (!name) return 0;
+    for (int d = 0; d < GRAFT_DTYPE_COUNT; d++) {
+        if (strcmp(name, dtype_table[d].name) == 0) {
+            if (out) *out = (graft_dtype)d;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- scalar conversions ------------------------------------------------------------- */
+
+/* The bits of a float and back, without aliasing casts. */
+static uint32_t f32_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float f32_from_bits(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+float graft_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+    if (exponent == 0x1f) return f32_from_bits(sign | 0x7f800000u | (mantissa << 13)); /* inf/NaN */
+    if (exponent != 0) return f32_from_bits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    if (mantissa == 0) return f32_from_bits(sign); /* signed zero */
+    /* Subnormal: mantissa * 2^-24. Normalise so the leading 1 becomes the implicit bit. */
+    uint32_t e = 113;
+    while (!(mantissa & 0x400u)) {
+        mantissa <<= 1;
+        e--;
+    }
+    return f32_from_bits(sign | (e << 23) | ((mantissa & 0x3ffu) << 13));
+}
+
+/* Shift right by `shift` (1..31) rounding to nearest, ties to even. */
+static uint32_t shift_round_even(uint32_t value, unsigned shift) {
+    uint32_t kept = value >> shift;
+    uint32_t rest = value & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (kept & 1u))) kept++;
+    return kept;
+}
+
+uint16_t graft_f32_to_f16(float x) {
+    uint32_t u = f32_bits(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* quiet NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 (and inf) -> inf */
+    if (a >= 0x38800000u) {                                  /* normal in fp16 (>= 2^-14) */
+        /* Rebias the exponent (127 -> 15) and round the mantissa; a carry correctly
+         * bumps the exponent, and 65504 is the largest value that gets here. */
+        return (uint16_t)(sign | shift_round_even(a - (112u << 23), 13));
+    }
+    /* Subnormal or zero in fp16: value / 2^-24 rounded to an integer 0..0x400. */
+    uint32_t exponent = a >> 23;
+    if (exponent < 102) return sign; /* below 2^-25: rounds to zero (f32 subnormals too) */
+    uint32_t mantissa = (a & 0x7fffffu) | 0x800000u;
+    return (uint16_t)(sign | shift_round_even(mantissa, 126u - exponent));
+}
+
+float graft_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+uint16_t graft_f32_to_bf16(float x) {
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
+    uint32_t rounding_bias = 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)((u + rounding_bias) >> 16); /* overflow past max -> inf, as RNE says */
+}
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+/* The 8-byte little-endian header length, from any alignment. */
+static uint64_t load_u64_le(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Strict UTF-8 check (no overlongs, surrogates or code points past U+10FFFF). Returns 1
+ * if valid, else 0 with *bad_at set to the offset of the first bad sequence. */
+static int utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xe0u) == 0xc0u) {
+            len = 2, cp = c & 0x1fu, min = 0x80;
+        } else if ((c & 0xf0u) == 0xe0u) {
+            len = 3, cp = c & 0x0fu, min = 0x800;
+        } else if ((c & 0xf8u) == 0xf0u) {
+            len = 4, cp = c & 0x07u, min = 0x10000;
+        } else {
+            break;
+        }
+        if (len > n - i) break;
+        size_t k = 1;
+        for (; k < len; k++) {
+            if ((s[i + k] & 0xc0u) != 0x80u) break;
+            cp = (cp << 6) | (s[i + k] & 0x3fu);
+        }
+        if (k < len || cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) break;
+        i += len;
+    }
+    if (bad_at) *bad_at = i;
+    return i == n;
+}
+
+/* Copy a name for an error message so the log stays one line of UTF-8: control bytes
+ * become '?', so do all non-ASCII bytes of a name that is not UTF-8; long names are cut
+ * at a character boundary and end in "...". */
+static const char *shown(const char *name, char *buf, size_t cap) {
+    size_t len = strlen(name);
+    int is_utf8 = utf8_valid((const unsigned char *)name, len, NULL);
+    size_t keep = len;
+    if (keep + 1 > cap) {
+        keep = cap - 4;
+        while (keep > 0 && ((unsigned char)name[keep] & 0xc0u) == 0x80u)
+            keep--;
+    }
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char c = (unsigned char)name[i];
+        buf[i] = (c < 0x20 || c == 0x7f || (c >= 0x80 && !is_utf8)) ? '?' : (char)c;
+    }
+    if (keep < len) memcpy(buf + keep, "...", 3), keep += 3;
+    buf[keep] = '\0';
+    return buf;
+}
+
+/* "object", "array", ... for error messages. */
+static const char *json_type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "real number";
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    case JSON_NULL:
+        return "null";
+    }
+    return "value";
+}
+
+/* A JSON value as shown in an error message: numbers by value, others by type. */
+static const char *json_value_text(const json_t *v, char *buf, size_t cap) {
+    if (json_is_integer(v))
+        snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(buf, cap, "%g", json_real_value(v));
+    else
+        snprintf(buf, cap, "a JSON %s", json_type_name(v));
+    return buf;
+}
+
+/* ---- reader ---------------------------------------------------------------------------- */
+
+/* The first validation problem found, as text; graft_st_open logs it with the path. */
+typedef struct st_problem {
+    char text[1024];
+} st_problem;
+
+__attribute__((format(printf, 2, 3))) static graft_status problem(st_problem *p, const char *fmt,
+                                                                  ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->text, sizeof p->text, fmt, ap);
+    va_end(ap);
+    return GRAFT_ERR_FORMAT;
+}
+
+/* Validate one tensor entry of the header and fill *t (name not set here). */
+static graft_status parse_tensor(st_problem *p, const char *name, const json_t *v,
+                                 uint64_t data_bytes, graft_st_tensor *t) {
+    char nm[160], buf[64], shp[256];
+    shown(name, nm, sizeof nm);
+    if (!json_is_object(v))
+        return problem(p, "tensor '%s' is a JSON %s, not an object", nm, json_type_name(v));
+
+    const json_t *jdtype = json_object_get(v, "dtype");
+    if (!json_is_string(jdtype)) return problem(p, "tensor '%s' has no \"dtype\" string", nm);
+    if (!graft_dtype_from_name(json_string_value(jdtype), &t->dtype)) {
+        char dt[64];
+        return problem(p,
+                       "tensor '%s' has unknown dtype '%s' (graft reads F32, F16, BF16, I64, "
+                       "I32, U8, U16)",
+                       nm, shown(json_string_value(jdtype), dt, sizeof dt));
+    }
+
+    const json_t *jshape = json_object_get(v, "shape");
+    if (!json_is_array(jshape)) return problem(p, "tensor '%s' has no \"shape\" array", nm);
+    size_t ndim = json_array_size(jshape);
+    if (ndim > GRAFT_ST_MAX_DIMS)
+        return problem(p, "tensor '%s' has %zu dims, graft supports at most %d", nm, ndim,
+                       GRAFT_ST_MAX_DIMS);
+    uint64_t numel = 1;
+    int has_zero = 0, overflow = 0;
+    for (size_t d = 0; d < ndim; d++) {
+        const json_t *jd = json_array_get(jshape, d);
+        if (!json_is_integer(jd) || json_integer_value(jd) < 0)
+            return problem(p, "tensor '%s' shape dim %zu is %s, not a non-negative integer", nm, d,
+                           json_value_text(jd, buf, sizeof buf));
+        uint64_t dim = (uint64_t)json_integer_value(jd);
+        t->shape[d] = (int64_t)dim;
+        if (dim == 0)
+            has_zero = 1;
+        else if (numel > UINT64_MAX / dim)
+            overflow = 1;
+        else
+            numel *= dim;
+    }
+    t->ndim = (int)ndim;
+    if (has_zero) numel = 0, overflow = 0;
+    graft_format_shape(shp, sizeof shp, t->ndim, t->shape);
+
+    const json_t *joff = json_object_get(v, "data_offsets");
+    const json_t *jbegin = json_array_get(joff, 0), *jend = json_array_get(joff, 1);
+    if (!json_is_array(joff) || json_array_size(joff) != 2 || !json_is_integer(jbegin) ||
+        !json_is_integer(jend) || json_integer_value(jbegin) < 0 || json_integer_value(jend) < 0)
+        return problem(p,
+                       "tensor '%s' needs \"data_offsets\": [begin, end] of two non-negative "
+                       "integers",
+                       nm);
+    uint64_t begin = (uint64_t)json_integer_value(jbegin);
+    uint64_t end = (uint64_t)json_integer_value(jend);
+    if (begin > end)
+        return problem(p, "tensor '%s' data_offsets [%llu, %llu] has begin > end", nm,
+                       (unsigned long long)begin, (unsigned long long)end);
+    if (end > data_bytes)
+        return problem(p,
+                       "tensor '%s' data_offsets [%llu, %llu] run past the data region (%llu "
+                       "bytes)",
+                       nm, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)data_bytes);
+    size_t esize = graft_dtype_size(t->dtype);
+    if (overflow || numel > UINT64_MAX / esize)
+        return problem(p, "tensor '%s' shape %s has too many elements", nm, shp);
+    uint64_t needed = numel * esize;
+    if (end - begin != needed)
+        return problem(p, "tensor '%s' data_offsets [%llu, %llu] but shape %s %s needs %llu bytes",
+                       nm, (unsigned long long)begin, (unsigned long long)end, shp,
+                       graft_dtype_name(t->dtype), (unsigned long long)needed);
+    /* end <= data_bytes <= SIZE_MAX, so these fit size_t. */
+    t->numel = (size_t)numel;
+    t->nbytes = (size_t)needed;
+    t->offset = begin;
+    return GRAFT_OK;
+}
+
+/* Validate and copy the __metadata__ object. */
+static graft_status parse_metadata(st_problem *p, graft_st_file *f, const json_t *meta) {
+    char nm[160];
+    if (!json_is_object(meta))
+        return problem(p, "__metadata__ is a JSON %s, not an object", json_type_name(meta));
+    size_t count = json_object_size(meta);
+    if (count == 0) return GRAFT_OK;
+    f->meta_keys = calloc(count, sizeof *f->meta_keys);
+    f->meta_values = calloc(count, sizeof *f->meta_values);
+    if (!f->meta_keys || !f->meta_values) return GRAFT_ERR_NOMEM;
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)meta, key, value) {
+        if (!json_is_string(value))
+            return problem(p, "__metadata__ value for key '%s' is a JSON %s, not a string",
+                           shown(key, nm, sizeof nm), json_type_name(value));
+        f->meta_keys[f->n_meta] = strdup(key);
+        f->meta_values[f->n_meta] = strdup(json_string_value(value));
+        f->n_meta++;
+        if (!f->meta_keys[f->n_meta - 1] || !f->meta_values[f->n_meta - 1]) return GRAFT_ERR_NOMEM;
+    }
+    return GRAFT_OK;
+}
+
+/* Order tensors by data offset; names are unique so the order is total. */
+static int compare_by_offset(const void *a, const void *b) {
+    const graft_st_tensor *x = a, *y = b;
+    if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+    if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Check that the tensors tile the data region exactly: no overlap, gap or tail. */
+static graft_status check_layout(st_problem *p, const graft_st_file *f) {
+    char nm1[160], nm2[160];
+    uint64_t expected = 0;
+    for (size_t i = 0; i < f->n_tensors; i++) {
+        const graft_st_tensor *t = &f->tensors[i];
+        if (t->offset < expected) {
+            const graft_st_tensor *prev = &f->tensors[i - 1];
+            return problem(p, "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
+                           shown(prev->name, nm1, sizeof nm1), (unsigned long long)prev->offset,
+                           (unsigned long long)(prev->offset + prev->nbytes),
+                           shown(t->name, nm2, sizeof nm2), (unsigned long long)t->offset,
+                           (unsigned long long)(t->offset + t->nbytes));
+        }
+        if (t->offset > expected)
+            return problem(p, "%llu unused bytes in the data region before tensor '%s' at %llu",
+                           (unsigned long long)(t->offset - expected),
+                           shown(t->name, nm1, sizeof nm1), (unsigned long long)t->offset);
+        expected = t->offset + t->nbytes;
+    }
+    if (expected != f->data_bytes)
+        return problem(p, "%llu unused bytes at the end of the data region",
+                       (unsigned long long)(f->data_bytes - expected));
+    return GRAFT_OK;
+}
+
+/* Validate the mapped file and build the tensor and metadata tables in *f. */
+static graft_status parse_file(st_problem *p, graft_st_file *f) {
+    const unsigned char *bytes = f->map;
+    uint64_t after_length = (uint64_t)f->map_bytes - 8;
+    uint64_t header_bytes = load_u64_le(bytes);
+    if (header_bytes > GRAFT_ST_MAX_HEADER_BYTES)
+        return problem(p, "header length %llu exceeds the %llu-byte limit",
+                       (unsigned long long)header_bytes,
+                       (unsigned long long)GRAFT_ST_MAX_HEADER_BYTES);
+    if (header_bytes > after_length)
+        return problem(p,
+                       "header length %llu runs past the end of the file (%llu bytes follow "
+                       "the length)",
+                       (unsigned long long)header_bytes, (unsigned long long)after_length);
+    const unsigned char *header = bytes + 8;
+    size_t bad_at = 0;
+    if (!utf8_valid(header, (size_t)header_bytes, &bad_at))
+        return problem(p, "header is not valid UTF-8 (byte 0x%02x at header offset %zu)",
+                       header[bad_at], bad_at);
+    f->header_bytes = header_bytes;
+    f->data_region = header + header_bytes;
+    f->data_bytes = (size_t)(after_length - header_bytes);
+
+    json_error_t jerr;
+    json_t *root =
+        json_loadb((const char *)header, (size_t)header_bytes, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return problem(p, "header is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                       jerr.column);
+    graft_status s = GRAFT_OK;
+    if (!json_is_object(root)) {
+        s = problem(p, "header is a JSON %s, not an object", json_type_name(root));
+        goto done;
+    }
+    size_t count = json_object_size(root);
+    if (json_object_get(root, "__metadata__")) count--;
+    if (count > 0) {
+        f->tensors = calloc(count, sizeof *f->tensors);
+        if (!f->tensors) {
+            s = GRAFT_ERR_NOMEM;
+            goto done;
+        }
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        if (strcmp(key, "__metadata__") == 0) {
+            s = parse_metadata(p, f, value);
+        } else {
+            graft_st_tensor *t = &f->tensors[f->n_tensors];
+            s = parse_tensor(p, key, value, f->data_bytes, t);
+            if (s != GRAFT_OK) break;
+            t->name = strdup(key);
+            if (!t->name) s = GRAFT_ERR_NOMEM;
+            f->n_tensors++;
+        }
+        if (s != GRAFT_OK) break;
+    }
+    if (s != GRAFT_OK) goto done;
+    if (f->n_tensors > 1) qsort(f->tensors, f->n_tensors, sizeof *f->tensors, compare_by_offset);
+    s = check_layout(p, f);
+    if (s != GRAFT_OK) goto done;
+    for (size_t i = 0; i < f->n_tensors; i++)
+        f->tensors[i].data = f->data_region + f->tensors[i].offset;
+done:
+    json_decref(root);
+    return s;
+}
+
+graft_status graft_st_open(graft_st_file *f, const char *path) {
+    if (!f) return GRAFT_ERR_INVALID_ARG;
+    memset(f, 0, sizeof *f);
+    if (!path) {
+        GRAFT_ERROR("no path given");
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        GRAFT_ERROR("%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return GRAFT_ERR_IO;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        GRAFT_ERROR("%s: not a regular file", path);
+        close(fd);
+        return GRAFT_ERR_IO;
+    }
+    uint64_t file_bytes = (uint64_t)st.st_size;
+    if (file_bytes < 8) {
+        GRAFT_ERROR("%s: file is %llu bytes, too short for the 8-byte header length", path,
+                    (unsigned long long)file_bytes);
+        close(fd);
+        return GRAFT_ERR_FORMAT;
+    }
+    if (file_bytes > SIZE_MAX) {
+        GRAFT_ERROR("%s: file of %llu bytes is too large to map", path,
+                    (unsigned long long)file_bytes);
+        close(fd);
+        return GRAFT_ERR_IO;
+    }
+    void *map = mmap(NULL, (size_t)file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED) {
+        GRAFT_ERROR("%s: cannot map %llu bytes: %s", path, (unsigned long long)file_bytes,
+                    strerror(map_errno));
+        return GRAFT_ERR_IO;
+    }
+    f->map = map;
+    f->map_bytes = (size_t)file_bytes;
+
+    st_problem p;
+    p.text[0] = '\0';
+    graft_status s = parse_file(&p, f);
+    if (s == GRAFT_OK) {
+        f->path = strdup(path);
+        if (!f->path) s = GRAFT_ERR_NOMEM;
+    }
+    if (s != GRAFT_OK) {
+        if (s == GRAFT_ERR_FORMAT)
+            GRAFT_ERROR("%s: %s", path, p.text);
+        else
+            GRAFT_ERROR("%s: %s while reading the header", path, graft_status_str(s));
+        graft_st_close(f);
+    }
+    return s;
+}
+
+void graft_st_close(graft_st_file *f) {
+    if (!f) return;
+    if (f->map) munmap(f->map, f->map_bytes);
+    for (size_t i = 0; i < f->n_tensors; i++)
+        free((char *)f->tensors[i].name);
+    free(f->tensors);
+    for (size_t i = 0; i < f->n_meta; i++) {
+        free(f->meta_keys[i]);
+        free(f->meta_values[i]);
+    }
+    free(f->meta_keys);
+    free(f->meta_values);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+const graft_st_tensor *graft_st_find(const graft_st_file *f, const char *name) {
+    if (!f || !name) return NULL;
+    for (size_t i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+const char *graft_st_metadata_get(const graft_st_file *f, const char *key) {
+    if (!f || !key) return NULL;
+    for (size_t i = 0; i < f->n_meta; i++)
+        if (strcmp(f->meta_keys[i], key) == 0) return f->meta_values[i];
+    return NULL;
+}
+
+graft_status graft_st_read_f32(const graft_st_tensor *t, float *dst, size_t n) {
+    if (!t || (!dst && n > 0)) return GRAFT_ERR_INVALID_ARG;
+    if (n != t->numel) {
+        char nm[160];
+        GRAFT_ERROR("tensor '%s' has %zu elements, caller expects %zu",
+                    shown(t->name, nm, sizeof nm), t->numel, n);
+        return GRAFT_ERR_MISMATCH;
+    }
+    const unsigned char *src = t->data;
+    if (n == 0) return GRAFT_OK;
+    switch (t->dtype) {
+    case GRAFT_DTYPE_F32:
+        memcpy(dst, src, n * sizeof(float));
+        break;
+    case GRAFT_DTYPE_F16:
+    case GRAFT_DTYPE_BF16:
+    case GRAFT_DTYPE_U16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, sizeof h);
+            dst[i] = t->dtype == GRAFT_DTYPE_F16    ? graft_f16_to_f32(h)
+                     : t->dtype == GRAFT_DTYPE_BF16 ? graft_bf16_to_f32(h)
+                                                    : (float)h;
+        }
+        break;
+    case GRAFT_DTYPE_I64:
+        for (size_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, src + 8 * i, sizeof v);
+            dst[i] = (float)v;
+        }
+        break;
+    case GRAFT_DTYPE_I32:
+        for (size_t i = 0; i < n; i++) {
+            int32_t v;
+            memcpy(&v, src + 4 * i, sizeof v);
+            dst[i] = (float)v;
+        }
+        break;
+    case GRAFT_DTYPE_U8:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (float)src[i];
+        break;
+    default:
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    return GRAFT_OK;
+}
+
+/* ---- writer ---------------------------------------------------------------------------- */
+
+void graft_st_writer_init(graft_st_writer *w) { memset(w, 0, sizeof *w); }
+
+void graft_st_writer_free(graft_st_writer *w) {
+    if (!w) return;
+    for (size_t i = 0; i < w->n_entries; i++)
+        free(w->entries[i].name);
+    free(w->entries);
+    for (size_t i = 0; i < w->n_meta; i++) {
+        free(w->meta_keys[i]);
+        free(w->meta_values[i]);
+    }
+    free(w->meta_keys);
+    free(w->meta_values);
+    memset(w, 0, sizeof *w);
+}
+
+/* Shared body of the two add functions. */
+static graft_status writer_add(const char *caller, graft_st_writer *w, const char *name,
+                               graft_dtype dtype, int from_f32, int ndim, const int64_t *shape,
+                               const void *data) {
+    char nm[160];
+    if (!w || !name) return GRAFT_ERR_INVALID_ARG;
+    shown(name, nm, sizeof nm);
+    size_t name_len = strlen(name);
+    const char *bad_name = name_len == 0 ? "is empty"
+                           : !utf8_valid((const unsigned char *)name, name_len, NULL)
+                               ? "is not UTF-8"
+                           : strcmp(name, "__metadata__") == 0 ? "is reserved"
+                                                               : NULL;
+    if (bad_name) {
+        graft_log(GRAFT_LOG_ERROR, caller, "tensor name '%s' %s", nm, bad_name);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    size_t esize = graft_dtype_size(dtype);
+    if (esize == 0) {
+        graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s': invalid dtype %d", nm, (int)dtype);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (ndim < 0 || ndim > GRAFT_ST_MAX_DIMS || (ndim > 0 && !shape)) {
+        graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s': ndim %d outside 0..%d", nm, ndim,
+                  GRAFT_ST_MAX_DIMS);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    size_t numel = 1;
+    int has_zero = 0, overflow = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0) {
+            graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s': dim %d is negative (%lld)", nm, d,
+                      (long long)shape[d]);
+            return GRAFT_ERR_INVALID_ARG;
+        }
+        if (shape[d] == 0)
+            has_zero = 1;
+        else if ((uint64_t)shape[d] > SIZE_MAX / numel)
+            overflow = 1;
+        else
+            numel *= (size_t)shape[d];
+    }
+    if (has_zero) numel = 0, overflow = 0;
+    /* Offsets are stored as JSON integers (int64), so keep every tensor well inside that. */
+    if (overflow || numel > (SIZE_MAX >> 2) / esize) {
+        graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s': too many elements", nm);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (!data && numel > 0) {
+        graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s': data is NULL", nm);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    for (size_t i = 0; i < w->n_entries; i++) {
+        if (strcmp(w->entries[i].name, name) == 0) {
+            graft_log(GRAFT_LOG_ERROR, caller, "tensor '%s' added twice", nm);
+            return GRAFT_ERR_INVALID_ARG;
+        }
+    }
+    if (w->n_entries == w->cap_entries) {
+        size_t cap = w->cap_entries ? 2 * w->cap_entries : 16;
+        graft_st_write_entry *entries = realloc(w->entries, cap * sizeof *entries);
+        if (!entries) return GRAFT_ERR_NOMEM;
+        w->entries = entries;
+        w->cap_entries = cap;
+    }
+    graft_st_write_entry *e = &w->entries[w->n_entries];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    if (!e->name) return GRAFT_ERR_NOMEM;
+    e->dtype = dtype;
+    e->from_f32 = from_f32;
+    e->ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        e->shape[d] = shape[d];
+    e->numel = numel;
+    e->data = data;
+    w->n_entries++;
+    return GRAFT_OK;
+}
+
+graft_status graft_st_writer_add(graft_st_writer *w, const char *name, graft_dtype dtype, int ndim,
+                                 const int64_t *shape, const void *data) {
+    return writer_add(__func__, w, name, dtype, 0, ndim, shape, data);
+}
+
+graft_status graft_st_writer_add_f32(graft_st_writer *w, const char *name, graft_dtype save_as,
+                                     int ndim, const int64_t *shape, const float *data) {
+    if (save_as != GRAFT_DTYPE_F32 && save_as != GRAFT_DTYPE_F16 && save_as != GRAFT_DTYPE_BF16) {
+        char nm[160];
+        GRAFT_ERROR("tensor '%s': fp32 data can be saved as F32, F16 or BF16, not %s",
+                    name ? shown(name, nm, sizeof nm) : "(null)", graft_dtype_name(save_as));
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    return writer_add(__func__, w, name, save_as, save_as != GRAFT_DTYPE_F32, ndim, shape, data);
+}
+
+graft_status graft_st_writer_set_metadata(graft_st_writer *w, const char *key, const char *value) {
+    if (!w || !key || !value) return GRAFT_ERR_INVALID_ARG;
+    if (!utf8_valid((const unsigned char *)key, strlen(key), NULL) ||
+        !utf8_valid((const unsigned char *)value, strlen(value), NULL)) {
+        char nm[160];
+        GRAFT_ERROR("metadata key '%s' or its value is not UTF-8", shown(key, nm, sizeof nm));
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    char *value_copy = strdup(value);
+    if (!value_copy) return GRAFT_ERR_NOMEM;
+    for (size_t i = 0; i < w->n_meta; i++) {
+        if (strcmp(w->meta_keys[i], key) == 0) {
+            free(w->meta_values[i]);
+            w->meta_values[i] = value_copy;
+            return GRAFT_OK;
+        }
+    }
+    if (w->n_meta == w->cap_meta) {
+        size_t cap = w->cap_meta ? 2 * w->cap_meta : 8;
+        char **keys = realloc(w->meta_keys, cap * sizeof *keys);
+        if (keys) w->meta_keys = keys;
+        char **values = keys ? realloc(w->meta_values, cap * sizeof *values) : NULL;
+        if (values) w->meta_values = values;
+        if (!keys || !values) {
+            free(value_copy);
+            return GRAFT_ERR_NOMEM;
+        }
+        w->cap_meta = cap;
+    }
+    char *key_copy = strdup(key);
+    if (!key_copy) {
+        free(value_copy);
+        return GRAFT_ERR_NOMEM;
+    }
+    w->meta_keys[w->n_meta] = key_copy;
+    w->meta_values[w->n_meta] = value_copy;
+    w->n_meta++;
+    return GRAFT_OK;
+}
+
+/* Data layout order: larger elements first (keeps every tensor aligned), then name. */
+static int compare_for_layout(const void *a, const void *b) {
+    const graft_st_write_entry *x = *(const graft_st_write_entry *const *)a;
+    const graft_st_write_entry *y = *(const graft_st_write_entry *const *)b;
+    size_t sx = graft_dtype_size(x->dtype), sy = graft_dtype_size(y->dtype);
+    if (sx != sy) return sx > sy ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* The header JSON (sorted keys, compact, no padding) for entries in layout order.
+ * Returns a malloc'd string or NULL when memory runs out. */
+static char *build_header(const graft_st_writer *w, const graft_st_write_entry *const *order) {
+    json_t *root = json_object();
+    if (!root) return NULL;
+    uint64_t pos = 0;
+    int ok = 1;
+    for (size_t i = 0; i < w->n_entries && ok; i++) {
+        const graft_st_write_entry *e = order[i];
+        uint64_t nbytes = (uint64_t)e->numel * graft_dtype_size(e->dtype);
+        json_t *entry = json_object(), *shape = json_array(), *offsets = json_array();
+        ok = entry && shape && offsets;
+        for (int d = 0; ok && d < e->ndim; d++)
+            ok = json_array_append_new(shape, json_integer((json_int_t)e->shape[d])) == 0;
+        ok = ok && json_array_append_new(offsets, json_integer((json_int_t)pos)) == 0 &&
+             json_array_append_new(offsets, json_integer((json_int_t)(pos + nbytes))) == 0;
+        ok =
+            ok && json_object_set_new(entry, "dtype", json_string(graft_dtype_name(e->dtype))) == 0;
+        ok = ok && json_object_set(entry, "shape", shape) == 0 &&
+             json_object_set(entry, "data_offsets", offsets) == 0;
+        ok = ok && json_object_set(root, e->name, entry) == 0;
+        json_decref(shape);
+        json_decref(offsets);
+        json_decref(entry);
+        pos += nbytes;
+    }
+    if (ok && w->n_meta > 0) {
+        json_t *meta = json_object();
+        ok = meta != NULL;
+        for (size_t i = 0; ok && i < w->n_meta; i++)
+            ok = json_object_set_new(meta, w->meta_keys[i], json_string(w->meta_values[i])) == 0;
+        ok = ok && json_object_set(root, "__metadata__", meta) == 0;
+        json_decref(meta);
+    }
+    char *text = ok ? json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(root);
+    return text;
+}
+
+/* Write one entry's bytes, converting fp32 sources to fp16/bf16 in chunks. */
+static int write_entry_data(FILE *fp, const graft_st_write_entry *e) {
+    if (e->numel == 0) return 1;
+    if (!e->from_f32) {
+        size_t nbytes = e->numel * graft_dtype_size(e->dtype);
+        return fwrite(e->data, 1, nbytes, fp) == nbytes;
+    }
+    const float *src = e->data;
+    unsigned char chunk[8192];
+    size_t per_chunk = sizeof chunk / 2;
+    for (size_t start = 0; start < e->numel; start += per_chunk) {
+        size_t count = e->numel - start < per_chunk ? e->numel - start : per_chunk;
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h = e->dtype == GRAFT_DTYPE_F16 ? graft_f32_to_f16(src[start + i])
+                                                     : graft_f32_to_bf16(src[start + i]);
+            chunk[2 * i] = (unsigned char)(h & 0xffu);
+            chunk[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        if (fwrite(chunk, 2, count, fp) != count) return 0;
+    }
+    return 1;
+}
+
+/* fsync the directory holding `path` so a rename in it is durable. Returns 0 or errno;
+ * file systems that cannot fsync directories (EINVAL) count as success. */
+static int fsync_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return ENOMEM;
+    int err = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        err = errno;
+    else if (fsync(fd) != 0 && errno != EINVAL)
+        err = errno;
+    if (fd >= 0) close(fd);
+    free(dir);
+    return err;
+}
+
+graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
+    if (!w || !path || !*path) return GRAFT_ERR_INVALID_ARG;
+    const graft_st_write_entry **order = malloc((w->n_entries ? w->n_entries : 1) * sizeof *order);
+    char *tmp = malloc(strlen(path) + 5);
+    if (!order || !tmp) {
+        free(order);
+        free(tmp);
+        GRAFT_ERROR("%s: out of memory", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    sprintf(tmp, "%s.tmp", path);
+    for (size_t i = 0; i < w->n_entries; i++)
+        order[i] = &w->entries[i];
+    if (w->n_entries > 1) qsort(order, w->n_entries, sizeof *order, compare_for_layout);
+    char *header = build_header(w, order);
+    if (!header) {
+        free(order);
+        free(tmp);
+        GRAFT_ERROR("%s: out of memory building the header", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    size_t header_len = strlen(header);
+    size_t padded_len = (header_len + 7) & ~(size_t)7;
+
+    /* On failure the log line reads "<path>: cannot <step> <target>: <errno text>". */
+    const char *step = "create", *target = tmp;
+    int err = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!fp) {
+        err = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        goto done;
+    }
+    step = "write";
+    unsigned char length_le[8];
+    for (int i = 0; i < 8; i++)
+        length_le[i] = (unsigned char)((uint64_t)padded_len >> (8 * i));
+    int ok = fwrite(length_le, 1, 8, fp) == 8 && fwrite(header, 1, header_len, fp) == header_len;
+    for (size_t i = header_len; ok && i < padded_len; i++)
+        ok = fputc(' ', fp) != EOF;
+    for (size_t i = 0; ok && i < w->n_entries; i++)
+        ok = write_entry_data(fp, order[i]);
+    if (ok && fflush(fp) != 0) ok = 0;
+    if (ok && fsync(fileno(fp)) != 0) step = "fsync", ok = 0;
+    if (!ok) err = errno;
+    if (fclose(fp) != 0 && ok) {
+        err = errno;
+        step = "close";
+        ok = 0;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        err = errno;
+        step = "rename";
+        ok = 0;
+    }
+    if (!ok) {
+        unlink(tmp);
+        if (err == 0) err = EIO;
+        goto done;
+    }
+    step = "fsync the directory of";
+    target = path;
+    err = fsync_parent_dir(path);
+done:
+    if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, target, strerror(err));
+    free(header);
+    free(order);
+    free(tmp);
+    return err == 0 ? GRAFT_OK : GRAFT_ERR_IO;
+}
