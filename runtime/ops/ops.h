@@ -56,7 +56,8 @@ void graft_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
  * 1/sqrt(var+eps) per channel into save_mean/save_invstd [C], and update running
  * stats as torch does (running = (1-momentum)*running + momentum*stat, with the
  * unbiased variance). training=0: normalise with the running stats (and still fill
- * save_mean/save_invstd from them, so backward works in both modes). */
+ * save_mean/save_invstd from them, so backward works in both modes). In training,
+ * NULL running stats skip their update. */
 void graft_batchnorm2d_forward(float *out, float *save_mean, float *save_invstd,
                                float *running_mean, float *running_var, const float *inp,
                                const float *weight, const float *bias, int N, int C, int HW,
@@ -88,7 +89,8 @@ void graft_gelu_backward(float *dinp, const float *dout, const float *inp, size_
                          graft_gelu_kind kind);
 
 /* Inverted dropout: mask[i] = 0 or 1/(1-p), drawn from rng; out = inp * mask.
- * p = 0 copies and fills mask with 1. */
+ * p <= 0 copies, fills mask with 1 and draws nothing. Relu, dropout and residual
+ * forwards may run in place (out == inp). */
 void graft_dropout_forward(float *out, float *mask, const float *inp, size_t n, float p,
                            graft_rng *rng);
 void graft_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n);
@@ -107,7 +109,8 @@ typedef struct graft_pool2d_shape {
 
 graft_pool2d_shape graft_pool2d_shape_make(int N, int C, int H, int W, int K, int stride,
                                            int pad);
-/* argmax [N, C, OH, OW] records the input offset (within its H*W plane) of each max. */
+/* argmax [N, C, OH, OW] records the input offset (within its H*W plane) of each max;
+ * ties go to the first cell in row-major order and NaN wins, as in torch. */
 void graft_maxpool2d_forward(float *out, int32_t *argmax, const float *inp,
                              const graft_pool2d_shape *s);
 void graft_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax,
