@@ -1,0 +1,155 @@
+/* The experiment config: YAML (libyaml) -> typed struct, validated, with dotted
+ * command-line overrides. Every key, its type, default, limits and documentation
+ * live in ONE table in config.c; the parser, the validator, `--print-config`, the
+ * digest and the README's key reference are all driven by that table.
+ *
+ *   graft_config cfg;
+ *   graft_config_defaults(&cfg);
+ *   if (graft_config_load(&cfg, "cfg.yaml") != GRAFT_OK) ...        // errors logged
+ *   if (graft_config_override(&cfg, "optim.lr=3e-4") != GRAFT_OK) ...
+ *   if (graft_config_validate(&cfg) != GRAFT_OK) ...
+ *   ...
+ *   graft_config_free(&cfg);
+ *
+ * Strings and lists are owned by the struct (graft_config_free releases them). */
+#ifndef GRAFT_CONFIG_H
+#define GRAFT_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "runtime/core/status.h"
+
+/* A list of strings (globs, hosts, args). */
+typedef struct graft_strlist {
+    char **items;
+    int count;
+} graft_strlist;
+
+/* Optimizer parameter group from optim.groups: [{params: GLOB, lr_scale: X, weight_decay: Y}] */
+typedef struct graft_cfg_group {
+    char *params;
+    double lr_scale;     /* default 1 */
+    double weight_decay; /* default: optim.weight_decay (negative here = "not given") */
+} graft_cfg_group;
+
+/* One entry of freeze.schedule: [{at_step: N, trainable: [GLOB, ...]}] */
+typedef struct graft_cfg_unfreeze {
+    long at_step;
+    graft_strlist trainable;
+} graft_cfg_unfreeze;
+
+typedef struct graft_config {
+    char *source; /* file the config came from ("" when built from defaults only) */
+
+    /* experiment: the run directory is runs/<experiment>/ */
+    char *experiment; /* required; [A-Za-z0-9._-]+ */
+    long seed;        /* default 0 */
+
+    struct {
+        char *arch;       /* required: mlp (resnet18/34/50, gpt2, bert come later) */
+        char *init;       /* weights to start from (safetensors file or checkpoint dir); NULL */
+        int init_strict;  /* default 0: missing names are warnings */
+        int num_classes;  /* 0 = from the training set's metadata */
+        int hidden[8];    /* model.hidden: MLP hidden sizes, default [512, 256] */
+        int n_hidden;
+        double dropout;   /* default 0, in [0, 1) */
+    } model;
+
+    struct {
+        graft_strlist trainable; /* globs; everything else frozen */
+        graft_strlist frozen;    /* globs; everything else trainable */
+        char *bn;                /* eval|train, default eval */
+        graft_cfg_unfreeze *schedule;
+        int n_schedule;
+    } freeze;
+
+    struct {
+        char *train;     /* dataset directory, required */
+        char *val;       /* dataset directory, optional */
+        long batch_size; /* GLOBAL batch, default 128 */
+        long micro_batch;/* per rank per forward; 0 = batch_size / world (no accumulation) */
+        int shuffle;     /* default 1 */
+        int prefetch;    /* batches prepared ahead by the loader thread, default 2; 0 = none */
+        int seq_len;     /* token datasets: window length, default 128 */
+        int augment_crop_padding; /* data.augment.crop_padding: random crop after zero padding, 0 = off */
+        int augment_hflip;        /* data.augment.hflip: random horizontal flip, default 0 */
+        int verify;      /* data.verify: check shard checksums at start, default 1 */
+    } data;
+
+    struct {
+        char *name;          /* adamw|sgd, default adamw */
+        double lr;           /* required, > 0 */
+        double weight_decay; /* default 0.01 for adamw, 0 for sgd (negative = not given) */
+        double momentum;     /* sgd, default 0.9 */
+        int nesterov;        /* sgd, default 0 */
+        double beta1, beta2; /* optim.betas: [0.9, 0.999] */
+        double eps;          /* default 1e-8 */
+        double grad_clip;    /* max global grad norm, 0 = off (default 1.0) */
+        graft_cfg_group *groups;
+        int n_groups;
+    } optim;
+
+    struct {
+        char *name;        /* constant|cosine|linear, default cosine */
+        long warmup_steps; /* default 0 */
+        double min_lr;     /* default 0 */
+    } schedule;
+
+    struct {
+        long epochs;     /* one of epochs / max_steps; max_steps wins when both are given */
+        long max_steps;  /* 0 = from epochs */
+        long eval_every; /* steps; 0 = only at the end */
+        long log_every;  /* steps, default 10 */
+    } train;
+
+    struct {
+        char *dir;            /* default runs/<experiment>/checkpoints */
+        long every_steps;     /* 0 = off */
+        double every_minutes; /* 0 = off */
+        int keep_last;        /* default 3 */
+        char *save_frozen;    /* always|once, default once */
+        char *on_error;       /* continue|stop, default continue */
+        char *resume;         /* auto|never|PATH, default auto */
+    } checkpoint;
+
+    struct {
+        char *backend;     /* auto|local|mpi|nccl, default auto */
+        double bucket_mb;  /* default 25 */
+        double first_bucket_mb; /* default 1 */
+        double timeout_s;  /* default 300 */
+    } comm;
+
+    struct {
+        int np;              /* default 1 */
+        graft_strlist hosts; /* "host:slots" */
+        char *hostfile;
+        int threads_per_rank;/* 0 = auto (cores per node / local ranks) */
+        graft_strlist env;   /* "NAME=value" exported to every rank */
+        graft_strlist mpirun_args;
+        int max_restarts;    /* default 0 */
+    } launch;
+} graft_config;
+
+/* Fill every key with its default (strings are owned copies). */
+void graft_config_defaults(graft_config *cfg);
+/* Read a YAML file on top of the current values. Errors are logged as one line:
+ * "FILE:LINE:COL: KEY.PATH: problem (expected ..., found ...)" and return
+ * GRAFT_ERR_CONFIG (GRAFT_ERR_IO when the file cannot be read). Unknown keys are
+ * errors with a did-you-mean suggestion; duplicate keys are errors. */
+graft_status graft_config_load(graft_config *cfg, const char *path);
+/* Apply "dotted.key=value" (value parsed as YAML: 3e-4, true, [a, b], {x: 1}). */
+graft_status graft_config_override(graft_config *cfg, const char *assignment);
+/* Cross-key checks after loading and overriding: required keys present, ranges,
+ * enum names, epochs vs max_steps, etc. Logs the first problem. */
+graft_status graft_config_validate(const graft_config *cfg);
+/* Write the resolved config as YAML that graft_config_load accepts. */
+graft_status graft_config_print(const graft_config *cfg, FILE *out);
+/* xxh64 over the keys that must agree across ranks (everything except launch.* and
+ * checkpoint.resume), in a canonical form. */
+uint64_t graft_config_digest(const graft_config *cfg);
+/* Markdown table of every key: name, type, default, meaning (for the README). */
+void graft_config_write_reference(FILE *out);
+void graft_config_free(graft_config *cfg);
+
+#endif

