@@ -11,6 +11,7 @@
 #define GRAFT_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "runtime/core/status.h"
 
@@ -26,10 +27,13 @@ typedef struct graft_comm_i {
     void (*free)(void *ctx);
 } graft_comm_i;
 
+struct graft_comm_watchdog; /* private to comm.c */
+
 typedef struct graft_comm {
     graft_comm_i iface;
     void *ctx;
     int rank, size;
+    struct graft_comm_watchdog *watchdog; /* NULL until graft_comm_set_watchdog */
 } graft_comm;
 
 /* One process: collectives are identities (allgather copies). Never fails. */
@@ -44,11 +48,46 @@ graft_status graft_comm_init_nccl(graft_comm *c);
  * *why (may be NULL) says why in words. */
 int graft_comm_nccl_available(const char **why);
 
+/* The collectives. Each call through these wrappers is watched by the watchdog (below)
+ * while it runs, when one is set. */
 graft_status graft_comm_allreduce_sum(graft_comm *c, float *buf, size_t n);
 graft_status graft_comm_broadcast(graft_comm *c, void *buf, size_t bytes, int root);
 graft_status graft_comm_allgather(graft_comm *c, const void *send, void *recv, size_t bytes);
 graft_status graft_comm_barrier(graft_comm *c);
-/* Releases the backend's state (not MPI itself); safe on NULL or a zeroed comm. */
+/* Releases the backend's state (not MPI itself) and stops the watchdog; safe on NULL or
+ * a zeroed comm. */
 void graft_comm_free(graft_comm *c);
+
+/* ---- watchdog: a stuck collective becomes a logged abort -------------------------------
+ * With timeout_s > 0 a thread wakes about once a second (more often for timeouts under
+ * 2 s); when a collective issued through the wrappers above has been running longer than
+ * timeout_s it logs ONE error line, e.g.
+ *   collective allreduce_sum stuck for 301 s (step 12 bucket 3) on rank 2 of 4: aborting the job
+ * and calls the abort hook (default: MPI_Abort(MPI_COMM_WORLD, 3) when MPI is initialised,
+ * else abort()). Each collective fires at most once. timeout_s == 0 turns it off (the
+ * default); negative or non-finite values are GRAFT_ERR_INVALID_ARG. Call from the thread
+ * that owns the comm, not concurrently with collectives. */
+graft_status graft_comm_set_watchdog(graft_comm *c, double timeout_s);
+/* What the watchdog line names in parentheses for the next collectives issued on c, e.g.
+ * "step 12 bucket 3" (truncated to 95 bytes; NULL or "" clears it). A cheap copy under a
+ * lock; ignored while no watchdog has been set. */
+void graft_comm_set_context(graft_comm *c, const char *context);
+/* Replaces the process-wide abort hook (fn NULL restores the default). Tests use it to
+ * observe a firing without ending the job; a hook that returns lets the collective go on. */
+void graft_comm_set_abort_hook(void (*fn)(void *arg), void *arg);
+/* The last line the watchdog of c logged ("" when it never fired): owned by c, valid
+ * until graft_comm_free; read it after the hook has run. */
+const char *graft_comm_watchdog_last_message(const graft_comm *c);
+
+/* ---- start-up handshake --------------------------------------------------------------------
+ * Allgathers n values (digests or counts; what[i] names value i) from every rank. When
+ * every rank holds rank 0's values: GRAFT_OK. Otherwise every rank returns
+ * GRAFT_ERR_MISMATCH, rank 0 logs one line per difference and each differing rank logs
+ * its own, e.g.
+ *   rank 2 differs from rank 0 in parameter shapes (digest 1a2b... vs 3c4d... on rank 0)
+ * so the job stops with a reason instead of hanging later in a collective. A different n
+ * on some rank is reported the same way. A collective: every rank must call it. */
+graft_status graft_comm_check_agreement(graft_comm *c, const char *const *what,
+                                        const uint64_t *values, int n);
 
 #endif

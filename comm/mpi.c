@@ -52,6 +52,7 @@ graft_status graft_comm_init_mpi(graft_comm *c) {
     }
     c->iface = mpi_iface;
     c->ctx = NULL;
+    c->watchdog = NULL;
     GRAFT_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     GRAFT_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &c->size));
     return GRAFT_OK;

@@ -159,11 +159,42 @@ static void test_dropout_seeded(void **state) {
     graft_mlp_free(&b);
 }
 
+/* The backward tells the grad-ready hook about every trainable parameter once, and
+ * in backward order the announced ranges tile the gradient buffer from 0 upward. */
+typedef struct {
+    size_t next, calls;
+} hook_log;
+
+static void record_ready(void *ctx, size_t offset, size_t count) {
+    hook_log *h = ctx;
+    assert_int_equal(offset, h->next);
+    h->next = offset + count;
+    h->calls++;
+}
+
+static void test_grad_ready_hook(void **state) {
+    (void)state;
+    graft_mlp m;
+    build(&m, "hidden.0.weight", 0);
+    hook_log h = {0, 0};
+    m.params.on_grad_ready = record_ready;
+    m.params.on_grad_ready_ctx = &h;
+    float x[B * IN];
+    int32_t y[B];
+    make_batch(x, y);
+    graft_mlp_forward(&m, x, y, B, 1);
+    graft_mlp_backward(&m, 1.0f);
+    assert_int_equal(h.calls, 5); /* all but the frozen hidden.0.weight */
+    assert_int_equal(h.next, m.params.n_grads);
+    graft_mlp_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_frozen_first_layer),
         cmocka_unit_test(test_dropout_seeded),
+        cmocka_unit_test(test_grad_ready_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,8 @@ typedef struct nccl_ctx {
     cudaStream_t stream;
     void *stage; /* (size + 1) slots of NCCL_STAGE_BYTES on the device (allgather output) */
     int size;
+    int device; /* the current CUDA device is per thread: every op selects this one, since
+                   the reducer's comm thread calls the collectives too */
 } nccl_ctx;
 
 int graft_comm_nccl_available(const char **why) {
@@ -32,6 +34,7 @@ int graft_comm_nccl_available(const char **why) {
 
 static graft_status nccl_allreduce_sum(void *ctx, float *buf, size_t n) {
     nccl_ctx *c = ctx;
+    GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     size_t chunk = NCCL_STAGE_BYTES / sizeof(float);
     for (size_t off = 0; off < n; off += chunk) {
         size_t count = n - off < chunk ? n - off : chunk;
@@ -48,6 +51,7 @@ static graft_status nccl_allreduce_sum(void *ctx, float *buf, size_t n) {
 
 static graft_status nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
     nccl_ctx *c = ctx;
+    GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     for (size_t off = 0; off < bytes; off += NCCL_STAGE_BYTES) {
         size_t count = bytes - off < NCCL_STAGE_BYTES ? bytes - off : NCCL_STAGE_BYTES;
         GRAFT_CHECK_CUDA(cudaMemcpyAsync(c->stage, (char *)buf + off, count,
@@ -63,6 +67,7 @@ static graft_status nccl_broadcast(void *ctx, void *buf, size_t bytes, int root)
 
 static graft_status nccl_allgather(void *ctx, const void *send, void *recv, size_t bytes) {
     nccl_ctx *c = ctx;
+    GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     if (bytes > NCCL_STAGE_BYTES) {
         GRAFT_ERROR("allgather of %zu bytes per rank exceeds the %zu-byte staging buffer", bytes,
                     NCCL_STAGE_BYTES);
@@ -80,6 +85,7 @@ static graft_status nccl_allgather(void *ctx, const void *send, void *recv, size
 
 static graft_status nccl_barrier(void *ctx) {
     nccl_ctx *c = ctx;
+    GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     GRAFT_CHECK_NCCL(ncclAllReduce(c->stage, c->stage, 1, ncclFloat, ncclSum, c->comm, c->stream));
     GRAFT_CHECK_CUDA(cudaStreamSynchronize(c->stream));
     return GRAFT_OK;
@@ -109,7 +115,8 @@ static graft_status nccl_setup(nccl_ctx *c, int rank, int size) {
     int devices = 0, lrank = 0;
     GRAFT_CHECK_CUDA(cudaGetDeviceCount(&devices));
     GRAFT_TRY(local_rank(&lrank));
-    GRAFT_CHECK_CUDA(cudaSetDevice(lrank % devices));
+    c->device = lrank % devices;
+    GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     GRAFT_CHECK_CUDA(cudaStreamCreate(&c->stream));
     /* slot 0: this rank's data; slots 1..size: allgather output */
     GRAFT_CHECK_CUDA(cudaMalloc(&c->stage, NCCL_STAGE_BYTES * (size_t)(size + 1)));
@@ -149,5 +156,6 @@ graft_status graft_comm_init_nccl(graft_comm *out) {
     out->ctx = c;
     out->rank = rank;
     out->size = size;
+    out->watchdog = NULL;
     return GRAFT_OK;
 }

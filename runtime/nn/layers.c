@@ -48,6 +48,9 @@ void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params
     graft_linear_backward(din, graft_params_grad(p, l->weight),
                           l->bias >= 0 ? graft_params_grad(p, l->bias) : NULL, dout, inp,
                           graft_params_value(p, l->weight), B, l->in, l->out, l->layout);
+    /* reverse registration order = increasing gradient offsets */
+    if (l->bias >= 0) graft_params_grad_ready(p, l->bias);
+    graft_params_grad_ready(p, l->weight);
 }
 
 int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p) {

@@ -131,6 +131,11 @@ void graft_params_zero_grad(graft_params *p) {
     if (p->grads) memset(p->grads, 0, p->n_grads * sizeof(float));
 }
 
+void graft_params_grad_ready(const graft_params *p, int index) {
+    const graft_param *t = &p->items[index];
+    if (p->on_grad_ready && t->trainable) p->on_grad_ready(p->on_grad_ready_ctx, t->grad_offset, t->numel);
+}
+
 size_t graft_params_numel(const graft_params *p, int trainable_only) {
     size_t n = 0;
     for (int i = 0; i < p->count; i++) {

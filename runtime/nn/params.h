@@ -32,6 +32,10 @@ typedef struct graft_param {
     int group;          /* optimizer parameter group (0 unless set) */
 } graft_param;
 
+/* Called during backward when the gradient slice [offset, offset+count) of the flat
+ * gradient buffer is final (the reducer starts all-reducing full buckets). */
+typedef void (*graft_grad_ready_fn)(void *ctx, size_t offset, size_t count);
+
 typedef struct graft_params {
     graft_param *items;
     int count, cap;
@@ -40,6 +44,8 @@ typedef struct graft_params {
     float *grads; /* n_grads floats (trainable only, backward order), owned; NULL if none */
     size_t n_grads;
     int finalized;
+    graft_grad_ready_fn on_grad_ready; /* optional hook, NULL by default */
+    void *on_grad_ready_ctx;
 } graft_params;
 
 void graft_params_init(graft_params *p);
@@ -61,6 +67,9 @@ float *graft_params_value(const graft_params *p, int index);
 /* NULL for frozen parameters and buffers: kernels then skip that gradient. */
 float *graft_params_grad(const graft_params *p, int index);
 void graft_params_zero_grad(graft_params *p);
+/* Layers call this after writing a parameter's gradient for the step: tells the hook
+ * (if any) that the parameter's gradient slice is final. No-op for frozen ones. */
+void graft_params_grad_ready(const graft_params *p, int index);
 /* Elements in trainable parameters / all parameters (buffers excluded). */
 size_t graft_params_numel(const graft_params *p, int trainable_only);
 
