@@ -18,8 +18,11 @@ build: deps
 	@cmake -S . -B $(BUILD) -DGRAFT_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# Convert Fashion-MNIST to shards once, then train the MLP of configs/fmnist_mlp.yaml.
 run: build
-	OPENBLAS_NUM_THREADS=$(JOBS) ./$(BUILD)/graft demo
+	@test -f data/fmnist/train/index.json || ./$(BUILD)/graft data fmnist --out data/fmnist/train --split train
+	@test -f data/fmnist/test/index.json || ./$(BUILD)/graft data fmnist --out data/fmnist/test --split test
+	OPENBLAS_NUM_THREADS=$(JOBS) ./$(BUILD)/graft train configs/fmnist_mlp.yaml
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -34,8 +34,12 @@ void cli_print_help(const char *command, const char *summary, const cli_option *
 /* Map a library status to the command's exit status. */
 int cli_exit_status(int graft_status_value);
 
-int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_launch(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

@@ -4,17 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
+#include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
 #include "runtime/ops/ops.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     int B, IC, OC;
@@ -71,11 +65,11 @@ static int bench_case(int B, int IC, int OC, graft_wlayout layout, int iters, in
     graft_linear_step(&c);
     double best_raw = 1e30, best_graft = 1e30;
     for (int i = 0; i < iters; i++) {
-        double t0 = now_s();
+        double t0 = graft_now_s();
         raw_sgemms(&c);
-        double t1 = now_s();
+        double t1 = graft_now_s();
         graft_linear_step(&c);
-        double t2 = now_s();
+        double t2 = graft_now_s();
         if (t1 - t0 < best_raw) best_raw = t1 - t0;
         if (t2 - t1 < best_graft) best_graft = t2 - t1;
     }

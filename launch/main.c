@@ -11,7 +11,11 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"demo", cmd_demo, "train an MLP on Fashion-MNIST and print test accuracy"},
+    {"train", cmd_train, "train as a YAML experiment config says"},
+    {"launch", cmd_launch, "run `graft train` on MPI ranks as the config's launch section says"},
+    {"eval", cmd_eval, "evaluate saved weights on a config's validation set"},
+    {"data", cmd_data, "build, inspect, verify and benchmark sharded datasets"},
+    {"plot", cmd_plot, "render loss / lr / accuracy curves of a run to PNG"},
     {"inspect", cmd_inspect, "list the tensors and metadata of a safetensors file"},
     {"bench", cmd_bench, "benchmarks (bench gemm: linear layer vs raw sgemm)"},
 };

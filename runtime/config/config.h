@@ -80,7 +80,8 @@ typedef struct graft_config {
     struct {
         char *name;          /* adamw|sgd, default adamw */
         double lr;           /* required, > 0 */
-        double weight_decay; /* default 0.01 for adamw, 0 for sgd (negative = not given) */
+        double weight_decay; /* negative = not given (YAML null, the default): 0.01 for adamw,
+                                0 for sgd; graft_config_weight_decay resolves it */
         double momentum;     /* sgd, default 0.9 */
         int nesterov;        /* sgd, default 0 */
         double beta1, beta2; /* optim.betas: [0.9, 0.999] */
@@ -97,17 +98,18 @@ typedef struct graft_config {
     } schedule;
 
     struct {
-        long epochs;     /* one of epochs / max_steps; max_steps wins when both are given */
+        long epochs;     /* one of epochs / max_steps; max_steps wins when both are given;
+                            default 0 (validate requires one of the two > 0) */
         long max_steps;  /* 0 = from epochs */
         long eval_every; /* steps; 0 = only at the end */
         long log_every;  /* steps, default 10 */
     } train;
 
     struct {
-        char *dir;            /* default runs/<experiment>/checkpoints */
+        char *dir;            /* NULL (default) = runs/<experiment>/checkpoints */
         long every_steps;     /* 0 = off */
         double every_minutes; /* 0 = off */
-        int keep_last;        /* default 3 */
+        int keep_last;        /* default 3, >= 1 */
         char *save_frozen;    /* always|once, default once */
         char *on_error;       /* continue|stop, default continue */
         char *resume;         /* auto|never|PATH, default auto */
@@ -131,25 +133,44 @@ typedef struct graft_config {
     } launch;
 } graft_config;
 
-/* Fill every key with its default (strings are owned copies). */
+/* Fill every key with its default (strings are owned copies). Overwrites *cfg without
+ * freeing it: call graft_config_free first on a config that was in use. */
 void graft_config_defaults(graft_config *cfg);
 /* Read a YAML file on top of the current values. Errors are logged as one line:
  * "FILE:LINE:COL: KEY.PATH: problem (expected ..., found ...)" and return
  * GRAFT_ERR_CONFIG (GRAFT_ERR_IO when the file cannot be read). Unknown keys are
  * errors with a did-you-mean suggestion; duplicate keys are errors. */
 graft_status graft_config_load(graft_config *cfg, const char *path);
-/* Apply "dotted.key=value" (value parsed as YAML: 3e-4, true, [a, b], {x: 1}). */
+/* Apply "dotted.key=value" (value parsed as YAML: 3e-4, true, [a, b], {x: 1}); a section
+ * takes a mapping ("data={batch_size: 64}"). Errors name "override 'ASSIGNMENT'" instead
+ * of a file position; GRAFT_ERR_CONFIG. Lists are replaced, not appended to. On error the
+ * key keeps its old value. */
 graft_status graft_config_override(graft_config *cfg, const char *assignment);
 /* Cross-key checks after loading and overriding: required keys present, ranges,
- * enum names, epochs vs max_steps, etc. Logs the first problem. */
+ * enum names, epochs vs max_steps, etc. Logs the first problem as "SOURCE: KEY: problem"
+ * (SOURCE = cfg->source, or "config" when empty) and returns GRAFT_ERR_CONFIG. */
 graft_status graft_config_validate(const graft_config *cfg);
-/* Write the resolved config as YAML that graft_config_load accepts. */
+/* Write the resolved config as YAML that graft_config_load accepts (sections in struct
+ * order, lists in flow style, null for keys not given); loading it gives back an equal
+ * config (graft_config_equal). */
 graft_status graft_config_print(const graft_config *cfg, FILE *out);
 /* xxh64 over the keys that must agree across ranks (everything except launch.* and
- * checkpoint.resume), in a canonical form. */
+ * checkpoint.resume), in a canonical form ("key=value\n" per key, values as printed).
+ * Returns 0 only if memory ran out. */
 uint64_t graft_config_digest(const graft_config *cfg);
 /* Markdown table of every key: name, type, default, meaning (for the README). */
 void graft_config_write_reference(FILE *out);
+/* Release everything the config owns and zero it; safe on NULL and on a freed config. */
 void graft_config_free(graft_config *cfg);
+
+/* The text of the last error reported by load/override/validate/print on this thread,
+ * without the log prefix ("cfg.yaml:3:7: optim.lr: expected a number, found 'fast'");
+ * "" when the last of those calls succeeded. Valid until the next such call. */
+const char *graft_config_last_error(void);
+/* 1 when every key of a and b holds the same value (doubles bit for bit; `source` is
+ * not compared), else 0 with *first_diff (may be NULL) naming the first differing key. */
+int graft_config_equal(const graft_config *a, const graft_config *b, const char **first_diff);
+/* optim.weight_decay, or the optimizer's default when not given (0.01 adamw, 0 sgd). */
+double graft_config_weight_decay(const graft_config *cfg);
 
 #endif

@@ -8,12 +8,14 @@
 static int log_rank = 0;
 static int log_all_ranks = 0;
 static int log_level = -1; /* -1: not yet read from the environment */
+static FILE *log_file = NULL;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 void graft_log_set_rank(int rank) { log_rank = rank; }
 void graft_log_set_all_ranks(int enabled) { log_all_ranks = enabled; }
 void graft_log_set_level(graft_log_level level) { log_level = (int)level; }
+void graft_log_set_file(FILE *f) { log_file = f; }
 
 static int current_level(void) {
     if (log_level < 0) {
@@ -36,6 +38,10 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s\n", line);
+    if (log_file) {
+        fprintf(log_file, "%s\n", line);
+        fflush(log_file);
+    }
 }
 
 const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape) {

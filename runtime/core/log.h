@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum { GRAFT_LOG_DEBUG, GRAFT_LOG_INFO, GRAFT_LOG_WARN, GRAFT_LOG_ERROR } graft_log_level;
 
@@ -14,6 +15,9 @@ void graft_log_set_all_ranks(int enabled);
 /* Lowest level printed (default INFO; GRAFT_LOG=debug in the environment lowers it,
  * GRAFT_LOG_ALL_RANKS=1 lets every rank print INFO). */
 void graft_log_set_level(graft_log_level level);
+
+/* Also append every printed line to f (e.g. runs/<experiment>/train.log); NULL stops. */
+void graft_log_set_file(FILE *f);
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -2,19 +2,25 @@
  *
  *   DIR/index.json   {"format": "graft-dataset", "version": 1,
  *                     "kind": "images" | "tokens",
+ *                     "description": "...",                  (optional, free text)
  *                     "sample_shape": [1, 28, 28],          (images: C, H, W)
  *                     "num_samples": 60000,                  (images) / "num_tokens": N (tokens)
- *                     "num_classes": 10, "class_names": [...],
- *                     "normalize": {"mean": [0.2860], "std": [0.3530]},
+ *                     "num_classes": 10, "class_names": [...],   (class_names optional)
+ *                     "normalize": {"mean": [0.2860], "std": [0.3530]},  (optional)
  *                     "tokenizer": "gpt2" | "bytes", "vocab_size": 50257, (tokens)
- *                     "shards": [{"file": "shard-00000.safetensors", "samples": 8192,
+ *                     "shards": [{"file": "shard-00000.safetensors",
+ *                                 "samples": 8192,          (images; tokens: "tokens": n)
  *                                 "bytes": ..., "xxh64": "16 hex digits"}, ...]}
+ *                                                        ("xxh64" optional: xxh64, seed 0,
+ *                                                         of the whole shard file)
  *   DIR/shard-NNNNN.safetensors   images: "inputs" U8 [n, C, H, W] + "labels" I64 [n]
- *                                 tokens: "tokens" U16 or I32 [n]
+ *                                 tokens: "tokens" U16 (vocab_size <= 65536) or I32 [n]
  *
- * Opening validates index.json against the shards (counts, shapes, dtypes, labels in
- * range, checksums when asked) and memory-maps the shards; bad data is reported as
- * one line naming the file and the problem (GRAFT_ERR_FORMAT / GRAFT_ERR_IO). */
+ * Opening validates index.json against the shards (counts, shapes, dtypes, file sizes,
+ * labels and token ids in range, checksums when asked) and memory-maps the shards; bad
+ * data is reported as ONE error line naming the file and the problem, and the result is
+ * GRAFT_ERR_FORMAT (bad contents) or GRAFT_ERR_IO (cannot read). Unknown keys in
+ * index.json are ignored (room for later versions). */
 #ifndef GRAFT_DATASET_H
 #define GRAFT_DATASET_H
 
@@ -26,33 +32,94 @@
 
 typedef enum { GRAFT_DATA_IMAGES = 0, GRAFT_DATA_TOKENS = 1 } graft_data_kind;
 
+#define GRAFT_DATASET_MAX_CHANNELS 4
+
+/* Per-shard views into the maps; private to dataset.c / the loader. */
+typedef struct graft_dataset_shard graft_dataset_shard;
+
+/* An open dataset. Every field is owned by the struct and released by
+ * graft_dataset_close; a zeroed struct is a valid closed dataset. */
 typedef struct graft_dataset {
     char *dir;
     graft_data_kind kind;
+    char *description; /* or NULL */
     /* images */
     int channels, height, width; /* sample_shape */
     size_t num_samples;
     int num_classes;
-    char **class_names; /* num_classes entries, or NULL */
-    float mean[4], std[4]; /* per channel; mean 0 / std 1 when absent */
+    char **class_names;   /* num_classes entries, or NULL */
+    size_t *class_counts; /* num_classes entries: samples per label (images) */
+    /* per channel, as stored in "normalize"; mean 0 / std 1 when absent */
+    float mean[GRAFT_DATASET_MAX_CHANNELS], std[GRAFT_DATASET_MAX_CHANNELS];
     /* tokens */
     size_t num_tokens;
     int vocab_size;
     char *tokenizer;
+    graft_dtype token_dtype; /* U16 or I32 */
     /* shards, mapped */
     int n_shards;
     graft_st_file *shards;
-    size_t *shard_first; /* first sample (images) or token (tokens) of each shard */
+    size_t *shard_first;     /* n_shards + 1 entries: first sample (images) or token (tokens)
+                                of each shard; shard_first[n_shards] is the total */
+    char **shard_files;      /* n_shards file names as in index.json */
+    uint64_t *shard_bytes;   /* n_shards file sizes */
+    char (*shard_xxh64)[17]; /* n_shards checksums as in index.json ("" when absent) */
+    uint64_t total_bytes;    /* sum of shard_bytes */
+    int n_verified;          /* shards whose checksum was recomputed and matched at open */
+    graft_dataset_shard *views;
 } graft_dataset;
 
-/* verify_checksums: recompute every shard's xxh64 (reads all bytes). */
+/* Open DIR (reads DIR/index.json, maps every shard). verify_checksums: recompute every
+ * shard's xxh64 (reads all bytes); shards without "xxh64" in the index are not counted
+ * in d->n_verified. On failure one line is logged and *d is left zeroed. */
 graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_checksums);
+/* Unmap and free everything; safe on a zeroed struct and safe to call twice. */
 void graft_dataset_close(graft_dataset *d);
 
 /* Images: copy sample i as floats normalised per channel ((x/255 - mean)/std) into
- * dst [C*H*W], and return its label. */
+ * dst [C*H*W], and return its label. i < num_samples (programmer error otherwise). */
 int graft_dataset_image(const graft_dataset *d, size_t i, float *dst);
+/* Images: sample i's raw bytes [C, H, W] inside the map (valid until close); its
+ * label goes to *label when label is not NULL. */
+const uint8_t *graft_dataset_image_raw(const graft_dataset *d, size_t i, int *label);
 /* Tokens: copy tokens [start, start+count) as int32 into dst; count within bounds. */
 void graft_dataset_tokens(const graft_dataset *d, size_t start, size_t count, int32_t *dst);
+
+/* ---- writing ------------------------------------------------------------------------
+ * w = new_images(DIR, ...) or new_tokens(DIR, ...); add_image / add_tokens ...;
+ * finish(w); free(w).
+ * Shards are cut every shard_size samples (images) or tokens (tokens), written with
+ * graft_st_writer_save and checksummed; index.json is written last (tmp + fsync +
+ * rename). Everything goes to "DIR.tmp" first and is renamed to DIR by finish, so an
+ * interrupted run never leaves a half-written DIR. DIR may be absent, empty, or a
+ * previous graft dataset (replaced: see graft_dataset_writer_finish); anything else is
+ * refused with one line and GRAFT_ERR_IO. Images also get per-channel mean/std of x/255
+ * over the written samples in "normalize" unless set_normalize overrides them. */
+typedef struct graft_dataset_writer graft_dataset_writer; /* opaque */
+
+/* class_names: num_classes strings (copied) or NULL. shard_size > 0. */
+graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const char *dir,
+                                             int channels, int height, int width, int num_classes,
+                                             const char *const *class_names, size_t shard_size);
+/* vocab_size > 0; token ids must lie in [0, vocab_size). */
+graft_status graft_dataset_writer_new_tokens(graft_dataset_writer **out, const char *dir,
+                                             const char *tokenizer, int vocab_size,
+                                             size_t shard_size);
+/* Append one image of C*H*W bytes (CHW order) with its label in [0, num_classes). */
+graft_status graft_dataset_writer_add_image(graft_dataset_writer *w, const uint8_t *chw, int label);
+/* Append n token ids. */
+graft_status graft_dataset_writer_add_tokens(graft_dataset_writer *w, const int32_t *ids, size_t n);
+/* Store these per-channel values instead of the computed ones (channels entries). */
+void graft_dataset_writer_set_normalize(graft_dataset_writer *w, const float *mean,
+                                        const float *std);
+/* Free text stored as "description" (copied). */
+graft_status graft_dataset_writer_set_description(graft_dataset_writer *w, const char *text);
+/* Samples (images) or tokens (tokens) added so far. */
+size_t graft_dataset_writer_count(const graft_dataset_writer *w);
+/* Write the last shard and index.json, then move DIR.tmp to DIR. An empty dataset is
+ * refused (GRAFT_ERR_INVALID_ARG). */
+graft_status graft_dataset_writer_finish(graft_dataset_writer *w);
+/* Free the writer; if finish did not succeed, DIR.tmp is removed and DIR untouched. */
+void graft_dataset_writer_free(graft_dataset_writer *w);
 
 #endif

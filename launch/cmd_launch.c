@@ -1,0 +1,198 @@
+/* graft launch CONFIG.yaml [key=value ...] [--dry-run]: turn the config's launch.*
+ * section into an mpirun command that runs `graft train` on every rank, run it, and
+ * restart it (resuming from the latest checkpoint) up to launch.max_restarts times. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "runtime/config/config.h"
+
+/* A growable argv. */
+typedef struct {
+    char **v;
+    int n, cap;
+} argv_builder;
+
+static int push(argv_builder *a, const char *s) {
+    if (a->n + 2 > a->cap) {
+        int cap = a->cap ? 2 * a->cap : 32;
+        char **v = realloc(a->v, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n] = strdup(s);
+    if (!a->v[a->n]) return -1;
+    a->v[++a->n] = NULL;
+    return 0;
+}
+
+static void argv_free(argv_builder *a) {
+    for (int i = 0; i < a->n; i++) free(a->v[i]);
+    free(a->v);
+}
+
+/* Print one argument quoted for a POSIX shell when it needs it. */
+static void print_quoted(FILE *out, const char *s) {
+    if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,+@%") ==
+                  strlen(s)) {
+        fputs(s, out);
+        return;
+    }
+    fputc('\'', out);
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\''", out);
+        else fputc(*s, out);
+    }
+    fputc('\'', out);
+}
+
+/* Ranks that will share this node: all of them without a host list, else the most
+ * slots any one host offers (hosts are "name:slots"). */
+static int ranks_per_node(const graft_config *cfg) {
+    if (cfg->launch.hosts.count == 0) return cfg->launch.np;
+    int most = 1;
+    for (int i = 0; i < cfg->launch.hosts.count; i++) {
+        const char *colon = strrchr(cfg->launch.hosts.items[i], ':');
+        int slots = colon ? atoi(colon + 1) : 1;
+        if (slots > most) most = slots;
+    }
+    return most < cfg->launch.np ? most : cfg->launch.np;
+}
+
+/* The whole mpirun command line. Returns 0, or -1 when out of memory. */
+static int build_command(argv_builder *a, const graft_config *cfg, const char *graft_path,
+                         int argc, char **argv) {
+    char buf[4096];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int local = ranks_per_node(cfg);
+    int threads = cfg->launch.threads_per_rank > 0
+                      ? cfg->launch.threads_per_rank
+                      : (int)(cores / (local > 0 ? local : 1) > 0 ? cores / local : 1);
+    int rc = push(a, "mpirun");
+    snprintf(buf, sizeof buf, "%d", cfg->launch.np);
+    rc |= push(a, "-np") | push(a, buf);
+    if (cfg->launch.hostfile) {
+        rc |= push(a, "--hostfile") | push(a, cfg->launch.hostfile);
+    } else if (cfg->launch.hosts.count) {
+        size_t used = 0;
+        buf[0] = '\0';
+        for (int i = 0; i < cfg->launch.hosts.count && used < sizeof buf; i++)
+            used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s", i ? "," : "",
+                                     cfg->launch.hosts.items[i]);
+        rc |= push(a, "-H") | push(a, buf);
+    } else if (cores > 0 && cfg->launch.np > cores) {
+        fprintf(stderr, "graft launch: warning: %d ranks on %ld cores: adding --oversubscribe\n",
+                cfg->launch.np, cores);
+        rc |= push(a, "--oversubscribe");
+    }
+    if (geteuid() == 0) {
+        fprintf(stderr, "graft launch: warning: running as root: adding --allow-run-as-root\n");
+        rc |= push(a, "--allow-run-as-root");
+    }
+    snprintf(buf, sizeof buf, "OPENBLAS_NUM_THREADS=%d", threads);
+    rc |= push(a, "-x") | push(a, buf);
+    for (int i = 0; i < cfg->launch.env.count; i++) rc |= push(a, "-x") | push(a, cfg->launch.env.items[i]);
+    for (int i = 0; i < cfg->launch.mpirun_args.count; i++) rc |= push(a, cfg->launch.mpirun_args.items[i]);
+    rc |= push(a, graft_path) | push(a, "train");
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--dry-run") != 0) rc |= push(a, argv[i]);
+    return rc ? -1 : 0;
+}
+
+static volatile sig_atomic_t child_pid = 0;
+
+/* Pass SIGTERM / SIGINT / SIGUSR1 / SIGHUP on to mpirun, which forwards them to the
+ * ranks ("checkpoint now and stop"). */
+static void forward_signal(int sig) {
+    if (child_pid > 0) kill((pid_t)child_pid, sig);
+}
+
+/* Run the command; returns its exit status (128+signal when killed). */
+static int run_once(char **cmd) {
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "graft launch: cannot fork: %s\n", strerror(errno));
+        return GRAFT_EXIT_FAILURE;
+    }
+    if (pid == 0) {
+        execvp(cmd[0], cmd);
+        fprintf(stderr, "graft launch: cannot run %s: %s (is Open MPI installed?)\n", cmd[0],
+                strerror(errno));
+        _exit(127);
+    }
+    child_pid = pid;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int cmd_launch(int argc, char **argv) {
+    if (argc < 3 || strcmp(argv[2], "--help") == 0) {
+        FILE *out = argc < 3 ? stderr : stdout;
+        fprintf(out, "usage: graft launch CONFIG.yaml [key=value ...] [--dry-run]\n");
+        if (argc >= 3)
+            printf("Run `graft train` on launch.np MPI ranks (launch.hosts / launch.hostfile,\n"
+                   "launch.threads_per_rank, launch.env, launch.mpirun_args); --dry-run prints\n"
+                   "the mpirun command instead. Failed jobs restart up to launch.max_restarts\n"
+                   "times and resume from the latest checkpoint.\n");
+        return argc < 3 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
+    }
+    int dry_run = 0;
+    graft_config cfg;
+    graft_config_defaults(&cfg);
+    graft_status st = graft_config_load(&cfg, argv[2]);
+    for (int i = 3; i < argc && st == GRAFT_OK; i++) {
+        if (strcmp(argv[i], "--dry-run") == 0) dry_run = 1;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "graft launch: unknown option '%s'\n", argv[i]);
+            graft_config_free(&cfg);
+            return GRAFT_EXIT_BAD_INPUT;
+        } else st = graft_config_override(&cfg, argv[i]);
+    }
+    if (st == GRAFT_OK) st = graft_config_validate(&cfg);
+    if (st != GRAFT_OK) {
+        graft_config_free(&cfg);
+        return cli_exit_status(st);
+    }
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) snprintf(self, sizeof self, "%s", argv[0]);
+    else self[len] = '\0';
+    argv_builder cmd = {0};
+    int rc = GRAFT_EXIT_OK;
+    if (build_command(&cmd, &cfg, self, argc, argv) != 0) {
+        fprintf(stderr, "graft launch: out of memory\n");
+        rc = GRAFT_EXIT_FAILURE;
+    } else if (dry_run) {
+        for (int i = 0; i < cmd.n; i++) {
+            if (i) putchar(' ');
+            print_quoted(stdout, cmd.v[i]);
+        }
+        putchar('\n');
+    } else {
+        struct sigaction sa = {0};
+        sa.sa_handler = forward_signal;
+        int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+        for (int attempt = 0;; attempt++) {
+            rc = run_once(cmd.v);
+            /* bad input and preemption (75) are not failures a restart can fix */
+            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT || rc == 75 ||
+                attempt >= cfg.launch.max_restarts)
+                break;
+            fprintf(stderr, "graft launch: job failed with status %d; restart %d of %d\n", rc,
+                    attempt + 1, cfg.launch.max_restarts);
+        }
+    }
+    argv_free(&cmd);
+    graft_config_free(&cfg);
+    return rc;
+}

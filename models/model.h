@@ -1,0 +1,60 @@
+/* A model as the training loop sees it: an interface (ggml-backend style) over one
+ * architecture's explicit forward/backward code, plus its parameter table.
+ * Adding an architecture touches models/ only: a new folder and one line in
+ * models/model.c's table. */
+#ifndef GRAFT_MODEL_H
+#define GRAFT_MODEL_H
+
+#include <stdint.h>
+
+#include "runtime/config/config.h"
+#include "runtime/core/status.h"
+#include "runtime/nn/params.h"
+
+/* What a model is trained on (decides the evaluation metrics). */
+typedef enum { GRAFT_TASK_CLASSIFY = 0, GRAFT_TASK_LANGUAGE = 1 } graft_task;
+
+/* The shape of the data a model is built for (from the dataset's index). */
+typedef struct graft_model_input {
+    int channels, height, width; /* images */
+    int num_classes;             /* classifiers */
+    int vocab_size, seq_len;     /* token models */
+} graft_model_input;
+
+typedef struct graft_model_i {
+    const char *name;
+    /* Allocate parameters and activations for micro-batches of up to max_batch
+     * samples. Trainable flags must be set on the table before this. */
+    graft_status (*build)(void *self, int max_batch);
+    /* Fresh initialisation from a seed (the architecture's usual scheme). */
+    void (*init_weights)(void *self, uint64_t seed);
+    /* Forward over B samples: images [B, C*H*W] or tokens [B, T]; labels [B] or
+     * [B, T]. Returns the mean loss over counted targets (*counted receives how many;
+     * labels may be NULL for prediction only). training=1 enables dropout etc. */
+    float (*forward)(void *self, const float *inputs, const int32_t *tokens,
+                     const int32_t *labels, int B, int training, int *counted);
+    /* Backward of the last forward's mean loss times loss_scale; ADDS into the
+     * trainable parameters' gradients. */
+    void (*backward)(void *self, float loss_scale);
+    /* Logits of the last forward: [B, num_classes] (classifiers). */
+    const float *(*logits)(void *self);
+    void (*free)(void *self);
+} graft_model_i;
+
+typedef struct graft_model {
+    graft_model_i iface;
+    void *self;
+    graft_params *params; /* the model's table, owned by self */
+    graft_task task;
+    int num_outputs; /* classes (classifiers) or vocabulary size */
+} graft_model;
+
+/* Create the architecture named by cfg->model.arch for data of the given shape and
+ * register its parameters (not yet allocated: apply freezing, then build). */
+graft_status graft_model_create(graft_model *m, const graft_config *cfg,
+                                const graft_model_input *input);
+/* Names of the architectures graft knows, for messages ("mlp"). */
+const char *graft_model_arch_names(void);
+void graft_model_free(graft_model *m);
+
+#endif

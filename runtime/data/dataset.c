@@ -1,0 +1,690 @@
+/* Opening a dataset directory: index.json validated field by field, every shard
+ * checked against it (size, checksum, tensors, counts, label / token ranges) and
+ * memory-mapped. Each problem is one error line naming the file. */
+#include "dataset.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "dataset_internal.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+
+/* Limits that keep a corrupt index from asking for absurd allocations. */
+#define INDEX_MAX_BYTES ((size_t)64 << 20)
+#define MAX_SHARDS 1000000
+#define MAX_COUNT ((long long)1 << 48)
+#define MAX_CLASSES (1 << 20)
+#define MAX_SIDE 65536
+
+/* Errors found while opening carry the public entry point's name, whichever helper
+ * finds them: "[rank 0] ERROR graft_dataset_open: <file>: <problem>". */
+#define OPEN_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_open", __VA_ARGS__)
+
+char *graft_data_join_path(const char *dir, const char *name) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    size_t total = len + 1 + strlen(name) + 1;
+    char *p = malloc(total);
+    if (!p) return NULL;
+    if (len == 1 && dir[0] == '/')
+        snprintf(p, total, "/%s", name);
+    else
+        snprintf(p, total, "%.*s/%s", (int)len, dir, name);
+    return p;
+}
+
+graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    XXH64_state_t *state = XXH64_createState();
+    unsigned char *buf = malloc((size_t)1 << 20);
+    if (!state || !buf) {
+        XXH64_freeState(state);
+        free(buf);
+        close(fd);
+        GRAFT_ERROR("%s: out of memory computing the checksum", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    XXH64_reset(state, 0);
+    graft_status st = GRAFT_OK;
+    for (;;) {
+        ssize_t got = read(fd, buf, (size_t)1 << 20);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            GRAFT_ERROR("%s: read error: %s", path, strerror(errno));
+            st = GRAFT_ERR_IO;
+            break;
+        }
+        if (got == 0) break;
+        XXH64_update(state, buf, (size_t)got);
+    }
+    if (st == GRAFT_OK) *out = XXH64_digest(state);
+    XXH64_freeState(state);
+    free(buf);
+    close(fd);
+    return st;
+}
+
+/* A short printable rendering of a JSON value for error messages. */
+static const char *json_text(const json_t *v, char *buf, size_t cap) {
+    if (!v) return "nothing";
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!s) {
+        snprintf(buf, cap, "?");
+        return buf;
+    }
+    if (strlen(s) > 40)
+        snprintf(buf, cap, "%.37s...", s);
+    else
+        snprintf(buf, cap, "%s", s);
+    free(s);
+    return buf;
+}
+
+/* Read an integer field in [min, max]; logs "<ipath>: "<key>" ..." on failure. */
+static graft_status get_int(const char *ipath, const json_t *obj, const char *key,
+                            const char *shown_key, long long min, long long max, long long *out) {
+    json_t *v = json_object_get(obj, key);
+    char text[64];
+    if (!v) {
+        OPEN_ERROR("%s: missing \"%s\"", ipath, shown_key);
+        return GRAFT_ERR_FORMAT;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        OPEN_ERROR("%s: \"%s\" must be an integer in [%lld, %lld], got %s", ipath, shown_key, min,
+                   max, json_text(v, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    *out = json_integer_value(v);
+    return GRAFT_OK;
+}
+
+/* Read a required string field. */
+static graft_status get_string(const char *ipath, const json_t *obj, const char *key,
+                               const char *shown_key, const char **out) {
+    json_t *v = json_object_get(obj, key);
+    char text[64];
+    if (!v) {
+        OPEN_ERROR("%s: missing \"%s\"", ipath, shown_key);
+        return GRAFT_ERR_FORMAT;
+    }
+    if (!json_is_string(v)) {
+        OPEN_ERROR("%s: \"%s\" must be a string, got %s", ipath, shown_key,
+                   json_text(v, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    *out = json_string_value(v);
+    return GRAFT_OK;
+}
+
+/* "normalize": {"mean": [C numbers], "std": [C positive numbers]} (optional). */
+static graft_status parse_normalize(const char *ipath, const json_t *root, graft_dataset *d) {
+    for (int c = 0; c < GRAFT_DATASET_MAX_CHANNELS; c++) {
+        d->mean[c] = 0.0f;
+        d->std[c] = 1.0f;
+    }
+    json_t *norm = json_object_get(root, "normalize");
+    if (!norm) return GRAFT_OK;
+    char text[64];
+    if (!json_is_object(norm)) {
+        OPEN_ERROR("%s: \"normalize\" must be an object {\"mean\": [...], \"std\": [...]}, got %s",
+                   ipath, json_text(norm, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    const char *keys[2] = {"mean", "std"};
+    float *dst[2] = {d->mean, d->std};
+    for (int k = 0; k < 2; k++) {
+        json_t *arr = json_object_get(norm, keys[k]);
+        if (!json_is_array(arr) || json_array_size(arr) != (size_t)d->channels) {
+            OPEN_ERROR(
+                "%s: \"normalize.%s\" must be an array of %d numbers (one per channel), got %s",
+                ipath, keys[k], d->channels, json_text(arr, text, sizeof text));
+            return GRAFT_ERR_FORMAT;
+        }
+        for (int c = 0; c < d->channels; c++) {
+            json_t *v = json_array_get(arr, (size_t)c);
+            double x = json_is_number(v) ? json_number_value(v) : NAN;
+            if (!isfinite(x) || (k == 1 && !(x > 0))) {
+                OPEN_ERROR("%s: \"normalize.%s[%d]\" must be a %snumber, got %s", ipath, keys[k], c,
+                           k == 1 ? "positive " : "", json_text(v, text, sizeof text));
+                return GRAFT_ERR_FORMAT;
+            }
+            dst[k][c] = (float)x;
+        }
+    }
+    return GRAFT_OK;
+}
+
+/* The image-specific top-level fields. */
+static graft_status parse_images_header(const char *ipath, const json_t *root, graft_dataset *d) {
+    json_t *shape = json_object_get(root, "sample_shape");
+    char text[64];
+    int ok = json_is_array(shape) && json_array_size(shape) == 3;
+    long long dims[3] = {0, 0, 0};
+    for (int i = 0; ok && i < 3; i++) {
+        json_t *v = json_array_get(shape, (size_t)i);
+        ok = json_is_integer(v);
+        if (ok) dims[i] = json_integer_value(v);
+    }
+    if (!ok || dims[0] < 1 || dims[0] > GRAFT_DATASET_MAX_CHANNELS || dims[1] < 1 ||
+        dims[1] > MAX_SIDE || dims[2] < 1 || dims[2] > MAX_SIDE) {
+        OPEN_ERROR(
+            "%s: \"sample_shape\" must be [C, H, W] with 1 <= C <= %d and 1 <= H, W <= %d, got %s",
+            ipath, GRAFT_DATASET_MAX_CHANNELS, MAX_SIDE, json_text(shape, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    d->channels = (int)dims[0];
+    d->height = (int)dims[1];
+    d->width = (int)dims[2];
+    long long v;
+    GRAFT_TRY(get_int(ipath, root, "num_samples", "num_samples", 1, MAX_COUNT, &v));
+    d->num_samples = (size_t)v;
+    GRAFT_TRY(get_int(ipath, root, "num_classes", "num_classes", 1, MAX_CLASSES, &v));
+    d->num_classes = (int)v;
+    d->class_counts = calloc((size_t)d->num_classes, sizeof(size_t));
+    if (!d->class_counts) return GRAFT_ERR_NOMEM;
+    json_t *names = json_object_get(root, "class_names");
+    if (names) {
+        if (!json_is_array(names) || json_array_size(names) != (size_t)d->num_classes) {
+            OPEN_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
+                       ipath, d->num_classes, json_text(names, text, sizeof text));
+            return GRAFT_ERR_FORMAT;
+        }
+        d->class_names = calloc((size_t)d->num_classes, sizeof(char *));
+        if (!d->class_names) return GRAFT_ERR_NOMEM;
+        for (int c = 0; c < d->num_classes; c++) {
+            json_t *s = json_array_get(names, (size_t)c);
+            if (!json_is_string(s)) {
+                OPEN_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
+                           json_text(s, text, sizeof text));
+                return GRAFT_ERR_FORMAT;
+            }
+            d->class_names[c] = strdup(json_string_value(s));
+            if (!d->class_names[c]) return GRAFT_ERR_NOMEM;
+        }
+    }
+    return parse_normalize(ipath, root, d);
+}
+
+/* The token-specific top-level fields. */
+static graft_status parse_tokens_header(const char *ipath, const json_t *root, graft_dataset *d) {
+    long long v;
+    GRAFT_TRY(get_int(ipath, root, "num_tokens", "num_tokens", 1, MAX_COUNT, &v));
+    d->num_tokens = (size_t)v;
+    GRAFT_TRY(get_int(ipath, root, "vocab_size", "vocab_size", 1, INT32_MAX, &v));
+    d->vocab_size = (int)v;
+    const char *tok;
+    GRAFT_TRY(get_string(ipath, root, "tokenizer", "tokenizer", &tok));
+    d->tokenizer = strdup(tok);
+    return d->tokenizer ? GRAFT_OK : GRAFT_ERR_NOMEM;
+}
+
+static int is_plain_file_name(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 255 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '/' || (unsigned char)s[i] < 0x20) return 0;
+    return 1;
+}
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The "shards" array: names, counts, sizes, checksums, and that the counts add up. */
+static graft_status parse_shard_list(const char *ipath, const json_t *root, graft_dataset *d) {
+    json_t *shards = json_object_get(root, "shards");
+    char text[64];
+    if (!json_is_array(shards) || json_array_size(shards) == 0 ||
+        json_array_size(shards) > MAX_SHARDS) {
+        OPEN_ERROR("%s: \"shards\" must be a non-empty array of at most %d entries, got %s", ipath,
+                   MAX_SHARDS, json_text(shards, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    int n = (int)json_array_size(shards);
+    d->shard_first = calloc((size_t)n + 1, sizeof(size_t));
+    d->shard_files = calloc((size_t)n, sizeof(char *));
+    d->shard_bytes = calloc((size_t)n, sizeof(uint64_t));
+    d->shard_xxh64 = calloc((size_t)n, sizeof *d->shard_xxh64);
+    if (!d->shard_first || !d->shard_files || !d->shard_bytes || !d->shard_xxh64)
+        return GRAFT_ERR_NOMEM;
+    d->n_shards = n;
+    const char *count_key = d->kind == GRAFT_DATA_IMAGES ? "samples" : "tokens";
+    const char *total_key = d->kind == GRAFT_DATA_IMAGES ? "num_samples" : "num_tokens";
+    size_t expected_total = d->kind == GRAFT_DATA_IMAGES ? d->num_samples : d->num_tokens;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *s = json_array_get(shards, (size_t)i);
+        char key[64];
+        if (!json_is_object(s)) {
+            OPEN_ERROR("%s: \"shards[%d]\" must be an object, got %s", ipath, i,
+                       json_text(s, text, sizeof text));
+            return GRAFT_ERR_FORMAT;
+        }
+        const char *file;
+        snprintf(key, sizeof key, "shards[%d].file", i);
+        GRAFT_TRY(get_string(ipath, s, "file", key, &file));
+        if (!is_plain_file_name(file)) {
+            OPEN_ERROR("%s: \"%s\" must be a plain file name inside the dataset directory, got %s",
+                       ipath, key, json_text(json_object_get(s, "file"), text, sizeof text));
+            return GRAFT_ERR_FORMAT;
+        }
+        d->shard_files[i] = strdup(file);
+        if (!d->shard_files[i]) return GRAFT_ERR_NOMEM;
+        long long v;
+        snprintf(key, sizeof key, "shards[%d].%s", i, count_key);
+        GRAFT_TRY(get_int(ipath, s, count_key, key, 1, MAX_COUNT, &v));
+        d->shard_first[i] = total;
+        total += (size_t)v; /* both below 2^48 and total checked below: no overflow */
+        if (total > expected_total) {
+            OPEN_ERROR("%s: the first %d shards already hold %zu %s, more than \"%s\" = %zu", ipath,
+                       i + 1, total, count_key, total_key, expected_total);
+            return GRAFT_ERR_FORMAT;
+        }
+        snprintf(key, sizeof key, "shards[%d].bytes", i);
+        GRAFT_TRY(get_int(ipath, s, "bytes", key, 8, (long long)1 << 62, &v));
+        d->shard_bytes[i] = (uint64_t)v;
+        d->total_bytes += (uint64_t)v;
+        json_t *sum = json_object_get(s, "xxh64");
+        if (sum) {
+            const char *hex = json_is_string(sum) ? json_string_value(sum) : "";
+            int good = strlen(hex) == 16;
+            for (int k = 0; good && k < 16; k++)
+                good = (hex[k] >= '0' && hex[k] <= '9') || (hex[k] >= 'a' && hex[k] <= 'f') ||
+                       (hex[k] >= 'A' && hex[k] <= 'F');
+            if (!good) {
+                OPEN_ERROR("%s: \"shards[%d].xxh64\" must be 16 hex digits, got %s", ipath, i,
+                           json_text(sum, text, sizeof text));
+                return GRAFT_ERR_FORMAT;
+            }
+            for (int k = 0; k < 16; k++)
+                d->shard_xxh64[i][k] =
+                    (char)(hex[k] >= 'A' && hex[k] <= 'F' ? hex[k] + 32 : hex[k]);
+            d->shard_xxh64[i][16] = '\0';
+        }
+    }
+    d->shard_first[n] = total;
+    if (total != expected_total) {
+        OPEN_ERROR("%s: the %d shards hold %zu %s in total, \"%s\" says %zu", ipath, n, total,
+                   count_key, total_key, expected_total);
+        return GRAFT_ERR_FORMAT;
+    }
+    char **sorted = malloc((size_t)n * sizeof(char *));
+    if (!sorted) return GRAFT_ERR_NOMEM;
+    memcpy(sorted, d->shard_files, (size_t)n * sizeof(char *));
+    qsort(sorted, (size_t)n, sizeof(char *), compare_strings);
+    for (int i = 1; i < n; i++) {
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            OPEN_ERROR("%s: shard '%s' is listed twice", ipath, sorted[i]);
+            free(sorted);
+            return GRAFT_ERR_FORMAT;
+        }
+    }
+    free(sorted);
+    return GRAFT_OK;
+}
+
+/* Read and validate index.json into d (everything except the shard files). */
+static graft_status parse_index(const char *ipath, graft_dataset *d) {
+    FILE *fp = fopen(ipath, "rb");
+    if (!fp) {
+        OPEN_ERROR("%s: cannot open: %s", ipath, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        OPEN_ERROR("%s: not a regular file", ipath);
+        fclose(fp);
+        return GRAFT_ERR_IO;
+    }
+    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
+        OPEN_ERROR("%s: %llu bytes, larger than %zu; not a dataset index", ipath,
+                   (unsigned long long)sb.st_size, INDEX_MAX_BYTES);
+        fclose(fp);
+        return GRAFT_ERR_FORMAT;
+    }
+    size_t size = (size_t)sb.st_size;
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        fclose(fp);
+        return GRAFT_ERR_NOMEM;
+    }
+    size_t len = fread(buf, 1, size, fp);
+    int read_error = ferror(fp);
+    fclose(fp);
+    if (read_error) {
+        free(buf);
+        OPEN_ERROR("%s: read error", ipath);
+        return GRAFT_ERR_IO;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    free(buf);
+    if (!root) {
+        OPEN_ERROR("%s: invalid JSON at line %d, column %d: %s", ipath, err.line, err.column,
+                   err.text);
+        return GRAFT_ERR_FORMAT;
+    }
+    graft_status st = GRAFT_ERR_FORMAT;
+    char text[64];
+    const char *s;
+    long long version;
+    if (!json_is_object(root)) {
+        OPEN_ERROR("%s: not a graft dataset index (expected a JSON object, got %s)", ipath,
+                   json_text(root, text, sizeof text));
+        goto done;
+    }
+    json_t *format = json_object_get(root, "format");
+    if (!json_is_string(format) || strcmp(json_string_value(format), "graft-dataset") != 0) {
+        OPEN_ERROR("%s: not a graft dataset index (\"format\" is %s, expected \"graft-dataset\")",
+                   ipath, json_text(format, text, sizeof text));
+        goto done;
+    }
+    json_t *ver = json_object_get(root, "version");
+    version = json_is_integer(ver) ? json_integer_value(ver) : -1;
+    if (version != 1) {
+        OPEN_ERROR("%s: unsupported version %s (this graft reads version 1)", ipath,
+                   json_text(ver, text, sizeof text));
+        goto done;
+    }
+    if ((st = get_string(ipath, root, "kind", "kind", &s)) != GRAFT_OK) goto done;
+    if (strcmp(s, "images") == 0) {
+        d->kind = GRAFT_DATA_IMAGES;
+    } else if (strcmp(s, "tokens") == 0) {
+        d->kind = GRAFT_DATA_TOKENS;
+    } else {
+        OPEN_ERROR("%s: \"kind\" must be \"images\" or \"tokens\", got %s", ipath,
+                   json_text(json_object_get(root, "kind"), text, sizeof text));
+        st = GRAFT_ERR_FORMAT;
+        goto done;
+    }
+    json_t *desc = json_object_get(root, "description");
+    if (json_is_string(desc) && !(d->description = strdup(json_string_value(desc)))) {
+        st = GRAFT_ERR_NOMEM;
+        goto done;
+    }
+    st = d->kind == GRAFT_DATA_IMAGES ? parse_images_header(ipath, root, d)
+                                      : parse_tokens_header(ipath, root, d);
+    if (st == GRAFT_OK) st = parse_shard_list(ipath, root, d);
+done:
+    json_decref(root);
+    return st;
+}
+
+static const char *dims_text(char *buf, size_t cap, const graft_st_tensor *t) {
+    return graft_format_shape(buf, cap, t->ndim, t->shape);
+}
+
+/* Check one tensor's presence, dtype and ndim; logs and returns FORMAT on a problem. */
+static const graft_st_tensor *find_tensor(const char *path, const graft_st_file *f,
+                                          const char *name, int ndim, graft_dtype want1,
+                                          graft_dtype want2) {
+    const graft_st_tensor *t = graft_st_find(f, name);
+    char shape[160];
+    if (!t) {
+        OPEN_ERROR("%s: no tensor '%s'", path, name);
+        return NULL;
+    }
+    if (t->dtype != want1 && t->dtype != want2) {
+        if (want1 == want2)
+            OPEN_ERROR("%s: tensor '%s' is %s, expected %s", path, name, graft_dtype_name(t->dtype),
+                       graft_dtype_name(want1));
+        else
+            OPEN_ERROR("%s: tensor '%s' is %s, expected %s or %s", path, name,
+                       graft_dtype_name(t->dtype), graft_dtype_name(want1),
+                       graft_dtype_name(want2));
+        return NULL;
+    }
+    if (t->ndim != ndim) {
+        OPEN_ERROR("%s: tensor '%s' has shape %s, expected %d dimensions", path, name,
+                   dims_text(shape, sizeof shape, t), ndim);
+        return NULL;
+    }
+    return t;
+}
+
+/* Validate an image shard's tensors against the index and scan its labels. */
+static graft_status check_image_shard(const char *path, graft_dataset *d, int i) {
+    const graft_st_file *f = &d->shards[i];
+    size_t expect = d->shard_first[i + 1] - d->shard_first[i];
+    char shape[160];
+    const graft_st_tensor *in = find_tensor(path, f, "inputs", 4, GRAFT_DTYPE_U8, GRAFT_DTYPE_U8);
+    if (!in) return GRAFT_ERR_FORMAT;
+    if (in->shape[1] != d->channels || in->shape[2] != d->height || in->shape[3] != d->width) {
+        OPEN_ERROR("%s: tensor 'inputs' has shape %s, index.json says samples are [%d, %d, %d]",
+                   path, dims_text(shape, sizeof shape, in), d->channels, d->height, d->width);
+        return GRAFT_ERR_FORMAT;
+    }
+    if ((uint64_t)in->shape[0] != expect) {
+        OPEN_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)in->shape[0],
+                   expect);
+        return GRAFT_ERR_FORMAT;
+    }
+    const graft_st_tensor *lab =
+        find_tensor(path, f, "labels", 1, GRAFT_DTYPE_I64, GRAFT_DTYPE_I64);
+    if (!lab) return GRAFT_ERR_FORMAT;
+    if ((uint64_t)lab->shape[0] != expect) {
+        OPEN_ERROR("%s: tensor 'labels' has %lld entries, 'inputs' has %zu samples", path,
+                   (long long)lab->shape[0], expect);
+        return GRAFT_ERR_FORMAT;
+    }
+    const unsigned char *bytes = lab->data;
+    for (size_t k = 0; k < expect; k++) {
+        int64_t label;
+        memcpy(&label, bytes + 8 * k, 8);
+        if (label < 0 || label >= d->num_classes) {
+            OPEN_ERROR("%s: label %lld at sample %zu is outside [0, %d)", path, (long long)label, k,
+                       d->num_classes);
+            return GRAFT_ERR_FORMAT;
+        }
+        d->class_counts[label]++;
+    }
+    d->views[i].inputs = in->data;
+    d->views[i].labels = lab->data;
+    return GRAFT_OK;
+}
+
+/* Validate a token shard's tensor against the index and scan its ids. */
+static graft_status check_token_shard(const char *path, graft_dataset *d, int i) {
+    const graft_st_file *f = &d->shards[i];
+    size_t expect = d->shard_first[i + 1] - d->shard_first[i];
+    const graft_st_tensor *t = find_tensor(path, f, "tokens", 1, GRAFT_DTYPE_U16, GRAFT_DTYPE_I32);
+    if (!t) return GRAFT_ERR_FORMAT;
+    if ((uint64_t)t->shape[0] != expect) {
+        OPEN_ERROR("%s: holds %lld tokens, index.json says %zu", path, (long long)t->shape[0],
+                   expect);
+        return GRAFT_ERR_FORMAT;
+    }
+    const unsigned char *bytes = t->data;
+    for (size_t k = 0; k < expect; k++) {
+        int64_t id;
+        if (t->dtype == GRAFT_DTYPE_U16) {
+            uint16_t v;
+            memcpy(&v, bytes + 2 * k, 2);
+            id = v;
+        } else {
+            int32_t v;
+            memcpy(&v, bytes + 4 * k, 4);
+            id = v;
+        }
+        if (id < 0 || id >= d->vocab_size) {
+            OPEN_ERROR("%s: token %lld at position %zu is outside [0, %d)", path, (long long)id, k,
+                       d->vocab_size);
+            return GRAFT_ERR_FORMAT;
+        }
+    }
+    if (i == 0) d->token_dtype = t->dtype;
+    d->views[i].tokens = t->data;
+    d->views[i].token_bytes = (int)graft_dtype_size(t->dtype);
+    return GRAFT_OK;
+}
+
+/* Shard i: present, right size, right checksum (when asked), valid safetensors with
+ * the tensors the index promises. */
+static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int verify) {
+    char *path = graft_data_join_path(d->dir, d->shard_files[i]);
+    if (!path) return GRAFT_ERR_NOMEM;
+    graft_status st = GRAFT_ERR_FORMAT;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        OPEN_ERROR("%s: shard '%s' is missing: %s", ipath, d->shard_files[i], strerror(errno));
+        st = GRAFT_ERR_IO;
+        goto done;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        OPEN_ERROR("%s: not a regular file", path);
+        goto done;
+    }
+    if ((uint64_t)sb.st_size != d->shard_bytes[i]) {
+        OPEN_ERROR("%s: file is %llu bytes, index.json says %llu%s", path,
+                   (unsigned long long)sb.st_size, (unsigned long long)d->shard_bytes[i],
+                   (uint64_t)sb.st_size < d->shard_bytes[i] ? " (truncated)" : "");
+        goto done;
+    }
+    if (verify && d->shard_xxh64[i][0]) {
+        uint64_t sum;
+        if ((st = graft_data_file_xxh64(path, &sum)) != GRAFT_OK) goto done;
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sum);
+        if (strcmp(hex, d->shard_xxh64[i]) != 0) {
+            OPEN_ERROR("%s: checksum mismatch (index.json says %s, file has %s)", path,
+                       d->shard_xxh64[i], hex);
+            st = GRAFT_ERR_FORMAT;
+            goto done;
+        }
+        d->n_verified++;
+    }
+    if ((st = graft_st_open(&d->shards[i], path)) != GRAFT_OK) goto done;
+    st = d->kind == GRAFT_DATA_IMAGES ? check_image_shard(path, d, i)
+                                      : check_token_shard(path, d, i);
+done:
+    free(path);
+    return st;
+}
+
+graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_checksums) {
+    memset(d, 0, sizeof *d);
+    if (!dir || !*dir) {
+        OPEN_ERROR("no dataset directory given");
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    graft_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    ds.dir = strdup(dir);
+    char *ipath = graft_data_join_path(dir, "index.json");
+    graft_status st = GRAFT_ERR_NOMEM;
+    if (!ds.dir || !ipath) goto done;
+    if ((st = parse_index(ipath, &ds)) != GRAFT_OK) goto done;
+    ds.shards = calloc((size_t)ds.n_shards, sizeof(graft_st_file));
+    ds.views = calloc((size_t)ds.n_shards, sizeof(graft_dataset_shard));
+    st = GRAFT_ERR_NOMEM;
+    if (!ds.shards || !ds.views) goto done;
+    for (int i = 0; i < ds.n_shards; i++)
+        if ((st = open_shard(&ds, ipath, i, verify_checksums)) != GRAFT_OK) goto done;
+    st = GRAFT_OK;
+done:
+    if (st == GRAFT_ERR_NOMEM) OPEN_ERROR("%s: out of memory opening the dataset", dir);
+    free(ipath);
+    if (st != GRAFT_OK) {
+        graft_dataset_close(&ds);
+        return st;
+    }
+    *d = ds;
+    return GRAFT_OK;
+}
+
+void graft_dataset_close(graft_dataset *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_shards; i++) {
+        if (d->shards) graft_st_close(&d->shards[i]);
+        if (d->shard_files) free(d->shard_files[i]);
+    }
+    if (d->class_names)
+        for (int c = 0; c < d->num_classes; c++)
+            free(d->class_names[c]);
+    free(d->class_names);
+    free(d->class_counts);
+    free(d->shards);
+    free(d->views);
+    free(d->shard_first);
+    free(d->shard_files);
+    free(d->shard_bytes);
+    free(d->shard_xxh64);
+    free(d->tokenizer);
+    free(d->description);
+    free(d->dir);
+    memset(d, 0, sizeof *d);
+}
+
+int graft_dataset_find_shard(const graft_dataset *d, size_t item) {
+    int lo = 0, hi = d->n_shards - 1; /* the last shard whose first item is <= item */
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (d->shard_first[mid] <= item)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+const uint8_t *graft_dataset_image_raw(const graft_dataset *d, size_t i, int *label) {
+    GRAFT_ASSERT(d->kind == GRAFT_DATA_IMAGES && i < d->num_samples);
+    int s = graft_dataset_find_shard(d, i);
+    size_t k = i - d->shard_first[s];
+    if (label) {
+        int64_t v;
+        memcpy(&v, d->views[s].labels + 8 * k, 8);
+        *label = (int)v;
+    }
+    size_t sample_bytes = (size_t)d->channels * (size_t)d->height * (size_t)d->width;
+    return d->views[s].inputs + k * sample_bytes;
+}
+
+int graft_dataset_image(const graft_dataset *d, size_t i, float *dst) {
+    int label;
+    const uint8_t *src = graft_dataset_image_raw(d, i, &label);
+    size_t plane = (size_t)d->height * (size_t)d->width;
+    for (int c = 0; c < d->channels; c++)
+        for (size_t p = 0; p < plane; p++)
+            dst[(size_t)c * plane + p] =
+                graft_data_normalize(src[(size_t)c * plane + p], d->mean[c], d->std[c]);
+    return label;
+}
+
+void graft_dataset_tokens(const graft_dataset *d, size_t start, size_t count, int32_t *dst) {
+    GRAFT_ASSERT(d->kind == GRAFT_DATA_TOKENS && start <= d->num_tokens &&
+                 count <= d->num_tokens - start);
+    size_t done = 0;
+    while (done < count) {
+        size_t pos = start + done;
+        int s = graft_dataset_find_shard(d, pos);
+        size_t k = pos - d->shard_first[s];
+        size_t take = d->shard_first[s + 1] - pos;
+        if (take > count - done) take = count - done;
+        const unsigned char *src = d->views[s].tokens;
+        if (d->views[s].token_bytes == 2) {
+            for (size_t j = 0; j < take; j++) {
+                uint16_t v;
+                memcpy(&v, src + 2 * (k + j), 2);
+                dst[done + j] = v;
+            }
+        } else {
+            memcpy(dst + done, src + 4 * k, 4 * take);
+        }
+        done += take;
+    }
+}

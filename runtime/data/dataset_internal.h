@@ -1,0 +1,32 @@
+/* Private to runtime/data: shard views and helpers shared by the dataset reader,
+ * the writer and the loader. */
+#ifndef GRAFT_DATASET_INTERNAL_H
+#define GRAFT_DATASET_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataset.h"
+
+/* Where one shard's tensors sit in its map (checked at open). */
+struct graft_dataset_shard {
+    const uint8_t *inputs;       /* images: [n, C, H, W] bytes */
+    const unsigned char *labels; /* images: n little-endian int64, maybe unaligned */
+    const unsigned char *tokens; /* tokens: n ids of token_bytes each */
+    int token_bytes;             /* 2 (U16) or 4 (I32) */
+};
+
+/* "dir/name" without doubled slashes; malloc'd, NULL when out of memory. */
+char *graft_data_join_path(const char *dir, const char *name);
+/* xxh64 (seed 0) of a whole file, read in 1 MiB chunks; errors logged naming the file. */
+graft_status graft_data_file_xxh64(const char *path, uint64_t *out);
+/* The shard holding item (sample or token) `item`. */
+int graft_dataset_find_shard(const graft_dataset *d, size_t item);
+
+/* The one normalisation formula, shared so the loader's lookup table and
+ * graft_dataset_image give bit-identical floats. */
+static inline float graft_data_normalize(uint8_t x, float mean, float std) {
+    return ((float)x / 255.0f - mean) / std;
+}
+
+#endif

@@ -1,0 +1,107 @@
+/* Model set-up shared by training and evaluation: build for the dataset's shape,
+ * freeze by globs, allocate, initialise, load init weights. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/core/check.h"
+#include "runtime/nn/params_io.h"
+#include "train_internal.h"
+
+/* Apply freeze.trainable (everything else frozen) or freeze.frozen globs. */
+static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
+    const graft_strlist *globs = cfg->freeze.trainable.count ? &cfg->freeze.trainable
+                                                             : &cfg->freeze.frozen;
+    int make_trainable = cfg->freeze.trainable.count > 0;
+    const char *key = make_trainable ? "freeze.trainable" : "freeze.frozen";
+    if (make_trainable) graft_params_set_trainable(p, "*", 0, NULL);
+    for (int i = 0; i < globs->count; i++) {
+        int matched = 0;
+        GRAFT_TRY(graft_params_set_trainable(p, globs->items[i], make_trainable, &matched));
+        if (matched == 0) {
+            GRAFT_ERROR("%s: '%s' matches no parameter of the model", key, globs->items[i]);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    return GRAFT_OK;
+}
+
+/* Log trainable vs frozen parameter counts per top-level module ("hidden", "head"). */
+static void log_freeze_table(const graft_params *p) {
+    char module[GRAFT_NAME_MAX] = "";
+    size_t trainable = 0, frozen = 0;
+    GRAFT_INFO("%-24s %12s %12s", "module", "trainable", "frozen");
+    for (int i = 0; i <= p->count; i++) {
+        char name[GRAFT_NAME_MAX] = "";
+        if (i < p->count) {
+            if (p->items[i].kind != GRAFT_KIND_PARAM) continue;
+            snprintf(name, sizeof name, "%s", p->items[i].name);
+            char *dot = strchr(name, '.');
+            if (dot) *dot = '\0';
+        }
+        if (i == p->count || (module[0] && strcmp(name, module) != 0)) {
+            if (module[0]) GRAFT_INFO("%-24s %12zu %12zu", module, trainable, frozen);
+            trainable = frozen = 0;
+        }
+        if (i == p->count) break;
+        snprintf(module, sizeof module, "%s", name);
+        if (p->items[i].trainable) trainable += p->items[i].numel;
+        else frozen += p->items[i].numel;
+    }
+    GRAFT_INFO("%-24s %12zu %12zu", "total", graft_params_numel(p, 1),
+               graft_params_numel(p, 0) - graft_params_numel(p, 1));
+}
+
+graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                         int max_batch, int log_table) {
+    graft_model_input input = {0};
+    if (d->kind == GRAFT_DATA_IMAGES) {
+        input.channels = d->channels;
+        input.height = d->height;
+        input.width = d->width;
+        input.num_classes = d->num_classes;
+        if (cfg->model.num_classes && cfg->model.num_classes != d->num_classes) {
+            GRAFT_ERROR("model.num_classes is %d but %s has %d classes", cfg->model.num_classes,
+                        d->dir, d->num_classes);
+            return GRAFT_ERR_CONFIG;
+        }
+    } else {
+        input.vocab_size = d->vocab_size;
+        input.seq_len = cfg->data.seq_len;
+    }
+    GRAFT_TRY(graft_model_create(m, cfg, &input));
+    GRAFT_TRY(apply_freezing(m->params, cfg));
+    GRAFT_TRY(m->iface.build(m->self, max_batch));
+    m->iface.init_weights(m->self, (uint64_t)cfg->seed);
+    if (cfg->model.init) {
+        graft_load_report report;
+        GRAFT_TRY(graft_params_load(m->params, cfg->model.init, cfg->model.init_strict, &report));
+        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected", cfg->model.init,
+                   report.matched, report.missing, report.unexpected);
+    }
+    if (log_table) log_freeze_table(m->params);
+    return GRAFT_OK;
+}
+
+graft_status write_json_atomic(const char *path, json_t *value) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return GRAFT_ERR_IO;
+    char *text = json_dumps(value, JSON_INDENT(1) | JSON_SORT_KEYS);
+    if (!text) return GRAFT_ERR_NOMEM;
+    size_t len = strlen(text);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
+             fsync(fd) == 0;
+    int saved = errno;
+    if (fd >= 0) ok = close(fd) == 0 && ok;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        GRAFT_ERROR("%s: cannot write: %s", path, strerror(ok ? errno : saved));
+        unlink(tmp);
+        return GRAFT_ERR_IO;
+    }
+    return GRAFT_OK;
+}

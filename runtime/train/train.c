@@ -1,0 +1,417 @@
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/core/clock.h"
+#include "runtime/core/check.h"
+#include "runtime/data/loader.h"
+#include "runtime/nn/params_io.h"
+#include "runtime/optim/optim.h"
+#include "train_internal.h"
+
+#define PATH_BYTES 4096
+
+/* Seconds spent in each part of a step, summed over a log window. */
+typedef struct step_times {
+    double data, forward, backward, comm, optim;
+} step_times;
+
+typedef struct trainer {
+    const graft_config *cfg;
+    graft_comm *comm;
+    int rank0;
+    graft_dataset train_set, val_set;
+    int have_val;
+    graft_model model;
+    graft_optim opt;
+    graft_lr_schedule sched;
+    graft_loader *loader;
+    int micro_batch;
+    long total_steps, steps_per_epoch;
+    char run_dir[PATH_BYTES];
+    FILE *metrics, *log;
+} trainer;
+
+/* mkdir -p for a relative or absolute path. */
+static graft_status make_dirs(const char *path) {
+    char buf[PATH_BYTES];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return GRAFT_ERR_IO;
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                GRAFT_ERROR("%s: cannot create directory: %s", buf, strerror(errno));
+                return GRAFT_ERR_IO;
+            }
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    return GRAFT_OK;
+}
+
+static graft_status path_join(char *out, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, PATH_BYTES, "%s/%s", dir, name) >= PATH_BYTES) {
+        GRAFT_ERROR("%s/%s: path too long", dir, name);
+        return GRAFT_ERR_IO;
+    }
+    return GRAFT_OK;
+}
+
+/* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
+static graft_status setup_optimizer(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    graft_optim_config oc;
+    graft_optim_kind kind;
+    GRAFT_TRY(graft_optim_kind_parse(cfg->optim.name, &kind));
+    graft_optim_config_default(&oc, kind);
+    if (cfg->optim.weight_decay >= 0) oc.weight_decay = cfg->optim.weight_decay;
+    if (kind == GRAFT_OPTIM_SGD) {
+        oc.momentum = cfg->optim.momentum;
+        oc.nesterov = cfg->optim.nesterov;
+    } else {
+        oc.beta1 = cfg->optim.beta1;
+        oc.beta2 = cfg->optim.beta2;
+        oc.eps = cfg->optim.eps;
+    }
+    for (int g = 0; g < cfg->optim.n_groups; g++) {
+        const graft_cfg_group *cg = &cfg->optim.groups[g];
+        double wd = cg->weight_decay >= 0 ? cg->weight_decay : oc.weight_decay;
+        int index = graft_optim_config_add_group(&oc, cg->lr_scale, wd);
+        if (index < 0) return GRAFT_ERR_CONFIG;
+        int matched = 0;
+        GRAFT_TRY(graft_optim_assign_group(t->model.params, cg->params, index, &matched));
+        if (matched == 0) {
+            GRAFT_ERROR("optim.groups[%d].params: '%s' matches no parameter of the model", g,
+                        cg->params);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    GRAFT_TRY(graft_optim_init(&t->opt, &oc, t->model.params));
+    graft_lr_kind lr_kind;
+    GRAFT_TRY(graft_lr_kind_parse(cfg->schedule.name, &lr_kind));
+    graft_lr_schedule s = {lr_kind, cfg->optim.lr, cfg->schedule.warmup_steps, t->total_steps,
+                           cfg->schedule.min_lr};
+    t->sched = s;
+    return graft_lr_schedule_check(&t->sched);
+}
+
+/* Everything that can fail on bad input, before the run directory is created. */
+static graft_status setup(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    int world = t->comm->size;
+    GRAFT_TRY(graft_dataset_open(&t->train_set, cfg->data.train, cfg->data.verify));
+    if (cfg->data.val) {
+        GRAFT_TRY(graft_dataset_open(&t->val_set, cfg->data.val, cfg->data.verify));
+        t->have_val = 1;
+        if (t->val_set.kind != t->train_set.kind ||
+            (t->train_set.kind == GRAFT_DATA_IMAGES &&
+             (t->val_set.channels != t->train_set.channels ||
+              t->val_set.height != t->train_set.height || t->val_set.width != t->train_set.width ||
+              t->val_set.num_classes != t->train_set.num_classes))) {
+            GRAFT_ERROR("data.val %s does not match data.train %s (kind, sample shape or classes)",
+                        cfg->data.val, cfg->data.train);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    if (cfg->data.batch_size < world) {
+        GRAFT_ERROR("data.batch_size %ld is smaller than the number of ranks %d",
+                    cfg->data.batch_size, world);
+        return GRAFT_ERR_CONFIG;
+    }
+    long per_rank = (cfg->data.batch_size + world - 1) / world;
+    t->micro_batch = (int)(cfg->data.micro_batch > 0 && cfg->data.micro_batch < per_rank
+                               ? cfg->data.micro_batch
+                               : per_rank);
+    graft_loader_config lc = {.batch_size = cfg->data.batch_size,
+                              .rank = t->comm->rank,
+                              .world = world,
+                              .seed = (uint64_t)cfg->seed,
+                              .shuffle = cfg->data.shuffle,
+                              .prefetch = cfg->data.prefetch,
+                              .seq_len = cfg->data.seq_len,
+                              .crop_padding = cfg->data.augment_crop_padding,
+                              .hflip = cfg->data.augment_hflip};
+    GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, 0));
+    t->steps_per_epoch = graft_loader_steps_per_epoch(t->loader);
+    t->total_steps = cfg->train.max_steps > 0 ? cfg->train.max_steps
+                                              : cfg->train.epochs * t->steps_per_epoch;
+    GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch, t->rank0));
+    return setup_optimizer(t);
+}
+
+/* runs/<experiment>/ with the resolved config, metrics.jsonl and train.log (rank 0). */
+static graft_status open_run_dir(trainer *t) {
+    char path[PATH_BYTES];
+    if ((size_t)snprintf(t->run_dir, sizeof t->run_dir, "runs/%s", t->cfg->experiment) >=
+        sizeof t->run_dir)
+        return GRAFT_ERR_CONFIG;
+    if (!t->rank0) return GRAFT_OK;
+    GRAFT_TRY(path_join(path, t->run_dir, "eval"));
+    GRAFT_TRY(make_dirs(path));
+    GRAFT_TRY(path_join(path, t->run_dir, "config.yaml"));
+    char tmp[PATH_BYTES + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    graft_status st = f ? graft_config_print(t->cfg, f) : GRAFT_ERR_IO;
+    if (f && (fflush(f) != 0 || fsync(fileno(f)) != 0)) st = GRAFT_ERR_IO;
+    if (f && fclose(f) != 0) st = GRAFT_ERR_IO;
+    if (st != GRAFT_OK || rename(tmp, path) != 0) {
+        GRAFT_ERROR("%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return GRAFT_ERR_IO;
+    }
+    GRAFT_TRY(path_join(path, t->run_dir, "metrics.jsonl"));
+    t->metrics = fopen(path, "w");
+    GRAFT_TRY(path_join(path, t->run_dir, "train.log"));
+    t->log = fopen(path, "w");
+    if (!t->metrics || !t->log) {
+        GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    graft_log_set_file(t->log);
+    return GRAFT_OK;
+}
+
+/* Evaluate on the val set (or skip when there is none); rank 0 writes the JSON. */
+static graft_status evaluate_and_record(trainer *t, long step, int final) {
+    if (!t->have_val) return GRAFT_OK;
+    eval_result r;
+    GRAFT_TRY(eval_run(&t->model, &t->val_set, t->micro_batch, t->cfg->data.seq_len, t->comm, &r));
+    graft_status st = GRAFT_OK;
+    if (t->rank0) {
+        if (r.task == GRAFT_TASK_CLASSIFY)
+            GRAFT_INFO("eval step %ld: loss %.4f accuracy %.4f (%.0f samples)", step, r.loss,
+                       r.accuracy, r.count);
+        else
+            GRAFT_INFO("eval step %ld: loss %.4f perplexity %.2f", step, r.loss, exp(r.loss));
+        json_t *j = eval_to_json(&r, &t->val_set, step);
+        char name[64], path[PATH_BYTES];
+        snprintf(name, sizeof name, "eval/step-%08ld.json", step);
+        st = path_join(path, t->run_dir, name);
+        if (st == GRAFT_OK) st = write_json_atomic(path, j);
+        if (st == GRAFT_OK) st = path_join(path, t->run_dir, "eval.json");
+        if (st == GRAFT_OK) st = write_json_atomic(path, j);
+        json_decref(j);
+        if (final) {
+            if (r.task == GRAFT_TASK_CLASSIFY) {
+                printf("test accuracy: %.4f\n", r.accuracy);
+                eval_print_per_class(&r, &t->val_set);
+            } else {
+                printf("test perplexity: %.3f\n", exp(r.loss));
+            }
+        }
+    }
+    eval_result_free(&r);
+    return st;
+}
+
+static void write_metrics(trainer *t, long step, long epoch, double loss, float lr,
+                          float grad_norm, double samples_per_s, const step_times *tm, int steps,
+                          double comm_bytes) {
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(step));
+    json_object_set_new(o, "epoch", json_integer(epoch));
+    json_object_set_new(o, "loss", json_real(loss));
+    json_object_set_new(o, "lr", json_real(lr));
+    json_object_set_new(o, "grad_norm", json_real(grad_norm));
+    json_object_set_new(o, "samples_per_s", json_real(samples_per_s));
+    json_object_set_new(o, "time_data", json_real(tm->data / steps));
+    json_object_set_new(o, "time_forward", json_real(tm->forward / steps));
+    json_object_set_new(o, "time_backward", json_real(tm->backward / steps));
+    json_object_set_new(o, "time_comm", json_real(tm->comm / steps));
+    json_object_set_new(o, "time_optim", json_real(tm->optim / steps));
+    json_object_set_new(o, "comm_bytes", json_integer((json_int_t)comm_bytes));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (line) {
+        fprintf(t->metrics, "%s\n", line);
+        fflush(t->metrics);
+        free(line);
+    }
+    json_decref(o);
+}
+
+/* One updating line on a terminal, plain lines otherwise. */
+static void show_progress(long step, long total, double loss, double samples_per_s,
+                          double elapsed, int tty) {
+    double eta = step > 0 ? elapsed / (double)step * (double)(total - step) : 0;
+    if (tty)
+        printf("\rstep %ld/%ld  loss %.4f  %.0f samples/s  ETA %02d:%02d   ", step, total, loss,
+               samples_per_s, (int)(eta / 60), (int)eta % 60);
+    else
+        printf("step %ld/%ld  loss %.4f  %.0f samples/s  ETA %02d:%02d\n", step, total, loss,
+               samples_per_s, (int)(eta / 60), (int)eta % 60);
+    fflush(stdout);
+}
+
+/* One optimizer step: micro-batches over this rank's share, gradient sum across ranks,
+ * clipping, update. The loss of each micro-batch is scaled by its share of the global
+ * batch, so summing gradients over ranks gives the gradient of the global mean. */
+static graft_status train_step(trainer *t, graft_batch *b, float lr, double *loss_out,
+                               float *norm_out, step_times *tm) {
+    graft_params *p = t->model.params;
+    graft_params_zero_grad(p);
+    size_t sample_floats = (size_t)t->train_set.channels * t->train_set.height * t->train_set.width;
+    size_t seq = (size_t)t->cfg->data.seq_len;
+    double loss_sum = 0;
+    for (int start = 0; start < b->n; start += t->micro_batch) {
+        int n = b->n - start < t->micro_batch ? b->n - start : t->micro_batch;
+        int is_tokens = b->tokens != NULL;
+        double t0 = graft_now_s();
+        float loss = t->model.iface.forward(
+            t->model.self, is_tokens ? NULL : b->inputs + (size_t)start * sample_floats,
+            is_tokens ? b->tokens + (size_t)start * seq : NULL,
+            b->labels + (size_t)start * (is_tokens ? seq : 1), n, 1, NULL);
+        double t1 = graft_now_s();
+        float share = (float)n / (float)b->global_n;
+        t->model.iface.backward(t->model.self, share);
+        tm->forward += t1 - t0;
+        tm->backward += graft_now_s() - t1;
+        loss_sum += (double)loss * share;
+    }
+    double t2 = graft_now_s();
+    float global_loss = (float)loss_sum;
+    GRAFT_TRY(graft_comm_allreduce_sum(t->comm, p->grads, p->n_grads));
+    GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
+    double t3 = graft_now_s();
+    *norm_out = graft_grad_clip_norm(p->grads, p->n_grads, (float)t->cfg->optim.grad_clip);
+    graft_status st = GRAFT_OK;
+    if (isfinite(*norm_out))
+        st = graft_optim_step(&t->opt, p, lr);
+    else
+        GRAFT_WARN("non-finite gradient norm: step skipped");
+    tm->comm += t3 - t2;
+    tm->optim += graft_now_s() - t3;
+    *loss_out = global_loss;
+    return st;
+}
+
+static graft_status run_loop(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    int tty = t->rank0 && isatty(fileno(stdout));
+    long log_every = cfg->train.log_every > 0 ? cfg->train.log_every : 10;
+    double comm_bytes_per_step = t->comm->size > 1 ? 4.0 * (double)t->model.params->n_grads : 0;
+    if (t->rank0)
+        GRAFT_INFO("training %s: %ld steps (%ld per epoch), global batch %ld, micro-batch %d, "
+                   "%d rank(s)",
+                   cfg->experiment, t->total_steps, t->steps_per_epoch, cfg->data.batch_size,
+                   t->micro_batch, t->comm->size);
+    step_times tm = {0};
+    double window_loss = 0, window_samples = 0, window_start = graft_now_s();
+    double run_start = window_start;
+    int window_steps = 0;
+    graft_status st = GRAFT_OK;
+    for (long step = 0; step < t->total_steps && st == GRAFT_OK; step++) {
+        graft_batch *b;
+        double wait = 0;
+        st = graft_loader_next(t->loader, &b, &wait);
+        if (st != GRAFT_OK) break;
+        tm.data += wait;
+        double loss;
+        float norm;
+        float lr = graft_lr_at(&t->sched, step);
+        st = train_step(t, b, lr, &loss, &norm, &tm);
+        if (st != GRAFT_OK) break;
+        window_loss += loss;
+        window_samples += b->global_n;
+        window_steps++;
+        long done = step + 1;
+        if (done % log_every == 0 || done == t->total_steps) {
+            double now = graft_now_s();
+            double rate = window_samples / (now - window_start);
+            if (t->rank0) {
+                write_metrics(t, done, b->epoch, window_loss / window_steps, lr, norm, rate, &tm,
+                              window_steps, comm_bytes_per_step);
+                show_progress(done, t->total_steps, window_loss / window_steps, rate,
+                              now - run_start, tty);
+            }
+            memset(&tm, 0, sizeof tm);
+            window_loss = window_samples = 0;
+            window_steps = 0;
+            window_start = graft_now_s();
+        }
+        if (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0 && done < t->total_steps) {
+            if (tty) printf("\n");
+            st = evaluate_and_record(t, done, 0);
+        }
+    }
+    if (tty) printf("\n");
+    if (st == GRAFT_OK) st = evaluate_and_record(t, t->total_steps, 1);
+    if (st == GRAFT_OK && t->rank0) {
+        char path[PATH_BYTES];
+        st = path_join(path, t->run_dir, "model.safetensors");
+        if (st == GRAFT_OK) st = graft_params_save(t->model.params, path);
+        if (st == GRAFT_OK)
+            GRAFT_INFO("done in %.1f s; weights in %s", graft_now_s() - run_start, path);
+    }
+    return st;
+}
+
+static void trainer_free(trainer *t) {
+    graft_loader_free(t->loader);
+    graft_optim_free(&t->opt);
+    graft_model_free(&t->model);
+    graft_dataset_close(&t->train_set);
+    graft_dataset_close(&t->val_set);
+    if (t->metrics) fclose(t->metrics);
+    if (t->log) {
+        graft_log_set_file(NULL);
+        fclose(t->log);
+    }
+}
+
+graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.comm = comm;
+    t.rank0 = comm->rank == 0;
+    graft_status st = setup(&t);
+    if (st == GRAFT_OK) st = open_run_dir(&t);
+    if (st == GRAFT_OK) st = run_loop(&t);
+    trainer_free(&t);
+    return st;
+}
+
+graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
+                            graft_comm *comm) {
+    const char *dir = cfg->data.val ? cfg->data.val : cfg->data.train;
+    graft_dataset d;
+    memset(&d, 0, sizeof d);
+    graft_model m;
+    memset(&m, 0, sizeof m);
+    eval_result r;
+    memset(&r, 0, sizeof r);
+    int batch = (int)(cfg->data.micro_batch > 0 ? cfg->data.micro_batch : cfg->data.batch_size);
+    graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
+    if (st == GRAFT_OK) st = model_setup(&m, cfg, &d, batch, 0);
+    if (st == GRAFT_OK) {
+        graft_load_report report;
+        st = graft_params_load(m.params, weights, 1, &report);
+    }
+    if (st == GRAFT_OK) st = eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);
+    if (st == GRAFT_OK && comm->rank == 0) {
+        if (r.task == GRAFT_TASK_CLASSIFY) {
+            printf("%s on %s: loss %.4f, accuracy %.4f (%.0f samples)\n", weights, dir, r.loss,
+                   r.accuracy, r.count);
+            eval_print_per_class(&r, &d);
+        } else {
+            printf("%s on %s: loss %.4f, perplexity %.3f\n", weights, dir, r.loss, exp(r.loss));
+        }
+        if (json_path) {
+            json_t *j = eval_to_json(&r, &d, 0);
+            st = write_json_atomic(json_path, j);
+            json_decref(j);
+        }
+    }
+    eval_result_free(&r);
+    graft_model_free(&m);
+    graft_dataset_close(&d);
+    return st;
+}

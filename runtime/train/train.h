@@ -1,0 +1,27 @@
+/* The training loop users drive with `graft train cfg.yaml`, and evaluation.
+ *
+ * A run lives in runs/<experiment>/ (relative to the working directory):
+ *   config.yaml     the resolved config (graft accepts it as input)
+ *   metrics.jsonl   one JSON object per log step
+ *   eval/step-NNNNNNNN.json, eval.json   evaluation results (eval.json = latest)
+ *   model.safetensors                     the final weights
+ *   train.log       the log lines
+ * Everything that can be checked (config, datasets, init weights, freezing globs) is
+ * checked before the run directory is touched. */
+#ifndef GRAFT_TRAIN_H
+#define GRAFT_TRAIN_H
+
+#include <stdio.h>
+
+#include "comm/comm.h"
+#include "runtime/config/config.h"
+
+/* Train as configured; rank and world come from comm. */
+graft_status graft_train(const graft_config *cfg, graft_comm *comm);
+
+/* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set
+ * is configured). Prints the summary; writes the JSON result to json_path if given. */
+graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
+                            graft_comm *comm);
+
+#endif
