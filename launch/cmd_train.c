@@ -3,8 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mpi.h>
+
 #include "cli.h"
 #include "comm/comm.h"
+#include "runtime/core/check.h"
 #include "runtime/config/config.h"
 #include "runtime/train/train.h"
 
@@ -48,6 +51,96 @@ static int load_config(const char *command, graft_config *cfg, int argc, char **
     return cli_exit_status(st);
 }
 
+/* The world size announced by mpirun or srun in the environment ("?" when unknown), or
+ * NULL when this process was not started by one. */
+static const char *mpi_launcher_size(void) {
+    if (getenv("OMPI_COMM_WORLD_SIZE")) return getenv("OMPI_COMM_WORLD_SIZE"); /* mpirun */
+    if (getenv("PMI_SIZE")) return getenv("PMI_SIZE");                         /* PMI-1/2 */
+    if (getenv("PMIX_RANK")) return getenv("SLURM_NTASKS") ? getenv("SLURM_NTASKS") : "?";
+    return NULL;
+}
+
+/* Start MPI with the thread level the reducer's comm thread needs. */
+static graft_status start_mpi(int *started) {
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        GRAFT_ERROR("MPI_Init_thread failed");
+        return GRAFT_ERR_MPI;
+    }
+    *started = 1;
+    if (provided < MPI_THREAD_MULTIPLE) {
+        GRAFT_ERROR("this MPI does not support MPI_THREAD_MULTIPLE (the gradient reducer "
+                    "all-reduces on its own thread)");
+        return GRAFT_ERR_MPI;
+    }
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    graft_log_set_rank(rank);
+    return GRAFT_OK;
+}
+
+/* comm.backend: auto picks nccl when built with it and every rank has a GPU, else
+ * mpi when started by mpirun/srun, else local; the choice and the reason are logged. */
+static graft_status open_comm(const char *backend, graft_comm *comm, int *mpi_started) {
+    const char *launched = mpi_launcher_size();
+    if (strcmp(backend, "local") == 0) {
+        if (launched && strcmp(launched, "1") != 0) {
+            GRAFT_ERROR("comm.backend is local but this process was started as one of %s "
+                        "MPI ranks (use comm.backend: auto or mpi)", launched);
+            return GRAFT_ERR_CONFIG;
+        }
+        graft_comm_init_local(comm);
+        return GRAFT_OK;
+    }
+    if (strcmp(backend, "auto") == 0 && !launched) {
+        graft_comm_init_local(comm);
+        GRAFT_INFO("comm.backend auto: local (not started by mpirun or srun)");
+        return GRAFT_OK;
+    }
+    GRAFT_TRY(start_mpi(mpi_started));
+    if (strcmp(backend, "mpi") == 0) return graft_comm_init_mpi(comm);
+    if (strcmp(backend, "nccl") == 0) return graft_comm_init_nccl(comm);
+    /* auto under MPI: nccl only if every rank can use it */
+    const char *why = NULL;
+    int mine = graft_comm_nccl_available(&why), all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (all) {
+        GRAFT_INFO("comm.backend auto: nccl (built with NCCL and every rank sees a GPU)");
+        return graft_comm_init_nccl(comm);
+    }
+    GRAFT_TRY(graft_comm_init_mpi(comm));
+    GRAFT_INFO("comm.backend auto: mpi over %d ranks (nccl not used: %s)", comm->size,
+               mine ? "another rank has no GPU" : why);
+    return GRAFT_OK;
+}
+
+/* Run fn with the configured communicator. A failing rank of a multi-rank job takes the
+ * whole job down with MPI_Abort (its error is already logged), so no rank is left
+ * waiting in a collective. */
+static int with_comm(const graft_config *cfg,
+                     graft_status (*fn)(const graft_config *, graft_comm *, void *), void *arg) {
+    graft_comm comm = {0};
+    int mpi_started = 0;
+    graft_status st = open_comm(cfg->comm.backend, &comm, &mpi_started);
+    if (st == GRAFT_OK) st = fn(cfg, &comm, arg);
+    int rc = cli_exit_status(st), size = comm.size;
+    graft_comm_free(&comm);
+    if (mpi_started) {
+        if (rc != GRAFT_EXIT_OK && size > 1) MPI_Abort(MPI_COMM_WORLD, rc);
+        MPI_Finalize();
+    }
+    return rc;
+}
+
+static graft_status run_train(const graft_config *cfg, graft_comm *comm, void *arg) {
+    return graft_train(cfg, comm);
+}
+
+static graft_status run_eval(const graft_config *cfg, graft_comm *comm, void *arg) {
+    const char **values = arg;
+    return graft_evaluate(cfg, values[0], values[1], comm);
+}
+
 int cmd_train(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[2], "--help") == 0) {
         printf("usage: graft train CONFIG.yaml [key=value ...] [--print-config]\n"
@@ -63,10 +156,7 @@ int cmd_train(int argc, char **argv) {
     if (rc == GRAFT_EXIT_OK && print_only) {
         rc = cli_exit_status(graft_config_print(&cfg, stdout));
     } else if (rc == GRAFT_EXIT_OK) {
-        graft_comm comm;
-        graft_comm_init_local(&comm);
-        rc = cli_exit_status(graft_train(&cfg, &comm));
-        graft_comm_free(&comm);
+        rc = with_comm(&cfg, run_train, NULL);
     }
     graft_config_free(&cfg);
     return rc;
@@ -88,12 +178,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "graft eval: --weights FILE is required\n");
         rc = GRAFT_EXIT_BAD_INPUT;
     }
-    if (rc == GRAFT_EXIT_OK) {
-        graft_comm comm;
-        graft_comm_init_local(&comm);
-        rc = cli_exit_status(graft_evaluate(&cfg, values[0], values[1], &comm));
-        graft_comm_free(&comm);
-    }
+    if (rc == GRAFT_EXIT_OK) rc = with_comm(&cfg, run_eval, values);
     graft_config_free(&cfg);
     return rc;
 }

@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
+#include "comm/reducer.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/check.h"
 #include "runtime/data/loader.h"
@@ -31,6 +34,7 @@ typedef struct trainer {
     graft_optim opt;
     graft_lr_schedule sched;
     graft_loader *loader;
+    graft_reducer *reducer; /* NULL with one rank */
     int micro_batch;
     long total_steps, steps_per_epoch;
     char run_dir[PATH_BYTES];
@@ -102,6 +106,81 @@ static graft_status setup_optimizer(trainer *t) {
     return graft_lr_schedule_check(&t->sched);
 }
 
+/* xxh64 of the model's structure as seen by this rank: names, shapes, trainable mask. */
+static void model_digests(const graft_params *p, uint64_t *names, uint64_t *shapes,
+                          uint64_t *mask) {
+    XXH64_state_t *hn = XXH64_createState(), *hs = XXH64_createState(), *hm = XXH64_createState();
+    XXH64_reset(hn, 0);
+    XXH64_reset(hs, 0);
+    XXH64_reset(hm, 0);
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *q = &p->items[i];
+        XXH64_update(hn, q->name, strlen(q->name) + 1);
+        XXH64_update(hs, &q->ndim, sizeof q->ndim);
+        XXH64_update(hs, q->shape, (size_t)q->ndim * sizeof q->shape[0]);
+        unsigned char flag = (unsigned char)q->trainable;
+        XXH64_update(hm, &flag, 1);
+    }
+    *names = XXH64_digest(hn);
+    *shapes = XXH64_digest(hs);
+    *mask = XXH64_digest(hm);
+    XXH64_freeState(hn);
+    XXH64_freeState(hs);
+    XXH64_freeState(hm);
+}
+
+/* Several ranks: check they agree on what they are about to train (instead of hanging
+ * later in a collective), start from rank 0's parameters, arm the watchdog, and set up
+ * the reducer with the layers' grad-ready hook. */
+static void on_grad_ready(void *ctx, size_t offset, size_t count) {
+    graft_reducer_ready(ctx, offset, count);
+}
+
+static graft_status setup_data_parallel(trainer *t) {
+    graft_comm *comm = t->comm;
+    graft_params *p = t->model.params;
+    GRAFT_TRY(graft_comm_set_watchdog(comm, t->cfg->comm.timeout_s));
+    static const char *const what[] = {"parameter names", "parameter shapes", "trainable mask",
+                                       "world size", "config digest", "training set size"};
+    uint64_t values[6];
+    model_digests(p, &values[0], &values[1], &values[2]);
+    values[3] = (uint64_t)comm->size;
+    values[4] = graft_config_digest(t->cfg);
+    values[5] = graft_loader_epoch_samples(t->loader);
+    GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
+    GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
+    /* parameter boundaries in the gradient buffer, ascending (= backward order) */
+    size_t *starts = malloc(((size_t)p->count + 1) * sizeof *starts);
+    if (!starts) return GRAFT_ERR_NOMEM;
+    int n = 0;
+    for (int i = p->count - 1; i >= 0; i--)
+        if (p->items[i].trainable) starts[n++] = p->items[i].grad_offset;
+    graft_status st = graft_reducer_new_with_boundaries(
+        &t->reducer, comm, p->grads, p->n_grads, starts, n,
+        (size_t)(t->cfg->comm.bucket_mb * 1048576.0),
+        (size_t)(t->cfg->comm.first_bucket_mb * 1048576.0));
+    free(starts);
+    if (st != GRAFT_OK) return st;
+    p->on_grad_ready = on_grad_ready;
+    p->on_grad_ready_ctx = t->reducer;
+    if (t->rank0)
+        GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
+                   comm->size, comm->iface.name, p->n_grads);
+    return GRAFT_OK;
+}
+
+/* At the end of training every replica must hold the same bits: check it. */
+static graft_status check_replicas_identical(trainer *t) {
+    if (t->comm->size == 1) return GRAFT_OK;
+    const graft_params *p = t->model.params;
+    static const char *const what[] = {"final parameter values"};
+    uint64_t digest = XXH64(p->values, p->n_values * sizeof(float), 0);
+    GRAFT_TRY(graft_comm_check_agreement(t->comm, what, &digest, 1));
+    if (t->rank0) GRAFT_INFO("all %d replicas are bit-identical (xxh64 %016llx)", t->comm->size,
+                             (unsigned long long)digest);
+    return GRAFT_OK;
+}
+
 /* Everything that can fail on bad input, before the run directory is created. */
 static graft_status setup(trainer *t) {
     const graft_config *cfg = t->cfg;
@@ -143,7 +222,8 @@ static graft_status setup(trainer *t) {
     t->total_steps = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                               : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch, t->rank0));
-    return setup_optimizer(t);
+    GRAFT_TRY(setup_optimizer(t));
+    return world > 1 ? setup_data_parallel(t) : GRAFT_OK;
 }
 
 /* runs/<experiment>/ with the resolved config, metrics.jsonl and train.log (rank 0). */
@@ -250,19 +330,27 @@ static void show_progress(long step, long total, double loss, double samples_per
     fflush(stdout);
 }
 
-/* One optimizer step: micro-batches over this rank's share, gradient sum across ranks,
- * clipping, update. The loss of each micro-batch is scaled by its share of the global
- * batch, so summing gradients over ranks gives the gradient of the global mean. */
-static graft_status train_step(trainer *t, graft_batch *b, float lr, double *loss_out,
-                               float *norm_out, step_times *tm) {
+/* One optimizer step: micro-batches over this rank's share, gradient sum across ranks
+ * (the reducer overlaps it with the last micro-batch's backward), clipping, update. The
+ * loss of each micro-batch is scaled by its share of the global batch, so the summed
+ * gradient is the gradient of the global mean loss, however the batch was split. */
+static graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
+                               float *norm_out, double *comm_bytes, step_times *tm) {
     graft_params *p = t->model.params;
     graft_params_zero_grad(p);
     size_t sample_floats = (size_t)t->train_set.channels * t->train_set.height * t->train_set.width;
     size_t seq = (size_t)t->cfg->data.seq_len;
+    int is_tokens = b->tokens != NULL;
+    int micro_steps = (b->n + t->micro_batch - 1) / t->micro_batch;
+    if (t->reducer) {
+        graft_reducer_set_step(t->reducer, step);
+        graft_reducer_begin_step(t->reducer, micro_steps <= 1);
+    }
     double loss_sum = 0;
-    for (int start = 0; start < b->n; start += t->micro_batch) {
+    for (int k = 0; k < micro_steps; k++) {
+        int start = k * t->micro_batch;
         int n = b->n - start < t->micro_batch ? b->n - start : t->micro_batch;
-        int is_tokens = b->tokens != NULL;
+        if (t->reducer && k > 0) graft_reducer_begin_step(t->reducer, k == micro_steps - 1);
         double t0 = graft_now_s();
         float loss = t->model.iface.forward(
             t->model.self, is_tokens ? NULL : b->inputs + (size_t)start * sample_floats,
@@ -277,15 +365,19 @@ static graft_status train_step(trainer *t, graft_batch *b, float lr, double *los
     }
     double t2 = graft_now_s();
     float global_loss = (float)loss_sum;
-    GRAFT_TRY(graft_comm_allreduce_sum(t->comm, p->grads, p->n_grads));
-    GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
+    *comm_bytes = 0;
+    if (t->reducer) {
+        GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
+        *comm_bytes = (double)graft_reducer_step_bytes(t->reducer);
+        GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
+    }
     double t3 = graft_now_s();
     *norm_out = graft_grad_clip_norm(p->grads, p->n_grads, (float)t->cfg->optim.grad_clip);
     graft_status st = GRAFT_OK;
     if (isfinite(*norm_out))
         st = graft_optim_step(&t->opt, p, lr);
-    else
-        GRAFT_WARN("non-finite gradient norm: step skipped");
+    else if (t->rank0)
+        GRAFT_WARN("step %ld: non-finite gradient norm: update skipped", step);
     tm->comm += t3 - t2;
     tm->optim += graft_now_s() - t3;
     *loss_out = global_loss;
@@ -296,7 +388,6 @@ static graft_status run_loop(trainer *t) {
     const graft_config *cfg = t->cfg;
     int tty = t->rank0 && isatty(fileno(stdout));
     long log_every = cfg->train.log_every > 0 ? cfg->train.log_every : 10;
-    double comm_bytes_per_step = t->comm->size > 1 ? 4.0 * (double)t->model.params->n_grads : 0;
     if (t->rank0)
         GRAFT_INFO("training %s: %ld steps (%ld per epoch), global batch %ld, micro-batch %d, "
                    "%d rank(s)",
@@ -306,6 +397,7 @@ static graft_status run_loop(trainer *t) {
     double window_loss = 0, window_samples = 0, window_start = graft_now_s();
     double run_start = window_start;
     int window_steps = 0;
+    double window_bytes = 0;
     graft_status st = GRAFT_OK;
     for (long step = 0; step < t->total_steps && st == GRAFT_OK; step++) {
         graft_batch *b;
@@ -313,11 +405,12 @@ static graft_status run_loop(trainer *t) {
         st = graft_loader_next(t->loader, &b, &wait);
         if (st != GRAFT_OK) break;
         tm.data += wait;
-        double loss;
+        double loss, bytes;
         float norm;
         float lr = graft_lr_at(&t->sched, step);
-        st = train_step(t, b, lr, &loss, &norm, &tm);
+        st = train_step(t, step, b, lr, &loss, &norm, &bytes, &tm);
         if (st != GRAFT_OK) break;
+        window_bytes += bytes;
         window_loss += loss;
         window_samples += b->global_n;
         window_steps++;
@@ -327,12 +420,12 @@ static graft_status run_loop(trainer *t) {
             double rate = window_samples / (now - window_start);
             if (t->rank0) {
                 write_metrics(t, done, b->epoch, window_loss / window_steps, lr, norm, rate, &tm,
-                              window_steps, comm_bytes_per_step);
+                              window_steps, window_bytes / window_steps);
                 show_progress(done, t->total_steps, window_loss / window_steps, rate,
                               now - run_start, tty);
             }
             memset(&tm, 0, sizeof tm);
-            window_loss = window_samples = 0;
+            window_loss = window_samples = window_bytes = 0;
             window_steps = 0;
             window_start = graft_now_s();
         }
@@ -342,6 +435,7 @@ static graft_status run_loop(trainer *t) {
         }
     }
     if (tty) printf("\n");
+    if (st == GRAFT_OK) st = check_replicas_identical(t);
     if (st == GRAFT_OK) st = evaluate_and_record(t, t->total_steps, 1);
     if (st == GRAFT_OK && t->rank0) {
         char path[PATH_BYTES];
@@ -354,6 +448,7 @@ static graft_status run_loop(trainer *t) {
 }
 
 static void trainer_free(trainer *t) {
+    graft_reducer_free(t->reducer);
     graft_loader_free(t->loader);
     graft_optim_free(&t->opt);
     graft_model_free(&t->model);
