@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ctest-labels: mpi
+# ctest-labels: mpi;slow
 # Data-parallel training under mpirun with 2, 3 and 4 ranks:
 # - replicas end bit-identical, and match single-process training with the same global
 #   batch within float-summation tolerance (max |diff| / max |w| per tensor <= 3e-4 after 42 AdamW steps);
