@@ -2,6 +2,7 @@
  * section into an mpirun command that runs `graft train` on every rank, run it, and
  * restart it (resuming from the latest checkpoint) up to launch.max_restarts times. */
 #include <errno.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,10 +87,6 @@ static int build_command(argv_builder *a, const graft_config *cfg, const char *g
             used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s", i ? "," : "",
                                      cfg->launch.hosts.items[i]);
         rc |= push(a, "-H") | push(a, buf);
-    } else if (cores > 0 && cfg->launch.np > cores) {
-        fprintf(stderr, "graft launch: warning: %d ranks on %ld cores: adding --oversubscribe\n",
-                cfg->launch.np, cores);
-        rc |= push(a, "--oversubscribe");
     }
     if (geteuid() == 0) {
         fprintf(stderr, "graft launch: warning: running as root: adding --allow-run-as-root\n");
@@ -103,6 +100,73 @@ static int build_command(argv_builder *a, const graft_config *cfg, const char *g
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "--dry-run") != 0) rc |= push(a, argv[i]);
     return rc ? -1 : 0;
+}
+
+/* 1 when an executable `name` is on PATH. */
+static int on_path(const char *name) {
+    const char *path = getenv("PATH");
+    char buf[4096];
+    while (path && *path) {
+        size_t len = strcspn(path, ":");
+        snprintf(buf, sizeof buf, "%.*s/%s", (int)len, path, name);
+        if (access(buf, X_OK) == 0) return 1;
+        path += len + (path[len] == ':');
+    }
+    return 0;
+}
+
+static int has_arg(const graft_strlist *list, const char *arg) {
+    for (int i = 0; i < list->count; i++)
+        if (strcmp(list->items[i], arg) == 0) return 1;
+    return 0;
+}
+
+/* What mpirun would refuse or fail on, said in one line before anything starts:
+ * returns 0 when the launch can go ahead. */
+static int check_launch(const graft_config *cfg) {
+    if (!on_path("mpirun")) {
+        fprintf(stderr, "graft launch: mpirun not found on PATH (install Open MPI: scripts/deps.sh)\n");
+        return -1;
+    }
+    if (cfg->launch.hostfile && access(cfg->launch.hostfile, R_OK) != 0) {
+        fprintf(stderr, "graft launch: launch.hostfile: %s: cannot open: %s\n", cfg->launch.hostfile,
+                strerror(errno));
+        return -1;
+    }
+    long slots = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *where = "cores on this machine";
+    if (cfg->launch.hosts.count) {
+        slots = 0;
+        where = "slots in launch.hosts";
+        for (int i = 0; i < cfg->launch.hosts.count; i++) {
+            const char *entry = cfg->launch.hosts.items[i], *colon = strrchr(entry, ':');
+            char *end = NULL;
+            long n = colon ? strtol(colon + 1, &end, 10) : 1;
+            if (colon && (end == colon + 1 || *end || n < 1)) {
+                fprintf(stderr, "graft launch: launch.hosts: '%s': expected host:slots with slots >= 1\n",
+                        entry);
+                return -1;
+            }
+            char host[256];
+            snprintf(host, sizeof host, "%.*s", (int)(colon ? colon - entry : (long)strlen(entry)), entry);
+            struct addrinfo *info = NULL;
+            if (getaddrinfo(host, NULL, NULL, &info) != 0) {
+                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n", host);
+                return -1;
+            }
+            freeaddrinfo(info);
+            slots += n;
+        }
+    }
+    if (!cfg->launch.hostfile && cfg->launch.np > slots &&
+        !has_arg(&cfg->launch.mpirun_args, "--oversubscribe")) {
+        fprintf(stderr,
+                "graft launch: launch.np %d is more than the %ld %s; add --oversubscribe to "
+                "launch.mpirun_args to run anyway\n",
+                cfg->launch.np, slots, where);
+        return -1;
+    }
+    return 0;
 }
 
 static volatile sig_atomic_t child_pid = 0;
@@ -168,7 +232,9 @@ int cmd_launch(int argc, char **argv) {
     else self[len] = '\0';
     argv_builder cmd = {0};
     int rc = GRAFT_EXIT_OK;
-    if (build_command(&cmd, &cfg, self, argc, argv) != 0) {
+    if (check_launch(&cfg) != 0) {
+        rc = GRAFT_EXIT_BAD_INPUT;
+    } else if (build_command(&cmd, &cfg, self, argc, argv) != 0) {
         fprintf(stderr, "graft launch: out of memory\n");
         rc = GRAFT_EXIT_FAILURE;
     } else if (dry_run) {

@@ -182,6 +182,8 @@ const key_spec cfg_keys[] = {
     {.key = "comm.first_bucket_mb", .type = KEY_DOUBLE, .offset = CFG(comm.first_bucket_mb),
      .flags = KEY_MIN | KEY_MIN_EXCL, .min = 0, .def = "1.0",
      .doc = "size of the first bucket (the last layers) in MB"},
+    {.key = "comm.overlap", .type = KEY_BOOL, .offset = CFG(comm.overlap), .def = "true",
+     .doc = "all-reduce gradient buckets during backward (false: all after backward)"},
     {.key = "comm.timeout_s", .type = KEY_DOUBLE, .offset = CFG(comm.timeout_s),
      .flags = KEY_MIN | KEY_MIN_EXCL, .min = 0, .def = "300.0",
      .doc = "abort when a collective is stuck this many seconds"},

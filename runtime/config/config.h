@@ -119,6 +119,7 @@ typedef struct graft_config {
         char *backend;     /* auto|local|mpi|nccl, default auto */
         double bucket_mb;  /* default 25 */
         double first_bucket_mb; /* default 1 */
+        int overlap;       /* reduce buckets during backward, default 1 */
         double timeout_s;  /* default 300 */
     } comm;
 

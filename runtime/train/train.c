@@ -161,8 +161,10 @@ static graft_status setup_data_parallel(trainer *t) {
         (size_t)(t->cfg->comm.first_bucket_mb * 1048576.0));
     free(starts);
     if (st != GRAFT_OK) return st;
-    p->on_grad_ready = on_grad_ready;
-    p->on_grad_ready_ctx = t->reducer;
+    if (t->cfg->comm.overlap) { /* else every bucket is marked ready in reducer_wait */
+        p->on_grad_ready = on_grad_ready;
+        p->on_grad_ready_ctx = t->reducer;
+    }
     if (t->rank0)
         GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
                    comm->size, comm->iface.name, p->n_grads);

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# ctest-labels: mpi;slow
+# graft launch: the mpirun command it builds, the launch mistakes it refuses up front
+# (exit 2, one line), and a real 2-rank run through it.
+. "$(dirname "$0")/lib_e2e.sh"
+cd "$tmp"
+"$GRAFT" data fmnist --out tr --classes 0-2 --per-class 100 >/dev/null || bad "data"
+cat >cfg.yaml <<YAML
+experiment: l1
+model: {arch: mlp, hidden: [16]}
+data: {train: tr, batch_size: 30}
+optim: {lr: 0.003}
+train: {max_steps: 12, log_every: 4}
+launch: {np: 2, env: {GRAFT_EXAMPLE: "a b"}}
+YAML
+cores=$(nproc)
+"$GRAFT" launch cfg.yaml optim.lr=0.002 --dry-run >dry.out 2>dry.err
+root=""
+[ "$(id -u)" -eq 0 ] && root=" --allow-run-as-root"
+want="mpirun -np 2$root -x OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) -x 'GRAFT_EXAMPLE=a b' $GRAFT train cfg.yaml optim.lr=0.002"
+[ "$(cat dry.out)" = "$want" ] && ok "dry run: $want" || { bad "dry run"; echo " got: $(cat dry.out)"; echo "want: $want"; }
+
+expect_bad_input "too many ranks" "launch.np 64 is more than the $cores cores on this machine; add --oversubscribe" \
+  -- "$GRAFT" launch cfg.yaml launch.np=64 --dry-run
+expect_bad_input "unknown host" "launch.hosts: unknown host 'no-such-host.invalid'" \
+  -- "$GRAFT" launch cfg.yaml 'launch.hosts=[no-such-host.invalid:2]' --dry-run
+expect_bad_input "bad slots" "launch.hosts: 'localhost:x': expected host:slots" \
+  -- "$GRAFT" launch cfg.yaml 'launch.hosts=[localhost:x]' --dry-run
+expect_bad_input "missing hostfile" "launch.hostfile: nohosts.txt: cannot open: No such file" \
+  -- "$GRAFT" launch cfg.yaml launch.hostfile=nohosts.txt --dry-run
+expect_bad_input "no mpirun" "mpirun not found on PATH" -- env PATH=/nonexistent "$GRAFT" launch cfg.yaml --dry-run
+
+"$GRAFT" train cfg.yaml experiment=l0 >l0.out 2>&1 || { bad "single"; cat l0.out; }
+timeout 120 "$GRAFT" launch cfg.yaml >l1.out 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "all 2 replicas are bit-identical" l1.out &&
+  d=$(python3 "$GRAFT_SOURCE_DIR/tests/tools/compare_safetensors.py" runs/l0/model.safetensors runs/l1/model.safetensors --tol 3e-4); then
+  ok "graft launch ran 2 ranks: $d"
+else
+  bad "graft launch: exit $rc"; tail -5 l1.out
+fi
+finish
