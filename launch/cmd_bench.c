@@ -1,12 +1,14 @@
 /* graft bench gemm: graft's linear layer (forward + backward) against the raw
  * cblas_sgemm calls it is built on, side by side in one run, for 1 and 2 threads. */
 #include <cblas.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "runtime/core/clock.h"
+#include "comm/comm.h"
 #include "runtime/core/rng.h"
 #include "runtime/ops/ops.h"
 
@@ -119,12 +121,98 @@ static int bench_gemm(int argc, char **argv) {
     return GRAFT_EXIT_OK;
 }
 
+/* Seconds per call of fn over iters calls, the slowest rank's figure. */
+static double time_collective(graft_comm *c, float *buf, size_t n, int iters, int raw) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = graft_now_s();
+    for (int i = 0; i < iters; i++) {
+        if (raw)
+            MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        else
+            graft_comm_allreduce_sum(c, buf, n);
+    }
+    double mine = (graft_now_s() - t0) / iters, slowest = 0;
+    MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return slowest;
+}
+
+/* graft bench allreduce (under mpirun): graft's communicator next to raw MPI_Allreduce,
+ * sizes 4 KB .. 256 MB, algbw and busbw as nccl-tests print them. */
+static int bench_allreduce(int argc, char **argv) {
+    int max_mb = 256, min_iters = 5;
+    const char *backend = "mpi";
+    cli_option opts[] = {
+        {"max-mb", CLI_INT, &max_mb, "largest message in MB (default 256)", 1},
+        {"iters", CLI_INT, &min_iters, "fewest timed repetitions per size (default 5)", 1},
+        {"backend", CLI_STRING, &backend, "graft communicator: mpi or nccl (default mpi)", 0},
+    };
+    size_t n_opts = sizeof opts / sizeof opts[0];
+    int rc = cli_parse("bench allreduce", argc, argv, 3, opts, n_opts);
+    if (rc < 0) {
+        cli_print_help("bench allreduce",
+                       "Run under mpirun: time graft's allreduce and raw MPI_Allreduce for\n"
+                       "4 KB .. max-mb; busbw = algbw * 2(n-1)/n; ratio = raw time / graft time.",
+                       opts, n_opts);
+        return GRAFT_EXIT_OK;
+    }
+    if (rc != GRAFT_EXIT_OK) return rc;
+    int provided;
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+    graft_comm comm = {0};
+    graft_status st = strcmp(backend, "nccl") == 0 ? graft_comm_init_nccl(&comm)
+                      : strcmp(backend, "mpi") == 0 ? graft_comm_init_mpi(&comm)
+                                                    : GRAFT_ERR_INVALID_ARG;
+    if (st != GRAFT_OK) {
+        if (st == GRAFT_ERR_INVALID_ARG)
+            fprintf(stderr, "graft bench allreduce: --backend: expected mpi or nccl, got '%s'\n",
+                    backend);
+        MPI_Finalize();
+        return cli_exit_status(st);
+    }
+    size_t max_bytes = (size_t)max_mb << 20;
+    float *buf = calloc(max_bytes / sizeof(float), sizeof(float));
+    if (!buf) {
+        fprintf(stderr, "graft bench allreduce: cannot allocate %d MB\n", max_mb);
+        MPI_Abort(MPI_COMM_WORLD, GRAFT_EXIT_FAILURE);
+    }
+    int R = comm.size;
+    if (comm.rank == 0) {
+        printf("allreduce of fp32 sums, %d ranks, graft backend %s\n", R, comm.iface.name);
+        printf("%12s %7s %11s %11s %11s %11s %11s %7s\n", "bytes", "iters", "raw_us",
+               "raw_busbw", "graft_us", "graft_algbw", "graft_busbw", "ratio");
+    }
+    for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
+        size_t n = bytes / sizeof(float);
+        /* about 0.3 s per measurement, from one warm-up call */
+        double once = time_collective(&comm, buf, n, 1, 1);
+        int iters = (int)(0.3 / (once > 1e-7 ? once : 1e-7));
+        if (iters < min_iters) iters = min_iters;
+        if (iters > 2000) iters = 2000;
+        MPI_Bcast(&iters, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        double raw = time_collective(&comm, buf, n, iters, 1);
+        double mine = time_collective(&comm, buf, n, iters, 0);
+        double raw2 = time_collective(&comm, buf, n, iters, 1); /* bracket against drift */
+        if (raw2 < raw) raw = raw2;
+        double algbw = (double)bytes / mine * 1e-9, factor = 2.0 * (R - 1) / R;
+        if (comm.rank == 0)
+            printf("%12zu %7d %11.1f %9.3f GB/s %9.1f %7.3f GB/s %7.3f GB/s %7.3f\n", bytes, iters,
+                   raw * 1e6, (double)bytes / raw * 1e-9 * factor, mine * 1e6, algbw,
+                   algbw * factor, raw / mine);
+    }
+    free(buf);
+    graft_comm_free(&comm);
+    MPI_Finalize();
+    return GRAFT_EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 3 || strcmp(argv[2], "--help") == 0) {
-        printf("usage: graft bench gemm [options]\n");
+        printf("usage: graft bench gemm|allreduce [options]\n");
         return argc < 3 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
     }
     if (strcmp(argv[2], "gemm") == 0) return bench_gemm(argc, argv);
-    fprintf(stderr, "graft bench: unknown benchmark '%s' (available: gemm)\n", argv[2]);
+    if (strcmp(argv[2], "allreduce") == 0) return bench_allreduce(argc, argv);
+    fprintf(stderr, "graft bench: unknown benchmark '%s' (available: gemm, allreduce)\n",
+            argv[2]);
     return GRAFT_EXIT_BAD_INPUT;
 }
