@@ -94,7 +94,7 @@ static graft_status open_comm(const char *backend, graft_comm *comm, int *mpi_st
     }
     if (strcmp(backend, "auto") == 0 && !launched) {
         graft_comm_init_local(comm);
-        GRAFT_INFO("comm.backend auto: local (not started by mpirun or srun)");
+        GRAFT_DEBUG("comm.backend auto: local (not started by mpirun or srun)");
         return GRAFT_OK;
     }
     GRAFT_TRY(start_mpi(mpi_started));
