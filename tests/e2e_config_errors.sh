@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Bad configs through the CLI: one line naming file:line:column and key, exit 2, and
-# no run directory created. (The full table of malformed configs is in test_config.c.)
+# Bad configs and bad data through graft train: one line naming file:line:column and
+# key (or the damaged file), exit 2 before training starts, and no run directory
+# created. (The full table of malformed configs is in test_config.c.)
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 mkdir -p d
@@ -23,5 +24,15 @@ expect_bad_input "missing file" "nothere.yaml: cannot open: No such file" -- "$G
 good >ok.yaml
 expect_bad_input "bad override" "override 'optim.lrr=1'.*did you mean 'optim.lr'" -- "$GRAFT" train ok.yaml optim.lrr=1
 expect_bad_input "missing dataset" "d/train/index.json: .*No such file" -- "$GRAFT" train ok.yaml
+# Damaged datasets are caught when the run opens them (data.verify checks checksums).
+"$GRAFT" data fmnist --out d/train --classes 0-1 --per-class 50 --shard-size 40 >/dev/null || bad "data"
+shard=d/train/shard-00001.safetensors
+cp "$shard" shard.bak
+printf '\xff' | dd of="$shard" bs=1 seek=200 conv=notrunc status=none
+expect_bad_input "bit flip" "shard-00001.safetensors: checksum mismatch" -- "$GRAFT" train ok.yaml
+head -c 300 shard.bak >"$shard"
+expect_bad_input "truncated shard" "shard-00001.safetensors: " -- "$GRAFT" train ok.yaml
+rm "$shard"
+expect_bad_input "missing shard" "shard 'shard-00001.safetensors' is missing" -- "$GRAFT" train ok.yaml
 [ ! -e runs ] && ok "no run directory was created" || bad "a run directory was left behind: $(ls -R runs)"
 finish
