@@ -7,6 +7,8 @@ endif()
 if(CMAKE_BUILD_TYPE STREQUAL "Release")
   add_compile_options(-O2)
 endif()
+# sqrtf and friends need not set errno: lets loops such as AdamW's vectorise.
+add_compile_options(-fno-math-errno)
 add_compile_definitions(_GNU_SOURCE)
 
 if(GRAFT_SANITIZE)

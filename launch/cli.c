@@ -89,6 +89,7 @@ void cli_print_help(const char *command, const char *summary, const cli_option *
 
 int cli_exit_status(int graft_status_value) {
     if (graft_status_value == GRAFT_OK) return GRAFT_EXIT_OK;
+    if (graft_status_value == GRAFT_STOPPED) return GRAFT_EXIT_PREEMPTED;
     return graft_status_is_bad_input((graft_status)graft_status_value) ? GRAFT_EXIT_BAD_INPUT
                                                                        : GRAFT_EXIT_FAILURE;
 }

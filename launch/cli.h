@@ -9,7 +9,8 @@
 enum {
     GRAFT_EXIT_OK = 0,
     GRAFT_EXIT_FAILURE = 1, /* a run failed for a reason other than its input */
-    GRAFT_EXIT_BAD_INPUT = 2 /* bad flags, config, data or weights file */
+    GRAFT_EXIT_BAD_INPUT = 2, /* bad flags, config, data or weights file */
+    GRAFT_EXIT_PREEMPTED = 75 /* stopped by SIGTERM/SIGINT/SIGUSR1/SIGHUP after a checkpoint */
 };
 
 typedef enum { CLI_INT, CLI_FLOAT, CLI_STRING, CLI_FLAG } cli_kind;
@@ -41,5 +42,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_ckpt(int argc, char **argv);
 
 #endif

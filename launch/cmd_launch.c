@@ -169,12 +169,16 @@ static int check_launch(const graft_config *cfg) {
     return 0;
 }
 
-static volatile sig_atomic_t child_pid = 0;
+static volatile sig_atomic_t child_pid = 0, signalled = 0;
 
-/* Pass SIGTERM / SIGINT / SIGUSR1 / SIGHUP on to mpirun, which forwards them to the
- * ranks ("checkpoint now and stop"). */
+/* SIGTERM / SIGINT / SIGUSR1 / SIGHUP: "checkpoint now and stop". mpirun forwards
+ * SIGUSR1 to every rank untouched, whereas on SIGTERM it kills the ranks a second later,
+ * before they can save: so every stop signal reaches mpirun as SIGUSR1. A second SIGINT
+ * is passed on as SIGTERM (stop now). A signalled launcher does not restart the job. */
 static void forward_signal(int sig) {
-    if (child_pid > 0) kill((pid_t)child_pid, sig);
+    int again = signalled;
+    signalled = 1;
+    if (child_pid > 0) kill((pid_t)child_pid, again && sig == SIGINT ? SIGTERM : SIGUSR1);
 }
 
 /* Run the command; returns its exit status (128+signal when killed). */
@@ -250,12 +254,18 @@ int cmd_launch(int argc, char **argv) {
         for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
         for (int attempt = 0;; attempt++) {
             rc = run_once(cmd.v);
-            /* bad input and preemption (75) are not failures a restart can fix */
-            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT || rc == 75 ||
+            /* done, bad input (a restart cannot fix it), or preempted with requeue_exit
+             * (the scheduler requeues the job, which then resumes from its checkpoint) */
+            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT || signalled ||
+                (rc == GRAFT_EXIT_PREEMPTED && cfg.launch.requeue_exit) ||
                 attempt >= cfg.launch.max_restarts)
                 break;
-            fprintf(stderr, "graft launch: job failed with status %d; restart %d of %d\n", rc,
-                    attempt + 1, cfg.launch.max_restarts);
+            int backoff = attempt < 5 ? 1 << attempt : 30;
+            fprintf(stderr,
+                    "graft launch: job exited with status %d; restart %d of %d in %d s, "
+                    "resuming from the latest checkpoint\n",
+                    rc, attempt + 1, cfg.launch.max_restarts, backoff);
+            sleep((unsigned)backoff);
         }
     }
     argv_free(&cmd);

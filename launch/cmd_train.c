@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "comm/comm.h"
@@ -132,7 +134,25 @@ static int with_comm(const graft_config *cfg,
     return rc;
 }
 
+/* SIGTERM, SIGINT, SIGUSR1, SIGHUP: checkpoint at the next step boundary and exit 75.
+ * A second SIGINT (Ctrl-C twice) stops at once. */
+static void on_stop_signal(int sig) {
+    if (sig == SIGINT && graft_train_stop_signal) {
+        static const char msg[] = "graft: second interrupt: stopping now\n";
+        ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)ignored;
+        _exit(130);
+    }
+    graft_train_stop_signal = 1;
+}
+
 static graft_status run_train(const graft_config *cfg, graft_comm *comm, void *arg) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
     return graft_train(cfg, comm);
 }
 

@@ -10,6 +10,9 @@
 
 static graft_status mlp_build(void *self, int max_batch) { return graft_mlp_build(self, max_batch); }
 static void mlp_init_weights(void *self, uint64_t seed) { graft_mlp_init_weights(self, seed); }
+static void mlp_seed_step(void *self, uint64_t seed) {
+    graft_rng_seed(&((graft_mlp *)self)->dropout_rng, seed);
+}
 static float mlp_forward(void *self, const float *inputs, const int32_t *tokens,
                          const int32_t *labels, int B, int training, int *counted) {
     graft_mlp *m = self;
@@ -26,8 +29,9 @@ static void mlp_free(void *self) {
 
 static graft_status create_mlp(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input) {
-    static const graft_model_i iface = {"mlp",        mlp_build,  mlp_init_weights, mlp_forward,
-                                        mlp_backward, mlp_logits, mlp_free};
+    static const graft_model_i iface = {"mlp",       mlp_build,    mlp_init_weights,
+                                        mlp_seed_step, mlp_forward, mlp_backward,
+                                        mlp_logits,    mlp_free};
     if (input->channels <= 0) {
         GRAFT_ERROR("model.arch mlp needs an image dataset (got a token dataset)");
         return GRAFT_ERR_CONFIG;

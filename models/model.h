@@ -28,6 +28,9 @@ typedef struct graft_model_i {
     graft_status (*build)(void *self, int max_batch);
     /* Fresh initialisation from a seed (the architecture's usual scheme). */
     void (*init_weights)(void *self, uint64_t seed);
+    /* Reseed the randomness of training (dropout). The loop reseeds every step from
+     * (seed, step, rank), so a resumed run draws exactly what the uninterrupted one did. */
+    void (*seed_step)(void *self, uint64_t seed);
     /* Forward over B samples: images [B, C*H*W] or tokens [B, T]; labels [B] or
      * [B, T]. Returns the mean loss over counted targets (*counted receives how many;
      * labels may be NULL for prediction only). training=1 enables dropout etc. */

@@ -172,6 +172,9 @@ const key_spec cfg_keys[] = {
     {.key = "checkpoint.resume", .type = KEY_STRING, .offset = CFG(checkpoint.resume),
      .flags = KEY_NO_DIGEST, .def = "auto",
      .doc = "`auto` (from the latest checkpoint if any), `never`, or a checkpoint path"},
+    {.key = "checkpoint.allow_config_change", .type = KEY_BOOL,
+     .offset = CFG(checkpoint.allow_config_change), .flags = KEY_NO_DIGEST, .def = "false",
+     .doc = "resume even when training keys differ from the checkpoint's config"},
 
     {.key = "comm.backend", .type = KEY_ENUM, .offset = CFG(comm.backend),
      .choices = "auto|local|mpi|nccl", .what = "backend", .def = "auto",
@@ -202,6 +205,9 @@ const key_spec cfg_keys[] = {
      .flags = KEY_NO_DIGEST, .def = "{}", .doc = "environment variables exported to every rank"},
     {.key = "launch.mpirun_args", .type = KEY_STRLIST, .offset = CFG(launch.mpirun_args),
      .flags = KEY_NO_DIGEST, .def = "[]", .doc = "extra arguments passed to mpirun"},
+    {.key = "launch.requeue_exit", .type = KEY_BOOL, .offset = CFG(launch.requeue_exit),
+     .flags = KEY_NO_DIGEST, .def = "false",
+     .doc = "on preemption (exit 75) exit too, for the scheduler to requeue, instead of restarting"},
     {.key = "launch.max_restarts", .type = KEY_INT, .offset = CFG(launch.max_restarts),
      .flags = KEY_NO_DIGEST | KEY_MIN, .min = 0, .def = "0",
      .doc = "restarts from the latest checkpoint after a failed run"},
@@ -1424,6 +1430,32 @@ int graft_config_equal(const graft_config *a, const graft_config *b, const char 
         }
     }
     return 1;
+}
+
+/* Keys that may change between a checkpoint and its resume without changing what is
+ * trained: bookkeeping, communication and checkpointing itself. */
+static int resume_may_change(const char *key) {
+    static const char *const prefixes[] = {"experiment", "checkpoint.", "comm.", "launch.",
+                                           "model.init", "train.log_every", "train.eval_every",
+                                           "data.prefetch", "data.verify"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+    return 0;
+}
+
+int graft_config_resume_diff(const graft_config *saved, const graft_config *now, char *out,
+                             size_t size) {
+    int n = 0;
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    for (int i = 0; i < cfg_n_keys; i++) {
+        if (resume_may_change(cfg_keys[i].key) || value_equal(&cfg_keys[i], saved, now)) continue;
+        if (used < size)
+            used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "",
+                                     cfg_keys[i].key);
+        n++;
+    }
+    return n;
 }
 
 /* Resolve "not given" to torch's default for the chosen optimizer. */

@@ -113,6 +113,7 @@ typedef struct graft_config {
         char *save_frozen;    /* always|once, default once */
         char *on_error;       /* continue|stop, default continue */
         char *resume;         /* auto|never|PATH, default auto */
+        int allow_config_change; /* resume despite changed training keys, default 0 */
     } checkpoint;
 
     struct {
@@ -131,6 +132,7 @@ typedef struct graft_config {
         graft_strlist env;   /* "NAME=value" exported to every rank */
         graft_strlist mpirun_args;
         int max_restarts;    /* default 0 */
+        int requeue_exit;    /* on exit 75 stop (for the scheduler to requeue), default 0 */
     } launch;
 } graft_config;
 
@@ -171,6 +173,11 @@ const char *graft_config_last_error(void);
 /* 1 when every key of a and b holds the same value (doubles bit for bit; `source` is
  * not compared), else 0 with *first_diff (may be NULL) naming the first differing key. */
 int graft_config_equal(const graft_config *a, const graft_config *b, const char **first_diff);
+/* Keys that differ between a checkpoint's config and the resuming run's, ignoring
+ * those that do not change what is trained (checkpoint.*, comm.*, launch.*, logging,
+ * prefetch, model.init): how many, with their names ("optim.lr, seed") in out. */
+int graft_config_resume_diff(const graft_config *saved, const graft_config *now, char *out,
+                             size_t size);
 /* optim.weight_decay, or the optimizer's default when not given (0.01 adamw, 0 sgd). */
 double graft_config_weight_decay(const graft_config *cfg);
 

@@ -17,6 +17,7 @@
     X(GRAFT_ERR_NCCL, "NCCL error")                                   \
     X(GRAFT_ERR_CUDA, "CUDA error")                                   \
     X(GRAFT_ERR_TIMEOUT, "timed out")                                 \
+    X(GRAFT_STOPPED, "stopped by a signal after saving a checkpoint") \
     X(GRAFT_ERR_INTERNAL, "internal error")
 
 typedef enum graft_status {

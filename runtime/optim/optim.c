@@ -202,16 +202,19 @@ static void sgd_update(float *w, const float *g, float *buf, size_t numel, float
 static void adamw_update(float *w, const float *g, float *m, float *v, size_t numel,
                          float decay_factor, float lerp_weight, float beta2, float one_minus_beta2,
                          float eps, float step_size, float bias_correction2_sqrt) {
+    /* torch's lerp picks its formula by the weight; decided once, outside the loop, so
+     * the loop stays branch-free and vectorises */
+    int lerp_low = lerp_weight < 0.5f;
+    float one_minus_lerp = 1.0f - lerp_weight;
     for (size_t i = 0; i < numel; i++) {
         float wi = w[i] * decay_factor; /* decoupled weight decay comes first */
         float gi = g[i];
-        if (lerp_weight < 0.5f)
-            m[i] = m[i] + lerp_weight * (gi - m[i]);
-        else
-            m[i] = gi - (gi - m[i]) * (1.0f - lerp_weight);
+        float low = m[i] + lerp_weight * (gi - m[i]), high = gi - (gi - m[i]) * one_minus_lerp;
+        float mi = lerp_low ? low : high; /* both computed: a select, not a branch */
+        m[i] = mi;
         v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi;
         float denom = sqrtf(v[i]) / bias_correction2_sqrt + eps;
-        w[i] = wi + (-step_size) * (m[i] / denom);
+        w[i] = wi + (-step_size) * (mi / denom);
     }
 }
 
@@ -348,9 +351,15 @@ const char *graft_optim_kind_name(graft_optim_kind kind) {
 /* ---- gradient clipping ---------------------------------------------------------- */
 
 double graft_grad_sq_sum(const float *grads, size_t n) {
+    /* eight independent double lanes: the compiler vectorises them (a single running
+     * sum cannot be reordered), and each lane still adds in double */
+    double lane[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] += (double)grads[i + j] * (double)grads[i + j];
     double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)grads[i] * (double)grads[i];
+    for (; i < n; i++) sum += (double)grads[i] * (double)grads[i];
+    for (int j = 0; j < 8; j++) sum += lane[j];
     return sum;
 }
 

@@ -30,7 +30,7 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
 }
 
 /* Log trainable vs frozen parameter counts per top-level module ("hidden", "head"). */
-static void log_freeze_table(const graft_params *p) {
+void log_freeze_table(const graft_params *p) {
     char module[GRAFT_NAME_MAX] = "";
     size_t trainable = 0, frozen = 0;
     GRAFT_INFO("%-24s %12s %12s", "module", "trainable", "frozen");
@@ -56,7 +56,7 @@ static void log_freeze_table(const graft_params *p) {
 }
 
 graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                         int max_batch, int log_table) {
+                         int max_batch) {
     graft_model_input input = {0};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
@@ -82,7 +82,6 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
         GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected", cfg->model.init,
                    report.matched, report.missing, report.unexpected);
     }
-    if (log_table) log_freeze_table(m->params);
     return GRAFT_OK;
 }
 

@@ -11,38 +11,15 @@
 
 #include "comm/reducer.h"
 #include "runtime/core/clock.h"
+#include "runtime/core/rng.h"
 #include "runtime/core/check.h"
 #include "runtime/data/loader.h"
 #include "runtime/nn/params_io.h"
 #include "runtime/optim/optim.h"
 #include "train_internal.h"
 
-#define PATH_BYTES 4096
-
-/* Seconds spent in each part of a step, summed over a log window. */
-typedef struct step_times {
-    double data, forward, backward, comm, optim;
-} step_times;
-
-typedef struct trainer {
-    const graft_config *cfg;
-    graft_comm *comm;
-    int rank0;
-    graft_dataset train_set, val_set;
-    int have_val;
-    graft_model model;
-    graft_optim opt;
-    graft_lr_schedule sched;
-    graft_loader *loader;
-    graft_reducer *reducer; /* NULL with one rank */
-    int micro_batch;
-    long total_steps, steps_per_epoch;
-    char run_dir[PATH_BYTES];
-    FILE *metrics, *log;
-} trainer;
-
 /* mkdir -p for a relative or absolute path. */
-static graft_status make_dirs(const char *path) {
+graft_status make_dirs(const char *path) {
     char buf[PATH_BYTES];
     if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return GRAFT_ERR_IO;
     for (char *p = buf + 1;; p++) {
@@ -60,7 +37,7 @@ static graft_status make_dirs(const char *path) {
     return GRAFT_OK;
 }
 
-static graft_status path_join(char *out, const char *dir, const char *name) {
+graft_status path_join(char *out, const char *dir, const char *name) {
     if ((size_t)snprintf(out, PATH_BYTES, "%s/%s", dir, name) >= PATH_BYTES) {
         GRAFT_ERROR("%s/%s: path too long", dir, name);
         return GRAFT_ERR_IO;
@@ -223,9 +200,45 @@ static graft_status setup(trainer *t) {
     t->steps_per_epoch = graft_loader_steps_per_epoch(t->loader);
     t->total_steps = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                               : cfg->train.epochs * t->steps_per_epoch;
-    GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch, t->rank0));
+    GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
     GRAFT_TRY(setup_optimizer(t));
+    GRAFT_TRY(resume_from_checkpoint(t));
+    if (t->start_cursor != 0) { /* continue the sample stream where the checkpoint left it */
+        graft_loader_free(t->loader);
+        t->loader = NULL;
+        GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, t->start_cursor));
+    }
     return world > 1 ? setup_data_parallel(t) : GRAFT_OK;
+}
+
+/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (work that
+ * is being redone) are dropped, so no step is counted twice. step 0 empties it. */
+static graft_status keep_metrics_until(const char *path, long step) {
+    FILE *in = step > 0 ? fopen(path, "r") : NULL;
+    char tmp[PATH_BYTES + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        if (in) fclose(in);
+        GRAFT_ERROR("%s: cannot write: %s", tmp, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    char line[8192];
+    while (in && fgets(line, sizeof line, in)) {
+        json_t *o = json_loads(line, 0, NULL);
+        json_t *s = o ? json_object_get(o, "step") : NULL;
+        if (json_is_integer(s) && json_integer_value(s) <= step) fputs(line, out);
+        json_decref(o);
+    }
+    if (in) fclose(in);
+    int ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
+    ok = fclose(out) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        GRAFT_ERROR("%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return GRAFT_ERR_IO;
+    }
+    return GRAFT_OK;
 }
 
 /* runs/<experiment>/ with the resolved config, metrics.jsonl and train.log (rank 0). */
@@ -250,9 +263,10 @@ static graft_status open_run_dir(trainer *t) {
         return GRAFT_ERR_IO;
     }
     GRAFT_TRY(path_join(path, t->run_dir, "metrics.jsonl"));
-    t->metrics = fopen(path, "w");
+    GRAFT_TRY(keep_metrics_until(path, t->start_step));
+    t->metrics = fopen(path, "a");
     GRAFT_TRY(path_join(path, t->run_dir, "train.log"));
-    t->log = fopen(path, "w");
+    t->log = fopen(path, t->start_step > 0 ? "a" : "w");
     if (!t->metrics || !t->log) {
         GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
         return GRAFT_ERR_IO;
@@ -320,9 +334,9 @@ static void write_metrics(trainer *t, long step, long epoch, double loss, float 
 }
 
 /* One updating line on a terminal, plain lines otherwise. */
-static void show_progress(long step, long total, double loss, double samples_per_s,
+static void show_progress(long step, long first, long total, double loss, double samples_per_s,
                           double elapsed, int tty) {
-    double eta = step > 0 ? elapsed / (double)step * (double)(total - step) : 0;
+    double eta = step > first ? elapsed / (double)(step - first) * (double)(total - step) : 0;
     if (tty)
         printf("\rstep %ld/%ld  loss %.4f  %.0f samples/s  ETA %02d:%02d   ", step, total, loss,
                samples_per_s, (int)(eta / 60), (int)eta % 60);
@@ -386,10 +400,29 @@ static graft_status train_step(trainer *t, long step, graft_batch *b, float lr, 
     return st;
 }
 
+volatile sig_atomic_t graft_train_stop_signal = 0;
+
+/* At every step boundary: save when checkpoint.every_steps / every_minutes say so, or
+ * when a stop signal arrived on any rank (the ranks agree through one small allreduce,
+ * so all of them save the same step). *stop = 1 after a signal's checkpoint. */
+static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
+    const graft_config *cfg = t->cfg;
+    float flags[2] = {graft_train_stop_signal != 0,
+                      t->rank0 && cfg->checkpoint.every_minutes > 0 &&
+                          graft_now_s() - t->last_save_time >= 60.0 * cfg->checkpoint.every_minutes};
+    if (t->comm->size > 1) GRAFT_TRY(graft_comm_allreduce_sum(t->comm, flags, 2));
+    int due = flags[1] > 0 || (cfg->checkpoint.every_steps > 0 && done % cfg->checkpoint.every_steps == 0);
+    *stop = flags[0] > 0;
+    if ((due || *stop) && done < t->total_steps && t->last_saved_step != done)
+        GRAFT_TRY(save_checkpoint(t, done));
+    return GRAFT_OK;
+}
+
 static graft_status run_loop(trainer *t) {
     const graft_config *cfg = t->cfg;
     int tty = t->rank0 && isatty(fileno(stdout));
     long log_every = cfg->train.log_every > 0 ? cfg->train.log_every : 10;
+    if (t->rank0) log_freeze_table(t->model.params);
     if (t->rank0)
         GRAFT_INFO("training %s: %ld steps (%ld per epoch), global batch %ld, micro-batch %d, "
                    "%d rank(s)",
@@ -401,7 +434,10 @@ static graft_status run_loop(trainer *t) {
     int window_steps = 0;
     double window_bytes = 0;
     graft_status st = GRAFT_OK;
-    for (long step = 0; step < t->total_steps && st == GRAFT_OK; step++) {
+    for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
+        t->model.iface.seed_step(t->model.self,
+                                 graft_rng_mix(graft_rng_mix((uint64_t)cfg->seed, (uint64_t)step),
+                                               (uint64_t)t->comm->rank));
         graft_batch *b;
         double wait = 0;
         st = graft_loader_next(t->loader, &b, &wait);
@@ -423,8 +459,8 @@ static graft_status run_loop(trainer *t) {
             if (t->rank0) {
                 write_metrics(t, done, b->epoch, window_loss / window_steps, lr, norm, rate, &tm,
                               window_steps, window_bytes / window_steps);
-                show_progress(done, t->total_steps, window_loss / window_steps, rate,
-                              now - run_start, tty);
+                show_progress(done, t->start_step, t->total_steps, window_loss / window_steps,
+                              rate, now - run_start, tty);
             }
             memset(&tm, 0, sizeof tm);
             window_loss = window_samples = window_bytes = 0;
@@ -435,9 +471,20 @@ static graft_status run_loop(trainer *t) {
             if (tty) printf("\n");
             st = evaluate_and_record(t, done, 0);
         }
+        int stop = 0;
+        if (st == GRAFT_OK) st = checkpoint_boundary(t, done, &stop);
+        if (st == GRAFT_OK && stop) {
+            if (tty) printf("\n");
+            if (t->rank0)
+                GRAFT_INFO("stopped by a signal at step %ld: checkpoint saved, exiting with 75",
+                           done);
+            return GRAFT_STOPPED;
+        }
     }
     if (tty) printf("\n");
     if (st == GRAFT_OK) st = check_replicas_identical(t);
+    if (st == GRAFT_OK && t->last_saved_step != t->total_steps)
+        st = save_checkpoint(t, t->total_steps);
     if (st == GRAFT_OK) st = evaluate_and_record(t, t->total_steps, 1);
     if (st == GRAFT_OK && t->rank0) {
         char path[PATH_BYTES];
@@ -487,7 +534,7 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
     memset(&r, 0, sizeof r);
     int batch = (int)(cfg->data.micro_batch > 0 ? cfg->data.micro_batch : cfg->data.batch_size);
     graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
-    if (st == GRAFT_OK) st = model_setup(&m, cfg, &d, batch, 0);
+    if (st == GRAFT_OK) st = model_setup(&m, cfg, &d, batch);
     if (st == GRAFT_OK) {
         graft_load_report report;
         st = graft_params_load(m.params, weights, 1, &report);

@@ -6,17 +6,24 @@
  *   eval/step-NNNNNNNN.json, eval.json   evaluation results (eval.json = latest)
  *   model.safetensors                     the final weights
  *   train.log       the log lines
+ *   checkpoints/    step-NNNNNNNN/ checkpoints and "latest" (unless checkpoint.dir)
  * Everything that can be checked (config, datasets, init weights, freezing globs) is
  * checked before the run directory is touched. */
 #ifndef GRAFT_TRAIN_H
 #define GRAFT_TRAIN_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "comm/comm.h"
 #include "runtime/config/config.h"
 
-/* Train as configured; rank and world come from comm. */
+/* Set (by the CLI's signal handler) to ask training to checkpoint at the next step
+ * boundary and return GRAFT_STOPPED. */
+extern volatile sig_atomic_t graft_train_stop_signal;
+
+/* Train as configured; rank and world come from comm. Resumes from a checkpoint as
+ * checkpoint.resume says and checkpoints as checkpoint.* says. */
 graft_status graft_train(const graft_config *cfg, graft_comm *comm);
 
 /* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set

@@ -7,7 +7,10 @@
 #include "comm/comm.h"
 #include "models/model.h"
 #include "runtime/config/config.h"
+#include "comm/reducer.h"
 #include "runtime/data/dataset.h"
+#include "runtime/data/loader.h"
+#include "runtime/optim/optim.h"
 
 /* Evaluation totals over all ranks. */
 typedef struct eval_result {
@@ -30,9 +33,49 @@ void eval_print_per_class(const eval_result *r, const graft_dataset *d);
 void eval_result_free(eval_result *r);
 
 /* Build the model for a dataset, apply freezing and the init weights of cfg.
- * log_table: log the trainable/frozen table. Everything here is input checking. */
+ * Everything here is input checking. */
 graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                         int max_batch, int log_table);
+                         int max_batch);
+/* Log trainable vs frozen parameter counts per top-level module. */
+void log_freeze_table(const graft_params *p);
+
+#define PATH_BYTES 4096
+
+/* Seconds spent in each part of a step, summed over a log window. */
+typedef struct step_times {
+    double data, forward, backward, comm, optim;
+} step_times;
+
+typedef struct trainer {
+    const graft_config *cfg;
+    graft_comm *comm;
+    int rank0;
+    graft_dataset train_set, val_set;
+    int have_val;
+    graft_model model;
+    graft_optim opt;
+    graft_lr_schedule sched;
+    graft_loader *loader;
+    graft_reducer *reducer; /* NULL with one rank */
+    int micro_batch;
+    long total_steps, steps_per_epoch;
+    char run_dir[PATH_BYTES];
+    FILE *metrics, *log;
+    /* checkpoints */
+    char ckpt_dir[PATH_BYTES];
+    long start_step;        /* 0, or the step a checkpoint was resumed at */
+    uint64_t start_cursor;  /* the loader cursor at start_step */
+    long last_saved_step;   /* -1 before any save */
+    double last_save_time;  /* graft_now_s() of the last save (or of the start) */
+} trainer;
+
+graft_status make_dirs(const char *path);
+graft_status path_join(char *out, const char *dir, const char *name);
+
+/* checkpointing.c: resume (every rank, before the loader starts) and save (every rank
+ * calls it at the same step boundary; rank 0 writes). */
+graft_status resume_from_checkpoint(trainer *t);
+graft_status save_checkpoint(trainer *t, long step);
 
 /* Write a JSON value to path atomically (tmp + fsync + rename). */
 graft_status write_json_atomic(const char *path, json_t *value);

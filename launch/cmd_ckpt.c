@@ -1,0 +1,141 @@
+/* graft ckpt: list the checkpoints of a run (ls), check them (verify) and export the
+ * weights of one as a single safetensors file (export). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "runtime/ckpt/ckpt.h"
+#include "runtime/io/safetensors.h"
+
+int cmd_ckpt(int argc, char **argv); /* registered in main.c; prototype belongs in cli.h */
+
+#define SUB_NAMES "ls, verify or export"
+
+/* Collect positionals of argv[3..) and parse the options among them. Returns -1 after
+ * printing help, an exit status on bad input, or GRAFT_EXIT_OK with exactly n_want
+ * positionals in pos. */
+static int parse_sub(const char *command, const char *summary, const char *what, int argc,
+                     char **argv, const cli_option *opts, size_t n_opts, const char **pos,
+                     int n_want) {
+    char **opt_argv = malloc((size_t)argc * sizeof(char *));
+    if (!opt_argv) return GRAFT_EXIT_FAILURE;
+    int opt_argc = 0, n_pos = 0, rc = GRAFT_EXIT_OK;
+    for (int i = 3; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 && strcmp(arg, "-h") != 0) {
+            if (n_pos < n_want) pos[n_pos] = arg;
+            n_pos++;
+            continue;
+        }
+        opt_argv[opt_argc++] = argv[i];
+        if (strchr(arg, '=')) continue;
+        for (size_t k = 0; k < n_opts; k++)
+            if (strcmp(arg + 2, opts[k].name) == 0 && opts[k].kind != CLI_FLAG && i + 1 < argc)
+                opt_argv[opt_argc++] = argv[++i];
+    }
+    rc = cli_parse(command, opt_argc, opt_argv, 0, opts, n_opts);
+    free(opt_argv);
+    if (rc == -1) {
+        printf("%s\n", summary);
+        if (n_opts) printf("\noptions:\n");
+        for (size_t k = 0; k < n_opts; k++)
+            printf("  --%-18s %s\n", opts[k].name, opts[k].help);
+        return -1;
+    }
+    if (rc == GRAFT_EXIT_OK && n_pos != n_want) {
+        fprintf(stderr, "graft %s: expected %s, got %d argument%s (see graft %s --help)\n", command,
+                what, n_pos, n_pos == 1 ? "" : "s", command);
+        rc = GRAFT_EXIT_BAD_INPUT;
+    }
+    return rc;
+}
+
+/* graft ckpt ls DIR */
+static int ckpt_ls(int argc, char **argv) {
+    const char *dir = NULL;
+    int rc = parse_sub("ckpt ls",
+                       "usage: graft ckpt ls DIR\nList the checkpoints under DIR: size, step, "
+                       "whether each verifies, which one 'latest' names.",
+                       "one checkpoint directory", argc, argv, NULL, 0, &dir, 1);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    return cli_exit_status(graft_ckpt_list(dir, stdout));
+}
+
+/* graft ckpt verify CKPT_DIR_OR_ROOT */
+static int ckpt_verify(int argc, char **argv) {
+    const char *path = NULL;
+    int rc = parse_sub("ckpt verify",
+                       "usage: graft ckpt verify CKPT\nCheck a checkpoint (step-NNNNNNNN) against "
+                       "its MANIFEST, or every checkpoint of a root directory.",
+                       "one checkpoint or checkpoint root", argc, argv, NULL, 0, &path, 1);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    graft_status st;
+    if (graft_ckpt_is_checkpoint(path)) {
+        st = graft_ckpt_verify(path);
+        if (st == GRAFT_OK) printf("%s: ok\n", path);
+    } else {
+        st = graft_ckpt_verify_root(path, stdout);
+    }
+    return cli_exit_status(st);
+}
+
+/* graft ckpt export CKPT --out FILE */
+static int ckpt_export(int argc, char **argv) {
+    const char *path = NULL, *out = NULL;
+    const cli_option opts[] = {
+        {"out", CLI_STRING, &out, "safetensors file to write (required)", 0},
+    };
+    int rc = parse_sub("ckpt export",
+                       "usage: graft ckpt export CKPT --out FILE\nWrite the weights of a "
+                       "checkpoint (every parameter and buffer, frozen ones included) as one "
+                       "safetensors file; a checkpoint root exports the one a resume would use.",
+                       "one checkpoint or checkpoint root", argc, argv, opts,
+                       sizeof opts / sizeof opts[0], &path, 1);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    if (!out || !*out) {
+        fprintf(stderr, "graft ckpt export: --out FILE is required\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    char chosen[4096];
+    graft_status st = GRAFT_OK;
+    if (graft_ckpt_is_checkpoint(path)) {
+        snprintf(chosen, sizeof chosen, "%s", path);
+    } else {
+        st = graft_ckpt_find_resume(path, chosen, sizeof chosen);
+        if (st == GRAFT_ERR_NOT_FOUND)
+            fprintf(stderr, "graft ckpt export: %s: no checkpoint to export\n", path);
+    }
+    if (st == GRAFT_OK) st = graft_ckpt_export(chosen, out);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    graft_st_file f;
+    st = graft_st_open(&f, out);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    printf("wrote %s: %zu tensors, %zu bytes, from %s\n", out, f.n_tensors, f.map_bytes, chosen);
+    graft_st_close(&f);
+    return GRAFT_EXIT_OK;
+}
+
+static void ckpt_usage(void) {
+    printf("usage: graft ckpt <ls|verify|export> ...\n\n"
+           "  ls      DIR                  list checkpoints: size, step, ok or damaged, latest\n"
+           "  verify  CKPT|DIR             check one checkpoint, or every one under DIR\n"
+           "  export  CKPT|DIR --out FILE  weights (frozen included) as one safetensors file\n");
+}
+
+int cmd_ckpt(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "graft ckpt: missing sub-command (" SUB_NAMES ")\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    const char *sub = argv[2];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        ckpt_usage();
+        return GRAFT_EXIT_OK;
+    }
+    if (strcmp(sub, "ls") == 0) return ckpt_ls(argc, argv);
+    if (strcmp(sub, "verify") == 0) return ckpt_verify(argc, argv);
+    if (strcmp(sub, "export") == 0) return ckpt_export(argc, argv);
+    fprintf(stderr, "graft ckpt: unknown sub-command '%s' (" SUB_NAMES ")\n", sub);
+    return GRAFT_EXIT_BAD_INPUT;
+}

@@ -1,0 +1,93 @@
+/* Private to runtime/ckpt: paths, durable file writes, the MANIFEST and state.json
+ * formats, and the checkpoint check shared by save, verify, find_resume and load. */
+#ifndef GRAFT_CKPT_INTERNAL_H
+#define GRAFT_CKPT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt.h"
+
+#define CKPT_PATH_MAX 4096
+#define CKPT_NAME_MAX 64
+#define CKPT_WHY_MAX 1024
+
+/* The files of a checkpoint directory, in MANIFEST order (sorted by name). */
+#define CKPT_N_FILES 4
+extern const char *const ckpt_files[CKPT_N_FILES];
+
+/* A complete checkpoint directory ("step-NNNNNNNN") found under a root. */
+typedef struct ckpt_dir_entry {
+    long step;
+    char name[CKPT_NAME_MAX];
+} ckpt_dir_entry;
+
+/* The "frozen" object of state.json: the file (relative to the checkpoint root)
+ * holding the frozen parameters, its size and its xxh64. */
+typedef struct ckpt_frozen_ref {
+    int present;
+    char file[CKPT_NAME_MAX];
+    uint64_t bytes;
+    uint64_t xxh64;
+} ckpt_frozen_ref;
+
+/* Everything state.json says. */
+typedef struct ckpt_info {
+    graft_ckpt_state state; /* rng_states owned (ckpt_info_free) */
+    int has_optim;
+    graft_optim_kind optim_kind;
+    int64_t optim_step;
+    ckpt_frozen_ref frozen;
+} ckpt_info;
+
+/* "dir/name" into out (without doubling a trailing slash); 0 when it does not fit. */
+int ckpt_join(char *out, size_t size, const char *dir, const char *name);
+/* The directory holding ckpt_dir (its checkpoint root): "." when there is no slash. */
+int ckpt_parent_dir(char *out, size_t size, const char *ckpt_dir);
+/* 1 when name is a canonical checkpoint name "step-%08ld" (sets *step), else 0. */
+int ckpt_parse_step_name(const char *name, long *step);
+/* 1 when path names an existing directory (following links). */
+int ckpt_is_dir(const char *path);
+
+/* The complete checkpoints under root, ascending by step (*out malloc'd, may be NULL
+ * when *n == 0). GRAFT_ERR_NOT_FOUND (not logged) when root does not exist; other
+ * errors fill why. */
+graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *why,
+                       size_t why_size);
+/* What root/latest says: 1 and the name when it holds a canonical checkpoint name,
+ * 0 when the file is missing, -1 when it holds something else (copied to name). */
+int ckpt_read_latest(const char *root, char *name, size_t size);
+
+/* Create/truncate path, write len bytes, fsync, close. Returns 0 or errno, with
+ * *step ("create", "write", "fsync", "close") saying what failed. */
+int ckpt_write_file(const char *path, const void *data, size_t len, const char **step);
+/* fsync a directory so renames in it are durable. 0 or errno (EINVAL counts as 0). */
+int ckpt_fsync_dir(const char *dir);
+/* Remove path and, for a directory, everything under it (links are not followed).
+ * 0 when done or when path did not exist, else errno. */
+int ckpt_remove_tree(const char *path);
+/* xxh64 and size of a file's bytes. 0 or errno. */
+int ckpt_hash_file(const char *path, uint64_t *xxh64, uint64_t *bytes);
+/* Read a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer.
+ * 0 or errno (EFBIG when larger than max_bytes). */
+int ckpt_read_file(const char *path, size_t max_bytes, char **text, size_t *len);
+
+/* state.json text (sorted keys, 2-space indent, trailing newline), malloc'd; NULL when
+ * memory ran out. version is always this library's GRAFT_VERSION. */
+char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
+                      const ckpt_frozen_ref *frozen);
+/* Parse state.json text into *info (zeroed first; free with ckpt_info_free).
+ * GRAFT_ERR_FORMAT with why ("state.json: ...") when it is not what save writes. */
+graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size_t why_size);
+/* Read and parse ckpt_dir/state.json without checking the MANIFEST. */
+graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size);
+void ckpt_info_free(ckpt_info *info);
+
+/* Full check of one checkpoint without logging: MANIFEST sizes then xxh64s, state.json,
+ * the frozen file it references. On failure why says what is wrong (without the
+ * directory: "model.safetensors checksum mismatch") and the result is GRAFT_ERR_FORMAT
+ * (damaged), GRAFT_ERR_NOT_FOUND (no such directory) or GRAFT_ERR_IO (unreadable).
+ * info (may be NULL) receives state.json on success. */
+graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size);
+
+#endif

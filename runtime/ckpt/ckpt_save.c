@@ -1,0 +1,502 @@
+/* Saving a checkpoint: everything into step-N.tmp/ (each file fsynced), MANIFEST last,
+ * the directory renamed to step-N, "latest" replaced through latest.tmp, then
+ * keep_last pruning and removal of frozen files no kept checkpoint references.
+ *
+ * Failure handling: any error before "latest" is replaced removes what this save
+ * created (the .tmp directory, a frozen file written by it) and puts back a step-N it
+ * had moved aside, so earlier checkpoints and "latest" are as they were. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "ckpt_internal.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+#include "runtime/io/safetensors.h"
+
+/* Errors carry the public function's name whichever helper finds them. */
+#define SAVE_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_ckpt_save", __VA_ARGS__)
+#define SAVE_WARN(...) graft_log(GRAFT_LOG_WARN, "graft_ckpt_save", __VA_ARGS__)
+
+/* The name-length margin for "exp_avg_sq." and similar prefixes. */
+#define OPTIM_NAME_MAX (GRAFT_NAME_MAX + 32)
+
+/* Create dir and its missing parents (like mkdir -p). 0 or errno. */
+static int make_dirs(const char *dir) {
+    char path[CKPT_PATH_MAX];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return ENAMETOOLONG;
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) return errno;
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return errno;
+    return ckpt_is_dir(path) ? 0 : ENOTDIR;
+}
+
+static int path_present(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Remove step-*.tmp directories left by a save that crashed. A step-N.old.tmp whose
+ * step-N is missing (a crash between moving the old checkpoint aside and renaming the
+ * new one in) is put back instead. */
+static void remove_stale_tmp(const char *root) {
+    DIR *d = opendir(root);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "step-", 5) != 0 || !ends_with(e->d_name, ".tmp")) continue;
+        char path[CKPT_PATH_MAX];
+        struct stat st;
+        if (!ckpt_join(path, sizeof path, root, e->d_name) || lstat(path, &st) != 0 ||
+            !S_ISDIR(st.st_mode))
+            continue;
+        if (ends_with(e->d_name, ".old.tmp")) {
+            char name[CKPT_NAME_MAX], original[CKPT_PATH_MAX];
+            long step;
+            size_t len = strlen(e->d_name) - strlen(".old.tmp");
+            snprintf(name, sizeof name, "%.*s", (int)len, e->d_name);
+            if (ckpt_parse_step_name(name, &step) &&
+                ckpt_join(original, sizeof original, root, name) && !path_present(original) &&
+                rename(path, original) == 0) {
+                GRAFT_INFO("put %s back from %s, left by a save that did not finish", original,
+                           path);
+                continue;
+            }
+        }
+        int err = ckpt_remove_tree(path);
+        if (err == 0)
+            GRAFT_INFO("removed %s, left by a save that did not finish", path);
+        else
+            SAVE_WARN("%s: cannot remove this leftover of an unfinished save: %s", path,
+                      strerror(err));
+    }
+    closedir(d);
+}
+
+/* xxh64 over the frozen parameters (names, shapes, values, in table order); the
+ * frozen file is named after it. *n_frozen receives how many there are. */
+static graft_status frozen_values_hash(const graft_params *p, uint64_t *hash, int *n_frozen) {
+    XXH64_state_t *h = XXH64_createState();
+    if (!h) return GRAFT_ERR_NOMEM;
+    XXH64_reset(h, 0);
+    *n_frozen = 0;
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        if (t->kind != GRAFT_KIND_PARAM || t->trainable) continue;
+        (*n_frozen)++;
+        int32_t ndim = t->ndim;
+        XXH64_update(h, t->name, strlen(t->name) + 1);
+        XXH64_update(h, &ndim, sizeof ndim);
+        XXH64_update(h, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+        XXH64_update(h, graft_params_value(p, i), t->numel * sizeof(float));
+    }
+    *hash = (uint64_t)XXH64_digest(h);
+    XXH64_freeState(h);
+    return GRAFT_OK;
+}
+
+/* What the newest checkpoint referencing frozen file `name` recorded about it. */
+static int find_frozen_ref(const char *root, const char *name, ckpt_frozen_ref *ref) {
+    ckpt_dir_entry *list;
+    size_t n;
+    char why[CKPT_WHY_MAX];
+    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return 0;
+    int found = 0;
+    for (size_t k = n; k-- > 0 && !found;) {
+        char dir[CKPT_PATH_MAX];
+        ckpt_info info;
+        if (!ckpt_join(dir, sizeof dir, root, list[k].name) ||
+            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK)
+            continue;
+        if (info.frozen.present && strcmp(info.frozen.file, name) == 0) {
+            *ref = info.frozen;
+            found = 1;
+        }
+        ckpt_info_free(&info);
+    }
+    free(list);
+    return found;
+}
+
+/* Make sure root/frozen-<hash>.safetensors holds the frozen parameters: reuse it when
+ * a checkpoint already references it and it still hashes as recorded, else write it.
+ * Fills ref; *created is 1 when this call made a file that did not exist. */
+static graft_status prepare_frozen(const graft_params *p, const char *root, uint64_t values_hash,
+                                   ckpt_frozen_ref *ref, char *path, size_t path_size, int *created,
+                                   uint64_t *written) {
+    memset(ref, 0, sizeof *ref);
+    *created = 0;
+    snprintf(ref->file, sizeof ref->file, "frozen-%016llx.safetensors",
+             (unsigned long long)values_hash);
+    if (!ckpt_join(path, path_size, root, ref->file)) {
+        SAVE_ERROR("%s: path too long", root);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    struct stat st;
+    int existed = stat(path, &st) == 0;
+    ckpt_frozen_ref recorded;
+    if (existed && find_frozen_ref(root, ref->file, &recorded)) {
+        uint64_t h, bytes;
+        if (ckpt_hash_file(path, &h, &bytes) == 0 && h == recorded.xxh64 &&
+            bytes == recorded.bytes) {
+            *ref = recorded;
+            ref->present = 1;
+            return GRAFT_OK;
+        }
+        SAVE_WARN("%s does not match its checksum: writing it again", path);
+    }
+    graft_st_writer w;
+    graft_st_writer_init(&w);
+    graft_status st_ = graft_st_writer_set_metadata(&w, "format", "pt");
+    if (st_ == GRAFT_OK) st_ = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
+    for (int i = 0; i < p->count && st_ == GRAFT_OK; i++) {
+        const graft_param *t = &p->items[i];
+        if (t->kind != GRAFT_KIND_PARAM || t->trainable) continue;
+        st_ = graft_st_writer_add_f32(&w, t->name, GRAFT_DTYPE_F32, t->ndim, t->shape,
+                                      graft_params_value(p, i));
+    }
+    if (st_ == GRAFT_OK) st_ = graft_st_writer_save(&w, path);
+    graft_st_writer_free(&w);
+    if (st_ != GRAFT_OK) return st_;
+    *created = !existed;
+    int err = ckpt_hash_file(path, &ref->xxh64, &ref->bytes);
+    if (err != 0) {
+        SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    ref->present = 1;
+    *written += ref->bytes;
+    return GRAFT_OK;
+}
+
+/* model.safetensors: every parameter and buffer, less the frozen parameters when they
+ * live in a frozen file. */
+static graft_status write_model(const graft_params *p, int skip_frozen, const char *path) {
+    graft_st_writer w;
+    graft_st_writer_init(&w);
+    graft_status st = graft_st_writer_set_metadata(&w, "format", "pt");
+    if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
+    for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
+        const graft_param *t = &p->items[i];
+        if (skip_frozen && t->kind == GRAFT_KIND_PARAM && !t->trainable) continue;
+        st = graft_st_writer_add_f32(&w, t->name, GRAFT_DTYPE_F32, t->ndim, t->shape,
+                                     graft_params_value(p, i));
+    }
+    if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
+    graft_st_writer_free(&w);
+    return st;
+}
+
+/* optim.safetensors: "<state name>.<parameter name>" per trainable parameter and
+ * state buffer (no tensors for plain SGD or without an optimizer). */
+static graft_status write_optim(const graft_params *p, const graft_optim *o, const char *path) {
+    graft_st_writer w;
+    graft_st_writer_init(&w);
+    graft_status st = graft_st_writer_set_metadata(&w, "format", "pt");
+    for (int b = 0; o && b < o->n_bufs && st == GRAFT_OK; b++) {
+        const char *state_name = graft_optim_state_name(o, b);
+        for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
+            const graft_param *t = &p->items[i];
+            const float *slice = graft_optim_param_state(o, p, i, b);
+            if (!slice) continue;
+            char name[OPTIM_NAME_MAX];
+            snprintf(name, sizeof name, "%s.%s", state_name, t->name);
+            st = graft_st_writer_add_f32(&w, name, GRAFT_DTYPE_F32, t->ndim, t->shape, slice);
+        }
+    }
+    if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
+    graft_st_writer_free(&w);
+    return st;
+}
+
+/* Write a small file durably, logging one line on failure. */
+static graft_status write_text(const char *path, const char *text, size_t len, uint64_t *written) {
+    const char *step;
+    int err = ckpt_write_file(path, text, len, &step);
+    if (err != 0) {
+        SAVE_ERROR("%s: cannot %s: %s", path, step, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    *written += len;
+    return GRAFT_OK;
+}
+
+/* Files of tmp_dir, then MANIFEST listing their sizes and xxh64s. */
+static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const char *tmp_dir,
+                                           const ckpt_frozen_ref *frozen, uint64_t *written) {
+    char path[CKPT_PATH_MAX];
+    if (!ckpt_join(path, sizeof path, tmp_dir, "model.safetensors")) return GRAFT_ERR_INVALID_ARG;
+    graft_status st = write_model(a->params, frozen->present, path);
+    if (st == GRAFT_OK) {
+        ckpt_join(path, sizeof path, tmp_dir, "optim.safetensors");
+        st = write_optim(a->params, a->optim, path);
+    }
+    if (st == GRAFT_OK) {
+        char *json = ckpt_state_json(a->state, a->optim, frozen);
+        ckpt_join(path, sizeof path, tmp_dir, "state.json");
+        if (!json) {
+            SAVE_ERROR("%s: out of memory", path);
+            return GRAFT_ERR_NOMEM;
+        }
+        st = write_text(path, json, strlen(json), written);
+        free(json);
+    }
+    if (st == GRAFT_OK) {
+        const char *cfg = a->config_yaml ? a->config_yaml : "";
+        ckpt_join(path, sizeof path, tmp_dir, "config.yaml");
+        st = write_text(path, cfg, strlen(cfg), written);
+    }
+    if (st != GRAFT_OK) return st;
+
+    char manifest[CKPT_N_FILES * (CKPT_NAME_MAX + 48)];
+    size_t used = 0;
+    for (int f = 0; f < CKPT_N_FILES; f++) {
+        uint64_t h, bytes;
+        ckpt_join(path, sizeof path, tmp_dir, ckpt_files[f]);
+        int err = ckpt_hash_file(path, &h, &bytes);
+        if (err != 0) {
+            SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+            return GRAFT_ERR_IO;
+        }
+        if (ends_with(ckpt_files[f], ".safetensors")) *written += bytes;
+        used += (size_t)snprintf(manifest + used, sizeof manifest - used, "%016llx %llu %s\n",
+                                 (unsigned long long)h, (unsigned long long)bytes, ckpt_files[f]);
+    }
+    ckpt_join(path, sizeof path, tmp_dir, "MANIFEST");
+    GRAFT_TRY(write_text(path, manifest, used, written));
+    int err = ckpt_fsync_dir(tmp_dir);
+    if (err != 0) {
+        SAVE_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    return GRAFT_OK;
+}
+
+/* Point root/latest at `name` through latest.tmp (write, fsync, rename). On failure
+ * "latest" is unchanged and latest.tmp is gone. */
+static graft_status replace_latest(const char *root, const char *name, uint64_t *written) {
+    char tmp[CKPT_PATH_MAX], latest[CKPT_PATH_MAX], text[CKPT_NAME_MAX + 2];
+    if (!ckpt_join(tmp, sizeof tmp, root, "latest.tmp") ||
+        !ckpt_join(latest, sizeof latest, root, "latest"))
+        return GRAFT_ERR_INVALID_ARG;
+    int len = snprintf(text, sizeof text, "%s\n", name);
+    const char *step;
+    int err = ckpt_write_file(tmp, text, (size_t)len, &step);
+    if (err == 0 && rename(tmp, latest) != 0) {
+        err = errno;
+        step = "rename it to latest";
+    }
+    if (err != 0) {
+        SAVE_ERROR("%s: cannot %s: %s", tmp, step, strerror(err));
+        unlink(tmp);
+        return GRAFT_ERR_IO;
+    }
+    *written += (uint64_t)len;
+    return GRAFT_OK;
+}
+
+/* Remove frozen-*.safetensors files that no remaining checkpoint references (and
+ * leftover frozen-*.tmp files). Skipped when some checkpoint's state.json is
+ * unreadable, since its reference is then unknown. */
+static void prune_frozen(const char *root) {
+    ckpt_dir_entry *list;
+    size_t n;
+    char why[CKPT_WHY_MAX];
+    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
+    int ok = refs != NULL;
+    for (size_t k = 0; ok && k < n; k++) {
+        char dir[CKPT_PATH_MAX];
+        ckpt_info info;
+        if (!ckpt_join(dir, sizeof dir, root, list[k].name) ||
+            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK) {
+            GRAFT_DEBUG("%s: %s: keeping every frozen file", dir, why);
+            ok = 0;
+            break;
+        }
+        if (info.frozen.present) snprintf(refs[k], sizeof refs[k], "%s", info.frozen.file);
+        ckpt_info_free(&info);
+    }
+    DIR *d = ok ? opendir(root) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "frozen-", 7) != 0) continue;
+        int stale_tmp = ends_with(e->d_name, ".safetensors.tmp");
+        if (!stale_tmp && !ends_with(e->d_name, ".safetensors")) continue;
+        int referenced = 0;
+        for (size_t k = 0; k < n && !stale_tmp; k++)
+            referenced |= strcmp(refs[k], e->d_name) == 0;
+        if (referenced) continue;
+        char path[CKPT_PATH_MAX];
+        if (!ckpt_join(path, sizeof path, root, e->d_name)) continue;
+        if (unlink(path) != 0)
+            SAVE_WARN("%s: cannot remove this unreferenced frozen file: %s", path, strerror(errno));
+        else
+            GRAFT_DEBUG("removed %s (no kept checkpoint references it)", path);
+    }
+    if (d) closedir(d);
+    free(refs);
+    free(list);
+}
+
+/* keep_last: of the checkpoints older than the one just written, keep the newest
+ * keep_last - 1. Newer ones (from a run that went back to an earlier checkpoint) are
+ * left alone: saving their step again replaces them. */
+static void prune(const char *root, long current_step, int keep_last) {
+    ckpt_dir_entry *list;
+    size_t n;
+    char why[CKPT_WHY_MAX];
+    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    size_t older = 0;
+    while (older < n && list[older].step < current_step)
+        older++;
+    size_t keep_older = (size_t)(keep_last - 1);
+    size_t removed = 0;
+    for (size_t k = 0; older > keep_older && k < older - keep_older; k++) {
+        char dir[CKPT_PATH_MAX];
+        if (!ckpt_join(dir, sizeof dir, root, list[k].name)) continue;
+        int err = ckpt_remove_tree(dir);
+        if (err != 0)
+            SAVE_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
+                      strerror(err));
+        else
+            removed++;
+    }
+    free(list);
+    if (removed) ckpt_fsync_dir(root);
+    prune_frozen(root);
+}
+
+/* The arguments make sense (programmer errors, logged). */
+static graft_status check_args(const graft_ckpt_save_args *a) {
+    if (!a || !a->dir || !*a->dir || !a->params || !a->state) {
+        SAVE_ERROR("missing dir, params or state");
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    const graft_ckpt_state *s = a->state;
+    if (!a->params->finalized) {
+        SAVE_ERROR("%s: the parameter table is not finalized", a->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (a->keep_last < 1 || s->step < 0 || s->epoch < 0 || s->world_size < 1 ||
+        s->cursor > (uint64_t)INT64_MAX) {
+        SAVE_ERROR("%s: bad arguments (keep_last %d, step %ld, epoch %ld, world_size %d)", a->dir,
+                   a->keep_last, s->step, s->epoch, s->world_size);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (a->optim && a->optim->n != a->params->n_grads) {
+        SAVE_ERROR("%s: the optimizer was set up for another parameter table", a->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (strlen(a->dir) > CKPT_PATH_MAX - 2 * CKPT_NAME_MAX) {
+        SAVE_ERROR("%s: path too long", a->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    return GRAFT_OK;
+}
+
+graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_written) {
+    if (bytes_written) *bytes_written = 0;
+    GRAFT_TRY(check_args(a));
+    const char *root = a->dir;
+    int err = make_dirs(root);
+    if (err != 0) {
+        SAVE_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    remove_stale_tmp(root);
+
+    char name[CKPT_NAME_MAX], tmp_name[CKPT_NAME_MAX], aside_name[CKPT_NAME_MAX];
+    snprintf(name, sizeof name, "step-%08ld", a->state->step);
+    snprintf(tmp_name, sizeof tmp_name, "step-%08ld.tmp", a->state->step);
+    snprintf(aside_name, sizeof aside_name, "step-%08ld.old.tmp", a->state->step);
+    char final_dir[CKPT_PATH_MAX], tmp_dir[CKPT_PATH_MAX], aside_dir[CKPT_PATH_MAX];
+    ckpt_join(final_dir, sizeof final_dir, root, name);
+    ckpt_join(tmp_dir, sizeof tmp_dir, root, tmp_name);
+    ckpt_join(aside_dir, sizeof aside_dir, root, aside_name);
+
+    uint64_t written = 0;
+    ckpt_frozen_ref frozen = {0};
+    char frozen_path[CKPT_PATH_MAX] = "";
+    int frozen_created = 0, made_tmp = 0, moved_aside = 0, renamed = 0;
+    graft_status st = GRAFT_OK;
+    if (a->save_frozen_once) {
+        uint64_t values_hash;
+        int n_frozen;
+        st = frozen_values_hash(a->params, &values_hash, &n_frozen);
+        if (st == GRAFT_ERR_NOMEM) SAVE_ERROR("%s: out of memory", root);
+        if (st == GRAFT_OK && n_frozen > 0)
+            st = prepare_frozen(a->params, root, values_hash, &frozen, frozen_path,
+                                sizeof frozen_path, &frozen_created, &written);
+    }
+    if (st == GRAFT_OK) {
+        if (mkdir(tmp_dir, 0755) != 0) {
+            SAVE_ERROR("%s: cannot create the directory: %s", tmp_dir, strerror(errno));
+            st = GRAFT_ERR_IO;
+        } else {
+            made_tmp = 1;
+        }
+    }
+    if (st == GRAFT_OK) st = write_checkpoint_files(a, tmp_dir, &frozen, &written);
+    struct stat old;
+    if (st == GRAFT_OK && lstat(final_dir, &old) == 0) {
+        if (rename(final_dir, aside_dir) != 0) {
+            SAVE_ERROR("%s: cannot move the previous checkpoint of this step aside to %s: %s",
+                       final_dir, aside_dir, strerror(errno));
+            st = GRAFT_ERR_IO;
+        } else {
+            moved_aside = 1;
+        }
+    }
+    if (st == GRAFT_OK) {
+        if (rename(tmp_dir, final_dir) != 0) {
+            SAVE_ERROR("%s: cannot rename it to %s: %s", tmp_dir, final_dir, strerror(errno));
+            st = GRAFT_ERR_IO;
+        } else {
+            renamed = 1;
+            made_tmp = 0;
+        }
+    }
+    if (st == GRAFT_OK && (err = ckpt_fsync_dir(root)) != 0) {
+        SAVE_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
+        st = GRAFT_ERR_IO;
+    }
+    if (st == GRAFT_OK) st = replace_latest(root, name, &written);
+
+    if (st != GRAFT_OK) {
+        /* Undo: the new checkpoint goes, the one it replaced comes back. */
+        if (renamed && rename(final_dir, tmp_dir) == 0) made_tmp = 1;
+        if (made_tmp) ckpt_remove_tree(tmp_dir);
+        if (moved_aside && rename(aside_dir, final_dir) != 0)
+            SAVE_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
+                      final_dir, aside_dir, strerror(errno));
+        if (frozen_created) unlink(frozen_path);
+        ckpt_fsync_dir(root);
+        return st;
+    }
+    if ((err = ckpt_fsync_dir(root)) != 0) {
+        /* latest already names the new checkpoint: consistent, but maybe not durable */
+        SAVE_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
+                   strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    if (moved_aside && (err = ckpt_remove_tree(aside_dir)) != 0)
+        SAVE_WARN("%s: cannot remove the replaced checkpoint: %s", aside_dir, strerror(err));
+    prune(root, a->state->step, a->keep_last);
+    if (bytes_written) *bytes_written = written;
+    return GRAFT_OK;
+}
