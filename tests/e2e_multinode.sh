@@ -6,26 +6,17 @@
 # 2 per node, must train to the same weights as one process. Skipped (77) where
 # namespaces cannot be created (not root, no iproute2, no permission).
 . "$(dirname "$0")/lib_e2e.sh"
-id=$$
-a=graft-a-$id b=graft-b-$id
-net=10.203.$((id % 200 + 20))
+. "$GRAFT_SOURCE_DIR/tests/tools/netns_nodes.sh"
 cleanup() {
-  ip netns del "$a" 2>/dev/null
-  ip netns del "$b" 2>/dev/null
+  nodes_down
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! ip netns add "$a" 2>/dev/null; then
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! nodes_up $$; then
   echo "SKIPPED: cannot create network namespaces here (needs root and iproute2)"
   exit 77
 fi
-ip netns add "$b" &&
-  ip link add "va$id" type veth peer name "vb$id" &&
-  ip link set "va$id" netns "$a" && ip link set "vb$id" netns "$b" &&
-  ip -n "$a" addr add "$net.1/24" dev "va$id" && ip -n "$b" addr add "$net.2/24" dev "vb$id" &&
-  ip -n "$a" link set "va$id" up && ip -n "$b" link set "vb$id" up &&
-  ip -n "$a" link set lo up && ip -n "$b" link set lo up || { bad "namespace set-up"; finish; exit; }
-
+net=$NET a=$NODE_A b=$NODE_B
 cd "$tmp"
 "$GRAFT" data fmnist --out tr --classes 0-4 --per-class 100 >/dev/null || bad "data"
 cat >cfg.yaml <<YAML
@@ -47,7 +38,6 @@ YAML
 "$GRAFT" launch cfg.yaml experiment=two --dry-run >dry.out 2>&1
 grep -q -- "-H $net.1:2,$net.2:2" dry.out && grep -q "OPENBLAS_NUM_THREADS=1" dry.out &&
   ok "dry run: $(cat dry.out)" || { bad "dry run"; cat dry.out; }
-export GRAFT_NETNS_MAP="$net.1=$a,$net.2=$b"
 timeout 180 ip netns exec "$a" "$GRAFT" launch cfg.yaml experiment=two >two.out 2>&1
 rc=$?
 # --display-map lists each node with the ranks placed on it (the local one by hostname)
