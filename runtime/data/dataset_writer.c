@@ -22,6 +22,7 @@
 
 #include "dataset.h"
 #include "dataset_internal.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/core/log.h"
 
 /* Errors carry one name whichever helper finds them. */
@@ -138,15 +139,6 @@ static void remove_dataset_dir(const char *path) {
     }
     closedir(dp);
     if (rmdir(path) != 0) GRAFT_WARN("%s: could not remove: %s", path, strerror(errno));
-}
-
-/* fsync a directory so renames inside it are durable (EINVAL: not supported, fine). */
-static int fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    int err = (fsync(fd) != 0 && errno != EINVAL) ? errno : 0;
-    close(fd);
-    return err;
 }
 
 /* The directory holding `path` ("." when it has no slash); malloc'd. */
@@ -481,38 +473,13 @@ static json_t *build_index(const graft_dataset_writer *w) {
     return root;
 }
 
-/* Write text to dir/name atomically: name.tmp, fsync, rename, fsync dir. */
+/* Write text to dir/name atomically. */
 static graft_status write_file_atomic(const char *dir, const char *name, const char *text) {
     char *path = graft_data_join_path(dir, name);
-    char *tmp = path ? malloc(strlen(path) + 5) : NULL;
-    if (!tmp) {
-        free(path);
-        return GRAFT_ERR_NOMEM;
-    }
-    sprintf(tmp, "%s.tmp", path);
-    const char *step = "create";
-    int err = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        err = errno;
-    } else {
-        size_t len = strlen(text), done = 0;
-        step = "write";
-        while (done < len && err == 0) {
-            ssize_t n = write(fd, text + done, len - done);
-            if (n < 0 && errno != EINTR) err = errno;
-            if (n > 0) done += (size_t)n;
-        }
-        if (err == 0 && fsync(fd) != 0) step = "fsync", err = errno;
-        if (close(fd) != 0 && err == 0) step = "close", err = errno;
-        if (err == 0 && rename(tmp, path) != 0) step = "rename", err = errno;
-        if (err != 0) unlink(tmp);
-        if (err == 0 && (err = fsync_dir(dir)) != 0) step = "fsync the directory of";
-    }
-    if (err != 0) WRITER_ERROR("%s: cannot %s %s: %s", path, step, tmp, strerror(err));
-    free(tmp);
+    if (!path) return GRAFT_ERR_NOMEM;
+    graft_status st = graft_write_file_atomic(path, text, strlen(text));
     free(path);
-    return err == 0 ? GRAFT_OK : GRAFT_ERR_IO;
+    return st;
 }
 
 /* Put the finished DIR.tmp in DIR's place (see the comment at the top). */
@@ -549,7 +516,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         return GRAFT_ERR_IO;
     }
     char *parent = parent_of(w->dir);
-    if (parent) fsync_dir(parent);
+    if (parent) graft_fsync_dir(parent);
     free(parent);
     return GRAFT_OK;
 }

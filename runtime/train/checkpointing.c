@@ -111,8 +111,7 @@ graft_status resume_from_checkpoint(trainer *t) {
     return st;
 }
 
-/* The resolved config as text (stored in the checkpoint to explain later changes). */
-static char *config_text(const graft_config *cfg) {
+char *config_to_text(const graft_config *cfg) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -145,7 +144,7 @@ graft_status save_checkpoint(trainer *t, long step) {
                                   .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
                                   .config_digest = graft_config_digest(t->cfg)};
         snprintf(state.version, sizeof state.version, "%s", GRAFT_VERSION);
-        char *text = config_text(t->cfg);
+        char *text = config_to_text(t->cfg);
         graft_ckpt_save_args args = {.dir = t->ckpt_dir,
                                      .params = t->model.params,
                                      .optim = &t->opt,

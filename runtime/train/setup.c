@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "runtime/core/check.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -86,21 +87,17 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
 }
 
 graft_status write_json_atomic(const char *path, json_t *value) {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return GRAFT_ERR_IO;
     char *text = json_dumps(value, JSON_INDENT(1) | JSON_SORT_KEYS);
     if (!text) return GRAFT_ERR_NOMEM;
     size_t len = strlen(text);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
-             fsync(fd) == 0;
-    int saved = errno;
-    if (fd >= 0) ok = close(fd) == 0 && ok;
-    free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        GRAFT_ERROR("%s: cannot write: %s", path, strerror(ok ? errno : saved));
-        unlink(tmp);
-        return GRAFT_ERR_IO;
+    char *line = realloc(text, len + 2); /* end the file with a newline */
+    if (!line) {
+        free(text);
+        return GRAFT_ERR_NOMEM;
     }
-    return GRAFT_OK;
+    text = line;
+    text[len++] = '\n';
+    graft_status st = graft_write_file_atomic(path, text, len);
+    free(text);
+    return st;
 }

@@ -14,6 +14,7 @@
 #include "runtime/core/rng.h"
 #include "runtime/core/check.h"
 #include "runtime/data/loader.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/nn/params_io.h"
 #include "runtime/optim/optim.h"
 #include "train_internal.h"
@@ -215,15 +216,13 @@ static graft_status setup(trainer *t) {
  * is being redone) are dropped, so no step is counted twice. step 0 empties it. */
 static graft_status keep_metrics_until(const char *path, long step) {
     FILE *in = step > 0 ? fopen(path, "r") : NULL;
-    char tmp[PATH_BYTES + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
+    char *kept = NULL, line[8192];
+    size_t len = 0;
+    FILE *out = open_memstream(&kept, &len);
     if (!out) {
         if (in) fclose(in);
-        GRAFT_ERROR("%s: cannot write: %s", tmp, strerror(errno));
-        return GRAFT_ERR_IO;
+        return GRAFT_ERR_NOMEM;
     }
-    char line[8192];
     while (in && fgets(line, sizeof line, in)) {
         json_t *o = json_loads(line, 0, NULL);
         json_t *s = o ? json_object_get(o, "step") : NULL;
@@ -231,14 +230,10 @@ static graft_status keep_metrics_until(const char *path, long step) {
         json_decref(o);
     }
     if (in) fclose(in);
-    int ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
-    ok = fclose(out) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        GRAFT_ERROR("%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return GRAFT_ERR_IO;
-    }
-    return GRAFT_OK;
+    fclose(out);
+    graft_status st = graft_write_file_atomic(path, kept, len);
+    free(kept);
+    return st;
 }
 
 /* runs/<experiment>/ with the resolved config, metrics.jsonl and train.log (rank 0). */
@@ -251,17 +246,10 @@ static graft_status open_run_dir(trainer *t) {
     GRAFT_TRY(path_join(path, t->run_dir, "eval"));
     GRAFT_TRY(make_dirs(path));
     GRAFT_TRY(path_join(path, t->run_dir, "config.yaml"));
-    char tmp[PATH_BYTES + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    graft_status st = f ? graft_config_print(t->cfg, f) : GRAFT_ERR_IO;
-    if (f && (fflush(f) != 0 || fsync(fileno(f)) != 0)) st = GRAFT_ERR_IO;
-    if (f && fclose(f) != 0) st = GRAFT_ERR_IO;
-    if (st != GRAFT_OK || rename(tmp, path) != 0) {
-        GRAFT_ERROR("%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return GRAFT_ERR_IO;
-    }
+    char *text = config_to_text(t->cfg);
+    graft_status st = text ? graft_write_file_atomic(path, text, strlen(text)) : GRAFT_ERR_NOMEM;
+    free(text);
+    GRAFT_TRY(st);
     GRAFT_TRY(path_join(path, t->run_dir, "metrics.jsonl"));
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
     t->metrics = fopen(path, "a");

@@ -77,6 +77,9 @@ graft_status path_join(char *out, const char *dir, const char *name);
 graft_status resume_from_checkpoint(trainer *t);
 graft_status save_checkpoint(trainer *t, long step);
 
+/* The resolved config as YAML text (malloc'd), for run directories and checkpoints. */
+char *config_to_text(const graft_config *cfg);
+
 /* Write a JSON value to path atomically (tmp + fsync + rename). */
 graft_status write_json_atomic(const char *path, json_t *value);
 
