@@ -136,4 +136,53 @@ expect_bad_input "config change" "written with different values of optim.lr" \
   -- "$GRAFT" train cfg.yaml experiment=sig optim.lr=0.1 train.max_steps=500
 expect_bad_input "another model" "hidden.0.weight" \
   -- "$GRAFT" train cfg.yaml experiment=sig model.hidden=[32] train.max_steps=500 checkpoint.allow_config_change=true
+
+# 7. More ways to stop and save.
+# A signal to ONE rank: the ranks agree at the next step boundary and all save the same step.
+mpi -np 2 "$GRAFT" train cfg.yaml experiment=one >one.out 2>&1 &
+pid=$!
+wait_for_step runs/one/metrics.jsonl 50 && pkill -USR1 -n -f "^$GRAFT train cfg.yaml experiment=one"
+wait $pid
+rc=$?
+[ $rc -eq 75 ] && grep -q "stopped by a signal at step" one.out && [ -f runs/one/checkpoints/latest ] &&
+  ok "USR1 to one rank of 2: $(grep -o 'stopped by a signal at step [0-9]*' one.out), exit 75" ||
+  { bad "signal to one rank: exit $rc"; tail -n 5 one.out; }
+# SIGTERM to graft launch: it reaches the ranks as SIGUSR1 through mpirun, they save, exit 75.
+"$GRAFT" launch cfg.yaml experiment=gl launch.np=2 >gl.out 2>&1 &
+pid=$!
+wait_for_step runs/gl/metrics.jsonl 50 && kill -TERM $pid
+wait $pid
+rc=$?
+[ $rc -eq 75 ] && grep -q "stopped by a signal at step" gl.out && ! grep -q "restart" gl.out &&
+  ok "SIGTERM to graft launch: $(grep -o 'stopped by a signal at step [0-9]*' gl.out), exit 75, no restart" ||
+  { bad "SIGTERM to graft launch: exit $rc"; tail -n 5 gl.out; }
+# A second Ctrl-C stops at once (steps of a wide model take long enough for it to
+# arrive before the step boundary).
+"$GRAFT" train cfg.yaml experiment=int model.hidden=[4096,4096] data.batch_size=256 \
+  train.log_every=1 train.max_steps=100000 >int.out 2>&1 &
+pid=$!
+wait_for_step runs/int/metrics.jsonl 1 && kill -INT $pid && sleep 0.1 && kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 130 ] && ok "second SIGINT: exit 130 at once" || { bad "second SIGINT: exit $rc"; tail -n 3 int.out; }
+# checkpoint.every_minutes
+"$GRAFT" train cfg.yaml experiment=mins train.max_steps=300 checkpoint.every_steps=0 \
+  checkpoint.every_minutes=0.002 >mins.out 2>&1
+n=$(grep -c "checkpoint step-.* saved" mins.out)
+[ "$n" -ge 2 ] && ok "checkpoint.every_minutes: $n checkpoints" || { bad "every_minutes: $n checkpoints"; tail -n 3 mins.out; }
+# A failing save: on_error continue keeps training, stop stops (exit 2: the directory is bad input).
+touch afile
+"$GRAFT" train cfg.yaml experiment=oec train.max_steps=40 checkpoint.every_steps=20 checkpoint.resume=never \
+  checkpoint.dir=afile/ck >oec.out 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q "checkpoint at step 20 failed: training goes on" oec.out && [ -s runs/oec/model.safetensors ] &&
+  ok "checkpoint.on_error continue: save errors logged, training finished" || { bad "on_error continue: exit $rc"; tail -n 3 oec.out; }
+"$GRAFT" train cfg.yaml experiment=oes train.max_steps=40 checkpoint.every_steps=20 checkpoint.resume=never \
+  checkpoint.dir=afile/ck checkpoint.on_error=stop >oes.out 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "failed: stopping" oes.out && ok "checkpoint.on_error stop: exit 2" || { bad "on_error stop: exit $rc"; tail -n 3 oes.out; }
+# model.init from a checkpoint directory (weights only, a new run)
+"$GRAFT" train cfg.yaml experiment=fromck model.init=runs/sig/checkpoints/step-00000400 train.max_steps=5 >fromck.out 2>&1 &&
+  grep -q "model.init runs/sig/checkpoints/step-00000400: 6 matched, 0 missing, 0 unexpected" fromck.out &&
+  ok "model.init from a checkpoint directory" || { bad "model.init from a checkpoint"; tail -n 3 fromck.out; }
 finish

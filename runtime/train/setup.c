@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "runtime/ckpt/ckpt.h"
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/nn/params_io.h"
@@ -56,6 +57,31 @@ void log_freeze_table(const graft_params *p) {
                graft_params_numel(p, 0) - graft_params_numel(p, 1));
 }
 
+/* model.init: a safetensors file, or a checkpoint directory (its weights are exported
+ * to a temporary file first, so frozen parameters stored apart come along). */
+static graft_status load_init_weights(graft_params *p, const graft_config *cfg) {
+    const char *path = cfg->model.init;
+    char tmp[] = "/tmp/graft-init-XXXXXX";
+    int from_ckpt = graft_ckpt_is_checkpoint(path);
+    if (from_ckpt) {
+        int fd = mkstemp(tmp);
+        if (fd < 0) return GRAFT_ERR_IO;
+        close(fd);
+        graft_status st = graft_ckpt_export(path, tmp);
+        if (st != GRAFT_OK) {
+            unlink(tmp);
+            return st;
+        }
+    }
+    graft_load_report report;
+    graft_status st = graft_params_load(p, from_ckpt ? tmp : path, cfg->model.init_strict, &report);
+    if (from_ckpt) unlink(tmp);
+    if (st == GRAFT_OK)
+        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected", path, report.matched,
+                   report.missing, report.unexpected);
+    return st;
+}
+
 graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                          int max_batch) {
     graft_model_input input = {0};
@@ -77,12 +103,7 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
     GRAFT_TRY(apply_freezing(m->params, cfg));
     GRAFT_TRY(m->iface.build(m->self, max_batch));
     m->iface.init_weights(m->self, (uint64_t)cfg->seed);
-    if (cfg->model.init) {
-        graft_load_report report;
-        GRAFT_TRY(graft_params_load(m->params, cfg->model.init, cfg->model.init_strict, &report));
-        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected", cfg->model.init,
-                   report.matched, report.missing, report.unexpected);
-    }
+    if (cfg->model.init) GRAFT_TRY(load_init_weights(m->params, cfg));
     return GRAFT_OK;
 }
 
