@@ -87,7 +87,9 @@ graft_status resume_from_checkpoint(trainer *t) {
     graft_ckpt_state state;
     memset(&state, 0, sizeof state);
     char *config_text = NULL;
+    double t0 = graft_now_s();
     graft_status st = graft_ckpt_load(ckpt, t->model.params, &t->opt, &state, &config_text);
+    double load_s = graft_now_s() - t0;
     if (st == GRAFT_OK && config_text) st = check_config_change(t, ckpt, config_text);
     if (st == GRAFT_OK && state.step > t->total_steps) {
         GRAFT_ERROR("%s: step %ld is past the %ld steps this run trains", ckpt, state.step,
@@ -99,9 +101,11 @@ graft_status resume_from_checkpoint(trainer *t) {
         t->start_cursor = state.cursor;
         t->last_saved_step = state.step;
         if (t->rank0)
-            GRAFT_INFO("resuming from %s: step %ld, epoch %ld, %llu samples consumed%s", ckpt,
-                       state.step, state.epoch, (unsigned long long)state.cursor,
-                       state.world_size != t->comm->size ? " (elastic: world size changed)" : "");
+            GRAFT_INFO("resuming from %s: step %ld, epoch %ld, %llu samples consumed%s "
+                       "(loaded in %.2f s)",
+                       ckpt, state.step, state.epoch, (unsigned long long)state.cursor,
+                       state.world_size != t->comm->size ? ", elastic: world size changed" : "",
+                       load_s);
         if (t->rank0 && state.world_size != t->comm->size)
             GRAFT_INFO("saved by %d ranks, continuing on %d with the same global batch",
                        state.world_size, t->comm->size);
