@@ -22,7 +22,7 @@ build: deps
 run: build
 	@test -f data/fmnist/train/index.json || ./$(BUILD)/graft data fmnist --out data/fmnist/train --split train
 	@test -f data/fmnist/test/index.json || ./$(BUILD)/graft data fmnist --out data/fmnist/test --split test
-	OPENBLAS_NUM_THREADS=$(JOBS) ./$(BUILD)/graft train configs/fmnist_mlp.yaml
+	OPENBLAS_NUM_THREADS=$(JOBS) OPENBLAS_THREAD_TIMEOUT=4 ./$(BUILD)/graft train configs/fmnist_mlp.yaml
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

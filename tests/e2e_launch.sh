@@ -14,10 +14,10 @@ train: {max_steps: 12, log_every: 4}
 launch: {np: 2, env: {GRAFT_EXAMPLE: "a b"}}
 YAML
 cores=$(nproc)
-"$GRAFT" launch cfg.yaml optim.lr=0.002 --dry-run >dry.out 2>dry.err
+env -u OPENBLAS_THREAD_TIMEOUT "$GRAFT" launch cfg.yaml optim.lr=0.002 --dry-run >dry.out 2>dry.err
 root=""
 [ "$(id -u)" -eq 0 ] && root=" --allow-run-as-root"
-want="mpirun -np 2$root -x OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) -x 'GRAFT_EXAMPLE=a b' $GRAFT train cfg.yaml optim.lr=0.002"
+want="mpirun -np 2$root -x OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) -x OPENBLAS_THREAD_TIMEOUT=4 -x 'GRAFT_EXAMPLE=a b' $GRAFT train cfg.yaml optim.lr=0.002"
 [ "$(cat dry.out)" = "$want" ] && ok "dry run: $want" || { bad "dry run"; echo " got: $(cat dry.out)"; echo "want: $want"; }
 
 expect_bad_input "too many ranks" "launch.np 64 is more than the $cores cores on this machine; add --oversubscribe" \

@@ -14,7 +14,7 @@
 # daemons already started are stopped again).
 set -u
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 1; }
+usage() { echo "usage: $0 start DIR [LIFETIME] | stop DIR" >&2; exit 1; }
 [ $# -eq 2 ] || [ $# -eq 3 ] || usage
 cmd=$1
 dir=$2
@@ -177,15 +177,16 @@ InactiveLimit=0
 KillWait=5
 MinJobAge=600
 Waittime=0
-NodeName=$host CPUs=$(nproc) RealMemory=256 State=UNKNOWN
 SchedulerParameters=sched_interval=1
+NodeName=$host CPUs=$(nproc) RealMemory=256 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   echo "export SLURM_CONF=$dir/etc/slurm.conf" >"$dir/env"
   export SLURM_CONF=$dir/etc/slurm.conf
 
-  # -f puts DIR in their command lines (pid_is_ours checks it). -i: start clean, whatever an earlier cluster left in the state folder. The daemons
-  # fork into the background and write their pid files (under DIR/run).
+  # -f puts DIR in their command lines (pid_is_ours checks it); -i: slurmctld starts
+  # clean, whatever an earlier cluster left in the state folder. Both daemons fork into
+  # the background and write their pid files (under DIR/run).
   slurmctld -i -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 || cannot "slurmctld did not start"
   slurmd -f "$SLURM_CONF" >"$dir/log/slurmd.out" 2>&1 || cannot "slurmd did not start"
   local state=""
