@@ -181,6 +181,26 @@ rc=$?
   checkpoint.dir=afile/ck checkpoint.on_error=stop >oes.out 2>&1
 rc=$?
 [ $rc -eq 2 ] && grep -q "failed: stopping" oes.out && ok "checkpoint.on_error stop: exit 2" || { bad "on_error stop: exit $rc"; tail -n 3 oes.out; }
+# checkpoint.resume: PATH (a checkpoint of another run) continues from it.
+"$GRAFT" train cfg.yaml experiment=frompath checkpoint.resume=runs/sig/checkpoints/step-00000350 \
+  >frompath.out 2>&1 && grep -q "resuming from runs/sig/checkpoints/step-00000350: step 350" frompath.out &&
+  cmp -s runs/sig/model.safetensors runs/frompath/model.safetensors &&
+  ok "checkpoint.resume: PATH continues another run's checkpoint to the same weights" ||
+  { bad "checkpoint.resume PATH"; tail -n 3 frompath.out; }
+# graft launch and a preempted job (exit 75, e.g. mpirun got USR1): restarted and resumed
+# by default, handed back with launch.requeue_exit for the scheduler to requeue.
+for requeue in false true; do
+  "$GRAFT" launch cfg.yaml experiment=rq$requeue launch.np=2 launch.max_restarts=1 \
+    launch.requeue_exit=$requeue >rq$requeue.out 2>&1 &
+  pid=$!
+  wait_for_step runs/rq$requeue/metrics.jsonl 50 && pkill -USR1 -f "^mpirun .*experiment=rq$requeue"
+  wait $pid
+  echo $? >rq$requeue.rc
+done
+[ "$(cat rqfalse.rc)" -eq 0 ] && grep -q "restart 1 of 1" rqfalse.out && grep -q "resuming from" rqfalse.out &&
+  ok "preempted job restarted by graft launch and finished" || { bad "restart after 75: exit $(cat rqfalse.rc)"; tail -n 4 rqfalse.out; }
+[ "$(cat rqtrue.rc)" -eq 75 ] && ! grep -q "restart 1" rqtrue.out &&
+  ok "launch.requeue_exit: exit 75 handed back, no restart" || { bad "requeue_exit: exit $(cat rqtrue.rc)"; tail -n 4 rqtrue.out; }
 # model.init from a checkpoint directory (weights only, a new run)
 "$GRAFT" train cfg.yaml experiment=fromck model.init=runs/sig/checkpoints/step-00000400 train.max_steps=5 >fromck.out 2>&1 &&
   grep -q "model.init runs/sig/checkpoints/step-00000400: 6 matched, 0 missing, 0 unexpected" fromck.out &&
