@@ -40,6 +40,54 @@ static int set_value(const char *command, const cli_option *o, const char *text)
     return GRAFT_EXIT_OK;
 }
 
+/* One "--name [value]" argument at argv[*i] (advancing *i past a separate value). */
+static int parse_option(const char *command, int argc, char **argv, int *i, const cli_option *opts,
+                        size_t n_opts) {
+    const char *name = argv[*i] + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const cli_option *o = find_option(name, len, opts, n_opts);
+    if (!o) {
+        fprintf(stderr, "graft %s: unknown option '--%.*s' (see graft %s --help)\n", command,
+                (int)len, name, command);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (o->kind == CLI_FLAG) {
+        if (eq) {
+            fprintf(stderr, "graft %s: --%s takes no value\n", command, o->name);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+        *(int *)o->value = 1;
+        return GRAFT_EXIT_OK;
+    }
+    const char *text = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (!text) {
+        fprintf(stderr, "graft %s: --%s needs a value\n", command, o->name);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    return set_value(command, o, text);
+}
+
+int cli_load_config(const char *command, graft_config *cfg, int argc, char **argv,
+                    const cli_option *opts, size_t n_opts) {
+    graft_config_defaults(cfg);
+    if (argc < 3 || argv[2][0] == '-') {
+        fprintf(stderr, "graft %s: expected a config file (graft %s CONFIG.yaml [key=value ...])\n",
+                command, command);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    graft_status st = graft_config_load(cfg, argv[2]);
+    for (int i = 3; i < argc && st == GRAFT_OK; i++) {
+        if (strncmp(argv[i], "--", 2) == 0) {
+            int rc = parse_option(command, argc, argv, &i, opts, n_opts);
+            if (rc != GRAFT_EXIT_OK) return rc;
+        } else {
+            st = graft_config_override(cfg, argv[i]);
+        }
+    }
+    if (st == GRAFT_OK) st = graft_config_validate(cfg);
+    return cli_exit_status(st);
+}
+
 int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
               size_t n_opts) {
     for (int i = first; i < argc; i++) {
@@ -50,28 +98,7 @@ int cli_parse(const char *command, int argc, char **argv, int first, const cli_o
                     arg, command);
             return GRAFT_EXIT_BAD_INPUT;
         }
-        const char *name = arg + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_option *o = find_option(name, len, opts, n_opts);
-        if (!o) {
-            fprintf(stderr, "graft %s: unknown option '--%.*s' (see graft %s --help)\n", command,
-                    (int)len, name, command);
-            return GRAFT_EXIT_BAD_INPUT;
-        }
-        if (o->kind == CLI_FLAG) {
-            if (eq) {
-                fprintf(stderr, "graft %s: --%s takes no value\n", command, o->name);
-                return GRAFT_EXIT_BAD_INPUT;
-            }
-            *(int *)o->value = 1;
-            continue;
-        }
-        const char *text = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!text) {
-            fprintf(stderr, "graft %s: --%s needs a value\n", command, o->name);
-            return GRAFT_EXIT_BAD_INPUT;
-        }
-        int rc = set_value(command, o, text);
+        int rc = parse_option(command, argc, argv, &i, opts, n_opts);
         if (rc != GRAFT_EXIT_OK) return rc;
     }
     return GRAFT_EXIT_OK;

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "runtime/config/config.h"
+
 /* Exit statuses of the graft command (documented in the README). */
 enum {
     GRAFT_EXIT_OK = 0,
@@ -29,6 +31,11 @@ typedef struct cli_option {
  * for --help, GRAFT_EXIT_OK otherwise. */
 int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
               size_t n_opts);
+/* For commands that take a config: argv[2] is the YAML file, later arguments are
+ * "key=value" overrides or the given options. Loads, overrides and validates into cfg
+ * (the caller frees it); returns an exit status (errors already printed). */
+int cli_load_config(const char *command, graft_config *cfg, int argc, char **argv,
+                    const cli_option *opts, size_t n_opts);
 void cli_print_help(const char *command, const char *summary, const cli_option *opts,
                     size_t n_opts);
 

@@ -219,20 +219,11 @@ int cmd_launch(int argc, char **argv) {
     }
     int dry_run = 0;
     graft_config cfg;
-    graft_config_defaults(&cfg);
-    graft_status st = graft_config_load(&cfg, argv[2]);
-    for (int i = 3; i < argc && st == GRAFT_OK; i++) {
-        if (strcmp(argv[i], "--dry-run") == 0) dry_run = 1;
-        else if (argv[i][0] == '-') {
-            fprintf(stderr, "graft launch: unknown option '%s'\n", argv[i]);
-            graft_config_free(&cfg);
-            return GRAFT_EXIT_BAD_INPUT;
-        } else st = graft_config_override(&cfg, argv[i]);
-    }
-    if (st == GRAFT_OK) st = graft_config_validate(&cfg);
-    if (st != GRAFT_OK) {
+    cli_option opts[] = {{"dry-run", CLI_FLAG, &dry_run, "print the mpirun command only", 0}};
+    int loaded = cli_load_config("launch", &cfg, argc, argv, opts, 1);
+    if (loaded != GRAFT_EXIT_OK) {
         graft_config_free(&cfg);
-        return cli_exit_status(st);
+        return loaded;
     }
     char self[4096];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);

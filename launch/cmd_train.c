@@ -13,46 +13,6 @@
 #include "runtime/config/config.h"
 #include "runtime/train/train.h"
 
-/* Load cfg_path, apply "key=value" overrides from argv (other arguments are left for
- * the caller: it passes the options it knows in `flags`), validate. */
-static int load_config(const char *command, graft_config *cfg, int argc, char **argv,
-                       const char **flags_with_value, const char **switches, const char **values,
-                       int *switch_set) {
-    graft_config_defaults(cfg);
-    if (argc < 3 || argv[2][0] == '-') {
-        fprintf(stderr, "graft %s: expected a config file (graft %s CONFIG.yaml [key=value ...])\n",
-                command, command);
-        return GRAFT_EXIT_BAD_INPUT;
-    }
-    graft_status st = graft_config_load(cfg, argv[2]);
-    for (int i = 3; i < argc && st == GRAFT_OK; i++) {
-        const char *a = argv[i];
-        int known = 0;
-        for (int k = 0; flags_with_value && flags_with_value[k]; k++)
-            if (strcmp(a, flags_with_value[k]) == 0) {
-                if (i + 1 >= argc) {
-                    fprintf(stderr, "graft %s: %s needs a value\n", command, a);
-                    return GRAFT_EXIT_BAD_INPUT;
-                }
-                values[k] = argv[++i];
-                known = 1;
-            }
-        for (int k = 0; switches && switches[k]; k++)
-            if (strcmp(a, switches[k]) == 0) {
-                switch_set[k] = 1;
-                known = 1;
-            }
-        if (known) continue;
-        if (a[0] == '-') {
-            fprintf(stderr, "graft %s: unknown option '%s'\n", command, a);
-            return GRAFT_EXIT_BAD_INPUT;
-        }
-        st = graft_config_override(cfg, a);
-    }
-    if (st == GRAFT_OK) st = graft_config_validate(cfg);
-    return cli_exit_status(st);
-}
-
 /* The world size announced by mpirun or srun in the environment ("?" when unknown), or
  * NULL when this process was not started by one. */
 static const char *mpi_launcher_size(void) {
@@ -172,9 +132,10 @@ int cmd_train(int argc, char **argv) {
         return GRAFT_EXIT_OK;
     }
     graft_config cfg;
-    const char *switches[] = {"--print-config", NULL};
     int print_only = 0;
-    int rc = load_config("train", &cfg, argc, argv, NULL, switches, NULL, &print_only);
+    cli_option opts[] = {
+        {"print-config", CLI_FLAG, &print_only, "print the resolved config and exit", 0}};
+    int rc = cli_load_config("train", &cfg, argc, argv, opts, 1);
     if (rc == GRAFT_EXIT_OK && print_only) {
         rc = cli_exit_status(graft_config_print(&cfg, stdout));
     } else if (rc == GRAFT_EXIT_OK) {
@@ -193,9 +154,10 @@ int cmd_eval(int argc, char **argv) {
         return GRAFT_EXIT_OK;
     }
     graft_config cfg;
-    const char *flags[] = {"--weights", "--json", NULL};
-    const char *values[2] = {NULL, NULL};
-    int rc = load_config("eval", &cfg, argc, argv, flags, NULL, values, NULL);
+    const char *values[2] = {NULL, NULL}; /* --weights, --json */
+    cli_option opts[] = {{"weights", CLI_STRING, &values[0], "weights to evaluate", 0},
+                         {"json", CLI_STRING, &values[1], "write the result here", 0}};
+    int rc = cli_load_config("eval", &cfg, argc, argv, opts, 2);
     if (rc == GRAFT_EXIT_OK && !values[0]) {
         fprintf(stderr, "graft eval: --weights FILE is required\n");
         rc = GRAFT_EXIT_BAD_INPUT;
