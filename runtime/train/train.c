@@ -165,6 +165,10 @@ static graft_status check_replicas_identical(trainer *t) {
 static graft_status setup(trainer *t) {
     const graft_config *cfg = t->cfg;
     int world = t->comm->size;
+    if (cfg->freeze.n_schedule > 0) { /* parsed, so configs can be written; not trained yet */
+        GRAFT_ERROR("freeze.schedule: gradual unfreezing is not supported yet (remove the key)");
+        return GRAFT_ERR_UNSUPPORTED;
+    }
     GRAFT_TRY(graft_dataset_open(&t->train_set, cfg->data.train, cfg->data.verify));
     if (cfg->data.val) {
         GRAFT_TRY(graft_dataset_open(&t->val_set, cfg->data.val, cfg->data.verify));
