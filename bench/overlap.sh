@@ -6,12 +6,15 @@
 #   (t_compute + t_comm - t_step) / (t_compute + t_comm - max(t_compute, t_comm))
 # with t_compute (forward + backward) and t_comm (all-reduce after backward) from the
 # overlap-off run. Needs root (namespaces, tc).
-# usage: bench/overlap.sh [BUILD_DIR] [RATE] [STEPS]
+# usage: bench/overlap.sh [BUILD_DIR] [RATE] [STEPS] [key=value ...]  (extra overrides,
+# e.g. comm.first_bucket_mb=0.25: with the default 1 MB first bucket the MLP's
+# 2.14 MB of gradients form one bucket, ready only when backward ends)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 graft=$(cd "${1:-build}" && pwd)/graft
 rate=${2:-2gbit}
 steps=${3:-200}
+shift $(($# < 3 ? $# : 3))
 . "$here/tests/tools/netns_nodes.sh"
 work=$(mktemp -d)
 trap 'nodes_down; rm -rf "$work"' EXIT
@@ -27,10 +30,11 @@ optim: {lr: 0.001}
 train: {max_steps: $steps, log_every: 20}
 checkpoint: {every_steps: 0}
 YAML
+extra=("$@")
 run() { # NAME OVERLAP
   ip netns exec "$NODE_A" mpirun --allow-run-as-root -np 2 -H "$NET.1:1,$NET.2:1" "${MPI_NODE_ARGS[@]}" \
     -x OPENBLAS_NUM_THREADS=1 -x GRAFT_NETNS_MAP "$graft" train cfg.yaml experiment=$1 comm.overlap=$2 \
-    checkpoint.resume=never >"$1.out" 2>&1 || { tail -n 20 "$1.out"; exit 1; }
+    checkpoint.resume=never "${extra[@]}" >"$1.out" 2>&1 || { tail -n 20 "$1.out"; exit 1; }
 }
 run on true
 run off false

@@ -23,7 +23,11 @@ nodes_up() {
 }
 
 nodes_shape() {
-  ip netns exec "$NODE_A" tc qdisc add dev "$NODE_VETH_A" root tbf rate "$1" burst 256kb latency 10ms &&
+  # TCP would restart slow start after every idle compute phase; a real cluster's
+  # long-lived connections keep their window, so keep it here too
+  ip netns exec "$NODE_A" sysctl -q -w net.ipv4.tcp_slow_start_after_idle=0 &&
+    ip netns exec "$NODE_B" sysctl -q -w net.ipv4.tcp_slow_start_after_idle=0 &&
+    ip netns exec "$NODE_A" tc qdisc add dev "$NODE_VETH_A" root tbf rate "$1" burst 256kb latency 10ms &&
     ip netns exec "$NODE_B" tc qdisc add dev "$NODE_VETH_B" root tbf rate "$1" burst 256kb latency 10ms
 }
 
