@@ -88,30 +88,42 @@ int cli_load_config(const char *command, graft_config *cfg, int argc, char **arg
     return cli_exit_status(st);
 }
 
-int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
-              size_t n_opts) {
-    for (int i = first; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return -1;
-        if (strncmp(arg, "--", 2) != 0) {
-            fprintf(stderr, "graft %s: unexpected argument '%s' (see graft %s --help)\n", command,
-                    arg, command);
-            return GRAFT_EXIT_BAD_INPUT;
-        }
-        int rc = parse_option(command, argc, argv, &i, opts, n_opts);
-        if (rc != GRAFT_EXIT_OK) return rc;
-    }
-    return GRAFT_EXIT_OK;
-}
-
-void cli_print_help(const char *command, const char *summary, const cli_option *opts,
-                    size_t n_opts) {
-    printf("usage: graft %s [options]\n%s\n\noptions:\n", command, summary);
+/* "usage: graft CMD [options]" (unless the summary starts with its own usage line),
+ * the summary, and one line per option. */
+static void print_help(const char *command, const char *summary, const cli_option *opts,
+                       size_t n_opts) {
+    if (strncmp(summary, "usage:", 6) != 0) printf("usage: graft %s [options]\n", command);
+    printf("%s\n", summary);
+    if (n_opts) printf("\noptions:\n");
     for (size_t i = 0; i < n_opts; i++) {
         const char *arg = opts[i].kind == CLI_FLAG ? "" : opts[i].kind == CLI_STRING ? " S" : " N";
         printf("  --%s%-*s %s\n", opts[i].name, (int)(18 - strlen(opts[i].name)), arg,
                opts[i].help);
     }
+}
+
+int cli_parse(const char *command, const char *summary, int argc, char **argv, int first,
+              const cli_option *opts, size_t n_opts, int *n_pos) {
+    int positionals = 0;
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_help(command, summary, opts, n_opts);
+            return -1;
+        }
+        if (strncmp(arg, "--", 2) == 0) {
+            int rc = parse_option(command, argc, argv, &i, opts, n_opts);
+            if (rc != GRAFT_EXIT_OK) return rc;
+        } else if (n_pos) {
+            argv[first + positionals++] = argv[i]; /* a slot already read: i >= it */
+        } else {
+            fprintf(stderr, "graft %s: unexpected argument '%s' (see graft %s --help)\n", command,
+                    arg, command);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+    }
+    if (n_pos) *n_pos = positionals;
+    return GRAFT_EXIT_OK;
 }
 
 int cli_exit_status(int graft_status_value) {

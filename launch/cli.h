@@ -26,18 +26,18 @@ typedef struct cli_option {
     double min; /* numeric options: smallest accepted value */
 } cli_option;
 
-/* Parse argv[first..argc) against opts. Prints a one-line error and returns
- * GRAFT_EXIT_BAD_INPUT on an unknown option or bad value, -1 after printing help
- * for --help, GRAFT_EXIT_OK otherwise. */
-int cli_parse(const char *command, int argc, char **argv, int first, const cli_option *opts,
-              size_t n_opts);
+/* Parse argv[first..argc) against opts ("--name value", "--name=value", "--flag").
+ * With n_pos, positional arguments are allowed: they are moved, in order, to
+ * argv[first .. first + *n_pos); without it they are errors. --help / -h prints the
+ * usage (unless summary starts with its own "usage:" line), summary and options, and
+ * returns -1. A bad option or value prints one line and returns GRAFT_EXIT_BAD_INPUT. */
+int cli_parse(const char *command, const char *summary, int argc, char **argv, int first,
+              const cli_option *opts, size_t n_opts, int *n_pos);
 /* For commands that take a config: argv[2] is the YAML file, later arguments are
  * "key=value" overrides or the given options. Loads, overrides and validates into cfg
  * (the caller frees it); returns an exit status (errors already printed). */
 int cli_load_config(const char *command, graft_config *cfg, int argc, char **argv,
                     const cli_option *opts, size_t n_opts);
-void cli_print_help(const char *command, const char *summary, const cli_option *opts,
-                    size_t n_opts);
 
 /* Map a library status to the command's exit status. */
 int cli_exit_status(int graft_status_value);

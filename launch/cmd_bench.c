@@ -91,16 +91,11 @@ static int bench_gemm(int argc, char **argv) {
         {"iters", CLI_INT, &iters, "timed repetitions per case (best is reported)", 1},
         {"max-threads", CLI_INT, &max_threads, "run with 1..N OpenBLAS threads", 1},
     };
-    size_t n_opts = sizeof opts / sizeof opts[0];
-    int rc = cli_parse("bench gemm", argc, argv, 3, opts, n_opts);
-    if (rc < 0) {
-        cli_print_help("bench gemm",
+    int rc = cli_parse("bench gemm",
                        "Time graft's linear forward+backward against the raw cblas_sgemm calls\n"
                        "it makes; ratio = raw time / graft time (1.0 = no overhead).",
-                       opts, n_opts);
-        return GRAFT_EXIT_OK;
-    }
-    if (rc != GRAFT_EXIT_OK) return rc;
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc != GRAFT_EXIT_OK) return rc < 0 ? GRAFT_EXIT_OK : rc;
     printf("%-8s %-6s %-6s %-7s %-8s %10s %10s %10s %10s %8s\n", "B", "in", "out", "layout",
            "threads", "raw_ms", "raw_GF/s", "graft_ms", "graft_GF/s", "ratio");
     static const struct {
@@ -146,16 +141,11 @@ static int bench_allreduce(int argc, char **argv) {
         {"iters", CLI_INT, &min_iters, "fewest timed repetitions per size (default 5)", 1},
         {"backend", CLI_STRING, &backend, "graft communicator: mpi or nccl (default mpi)", 0},
     };
-    size_t n_opts = sizeof opts / sizeof opts[0];
-    int rc = cli_parse("bench allreduce", argc, argv, 3, opts, n_opts);
-    if (rc < 0) {
-        cli_print_help("bench allreduce",
+    int rc = cli_parse("bench allreduce",
                        "Run under mpirun: time graft's allreduce and raw MPI_Allreduce for\n"
                        "4 KB .. max-mb; busbw = algbw * 2(n-1)/n; ratio = raw time / graft time.",
-                       opts, n_opts);
-        return GRAFT_EXIT_OK;
-    }
-    if (rc != GRAFT_EXIT_OK) return rc;
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], NULL);
+    if (rc != GRAFT_EXIT_OK) return rc < 0 ? GRAFT_EXIT_OK : rc;
     int provided;
     MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
     graft_comm comm = {0};

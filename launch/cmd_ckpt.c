@@ -8,46 +8,21 @@
 #include "runtime/ckpt/ckpt.h"
 #include "runtime/io/safetensors.h"
 
-int cmd_ckpt(int argc, char **argv); /* registered in main.c; prototype belongs in cli.h */
-
 #define SUB_NAMES "ls, verify or export"
 
-/* Collect positionals of argv[3..) and parse the options among them. Returns -1 after
- * printing help, an exit status on bad input, or GRAFT_EXIT_OK with exactly n_want
- * positionals in pos. */
+/* Parse the options of argv[3..) and expect exactly n_want positionals, returned in
+ * pos. Returns -1 after printing help, an exit status on bad input, or GRAFT_EXIT_OK. */
 static int parse_sub(const char *command, const char *summary, const char *what, int argc,
                      char **argv, const cli_option *opts, size_t n_opts, const char **pos,
                      int n_want) {
-    char **opt_argv = malloc((size_t)argc * sizeof(char *));
-    if (!opt_argv) return GRAFT_EXIT_FAILURE;
-    int opt_argc = 0, n_pos = 0, rc = GRAFT_EXIT_OK;
-    for (int i = 3; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strncmp(arg, "--", 2) != 0 && strcmp(arg, "-h") != 0) {
-            if (n_pos < n_want) pos[n_pos] = arg;
-            n_pos++;
-            continue;
-        }
-        opt_argv[opt_argc++] = argv[i];
-        if (strchr(arg, '=')) continue;
-        for (size_t k = 0; k < n_opts; k++)
-            if (strcmp(arg + 2, opts[k].name) == 0 && opts[k].kind != CLI_FLAG && i + 1 < argc)
-                opt_argv[opt_argc++] = argv[++i];
-    }
-    rc = cli_parse(command, opt_argc, opt_argv, 0, opts, n_opts);
-    free(opt_argv);
-    if (rc == -1) {
-        printf("%s\n", summary);
-        if (n_opts) printf("\noptions:\n");
-        for (size_t k = 0; k < n_opts; k++)
-            printf("  --%-18s %s\n", opts[k].name, opts[k].help);
-        return -1;
-    }
+    int n_pos = 0;
+    int rc = cli_parse(command, summary, argc, argv, 3, opts, n_opts, &n_pos);
     if (rc == GRAFT_EXIT_OK && n_pos != n_want) {
         fprintf(stderr, "graft %s: expected %s, got %d argument%s (see graft %s --help)\n", command,
                 what, n_pos, n_pos == 1 ? "" : "s", command);
         rc = GRAFT_EXIT_BAD_INPUT;
     }
+    for (int k = 0; rc == GRAFT_EXIT_OK && k < n_want; k++) pos[k] = argv[3 + k];
     return rc;
 }
 

@@ -7,57 +7,18 @@
 #include <time.h>
 
 #include "cli.h"
+#include "runtime/core/clock.h"
 #include "runtime/core/log.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/idx.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/tokenizer.h"
 
-int cmd_data(int argc, char **argv); /* registered in main.c; prototype belongs in cli.h */
 
 static const char *const fmnist_class_names[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Split argv[first..) into options (with their values) for cli_parse and positional
- * arguments. opt_argv and pos must hold argc entries. */
-static void split_args(int argc, char **argv, int first, const cli_option *opts, size_t n_opts,
-                       char **opt_argv, int *opt_argc, char **pos, int *n_pos) {
-    *opt_argc = 0;
-    *n_pos = 0;
-    for (int i = first; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strncmp(arg, "--", 2) != 0 && strcmp(arg, "-h") != 0) {
-            pos[(*n_pos)++] = argv[i];
-            continue;
-        }
-        opt_argv[(*opt_argc)++] = argv[i];
-        if (strchr(arg, '=')) continue;
-        for (size_t k = 0; k < n_opts; k++)
-            if (strcmp(arg + 2, opts[k].name) == 0 && opts[k].kind != CLI_FLAG && i + 1 < argc)
-                opt_argv[(*opt_argc)++] = argv[++i];
-    }
-}
-
-/* Parse options and collect positionals; returns -1 after help, an exit status on a
- * bad option, or GRAFT_EXIT_OK. */
-static int parse_args(const char *command, const char *summary, int argc, char **argv,
-                      const cli_option *opts, size_t n_opts, char **pos, int *n_pos) {
-    char **opt_argv = malloc((size_t)argc * sizeof(char *));
-    if (!opt_argv) return GRAFT_EXIT_FAILURE;
-    int opt_argc;
-    split_args(argc, argv, 3, opts, n_opts, opt_argv, &opt_argc, pos, n_pos);
-    int rc = cli_parse(command, opt_argc, opt_argv, 0, opts, n_opts);
-    free(opt_argv);
-    if (rc == -1) cli_print_help(command, summary, opts, n_opts);
-    return rc;
-}
 
 /* --classes "0-4", "0,2,5" or a mix ("0-2,7") into selected[10]. */
 static int parse_classes(const char *text, int selected[10]) {
@@ -127,20 +88,8 @@ static int data_fmnist(int argc, char **argv) {
         {"source", CLI_STRING, &source,
          "folder with the idx .gz files (default " GRAFT_FMNIST_DIR ")", 0},
     };
-    size_t n_opts = sizeof opts / sizeof opts[0];
-    char **pos = malloc((size_t)argc * sizeof(char *));
-    int n_pos = 0;
-    if (!pos) return GRAFT_EXIT_FAILURE;
-    int rc =
-        parse_args("data fmnist", "Convert Fashion-MNIST (idx .gz files) to a sharded dataset.",
-                   argc, argv, opts, n_opts, pos, &n_pos);
-    if (rc == GRAFT_EXIT_OK && n_pos > 0) {
-        fprintf(stderr,
-                "graft data fmnist: unexpected argument '%s' (see graft data fmnist --help)\n",
-                pos[0]);
-        rc = GRAFT_EXIT_BAD_INPUT;
-    }
-    free(pos);
+    int rc = cli_parse("data fmnist", "Convert Fashion-MNIST (idx .gz files) to a sharded dataset.",
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], NULL);
     if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
     if (!out) {
         fprintf(stderr, "graft data fmnist: --out DIR is required\n");
@@ -317,15 +266,13 @@ static int data_text(int argc, char **argv) {
         {"tokenizer", CLI_STRING, &tokenizer, "gpt2 or bytes (required)", 0},
         {"shard-size", CLI_INT, &shard_size, "tokens per shard (default 10000000)", 1},
     };
-    size_t n_opts = sizeof opts / sizeof opts[0];
-    char **files = malloc((size_t)argc * sizeof(char *));
     int n_files = 0;
-    if (!files) return GRAFT_EXIT_FAILURE;
-    int rc = parse_args("data text",
+    int rc = cli_parse("data text",
                         "Tokenize text FILEs (one document each; fortune files: one per '%' "
                         "separated entry) into a token dataset. Usage: graft data text --out DIR "
                         "--tokenizer gpt2|bytes FILE...",
-                        argc, argv, opts, n_opts, files, &n_files);
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_files);
+    char **files = argv + 3;
     if (rc == GRAFT_EXIT_OK) {
         if (!out || !tokenizer) {
             fprintf(stderr, "graft data text: --out DIR and --tokenizer gpt2|bytes are required\n");
@@ -339,10 +286,7 @@ static int data_text(int argc, char **argv) {
             rc = GRAFT_EXIT_BAD_INPUT;
         }
     }
-    if (rc != GRAFT_EXIT_OK) {
-        free(files);
-        return rc == -1 ? GRAFT_EXIT_OK : rc;
-    }
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
     text_job job = {0};
     graft_status st = graft_tokenizer_new(&job.tok, tokenizer, NULL);
     if (st == GRAFT_OK)
@@ -367,7 +311,6 @@ static int data_text(int argc, char **argv) {
     graft_dataset_writer_free(job.w);
     graft_tokenizer_free(job.tok);
     free(job.ids);
-    free(files);
     if (st != GRAFT_OK) return cli_exit_status(st);
     printf("%ld document(s)\n", job.documents);
     return report_written(out);
@@ -376,17 +319,14 @@ static int data_text(int argc, char **argv) {
 /* Parse the single DIR argument of inspect / verify / bench (plus options). */
 static int dir_command(const char *command, const char *summary, int argc, char **argv,
                        const cli_option *opts, size_t n_opts, const char **dir) {
-    char **pos = malloc((size_t)argc * sizeof(char *));
     int n_pos = 0;
-    if (!pos) return GRAFT_EXIT_FAILURE;
-    int rc = parse_args(command, summary, argc, argv, opts, n_opts, pos, &n_pos);
+    int rc = cli_parse(command, summary, argc, argv, 3, opts, n_opts, &n_pos);
     if (rc == GRAFT_EXIT_OK && n_pos != 1) {
         fprintf(stderr, "graft %s: expected one dataset directory, got %d arguments\n", command,
                 n_pos);
         rc = GRAFT_EXIT_BAD_INPUT;
     }
-    if (rc == GRAFT_EXIT_OK) *dir = pos[0];
-    free(pos);
+    if (rc == GRAFT_EXIT_OK) *dir = argv[3];
     return rc;
 }
 
@@ -454,8 +394,8 @@ static int data_verify(int argc, char **argv) {
 /* A stand-in for a training step: `seconds` of arithmetic on this thread. */
 static void simulated_step(double seconds) {
     volatile double acc = 0;
-    double end = now_s() + seconds;
-    while (now_s() < end)
+    double end = graft_now_s() + seconds;
+    while (graft_now_s() < end)
         for (int i = 0; i < 1000; i++)
             acc = acc * 0.999 + i;
 }
@@ -499,7 +439,7 @@ static int data_bench(int argc, char **argv) {
         if (st != GRAFT_OK) break;
         graft_batch *b;
         graft_loader_next(l, &b, NULL); /* warm-up: page in, start the thread */
-        double waited = 0, start = now_s();
+        double waited = 0, start = graft_now_s();
         long samples = 0;
         for (int s = 0; s < steps; s++) {
             double w;
@@ -508,7 +448,7 @@ static int data_bench(int argc, char **argv) {
             samples += b->n;
             simulated_step(step_ms / 1000.0);
         }
-        double total = now_s() - start;
+        double total = graft_now_s() - start;
         printf("  prefetch %d: %10.0f samples/s, waiting for data %5.1f%% of the time "
                "(%.3f ms per step)\n",
                prefetch_values[p], (double)samples / total, 100.0 * waited / total,
