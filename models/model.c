@@ -1,78 +1,46 @@
 #include "model.h"
 
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "models/mlp/mlp.h"
 #include "runtime/core/log.h"
 
-/* ---- mlp --------------------------------------------------------------------------- */
-
-static graft_status mlp_build(void *self, int max_batch) { return graft_mlp_build(self, max_batch); }
-static void mlp_init_weights(void *self, uint64_t seed) { graft_mlp_init_weights(self, seed); }
-static void mlp_seed_step(void *self, uint64_t seed) {
-    graft_rng_seed(&((graft_mlp *)self)->dropout_rng, seed);
-}
-static float mlp_forward(void *self, const float *inputs, const int32_t *tokens,
-                         const int32_t *labels, int B, int training, int *counted) {
-    graft_mlp *m = self;
-    float loss = graft_mlp_forward(m, inputs, labels, B, training);
-    if (counted) *counted = labels ? m->counted : 0;
-    return loss;
-}
-static void mlp_backward(void *self, float loss_scale) { graft_mlp_backward(self, loss_scale); }
-static const float *mlp_logits(void *self) { return ((graft_mlp *)self)->logits; }
-static void mlp_free(void *self) {
-    graft_mlp_free(self);
-    free(self);
-}
-
-static graft_status create_mlp(graft_model *out, const graft_config *cfg,
-                               const graft_model_input *input) {
-    static const graft_model_i iface = {"mlp",       mlp_build,    mlp_init_weights,
-                                        mlp_seed_step, mlp_forward, mlp_backward,
-                                        mlp_logits,    mlp_free};
-    if (input->channels <= 0) {
-        GRAFT_ERROR("model.arch mlp needs an image dataset (got a token dataset)");
-        return GRAFT_ERR_CONFIG;
-    }
-    graft_mlp_config mc = {.in_dim = input->channels * input->height * input->width,
-                           .n_hidden = cfg->model.n_hidden,
-                           .num_classes = input->num_classes,
-                           .dropout = (float)cfg->model.dropout};
-    memcpy(mc.hidden, cfg->model.hidden, sizeof mc.hidden);
-    graft_mlp *m = calloc(1, sizeof *m);
-    if (!m) return GRAFT_ERR_NOMEM;
-    graft_status st = graft_mlp_init(m, &mc);
-    if (st != GRAFT_OK) {
-        mlp_free(m);
-        return st;
-    }
-    out->iface = iface;
-    out->self = m;
-    out->params = &m->params;
-    out->task = GRAFT_TASK_CLASSIFY;
-    out->num_outputs = mc.num_classes;
-    return GRAFT_OK;
-}
-
-/* ---- the table of architectures ------------------------------------------------------ */
-
+/* The architectures, by model.arch. Each folder of models/ provides its create function. */
 static const struct {
     const char *arch;
     graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
 } architectures[] = {
-    {"mlp", create_mlp},
+    {"mlp", graft_mlp_create},
 };
 
-const char *graft_model_arch_names(void) { return "mlp"; }
+enum { N_ARCHS = sizeof architectures / sizeof architectures[0] };
+
+const char *graft_model_arch_names(void) {
+    static char names[256];
+    if (!names[0]) {
+        size_t len = 0;
+        for (int i = 0; i < N_ARCHS && len < sizeof names; i++)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                                    architectures[i].arch);
+    }
+    return names;
+}
 
 graft_status graft_model_create(graft_model *m, const graft_config *cfg,
                                 const graft_model_input *input) {
     memset(m, 0, sizeof *m);
-    for (size_t i = 0; i < sizeof architectures / sizeof architectures[0]; i++)
-        if (strcmp(cfg->model.arch, architectures[i].arch) == 0)
-            return architectures[i].create(m, cfg, input);
+    for (int i = 0; i < N_ARCHS; i++)
+        if (strcmp(cfg->model.arch, architectures[i].arch) == 0) {
+            graft_status st = architectures[i].create(m, cfg, input);
+            if (st == GRAFT_OK && cfg->model.head_num_classes > 0 && !m->iface.head) {
+                GRAFT_ERROR("model.head.num_classes: %s has no classifier to replace",
+                            cfg->model.arch);
+                graft_model_free(m);
+                return GRAFT_ERR_CONFIG;
+            }
+            return st;
+        }
     GRAFT_ERROR("model.arch: unknown architecture '%s' (expected one of: %s)", cfg->model.arch,
                 graft_model_arch_names());
     return GRAFT_ERR_CONFIG;

@@ -5,6 +5,7 @@
 #ifndef GRAFT_MODEL_H
 #define GRAFT_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/config/config.h"
@@ -23,8 +24,13 @@ typedef struct graft_model_input {
 
 typedef struct graft_model_i {
     const char *name;
-    /* Allocate parameters and activations for micro-batches of up to max_batch
-     * samples. Trainable flags must be set on the table before this. */
+    /* Name prefix of the replaceable classifier ("fc", "classifier", "head"): what
+     * model.head.num_classes replaces. NULL when the model has none. */
+    const char *head;
+    /* Plan and allocate activations for micro-batches of up to max_batch samples, for
+     * the CURRENT trainable set (layers below the lowest trainable one keep nothing for
+     * backward). The caller has finalized the parameter table. Called again when more
+     * parameters become trainable (gradual unfreezing); parameter values are kept. */
     graft_status (*build)(void *self, int max_batch);
     /* Fresh initialisation from a seed (the architecture's usual scheme). */
     void (*init_weights)(void *self, uint64_t seed);
@@ -41,6 +47,10 @@ typedef struct graft_model_i {
     void (*backward)(void *self, float loss_scale);
     /* Logits of the last forward: [B, num_classes] (classifiers). */
     const float *(*logits)(void *self);
+    /* Optional (NULL = names as they are): the model's name for a tensor of a weights
+     * file (written to buf, or file_name itself returned), or NULL to skip it silently
+     * (e.g. the causal-mask buffers stored in GPT-2 hub files). */
+    const char *(*map_name)(const char *file_name, char *buf, size_t size);
     void (*free)(void *self);
 } graft_model_i;
 
@@ -53,10 +63,11 @@ typedef struct graft_model {
 } graft_model;
 
 /* Create the architecture named by cfg->model.arch for data of the given shape and
- * register its parameters (not yet allocated: apply freezing, then build). */
+ * register its parameters (not yet allocated: apply freezing, finalize the table,
+ * then build). Each architecture provides graft_<arch>_create with this signature. */
 graft_status graft_model_create(graft_model *m, const graft_config *cfg,
                                 const graft_model_input *input);
-/* Names of the architectures graft knows, for messages ("mlp"). */
+/* Names of the architectures graft knows, for messages ("mlp, resnet18, ..."). */
 const char *graft_model_arch_names(void);
 void graft_model_free(graft_model *m);
 

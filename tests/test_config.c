@@ -180,7 +180,7 @@ static const bad_case bad_cases[] = {
     {"too many hidden layers", "model:\n  hidden: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n", NULL,
      GRAFT_ERR_CONFIG, "cfg.yaml:2:11: model.hidden: must have at most 8 entries, found 9"},
     {"unknown architecture", "model:\n  arch: resnet99\n", NULL, GRAFT_ERR_CONFIG,
-     "cfg.yaml:2:9: model.arch: unknown architecture 'resnet99' (expected one of: mlp)"},
+     "cfg.yaml:2:9: model.arch: unknown architecture 'resnet99' (expected one of: mlp, resnet18, resnet34, resnet50, gpt2, bert)"},
     {"unknown optimizer", "optim:\n  name: adam\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:9: optim.name: unknown optimizer 'adam' (expected one of: adamw, sgd)"},
     {"unknown schedule", "schedule:\n  name: onecycle\n", NULL, GRAFT_ERR_CONFIG,
@@ -313,7 +313,9 @@ static void test_defaults(void **state) {
     assert_null(c.model.arch);
     assert_null(c.model.init);
     assert_int_equal(c.model.init_strict, 0);
-    assert_int_equal(c.model.num_classes, 0);
+    assert_int_equal(c.model.head_num_classes, 0);
+    assert_int_equal(c.model.width, 64);
+    assert_int_equal(c.model.type_vocab_size, 2);
     assert_int_equal(c.model.n_hidden, 2);
     assert_int_equal(c.model.hidden[0], 512);
     assert_int_equal(c.model.hidden[1], 256);
@@ -394,9 +396,18 @@ static const char *const full_yaml = "# every section, every key away from its d
                                      "  arch: mlp\n"
                                      "  init: weights/pretrained.safetensors\n"
                                      "  init_strict: true\n"
-                                     "  num_classes: 10\n"
                                      "  hidden: [1024, 512, 64]\n"
                                      "  dropout: 0.25\n"
+                                     "  small_stem: true\n"
+                                     "  width: 32\n"
+                                     "  n_layer: 6\n"
+                                     "  n_head: 6\n"
+                                     "  n_embd: 384\n"
+                                     "  n_positions: 256\n"
+                                     "  vocab_size: 8192\n"
+                                     "  type_vocab_size: 3\n"
+                                     "  mask_token_id: 4\n"
+                                     "  head: {num_classes: 10}\n"
                                      "freeze:\n"
                                      "  trainable: ['fc.*', \"layer4.*\"]\n"
                                      "  bn: train\n"
@@ -468,7 +479,15 @@ static void check_full_values(const graft_config *c) {
     assert_string_equal(c->model.arch, "mlp");
     assert_string_equal(c->model.init, "weights/pretrained.safetensors");
     assert_int_equal(c->model.init_strict, 1);
-    assert_int_equal(c->model.num_classes, 10);
+    assert_int_equal(c->model.head_num_classes, 10);
+    assert_int_equal(c->model.small_stem, 1);
+    assert_int_equal(c->model.width, 32);
+    assert_int_equal(c->model.n_layer, 6);
+    assert_int_equal(c->model.n_embd, 384);
+    assert_int_equal(c->model.n_positions, 256);
+    assert_int_equal(c->model.vocab_size, 8192);
+    assert_int_equal(c->model.type_vocab_size, 3);
+    assert_int_equal(c->model.mask_token_id, 4);
     assert_int_equal(c->model.n_hidden, 3);
     assert_int_equal(c->model.hidden[0], 1024);
     assert_int_equal(c->model.hidden[1], 512);

@@ -1,6 +1,7 @@
 #include "mlp.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/core/check.h"
@@ -55,8 +56,9 @@ static void plan_activations(graft_mlp *m) {
 graft_status graft_mlp_build(graft_mlp *m, int max_batch) {
     if (max_batch <= 0) return GRAFT_ERR_INVALID_ARG;
     m->max_batch = max_batch;
-    graft_status st = graft_params_finalize(&m->params);
+    graft_status st = m->params.finalized ? GRAFT_OK : graft_params_finalize(&m->params);
     if (st != GRAFT_OK) return st;
+    graft_arena_free(&m->arena);
     graft_arena_init_plan(&m->arena);
     plan_activations(m);
     st = graft_arena_commit(&m->arena);
@@ -135,4 +137,58 @@ void graft_mlp_backward(graft_mlp *m, float loss_scale) {
                 for (size_t i = 0; i < n; i++) din[i] = act[i] > 0 ? din[i] : 0.0f;
         }
     }
+}
+
+/* ---- the model interface ------------------------------------------------------------ */
+
+static graft_status mlp_build(void *self, int max_batch) { return graft_mlp_build(self, max_batch); }
+static void mlp_init_weights(void *self, uint64_t seed) { graft_mlp_init_weights(self, seed); }
+static void mlp_seed_step(void *self, uint64_t seed) {
+    graft_rng_seed(&((graft_mlp *)self)->dropout_rng, seed);
+}
+static float mlp_forward(void *self, const float *inputs, const int32_t *tokens,
+                         const int32_t *labels, int B, int training, int *counted) {
+    (void)tokens;
+    graft_mlp *m = self;
+    float loss = graft_mlp_forward(m, inputs, labels, B, training);
+    if (counted) *counted = labels ? m->counted : 0;
+    return loss;
+}
+static void mlp_backward(void *self, float loss_scale) { graft_mlp_backward(self, loss_scale); }
+static const float *mlp_logits(void *self) { return ((graft_mlp *)self)->logits; }
+static void mlp_free(void *self) {
+    graft_mlp_free(self);
+    free(self);
+}
+
+graft_status graft_mlp_create(graft_model *out, const graft_config *cfg,
+                              const graft_model_input *input) {
+    static const graft_model_i iface = {
+        .name = "mlp", .head = "head", .build = mlp_build, .init_weights = mlp_init_weights,
+        .seed_step = mlp_seed_step, .forward = mlp_forward, .backward = mlp_backward,
+        .logits = mlp_logits, .free = mlp_free};
+    if (input->channels <= 0) {
+        GRAFT_ERROR("model.arch mlp needs an image dataset (got a token dataset)");
+        return GRAFT_ERR_CONFIG;
+    }
+    int classes = cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes
+                                                  : input->num_classes;
+    graft_mlp_config mc = {.in_dim = input->channels * input->height * input->width,
+                           .n_hidden = cfg->model.n_hidden,
+                           .num_classes = classes,
+                           .dropout = (float)cfg->model.dropout};
+    memcpy(mc.hidden, cfg->model.hidden, sizeof mc.hidden);
+    graft_mlp *m = calloc(1, sizeof *m);
+    if (!m) return GRAFT_ERR_NOMEM;
+    graft_status st = graft_mlp_init(m, &mc);
+    if (st != GRAFT_OK) {
+        mlp_free(m);
+        return st;
+    }
+    out->iface = iface;
+    out->self = m;
+    out->params = &m->params;
+    out->task = GRAFT_TASK_CLASSIFY;
+    out->num_outputs = mc.num_classes;
+    return GRAFT_OK;
 }

@@ -4,6 +4,7 @@
 #ifndef GRAFT_MLP_H
 #define GRAFT_MLP_H
 
+#include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
 #include "runtime/nn/layers.h"
@@ -38,8 +39,12 @@ typedef struct graft_mlp {
     int dropout_applied; /* whether the last forward used dropout */
 } graft_mlp;
 
+/* model.arch mlp, for an image dataset (graft_model_create's table). */
+graft_status graft_mlp_create(graft_model *out, const graft_config *cfg,
+                              const graft_model_input *input);
+
 /* Register parameters. Set trainable flags on m->params afterwards if needed, then
- * call graft_mlp_build to allocate parameters and activations. */
+ * call graft_mlp_build to allocate parameters (if not yet done) and activations. */
 graft_status graft_mlp_init(graft_mlp *m, const graft_mlp_config *cfg);
 graft_status graft_mlp_build(graft_mlp *m, int max_batch);
 /* torch's default initialisation from a seed. */

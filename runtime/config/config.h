@@ -47,13 +47,19 @@ typedef struct graft_config {
     long seed;        /* default 0 */
 
     struct {
-        char *arch;       /* required: mlp (resnet18/34/50, gpt2, bert come later) */
+        char *arch;       /* required: mlp|resnet18|resnet34|resnet50|gpt2|bert */
         char *init;       /* weights to start from (safetensors file or checkpoint dir); NULL */
         int init_strict;  /* default 0: missing names are warnings */
-        int num_classes;  /* 0 = from the training set's metadata */
         int hidden[8];    /* model.hidden: MLP hidden sizes, default [512, 256] */
         int n_hidden;
         double dropout;   /* default 0, in [0, 1) */
+        int small_stem;   /* resnet: 3x3 stride-1 conv1, no max-pool; default 0 */
+        int width;        /* resnet: first-stage channels, default 64 */
+        int n_layer, n_head, n_embd, n_positions; /* gpt2/bert; 0 = the arch's default */
+        int vocab_size;   /* 0 = the dataset's */
+        int type_vocab_size; /* bert, default 2 */
+        int mask_token_id;   /* bert MLM, default 103 */
+        int head_num_classes;/* model.head.num_classes: > 0 = replace the classifier */
     } model;
 
     struct {

@@ -1,6 +1,8 @@
 #include "params.h"
 
 #include <fnmatch.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,11 +18,11 @@ int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, i
         GRAFT_ERROR("%s: parameter table already finalized", name);
         return -1;
     }
-    if (strlen(name) >= GRAFT_NAME_MAX || ndim < 1 || ndim > GRAFT_MAX_DIMS) {
+    if (strlen(name) >= GRAFT_NAME_MAX || ndim < 0 || ndim > GRAFT_MAX_DIMS) {
         GRAFT_ERROR("%s: bad name length or ndim %d", name, ndim);
         return -1;
     }
-    if (graft_params_find(p, name) >= 0) {
+    if (graft_params_find(p, name) >= 0 || graft_params_find_alias(p, name) >= 0) {
         GRAFT_ERROR("%s: duplicate parameter name", name);
         return -1;
     }
@@ -53,6 +55,29 @@ int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, i
     return p->count++;
 }
 
+int graft_params_add_alias(graft_params *p, const char *alias, int target) {
+    if (target < 0 || target >= p->count || strlen(alias) >= GRAFT_NAME_MAX ||
+        graft_params_find(p, alias) >= 0 || graft_params_find_alias(p, alias) >= 0) {
+        GRAFT_ERROR("%s: bad or duplicate alias", alias);
+        return -1;
+    }
+    graft_param_alias *a = realloc(p->aliases, (size_t)(p->n_aliases + 1) * sizeof *a);
+    if (!a) {
+        GRAFT_ERROR("%s: out of memory", alias);
+        return -1;
+    }
+    p->aliases = a;
+    snprintf(a[p->n_aliases].name, GRAFT_NAME_MAX, "%s", alias);
+    a[p->n_aliases++].target = target;
+    return 0;
+}
+
+int graft_params_find_alias(const graft_params *p, const char *alias) {
+    for (int i = 0; i < p->n_aliases; i++)
+        if (strcmp(p->aliases[i].name, alias) == 0) return p->aliases[i].target;
+    return -1;
+}
+
 graft_status graft_params_set_trainable(graft_params *p, const char *glob, int trainable,
                                         int *matched) {
     if (p->finalized) {
@@ -79,6 +104,17 @@ static float *alloc_floats(size_t n) {
     return ptr;
 }
 
+/* Gradient offsets in backward order (the last registered parameter first). */
+static size_t layout_grads(graft_params *p) {
+    size_t goff = 0;
+    for (int i = p->count - 1; i >= 0; i--) {
+        if (!p->items[i].trainable) continue;
+        p->items[i].grad_offset = goff;
+        goff += p->items[i].numel;
+    }
+    return goff;
+}
+
 graft_status graft_params_finalize(graft_params *p) {
     if (p->finalized) return GRAFT_OK;
     size_t off = 0;
@@ -87,12 +123,7 @@ graft_status graft_params_finalize(graft_params *p) {
         off += p->items[i].numel;
     }
     p->n_values = off;
-    size_t goff = 0;
-    for (int i = p->count - 1; i >= 0; i--) { /* backward order */
-        if (!p->items[i].trainable) continue;
-        p->items[i].grad_offset = goff;
-        goff += p->items[i].numel;
-    }
+    size_t goff = layout_grads(p);
     p->n_grads = goff;
     p->values = alloc_floats(p->n_values);
     p->grads = goff ? alloc_floats(goff) : NULL;
@@ -104,9 +135,40 @@ graft_status graft_params_finalize(graft_params *p) {
     return GRAFT_OK;
 }
 
+graft_status graft_params_unfreeze(graft_params *p, const char *glob, int *matched,
+                                   size_t *old_offsets) {
+    size_t extra = 0;
+    int n = 0;
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        if (t->kind != GRAFT_KIND_PARAM || fnmatch(glob, t->name, 0) != 0) continue;
+        n++;
+        if (!t->trainable) extra += t->numel;
+    }
+    if (matched) *matched = n;
+    if (old_offsets)
+        for (int i = 0; i < p->count; i++)
+            old_offsets[i] = p->items[i].trainable ? p->items[i].grad_offset : SIZE_MAX;
+    if (extra == 0) return GRAFT_OK;
+    float *grads = alloc_floats(p->n_grads + extra);
+    if (!grads) {
+        GRAFT_ERROR("cannot allocate %zu gradient floats", p->n_grads + extra);
+        return GRAFT_ERR_NOMEM;
+    }
+    for (int i = 0; i < p->count; i++) {
+        graft_param *t = &p->items[i];
+        if (t->kind == GRAFT_KIND_PARAM && fnmatch(glob, t->name, 0) == 0) t->trainable = 1;
+    }
+    free(p->grads);
+    p->grads = grads;
+    p->n_grads = layout_grads(p);
+    return GRAFT_OK;
+}
+
 void graft_params_free(graft_params *p) {
     if (!p) return;
     free(p->items);
+    free(p->aliases);
     free(p->values);
     free(p->grads);
     memset(p, 0, sizeof *p);

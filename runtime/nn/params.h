@@ -36,9 +36,18 @@ typedef struct graft_param {
  * gradient buffer is final (the reducer starts all-reducing full buckets). */
 typedef void (*graft_grad_ready_fn)(void *ctx, size_t offset, size_t count);
 
+/* A second name for a parameter (tied weights: GPT-2's lm_head.weight is
+ * transformer.wte.weight). */
+typedef struct graft_param_alias {
+    char name[GRAFT_NAME_MAX];
+    int target;
+} graft_param_alias;
+
 typedef struct graft_params {
     graft_param *items;
     int count, cap;
+    graft_param_alias *aliases;
+    int n_aliases;
     float *values; /* n_values floats, owned */
     size_t n_values;
     float *grads; /* n_grads floats (trainable only, backward order), owned; NULL if none */
@@ -53,6 +62,13 @@ void graft_params_init(graft_params *p);
  * index, or -1 with an error logged (duplicate name, bad shape, already finalized). */
 int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, int ndim,
                      const int64_t *shape);
+/* Another name for parameter `target` (tied weights). Saved as a copy under the alias
+ * too, so PyTorch's load_state_dict(strict=True) finds it; when loading, a file tensor
+ * under the alias is accepted and used only if the target's own name is absent.
+ * graft_params_find does not return aliases. Returns 0, or -1 with an error logged. */
+int graft_params_add_alias(graft_params *p, const char *alias, int target);
+/* The parameter an alias names, or -1. */
+int graft_params_find_alias(const graft_params *p, const char *alias);
 /* Set trainable on every parameter whose name matches the glob (fnmatch syntax;
  * buffers are never trainable). *matched (may be NULL) receives how many matched.
  * Only before finalize. */
@@ -60,6 +76,13 @@ graft_status graft_params_set_trainable(graft_params *p, const char *glob, int t
                                         int *matched);
 /* Allocate the value buffer (zeroed) and the gradient buffer for trainable parameters. */
 graft_status graft_params_finalize(graft_params *p);
+/* After finalize (gradual unfreezing): make the parameters matching the glob trainable
+ * and lay the gradient buffer out again (zeroed) for the new trainable set. If
+ * old_offsets is given (count entries) it receives each parameter's previous
+ * grad_offset, or SIZE_MAX where it was not trainable, so optimizer state can follow.
+ * On error nothing changed. */
+graft_status graft_params_unfreeze(graft_params *p, const char *glob, int *matched,
+                                   size_t *old_offsets);
 void graft_params_free(graft_params *p);
 
 int graft_params_find(const graft_params *p, const char *name);

@@ -7,6 +7,9 @@
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
+/* How many names of one kind of problem are listed before "... and N more". */
+#define LIST_MAX 20
+
 graft_status graft_params_save(const graft_params *p, const char *path) {
     graft_st_writer w;
     graft_st_writer_init(&w);
@@ -16,6 +19,11 @@ graft_status graft_params_save(const graft_params *p, const char *path) {
         const graft_param *t = &p->items[i];
         st = graft_st_writer_add_f32(&w, t->name, GRAFT_DTYPE_F32, t->ndim, t->shape,
                                      graft_params_value(p, i));
+    }
+    for (int a = 0; a < p->n_aliases && st == GRAFT_OK; a++) {
+        const graft_param *t = &p->items[p->aliases[a].target];
+        st = graft_st_writer_add_f32(&w, p->aliases[a].name, GRAFT_DTYPE_F32, t->ndim, t->shape,
+                                     graft_params_value(p, p->aliases[a].target));
     }
     if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
     graft_st_writer_free(&w);
@@ -29,51 +37,118 @@ static int same_shape(const graft_param *t, const graft_st_tensor *s) {
     return 1;
 }
 
-graft_status graft_params_load(graft_params *p, const char *path, int strict,
-                               graft_load_report *report) {
-    graft_load_report r = {0, 0, 0};
+static int under_prefix(const char *name, const char *prefix) {
+    size_t n = prefix ? strlen(prefix) : 0;
+    return n && strncmp(name, prefix, n) == 0 && (name[n] == '.' || name[n] == '\0');
+}
+
+/* One kind of problem, reported as ONE log line naming the first LIST_MAX tensors:
+ * "FILE: 3 tensors missing from the file (strict): a, b, c". */
+typedef struct problem_list {
+    int count;
+    size_t len;
+    char text[LIST_MAX * (GRAFT_NAME_MAX + 64)];
+} problem_list;
+
+static void list_add(problem_list *l, const char *name, const char *detail) {
+    if (l->count++ >= LIST_MAX || l->len >= sizeof l->text) return;
+    int n = snprintf(l->text + l->len, sizeof l->text - l->len, "%s%s%s", l->count > 1 ? ", " : "",
+                     name, detail);
+    if (n > 0) l->len += (size_t)n;
+}
+
+static void list_log(const problem_list *l, graft_log_level level, const char *path,
+                     const char *what) {
+    if (l->count == 0) return;
+    char more[48] = "";
+    if (l->count > LIST_MAX) snprintf(more, sizeof more, " and %d more", l->count - LIST_MAX);
+    graft_log(level, "params_load", "%s: %d tensor%s %s: %s%s", path, l->count,
+              l->count == 1 ? "" : "s", what, l->text, more);
+}
+
+graft_status graft_params_load(graft_params *p, const char *path,
+                               const graft_load_options *options, graft_load_report *report) {
+    static const graft_load_options plain = {0};
+    const graft_load_options *o = options ? options : &plain;
+    graft_load_report r = {0};
     graft_st_file f;
     graft_status st = graft_st_open(&f, path);
     if (st != GRAFT_OK) return st;
-    /* Check everything first so a failed load changes nothing. */
-    for (int i = 0; i < p->count; i++) {
-        const graft_param *t = &p->items[i];
-        const graft_st_tensor *s = graft_st_find(&f, t->name);
-        if (!s) {
-            r.missing++;
-            if (strict) {
-                GRAFT_ERROR("%s: no tensor '%s' (strict loading)", path, t->name);
-                st = GRAFT_ERR_MISMATCH;
-                goto done;
-            }
-            GRAFT_WARN("%s: no tensor '%s': keeping its initial value", path, t->name);
-        } else if (!same_shape(t, s)) {
-            char want[96], got[96];
-            GRAFT_ERROR("%s: tensor '%s' has shape %s, the model expects %s", path, t->name,
-                        graft_format_shape(got, sizeof got, s->ndim, s->shape),
-                        graft_format_shape(want, sizeof want, t->ndim, t->shape));
-            st = GRAFT_ERR_MISMATCH;
-            goto done;
-        } else if (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&
-                   s->dtype != GRAFT_DTYPE_BF16) {
-            GRAFT_ERROR("%s: tensor '%s' has dtype %s, expected a floating type", path, t->name,
-                        graft_dtype_name(s->dtype));
-            st = GRAFT_ERR_MISMATCH;
-            goto done;
+    /* source[i]: the file tensor each parameter loads from (an exact name wins over an
+     * alias). Everything is checked before anything is read, so a failed load changes
+     * nothing. */
+    const graft_st_tensor **source = calloc((size_t)p->count + 1, sizeof *source);
+    char *by_alias = calloc((size_t)p->count + 1, 1);
+    if (!source || !by_alias) {
+        st = GRAFT_ERR_NOMEM;
+        goto done;
+    }
+    problem_list unexpected = {0}, missing = {0}, wrong = {0};
+    for (size_t k = 0; k < f.n_tensors; k++) {
+        char buf[GRAFT_NAME_MAX + 64];
+        const char *name = f.tensors[k].name;
+        if (o->map_name && !(name = o->map_name(name, buf, sizeof buf))) {
+            r.skipped++;
+            continue;
+        }
+        if (under_prefix(name, o->replaced)) {
+            r.replaced++;
+            continue;
+        }
+        int i = graft_params_find(p, name), alias = 0;
+        if (i < 0 && (i = graft_params_find_alias(p, name)) >= 0) alias = 1;
+        if (i < 0) {
+            list_add(&unexpected, f.tensors[k].name, "");
+            continue;
+        }
+        if (!source[i] || (by_alias[i] && !alias)) {
+            source[i] = &f.tensors[k];
+            by_alias[i] = (char)alias;
         }
     }
-    for (size_t k = 0; k < f.n_tensors; k++)
-        if (graft_params_find(p, f.tensors[k].name) < 0) {
-            r.unexpected++;
-            GRAFT_WARN("%s: tensor '%s' is not in the model: ignored", path, f.tensors[k].name);
+    r.unexpected = unexpected.count;
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        const graft_st_tensor *s = source[i];
+        if (under_prefix(t->name, o->replaced)) continue;
+        if (!s) {
+            list_add(&missing, t->name, "");
+            continue;
         }
+        char detail[256] = "";
+        if (!same_shape(t, s)) {
+            char want[96], got[96];
+            snprintf(detail, sizeof detail, " (file %s, model %s)",
+                     graft_format_shape(got, sizeof got, s->ndim, s->shape),
+                     graft_format_shape(want, sizeof want, t->ndim, t->shape));
+        } else if (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&
+                   s->dtype != GRAFT_DTYPE_BF16) {
+            snprintf(detail, sizeof detail, " (dtype %s, not a floating type)",
+                     graft_dtype_name(s->dtype));
+        }
+        if (detail[0]) list_add(&wrong, t->name, detail);
+    }
+    r.missing = missing.count;
+    graft_log_level level = o->strict ? GRAFT_LOG_ERROR : GRAFT_LOG_WARN;
+    list_log(&wrong, GRAFT_LOG_ERROR, path, "do not fit the model");
+    list_log(&missing, level, path,
+             o->strict ? "of the model missing from the file (strict loading)"
+                       : "of the model missing from the file (they keep their initial values)");
+    list_log(&unexpected, level, path,
+             o->strict ? "in the file but not in the model (strict loading)"
+                       : "in the file but not in the model (ignored)");
+    if (wrong.count || (o->strict && (missing.count || unexpected.count))) {
+        st = GRAFT_ERR_MISMATCH;
+        goto done;
+    }
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
-        const graft_st_tensor *s = graft_st_find(&f, p->items[i].name);
-        if (!s) continue;
-        st = graft_st_read_f32(s, graft_params_value(p, i), p->items[i].numel);
+        if (!source[i] || under_prefix(p->items[i].name, o->replaced)) continue;
+        st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);
         r.matched++;
     }
 done:
+    free(source);
+    free(by_alias);
     graft_st_close(&f);
     if (report) *report = r;
     return st;

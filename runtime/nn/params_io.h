@@ -6,21 +6,37 @@
 #include "runtime/nn/params.h"
 
 /* Write every parameter and buffer of a finalized table as F32 to `path`, atomically
- * (see graft_st_writer_save), with metadata format=pt and graft_version. */
+ * (see graft_st_writer_save), with metadata format=pt and graft_version. Aliases (tied
+ * weights) are written as copies, as PyTorch's state_dict() lists them. */
 graft_status graft_params_save(const graft_params *p, const char *path);
+
+typedef struct graft_load_options {
+    /* Like load_state_dict(strict=True): names missing from the file or in the file but
+     * not in the model fail the load (otherwise they are warnings). */
+    int strict;
+    /* Optional: the model's name for a file tensor, or NULL to skip it silently (see
+     * graft_model_i.map_name). */
+    const char *(*map_name)(const char *file_name, char *buf, size_t size);
+    /* Optional: name prefix of a replaced classifier ("fc"): its parameters keep their
+     * fresh values, and the file's tensors under it are counted as replaced. */
+    const char *replaced;
+} graft_load_options;
 
 /* What a load matched. */
 typedef struct graft_load_report {
     int matched;    /* names found in both with the same shape: loaded */
     int missing;    /* in the table, not in the file: left as they were */
     int unexpected; /* in the file, not in the table: ignored */
+    int replaced;   /* in the file under options.replaced: ignored on purpose */
+    int skipped;    /* dropped by map_name (e.g. mask buffers) */
 } graft_load_report;
 
 /* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32).
- * A name present in both with a different shape is an error (GRAFT_ERR_MISMATCH,
- * nothing loaded); so is any missing name when strict. Missing and unexpected names
- * are logged. The table is only changed when the whole load succeeds. */
-graft_status graft_params_load(graft_params *p, const char *path, int strict,
-                               graft_load_report *report);
+ * Names present in both with different shapes, or a non-float tensor where a weight
+ * is expected, fail the load (GRAFT_ERR_MISMATCH); so do missing and unexpected names
+ * when strict. Each kind of problem is logged name by name (the first 20, then how
+ * many more). The table is only changed when the whole load succeeds. */
+graft_status graft_params_load(graft_params *p, const char *path,
+                               const graft_load_options *options, graft_load_report *report);
 
 #endif

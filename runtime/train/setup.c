@@ -59,7 +59,7 @@ void log_freeze_table(const graft_params *p) {
 
 /* model.init: a safetensors file, or a checkpoint directory (its weights are exported
  * to a temporary file first, so frozen parameters stored apart come along). */
-static graft_status load_init_weights(graft_params *p, const graft_config *cfg) {
+static graft_status load_init_weights(const graft_model *m, const graft_config *cfg) {
     const char *path = cfg->model.init;
     char tmp[] = "/tmp/graft-init-XXXXXX";
     int from_ckpt = graft_ckpt_is_checkpoint(path);
@@ -73,12 +73,15 @@ static graft_status load_init_weights(graft_params *p, const graft_config *cfg) 
             return st;
         }
     }
-    graft_load_report report;
-    graft_status st = graft_params_load(p, from_ckpt ? tmp : path, cfg->model.init_strict, &report);
+    graft_load_options opt = {.strict = cfg->model.init_strict, .map_name = m->iface.map_name,
+                              .replaced = cfg->model.head_num_classes > 0 ? m->iface.head : NULL};
+    graft_load_report r;
+    graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
     if (st == GRAFT_OK)
-        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected", path, report.matched,
-                   report.missing, report.unexpected);
+        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s", path,
+                   r.matched, r.missing, r.unexpected, r.replaced, opt.replaced ? " (head '" : "",
+                   opt.replaced ? opt.replaced : "", opt.replaced ? "', freshly initialised)" : "");
     return st;
 }
 
@@ -90,9 +93,9 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
         input.height = d->height;
         input.width = d->width;
         input.num_classes = d->num_classes;
-        if (cfg->model.num_classes && cfg->model.num_classes != d->num_classes) {
-            GRAFT_ERROR("model.num_classes is %d but %s has %d classes", cfg->model.num_classes,
-                        d->dir, d->num_classes);
+        if (cfg->model.head_num_classes && cfg->model.head_num_classes != d->num_classes) {
+            GRAFT_ERROR("model.head.num_classes is %d but %s has %d classes",
+                        cfg->model.head_num_classes, d->dir, d->num_classes);
             return GRAFT_ERR_CONFIG;
         }
     } else {
@@ -101,9 +104,10 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
     }
     GRAFT_TRY(graft_model_create(m, cfg, &input));
     GRAFT_TRY(apply_freezing(m->params, cfg));
+    GRAFT_TRY(graft_params_finalize(m->params));
     GRAFT_TRY(m->iface.build(m->self, max_batch));
     m->iface.init_weights(m->self, (uint64_t)cfg->seed);
-    if (cfg->model.init) GRAFT_TRY(load_init_weights(m->params, cfg));
+    if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
     return GRAFT_OK;
 }
 

@@ -528,8 +528,8 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
     graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
     if (st == GRAFT_OK) st = model_setup(&m, cfg, &d, batch);
     if (st == GRAFT_OK) {
-        graft_load_report report;
-        st = graft_params_load(m.params, weights, 1, &report);
+        graft_load_options opt = {.strict = 1, .map_name = m.iface.map_name};
+        st = graft_params_load(m.params, weights, &opt, NULL);
     }
     if (st == GRAFT_OK) st = eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);
     if (st == GRAFT_OK && comm->rank == 0) {
