@@ -23,8 +23,6 @@ expect_bad_input "tab" "tab.yaml:2:1: .*tab" -- "$GRAFT" train tab.yaml
 expect_bad_input "missing file" "nothere.yaml: cannot open: No such file" -- "$GRAFT" train nothere.yaml
 good >ok.yaml
 expect_bad_input "bad override" "override 'optim.lrr=1'.*did you mean 'optim.lr'" -- "$GRAFT" train ok.yaml optim.lrr=1
-expect_bad_input "not supported yet" "freeze.schedule: gradual unfreezing is not supported yet" \
-  -- "$GRAFT" train ok.yaml 'freeze.schedule=[{at_step: 5, trainable: [head.*]}]'
 expect_bad_input "missing dataset" "d/train/index.json: .*No such file" -- "$GRAFT" train ok.yaml
 # Damaged datasets are caught when the run opens them (data.verify checks checksums).
 "$GRAFT" data fmnist --out d/train --classes 0-1 --per-class 50 --shard-size 40 >/dev/null || bad "data"

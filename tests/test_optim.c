@@ -638,6 +638,54 @@ static void test_schedule_check(void **state) {
     assert_int_equal(graft_lr_kind_parse("step", &k), GRAFT_ERR_CONFIG);
 }
 
+/* Gradual unfreezing: after relayout, a parameter trainable all along continues exactly
+ * as without the unfreeze; the newly trainable one starts with its own step count 1
+ * (AdamW's first step is lr * g / (|g| + eps) with bias correction), as in torch where
+ * its state is created at its first gradient. */
+static void test_relayout_unfreeze(void **state) {
+    (void)state;
+    graft_optim_config cfg;
+    graft_optim_config_default(&cfg, GRAFT_OPTIM_ADAMW);
+    cfg.weight_decay = 0;
+    graft_params p;
+    graft_params_init(&p);
+    int64_t one[1] = {1};
+    assert_int_equal(graft_params_add(&p, "a", GRAFT_KIND_PARAM, 1, one), 0);
+    assert_int_equal(graft_params_add(&p, "b", GRAFT_KIND_PARAM, 1, one), 1);
+    assert_int_equal(graft_params_set_trainable(&p, "a", 0, NULL), GRAFT_OK);
+    assert_int_equal(graft_params_finalize(&p), GRAFT_OK);
+    p.values[0] = 1.0f;
+    p.values[1] = 2.0f;
+    const float w0 = 2.0f, gb[3] = {0.5f, -0.25f, 0.75f};
+    graft_params ref; /* b alone, never interrupted */
+    one_param_table(&ref, &w0, 1);
+    graft_optim o, r;
+    assert_int_equal(graft_optim_init(&o, &cfg, &p), GRAFT_OK);
+    assert_int_equal(graft_optim_init(&r, &cfg, &ref), GRAFT_OK);
+    for (int s = 0; s < 3; s++) {
+        if (s == 2) {
+            size_t old[2];
+            assert_int_equal(graft_params_unfreeze(&p, "a", NULL, old), GRAFT_OK);
+            assert_int_equal(graft_optim_relayout(&o, &p, old), GRAFT_OK);
+            assert_int_equal(o.n, 2);
+            assert_int_equal(o.start[0], 2);
+            graft_params_grad(&p, 0)[0] = -4.0f;
+        }
+        graft_params_grad(&p, 1)[0] = gb[s];
+        ref.grads[0] = gb[s];
+        assert_int_equal(graft_optim_step(&o, &p, 0.1f), GRAFT_OK);
+        assert_int_equal(graft_optim_step(&r, &ref, 0.1f), GRAFT_OK);
+        assert_float_equal(p.values[1], ref.values[0], 0);
+    }
+    /* a: 1 + 0.1 * 4 / (4 + 1e-8) */
+    assert_float_equal(p.values[0], 1.1f, 1e-6);
+    assert_float_equal(graft_optim_param_state(&o, &p, 1, 1)[0], graft_optim_state_buf(&r, 1)[0], 0);
+    graft_optim_free(&o);
+    graft_optim_free(&r);
+    graft_params_free(&p);
+    graft_params_free(&ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgd_plain),       cmocka_unit_test(test_sgd_momentum),
@@ -647,6 +695,7 @@ int main(void) {
         cmocka_unit_test(test_groups_adamw),    cmocka_unit_test(test_frozen_untouched),
         cmocka_unit_test(test_errors),          cmocka_unit_test(test_clip_norm),
         cmocka_unit_test(test_schedules),       cmocka_unit_test(test_schedule_check),
+        cmocka_unit_test(test_relayout_unfreeze),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -188,6 +188,58 @@ static void test_zero_grad(void **state) {
     graft_params_free(&p);
 }
 
+/* Tied weights: an alias is not a parameter of its own, cannot clash with names. */
+static void test_aliases(void **state) {
+    (void)state;
+    graft_params p;
+    graft_params_init(&p);
+    assert_int_equal(add2(&p, "wte.weight", 5, 3), 0);
+    assert_int_equal(graft_params_add_alias(&p, "lm_head.weight", 0), 0);
+    assert_int_equal(graft_params_add_alias(&p, "lm_head.weight", 0), -1);
+    assert_int_equal(graft_params_add_alias(&p, "wte.weight", 0), -1);
+    assert_int_equal(graft_params_add_alias(&p, "x", 7), -1);
+    assert_int_equal(add2(&p, "lm_head.weight", 5, 3), -1);
+    assert_int_equal(graft_params_find(&p, "lm_head.weight"), -1);
+    assert_int_equal(graft_params_find_alias(&p, "lm_head.weight"), 0);
+    assert_int_equal(graft_params_find_alias(&p, "wte.weight"), -1);
+    graft_params_free(&p);
+}
+
+/* Unfreezing after finalize: values kept, gradients laid out again in backward order,
+ * previous offsets reported for the optimizer. */
+static void test_unfreeze(void **state) {
+    (void)state;
+    graft_params p;
+    graft_params_init(&p);
+    add2(&p, "a.weight", 2, 3);
+    add1(&p, "a.bias", GRAFT_KIND_PARAM, 3);
+    add1(&p, "bn.running_mean", GRAFT_KIND_BUFFER, 3);
+    add2(&p, "b.weight", 4, 2);
+    assert_int_equal(graft_params_set_trainable(&p, "a.*", 0, NULL), GRAFT_OK);
+    assert_int_equal(graft_params_finalize(&p), GRAFT_OK);
+    assert_int_equal(p.n_grads, 8);
+    p.values[0] = 42.0f;
+    size_t old[4];
+    int matched = 0;
+    assert_int_equal(graft_params_unfreeze(&p, "a.w*", &matched, old), GRAFT_OK);
+    assert_int_equal(matched, 1);
+    assert_true(old[0] == SIZE_MAX && old[1] == SIZE_MAX && old[2] == SIZE_MAX);
+    assert_int_equal(old[3], 0);
+    assert_int_equal(p.n_grads, 14);
+    assert_true(p.items[0].trainable && !p.items[1].trainable);
+    assert_int_equal(p.items[3].grad_offset, 0); /* still backward order */
+    assert_int_equal(p.items[0].grad_offset, 8);
+    assert_float_equal(p.values[0], 42.0f, 0);
+    for (size_t i = 0; i < p.n_grads; i++) assert_float_equal(p.grads[i], 0.0f, 0);
+    /* buffers never become trainable; an already trainable match changes nothing */
+    assert_int_equal(graft_params_unfreeze(&p, "bn.*", &matched, NULL), GRAFT_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(graft_params_unfreeze(&p, "b.*", &matched, NULL), GRAFT_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(p.n_grads, 14);
+    graft_params_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_backward_order),
@@ -195,6 +247,8 @@ int main(void) {
         cmocka_unit_test(test_set_trainable_globs),
         cmocka_unit_test(test_finalize_sizes),
         cmocka_unit_test(test_zero_grad),
+        cmocka_unit_test(test_aliases),
+        cmocka_unit_test(test_unfreeze),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,14 +165,39 @@ graft_status graft_optim_init(graft_optim *o, const graft_optim_config *cfg,
         memset(o, 0, sizeof *o);
         return GRAFT_ERR_NOMEM;
     }
-    if (total > 0) {
-        o->state = alloc_state(total);
-        if (!o->state) {
-            GRAFT_ERROR("cannot allocate %zu floats of optimizer state", total);
-            memset(o, 0, sizeof *o);
-            return GRAFT_ERR_NOMEM;
-        }
+    o->n_params = p->count;
+    o->start = calloc((size_t)p->count + 1, sizeof *o->start);
+    if (total > 0) o->state = alloc_state(total);
+    if (!o->start || (total > 0 && !o->state)) {
+        GRAFT_ERROR("cannot allocate %zu floats of optimizer state", total);
+        graft_optim_free(o);
+        return GRAFT_ERR_NOMEM;
     }
+    return GRAFT_OK;
+}
+
+graft_status graft_optim_relayout(graft_optim *o, const graft_params *p, const size_t *old_offsets) {
+    if (p->count != o->n_params) return GRAFT_ERR_INVALID_ARG;
+    size_t total = (size_t)o->n_bufs * p->n_grads;
+    float *state = total > 0 ? alloc_state(total) : NULL;
+    if (total > 0 && !state) {
+        GRAFT_ERROR("cannot allocate %zu floats of optimizer state", total);
+        return GRAFT_ERR_NOMEM;
+    }
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        if (!t->trainable) continue;
+        if (old_offsets[i] == SIZE_MAX) {
+            o->start[i] = o->step;
+            continue;
+        }
+        for (int k = 0; k < o->n_bufs; k++)
+            memcpy(state + (size_t)k * p->n_grads + t->grad_offset,
+                   o->state + (size_t)k * o->n + old_offsets[i], t->numel * sizeof(float));
+    }
+    free(o->state);
+    o->state = state;
+    o->n = p->n_grads;
     return GRAFT_OK;
 }
 
@@ -229,15 +254,22 @@ graft_status graft_optim_step(graft_optim *o, graft_params *p, float lr) {
         GRAFT_ERROR("optimizer has no state (not initialized or freed)");
         return GRAFT_ERR_INVALID_ARG;
     }
+    if (p->count != o->n_params) {
+        GRAFT_ERROR("the parameter table has %d entries, the optimizer was made for %d",
+                    p->count, o->n_params);
+        return GRAFT_ERR_MISMATCH;
+    }
     const graft_optim_config *c = &o->cfg;
-    int first = o->step == 0;
     o->step++;
-    /* Bias corrections in double, as torch computes them from Python floats. */
-    double bias_correction1 = 1.0 - pow(c->beta1, (double)o->step);
-    double bias_correction2 = 1.0 - pow(c->beta2, (double)o->step);
     for (int i = 0; i < p->count; i++) {
         const graft_param *t = &p->items[i];
         if (!t->trainable || t->numel == 0) continue;
+        /* this parameter's own step count, as torch keeps one per parameter */
+        int64_t own = o->step - o->start[i];
+        int first = own == 1;
+        /* Bias corrections in double, as torch computes them from Python floats. */
+        double bias_correction1 = 1.0 - pow(c->beta1, (double)own);
+        double bias_correction2 = 1.0 - pow(c->beta2, (double)own);
         const graft_optim_group *grp = &c->groups[t->group];
         double group_lr = (double)lr * grp->lr_scale;
         float *w = p->values + t->offset;
@@ -261,12 +293,14 @@ graft_status graft_optim_step(graft_optim *o, graft_params *p, float lr) {
 void graft_optim_reset(graft_optim *o) {
     if (!o) return;
     o->step = 0;
+    if (o->start) memset(o->start, 0, (size_t)o->n_params * sizeof *o->start);
     if (o->state) memset(o->state, 0, (size_t)o->n_bufs * o->n * sizeof(float));
 }
 
 void graft_optim_free(graft_optim *o) {
     if (!o) return;
     free(o->state);
+    free(o->start);
     memset(o, 0, sizeof *o);
 }
 

@@ -61,6 +61,11 @@ typedef struct graft_optim {
     size_t n;               /* floats per state buffer (params->n_grads at init) */
     int n_bufs;             /* 0 plain SGD, 1 SGD with momentum, 2 AdamW */
     float *state;           /* n_bufs * n floats, owned, zeroed at init; NULL if n_bufs*n == 0 */
+    /* Per parameter (table index): the value of `step` when it became trainable. Its own
+     * step count, as torch keeps one per parameter, is step - start[i]: a parameter
+     * unfrozen mid-run starts with fresh AdamW bias corrections / SGD momentum. */
+    int64_t *start;
+    int n_params;
 } graft_optim;
 
 /* torch defaults for `kind`: SGD momentum 0, dampening 0, no nesterov, wd 0;
@@ -81,6 +86,11 @@ graft_status graft_optim_init(graft_optim *o, const graft_optim_config *cfg, con
  * `lr` (>= 0; scaled per group). Checks everything before touching anything:
  * on error nothing changed. `p` must be the table (layout) given to init. */
 graft_status graft_optim_step(graft_optim *o, graft_params *p, float lr);
+/* After graft_params_unfreeze (gradual unfreezing): lay the state out for the new
+ * trainable set. old_offsets is what graft_params_unfreeze reported: parameters that
+ * were trainable keep their state, the newly trainable ones start from zero state with
+ * start = step. On error nothing changed. */
+graft_status graft_optim_relayout(graft_optim *o, const graft_params *p, const size_t *old_offsets);
 /* Zero the state and the step counter (e.g. after re-freezing). */
 void graft_optim_reset(graft_optim *o);
 /* Releases the state; safe on NULL and on a zeroed or already-freed optimizer. */

@@ -73,6 +73,20 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
     return st;
 }
 
+/* The step a checkpoint was saved at, from its state.json (before loading anything:
+ * the parameters unfrozen by then decide the optimizer state's layout). */
+static graft_status checkpoint_step(const char *ckpt, long *step) {
+    char path[PATH_BYTES];
+    GRAFT_TRY(path_join(path, ckpt, "state.json"));
+    json_t *j = json_load_file(path, 0, NULL);
+    json_t *s = j ? json_object_get(j, "step") : NULL;
+    graft_status st = json_is_integer(s) ? GRAFT_OK : GRAFT_ERR_FORMAT;
+    if (st == GRAFT_OK) *step = (long)json_integer_value(s);
+    else GRAFT_ERROR("%s: state.json has no step", ckpt);
+    json_decref(j);
+    return st;
+}
+
 graft_status resume_from_checkpoint(trainer *t) {
     const graft_config *cfg = t->cfg;
     if (cfg->checkpoint.dir)
@@ -88,7 +102,11 @@ graft_status resume_from_checkpoint(trainer *t) {
     memset(&state, 0, sizeof state);
     char *config_text = NULL;
     double t0 = graft_now_s();
+    long saved_step = 0;
+    GRAFT_TRY(checkpoint_step(ckpt, &saved_step));
+    GRAFT_TRY(unfreeze_apply(t, saved_step, 1));
     graft_status st = graft_ckpt_load(ckpt, t->model.params, &t->opt, &state, &config_text);
+    if (st == GRAFT_OK) unfreeze_restore_starts(t, state.step);
     double load_s = graft_now_s() - t0;
     if (st == GRAFT_OK && config_text) st = check_config_change(t, ckpt, config_text);
     if (st == GRAFT_OK && state.step > t->total_steps) {

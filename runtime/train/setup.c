@@ -2,6 +2,7 @@
  * freeze by globs, allocate, initialise, load init weights. */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,25 @@
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
-/* Apply freeze.trainable (everything else frozen) or freeze.frozen globs. */
+static int count_matches(const graft_params *p, const char *glob) {
+    int n = 0;
+    for (int i = 0; i < p->count; i++)
+        n += p->items[i].kind == GRAFT_KIND_PARAM && fnmatch(glob, p->items[i].name, 0) == 0;
+    return n;
+}
+
+/* Apply freeze.trainable (everything else frozen) or freeze.frozen globs; check the
+ * globs of freeze.schedule too (applied later, by the training loop). */
 static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
+    for (int e = 0; e < cfg->freeze.n_schedule; e++) {
+        const graft_strlist *globs = &cfg->freeze.schedule[e].trainable;
+        for (int g = 0; g < globs->count; g++)
+            if (count_matches(p, globs->items[g]) == 0) {
+                GRAFT_ERROR("freeze.schedule[%d].trainable: '%s' matches no parameter of the model",
+                            e, globs->items[g]);
+                return GRAFT_ERR_CONFIG;
+            }
+    }
     const graft_strlist *globs = cfg->freeze.trainable.count ? &cfg->freeze.trainable
                                                              : &cfg->freeze.frozen;
     int make_trainable = cfg->freeze.trainable.count > 0;

@@ -127,6 +127,15 @@ static graft_status setup_data_parallel(trainer *t) {
     values[5] = graft_loader_epoch_samples(t->loader);
     GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
+    GRAFT_TRY(make_reducer(t));
+    if (t->rank0)
+        GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
+                   comm->size, comm->iface.name, p->n_grads);
+    return GRAFT_OK;
+}
+
+graft_status make_reducer(trainer *t) {
+    graft_params *p = t->model.params;
     /* parameter boundaries in the gradient buffer, ascending (= backward order) */
     size_t *starts = malloc(((size_t)p->count + 1) * sizeof *starts);
     if (!starts) return GRAFT_ERR_NOMEM;
@@ -134,7 +143,7 @@ static graft_status setup_data_parallel(trainer *t) {
     for (int i = p->count - 1; i >= 0; i--)
         if (p->items[i].trainable) starts[n++] = p->items[i].grad_offset;
     graft_status st = graft_reducer_new_with_boundaries(
-        &t->reducer, comm, p->grads, p->n_grads, starts, n,
+        &t->reducer, t->comm, p->grads, p->n_grads, starts, n,
         (size_t)(t->cfg->comm.bucket_mb * 1048576.0),
         (size_t)(t->cfg->comm.first_bucket_mb * 1048576.0));
     free(starts);
@@ -143,9 +152,6 @@ static graft_status setup_data_parallel(trainer *t) {
         p->on_grad_ready = on_grad_ready;
         p->on_grad_ready_ctx = t->reducer;
     }
-    if (t->rank0)
-        GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
-                   comm->size, comm->iface.name, p->n_grads);
     return GRAFT_OK;
 }
 
@@ -165,10 +171,6 @@ static graft_status check_replicas_identical(trainer *t) {
 static graft_status setup(trainer *t) {
     const graft_config *cfg = t->cfg;
     int world = t->comm->size;
-    if (cfg->freeze.n_schedule > 0) { /* parsed, so configs can be written; not trained yet */
-        GRAFT_ERROR("freeze.schedule: gradual unfreezing is not supported yet (remove the key)");
-        return GRAFT_ERR_UNSUPPORTED;
-    }
     GRAFT_TRY(graft_dataset_open(&t->train_set, cfg->data.train, cfg->data.verify));
     if (cfg->data.val) {
         GRAFT_TRY(graft_dataset_open(&t->val_set, cfg->data.val, cfg->data.verify));
@@ -206,6 +208,7 @@ static graft_status setup(trainer *t) {
     t->total_steps = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                               : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
+    GRAFT_TRY(unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
     GRAFT_TRY(resume_from_checkpoint(t));
     if (t->start_cursor != 0) { /* continue the sample stream where the checkpoint left it */
@@ -427,6 +430,8 @@ static graft_status run_loop(trainer *t) {
     double window_bytes = 0;
     graft_status st = GRAFT_OK;
     for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
+        st = unfreeze_apply(t, step, 0);
+        if (st != GRAFT_OK) break;
         t->model.iface.seed_step(t->model.self,
                                  graft_rng_mix(graft_rng_mix((uint64_t)cfg->seed, (uint64_t)step),
                                                (uint64_t)t->comm->rank));
@@ -489,6 +494,7 @@ static graft_status run_loop(trainer *t) {
 }
 
 static void trainer_free(trainer *t) {
+    free(t->unfrozen_at);
     graft_reducer_free(t->reducer);
     graft_loader_free(t->loader);
     graft_optim_free(&t->opt);

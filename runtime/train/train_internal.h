@@ -67,6 +67,8 @@ typedef struct trainer {
     uint64_t start_cursor;  /* the loader cursor at start_step */
     long last_saved_step;   /* -1 before any save */
     double last_save_time;  /* graft_now_s() of the last save (or of the start) */
+    /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
+    long *unfrozen_at;
 } trainer;
 
 graft_status make_dirs(const char *path);
@@ -76,6 +78,19 @@ graft_status path_join(char *out, const char *dir, const char *name);
  * calls it at the same step boundary; rank 0 writes). */
 graft_status resume_from_checkpoint(trainer *t);
 graft_status save_checkpoint(trainer *t, long step);
+
+/* unfreeze.c: freeze.schedule. Check that every glob matches a parameter (setup). */
+graft_status unfreeze_check(trainer *t);
+/* Apply the schedule's entries with at_step == step (before = 0, at the top of the
+ * step), or with at_step < step (before = 1, when resuming at `step`): parameters
+ * become trainable, and gradients, optimizer state, activations and reducer buckets
+ * grow to match, identically on every rank. */
+graft_status unfreeze_apply(trainer *t, long step, int before);
+/* After a checkpoint restored the optimizer's step: the per-parameter step counts of
+ * the parameters unfrozen before `resume_step`. */
+void unfreeze_restore_starts(trainer *t, long resume_step);
+/* setup_data_parallel's reducer over the current gradient buffer (rebuilt on unfreeze). */
+graft_status make_reducer(trainer *t);
 
 /* The resolved config as YAML text (malloc'd), for run directories and checkpoints. */
 char *config_to_text(const graft_config *cfg);

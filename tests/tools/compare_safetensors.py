@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Compare the F32 tensors of two safetensors files (standard library only).
 
-usage: compare_safetensors.py A B [--tol REL] [--identical]
-Prints the largest absolute difference and the largest difference relative to the
+usage: compare_safetensors.py A B [--tol REL] [--identical] [--names GLOB]
+--names compares only the tensors whose names match the glob (fnmatch). Prints the largest absolute difference and the largest difference relative to the
 tensor's largest magnitude; exits 1 when a tensor differs by more than --tol (or at
 all with --identical), or when the files hold different names or shapes."""
+import fnmatch
 import json
 import struct
 import sys
@@ -34,6 +35,13 @@ def main():
     if "--tol" in args:
         tol = float(args[args.index("--tol") + 1])
     a, b = load(args[0]), load(args[1])
+    if "--names" in args:
+        glob = args[args.index("--names") + 1]
+        a = {k: v for k, v in a.items() if fnmatch.fnmatchcase(k, glob)}
+        b = {k: v for k, v in b.items() if fnmatch.fnmatchcase(k, glob)}
+        if not a:
+            print(f"no tensor matches {glob}")
+            return 1
     if sorted(a) != sorted(b):
         print("different tensor names:", sorted(set(a) ^ set(b)))
         return 1
