@@ -44,8 +44,9 @@ graft_status graft_comm_init_mpi(graft_comm *c);
  * GRAFT_ERR_UNSUPPORTED, with a message saying why, when graft was built without
  * NCCL or this rank sees no GPU. */
 graft_status graft_comm_init_nccl(graft_comm *c);
-/* 1 when the NCCL backend is built in and at least one GPU is visible; when not,
- * *why (may be NULL) says why in words. */
+/* 1 when the NCCL backend is built in, a GPU is visible and (with MPI initialised)
+ * this node has no more ranks than GPUs; when not, *why (may be NULL) says why in
+ * words. */
 int graft_comm_nccl_available(const char **why);
 
 /* The collectives. Each call through these wrappers is watched by the watchdog (below)

@@ -43,6 +43,7 @@ int cli_load_config(const char *command, graft_config *cfg, int argc, char **arg
 int cli_exit_status(int graft_status_value);
 
 int cmd_bench(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -201,12 +201,13 @@ static int bench_allreduce(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc < 3 || strcmp(argv[2], "--help") == 0) {
-        printf("usage: graft bench gemm|allreduce [options]\n");
+        printf("usage: graft bench gemm|allreduce|model [options]\n");
         return argc < 3 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
     }
     if (strcmp(argv[2], "gemm") == 0) return bench_gemm(argc, argv);
     if (strcmp(argv[2], "allreduce") == 0) return bench_allreduce(argc, argv);
-    fprintf(stderr, "graft bench: unknown benchmark '%s' (available: gemm, allreduce)\n",
+    if (strcmp(argv[2], "model") == 0) return cmd_bench_model(argc, argv);
+    fprintf(stderr, "graft bench: unknown benchmark '%s' (available: gemm, allreduce, model)\n",
             argv[2]);
     return GRAFT_EXIT_BAD_INPUT;
 }

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,11 +22,32 @@ typedef struct nccl_ctx {
                    the reducer's comm thread calls the collectives too */
 } nccl_ctx;
 
+/* Rank among the processes on this node (to pick a GPU), and how many there are. */
+static graft_status local_rank(int *rank, int *size) {
+    MPI_Comm node;
+    GRAFT_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
+                                        &node));
+    int rc = MPI_Comm_rank(node, rank);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(node, size);
+    MPI_Comm_free(&node);
+    GRAFT_CHECK_MPI(rc);
+    return GRAFT_OK;
+}
+
 int graft_comm_nccl_available(const char **why) {
-    int n = 0;
+    static char reason[96];
+    int n = 0, initialized = 0, lrank = 0, lsize = 1;
     cudaError_t rc = cudaGetDeviceCount(&n);
     if (rc != cudaSuccess || n == 0) {
         if (why) *why = rc != cudaSuccess ? cudaGetErrorString(rc) : "no GPU is visible";
+        return 0;
+    }
+    /* NCCL refuses two ranks of one communicator on the same GPU */
+    MPI_Initialized(&initialized);
+    if (initialized && local_rank(&lrank, &lsize) == GRAFT_OK && lsize > n) {
+        snprintf(reason, sizeof reason, "%d ranks on this node share %d GPU(s) (NCCL needs one "
+                 "GPU per rank)", lsize, n);
+        if (why) *why = reason;
         return 0;
     }
     if (why) *why = "";
@@ -100,21 +122,10 @@ static void nccl_free(void *ctx) {
     free(c);
 }
 
-/* Rank among the processes on this node, to pick a GPU. */
-static graft_status local_rank(int *out) {
-    MPI_Comm node;
-    GRAFT_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
-                                        &node));
-    int rc = MPI_Comm_rank(node, out);
-    MPI_Comm_free(&node);
-    GRAFT_CHECK_MPI(rc);
-    return GRAFT_OK;
-}
-
 static graft_status nccl_setup(nccl_ctx *c, int rank, int size) {
-    int devices = 0, lrank = 0;
+    int devices = 0, lrank = 0, lsize = 1;
     GRAFT_CHECK_CUDA(cudaGetDeviceCount(&devices));
-    GRAFT_TRY(local_rank(&lrank));
+    GRAFT_TRY(local_rank(&lrank, &lsize));
     c->device = lrank % devices;
     GRAFT_CHECK_CUDA(cudaSetDevice(c->device));
     GRAFT_CHECK_CUDA(cudaStreamCreate(&c->stream));

@@ -1,0 +1,182 @@
+/* graft bench model: forward + backward time per step of an architecture on random
+ * data, full fine-tuning next to a partly frozen model (by default only the
+ * classifier trainable), measured alternately in one run. The ratio is the price of
+ * the frozen variant's step against the full one: stop-backward at work. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "models/model.h"
+#include "runtime/core/check.h"
+#include "runtime/core/clock.h"
+#include "runtime/core/rng.h"
+
+typedef struct variant {
+    const char *name;
+    const char *trainable; /* glob; NULL = everything */
+    graft_model model;
+    double fwd, bwd; /* best round's mean seconds per step */
+} variant;
+
+typedef struct bench_input {
+    int B, T, vocab;
+    float *images;
+    int32_t *tokens, *labels;
+} bench_input;
+
+static graft_status variant_setup(variant *v, const graft_config *cfg,
+                                  const graft_model_input *in, int batch) {
+    GRAFT_TRY(graft_model_create(&v->model, cfg, in));
+    graft_params *p = v->model.params;
+    if (v->trainable) {
+        int matched = 0;
+        GRAFT_TRY(graft_params_set_trainable(p, "*", 0, NULL));
+        GRAFT_TRY(graft_params_set_trainable(p, v->trainable, 1, &matched));
+        if (matched == 0) {
+            GRAFT_ERROR("--trainable: '%s' matches no parameter of %s", v->trainable,
+                        cfg->model.arch);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    GRAFT_TRY(graft_params_finalize(p));
+    GRAFT_TRY(v->model.iface.build(v->model.self, batch));
+    v->model.iface.init_weights(v->model.self, 1);
+    return GRAFT_OK;
+}
+
+/* Mean seconds of forward and backward over `steps` training steps. */
+static void run_steps(variant *v, const bench_input *in, int steps, double *fwd, double *bwd) {
+    graft_model *m = &v->model;
+    *fwd = *bwd = 0;
+    for (int s = 0; s < steps; s++) {
+        graft_params_zero_grad(m->params);
+        m->iface.seed_step(m->self, (uint64_t)s);
+        double t0 = graft_now_s();
+        m->iface.forward(m->self, in->images, in->tokens, in->labels, in->B, 1, NULL);
+        double t1 = graft_now_s();
+        m->iface.backward(m->self, 1.0f);
+        *fwd += t1 - t0;
+        *bwd += graft_now_s() - t1;
+    }
+    *fwd /= steps;
+    *bwd /= steps;
+}
+
+static int parse_image(const char *text, graft_model_input *in) {
+    return sscanf(text, "%dx%dx%d", &in->channels, &in->height, &in->width) == 3 &&
+           in->channels > 0 && in->height > 0 && in->width > 0;
+}
+
+int cmd_bench_model(int argc, char **argv) {
+    int batch = 32, steps = 5, rounds = 3, classes = 10, seq = 128, vocab = 8192;
+    const char *image = "3x64x64", *trainable = NULL;
+    cli_option opts[] = {
+        {"batch", CLI_INT, &batch, "samples per step (default 32)", 1},
+        {"image", CLI_STRING, &image, "image models: CxHxW (default 3x64x64)", 0},
+        {"classes", CLI_INT, &classes, "classifiers: outputs (default 10)", 1},
+        {"seq", CLI_INT, &seq, "token models: sequence length (default 128)", 1},
+        {"vocab", CLI_INT, &vocab, "token models: vocabulary (default 8192)", 1},
+        {"steps", CLI_INT, &steps, "timed steps per round (default 5)", 1},
+        {"rounds", CLI_INT, &rounds, "alternating rounds; the best is reported (default 3)", 1},
+        {"trainable", CLI_STRING, &trainable,
+         "glob of the frozen variant's trainable parameters (default: the classifier)", 0},
+    };
+    int n_pos = 0;
+    int rc = cli_parse("bench model",
+                       "usage: graft bench model ARCH [model.KEY=VALUE ...] [options]\n"
+                       "Forward+backward time per step on random data: full fine-tuning next\n"
+                       "to a model with only --trainable trainable (stop-backward), e.g.\n"
+                       "  graft bench model resnet18 --image 3x64x64 --batch 32\n"
+                       "  graft bench model gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 "
+                       "--batch 8",
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_pos);
+    if (rc != GRAFT_EXIT_OK) return rc < 0 ? GRAFT_EXIT_OK : rc;
+    if (n_pos < 1) {
+        fprintf(stderr, "graft bench model: expected an architecture (%s)\n",
+                graft_model_arch_names());
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    graft_config cfg;
+    graft_config_defaults(&cfg);
+    char assign[256];
+    snprintf(assign, sizeof assign, "model.arch=%s", argv[3]);
+    int bad = graft_config_override(&cfg, assign) != GRAFT_OK;
+    for (int i = 1; i < n_pos && !bad; i++) bad = graft_config_override(&cfg, argv[3 + i]) != GRAFT_OK;
+    graft_model_input in = {0};
+    int tokens = strcmp(argv[3], "gpt2") == 0 || strcmp(argv[3], "bert") == 0;
+    if (!bad && !tokens && !parse_image(image, &in)) {
+        fprintf(stderr, "graft bench model: --image: expected CxHxW, got '%s'\n", image);
+        bad = 1;
+    }
+    if (bad) {
+        graft_config_free(&cfg);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (tokens) {
+        in.vocab_size = vocab;
+        in.seq_len = seq;
+        if (strcmp(argv[3], "bert") == 0) in.num_classes = classes; /* sequence classifier */
+    } else {
+        in.num_classes = classes;
+    }
+    variant v[2] = {{.name = "full"}, {.name = "frozen"}};
+    char head[GRAFT_NAME_MAX + 4];
+    graft_status st = variant_setup(&v[0], &cfg, &in, batch);
+    if (st == GRAFT_OK) {
+        const char *h = v[0].model.iface.head ? v[0].model.iface.head : "lm_head";
+        snprintf(head, sizeof head, "%s.*", h);
+        v[1].trainable = trainable ? trainable : head;
+        if (!trainable && !v[0].model.iface.head) v[1].trainable = "transformer.ln_f.*";
+        st = variant_setup(&v[1], &cfg, &in, batch);
+    }
+    bench_input data = {.B = batch, .T = seq, .vocab = vocab};
+    graft_rng rng;
+    graft_rng_seed(&rng, 7);
+    if (st == GRAFT_OK) {
+        size_t n_in = tokens ? (size_t)batch * seq : (size_t)batch * in.channels * in.height * in.width;
+        size_t n_lab = tokens && !in.num_classes ? (size_t)batch * seq : (size_t)batch;
+        if (tokens) data.tokens = malloc(n_in * sizeof *data.tokens);
+        else data.images = malloc(n_in * sizeof *data.images);
+        data.labels = malloc(n_lab * sizeof *data.labels);
+        if ((!data.tokens && !data.images) || !data.labels) st = GRAFT_ERR_NOMEM;
+        for (size_t i = 0; st == GRAFT_OK && i < n_in; i++) {
+            if (tokens) data.tokens[i] = (int32_t)graft_rng_below(&rng, (uint64_t)vocab);
+            else data.images[i] = graft_rng_uniform(&rng) * 2 - 1;
+        }
+        int K = tokens && !in.num_classes ? vocab : classes;
+        for (size_t i = 0; st == GRAFT_OK && i < n_lab; i++)
+            data.labels[i] = (int32_t)graft_rng_below(&rng, (uint64_t)K);
+    }
+    if (st == GRAFT_OK) {
+        printf("%s, batch %d, %s, %d OpenBLAS thread(s); best of %d rounds of %d steps\n",
+               argv[3], batch, tokens ? "tokens" : image, openblas_get_num_threads(), rounds, steps);
+        double f, b;
+        for (int k = 0; k < 2; k++) run_steps(&v[k], &data, 1, &f, &b); /* warm-up */
+        for (int k = 0; k < 2; k++) v[k].fwd = v[k].bwd = 1e30;
+        for (int r = 0; r < rounds; r++)
+            for (int k = 0; k < 2; k++) {
+                run_steps(&v[k], &data, steps, &f, &b);
+                if (f + b < v[k].fwd + v[k].bwd) {
+                    v[k].fwd = f;
+                    v[k].bwd = b;
+                }
+            }
+        printf("%-8s %-24s %14s %10s %10s %10s %12s %7s\n", "variant", "trainable",
+               "trainable_floats", "fwd_ms", "bwd_ms", "step_ms", "samples/s", "ratio");
+        double full = v[0].fwd + v[0].bwd;
+        for (int k = 0; k < 2; k++) {
+            double s = v[k].fwd + v[k].bwd;
+            printf("%-8s %-24s %14zu %10.1f %10.1f %10.1f %12.1f %7.3f\n", v[k].name,
+                   v[k].trainable ? v[k].trainable : "*", graft_params_numel(v[k].model.params, 1),
+                   v[k].fwd * 1e3, v[k].bwd * 1e3, s * 1e3, batch / s, s / full);
+        }
+    }
+    free(data.images);
+    free(data.tokens);
+    free(data.labels);
+    for (int k = 0; k < 2; k++) graft_model_free(&v[k].model);
+    graft_config_free(&cfg);
+    return cli_exit_status(st);
+}
