@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/bert/bert.h"
+#include "models/gpt2/gpt2.h"
 #include "models/mlp/mlp.h"
+#include "models/resnet/resnet.h"
 #include "runtime/core/log.h"
 
 /* The architectures, by model.arch. Each folder of models/ provides its create function. */
@@ -12,6 +15,11 @@ static const struct {
     graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
 } architectures[] = {
     {"mlp", graft_mlp_create},
+    {"resnet18", graft_resnet_create},
+    {"resnet34", graft_resnet_create},
+    {"resnet50", graft_resnet_create},
+    {"bert", graft_bert_create},
+    {"gpt2", graft_gpt2_create},
 };
 
 enum { N_ARCHS = sizeof architectures / sizeof architectures[0] };

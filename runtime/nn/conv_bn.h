@@ -53,15 +53,14 @@ void graft_conv_bn_plan(graft_conv_bn *u, graft_arena *a, int max_batch, int kee
  * must not alias inp or residual. batch_stats picks the statistics (see above); a
  * unit without `pre` may use batch statistics only when no backward follows. */
 void graft_conv_bn_forward(graft_conv_bn *u, const graft_params *p, float *out, const float *inp,
-                           const float *residual, int relu, int N, int batch_stats,
-                           float *scratch);
+                           const float *residual, int relu, int N, int batch_stats, float *scratch);
 /* Backward of the last forward from dy, the gradient w.r.t. the BN output (the caller
  * has already passed it back through the ReLU). Adds the trainable parameters' gradients
  * and reports them ready. dinp (may be NULL: stop-backward) receives the input gradient:
  * added to when accumulate, else overwritten, and then it may be dy itself. dpre is
  * scratch of graft_conv_bn_out_floats(u, N) floats. */
 void graft_conv_bn_backward(const graft_conv_bn *u, const graft_params *p, float *dinp,
-                            int accumulate, const float *dy, float *dpre, const float *inp,
-                            int N, float *scratch);
+                            int accumulate, const float *dy, float *dpre, const float *inp, int N,
+                            float *scratch);
 
 #endif

@@ -49,7 +49,7 @@ int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, i
     strcpy(t->name, name);
     t->kind = kind;
     t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim > 0) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->numel = numel;
     t->trainable = kind == GRAFT_KIND_PARAM;
     return p->count++;

@@ -122,7 +122,8 @@ graft_status graft_params_load(graft_params *p, const char *path,
                      graft_format_shape(got, sizeof got, s->ndim, s->shape),
                      graft_format_shape(want, sizeof want, t->ndim, t->shape));
         } else if (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&
-                   s->dtype != GRAFT_DTYPE_BF16) {
+                   s->dtype != GRAFT_DTYPE_BF16 && t->kind == GRAFT_KIND_PARAM) {
+            /* integer buffers (torch's int64 num_batches_tracked) are converted */
             snprintf(detail, sizeof detail, " (dtype %s, not a floating type)",
                      graft_dtype_name(s->dtype));
         }

@@ -31,9 +31,10 @@ typedef struct graft_load_report {
     int skipped;    /* dropped by map_name (e.g. mask buffers) */
 } graft_load_report;
 
-/* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32).
- * Names present in both with different shapes, or a non-float tensor where a weight
- * is expected, fail the load (GRAFT_ERR_MISMATCH); so do missing and unexpected names
+/* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32;
+ * buffers may also be integers, like torch's int64 num_batches_tracked). Names present
+ * in both with different shapes, or a non-float tensor where a weight is expected,
+ * fail the load (GRAFT_ERR_MISMATCH); so do missing and unexpected names
  * when strict. Each kind of problem is logged name by name (the first 20, then how
  * many more). The table is only changed when the whole load succeeds. */
 graft_status graft_params_load(graft_params *p, const char *path,

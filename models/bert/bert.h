@@ -1,0 +1,148 @@
+/* BERT, Hugging Face's BertForSequenceClassification or BertForMaskedLM exactly: word +
+ * learned position + token-type embeddings -> LayerNorm; post-LN encoder layers
+ * (self-attention with a key padding mask -> dense -> residual -> LayerNorm, dense ->
+ * erf gelu -> dense -> residual -> LayerNorm), LayerNorm eps 1e-12; then either
+ *   classification: pooler (tanh(dense(h[:, 0]))) -> dropout -> classifier [K, H], or
+ *   masked LM:      dense -> gelu -> LayerNorm -> decoder tied to the word embeddings
+ *                   + cls.predictions.bias.
+ * Parameter names are Hugging Face's:
+ *   bert.embeddings.{word,position,token_type}_embeddings.weight, bert.embeddings.LayerNorm.*,
+ *   bert.encoder.layer.N.attention.self.{query,key,value}.*, ...attention.output.dense.*,
+ *   ...attention.output.LayerNorm.*, ...intermediate.dense.*, ...output.dense.*,
+ *   ...output.LayerNorm.*, then bert.pooler.dense.* and classifier.*, or
+ *   cls.predictions.transform.dense.*, cls.predictions.transform.LayerNorm.*,
+ *   cls.predictions.bias and the aliases cls.predictions.decoder.{weight,bias}.
+ * The word embedding's row 0 (pad_token_id, nn.Embedding's padding_idx) gets no gradient
+ * from the lookup, only from the tied decoder.
+ * Stop-backward: nothing below the lowest stage (embeddings, a layer, the head's two
+ * halves) with a trainable parameter is differentiated, and the frozen layers below it
+ * run forward in one shared set of scratch buffers.
+ * The last layer computes only the R rows its head reads: each [CLS] token, or the
+ * labelled positions of the masked LM (every position without labels); its keys and
+ * values still come from every position, so the results are Hugging Face's. */
+#ifndef GRAFT_BERT_H
+#define GRAFT_BERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/model.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/rng.h"
+#include "runtime/nn/layers.h"
+#include "runtime/nn/params.h"
+
+typedef struct graft_bert_config {
+    int n_layer, n_head, n_embd, n_positions; /* intermediate size is 4 * n_embd */
+    int vocab_size, type_vocab_size;
+    int seq_len;       /* T of every sample; at most n_positions */
+    int num_classes;   /* > 0: sequence classification; 0: masked LM */
+    int mask_token_id; /* masked LM through graft_bert_forward_tokens */
+    float dropout;     /* hidden dropout probability while training */
+} graft_bert_config;
+
+/* LayerNorm parameters (indices in the table). */
+typedef struct graft_bert_ln {
+    int weight, bias;
+} graft_bert_ln;
+
+typedef struct graft_bert_layer {
+    graft_linear_layer query, key, value, attn_dense, intermediate, output;
+    graft_bert_ln attn_ln, out_ln;
+} graft_bert_layer;
+
+/* One encoder layer's activations, rows of [B*T]. Layers that backward passes through
+ * own a set each; the frozen layers below share one. */
+typedef struct graft_bert_acts {
+    float *q, *k, *v;             /* [BT, C] */
+    float *probs;                 /* [B, NH, T, T] */
+    float *att;                   /* attention output, input of attention.output.dense */
+    float *res1, *mask1;          /* dense (+ dropout) + layer input; dropout mask [BT, C] */
+    float *mean1, *rstd1;         /* [BT] */
+    float *h1;                    /* attention.output.LayerNorm output [BT, C] */
+    float *fc, *fc_gelu;          /* intermediate dense output and its gelu [BT, 4C] */
+    float *res2, *mask2;          /* output dense (+ dropout) + h1 */
+    float *mean2, *rstd2;
+} graft_bert_acts;
+
+typedef struct graft_bert {
+    graft_bert_config cfg;
+    graft_params params;
+    int word, position, token_type;
+    graft_bert_ln emb_ln;
+    graft_bert_layer *layers;                 /* n_layer */
+    graft_linear_layer pooler, classifier;    /* classification */
+    graft_linear_layer transform;             /* masked LM */
+    graft_bert_ln transform_ln;
+    int mlm_bias;
+    /* set by build from the trainable set */
+    int max_batch;
+    int lowest; /* lowest trainable stage: 0 embeddings, 1..L layers, L+1 pooler/transform,
+                   L+2 classifier/decoder; L+3 when nothing is trainable */
+    graft_arena arena;
+    graft_bert_acts *acts; /* n_layer */
+    graft_bert_acts shared;
+    float **hidden;        /* n_layer + 1: embeddings output, then each layer's output */
+    float *emb_sum, *emb_mean, *emb_rstd, *emb_mask;
+    float *last_in; /* the last layer's input rows [R, C] when it computes R < BT rows */
+    int32_t *ids, *type_ids, *pos_ids, *mlm_labels; /* [BT] */
+    int32_t *rows, *row_labels; /* the R rows the head reads (and their MLM labels) */
+    uint8_t *key_mask;          /* [BT] */
+    /* classification head, rows [B] */
+    float *pooled, *pool_mask, *pooled_drop;
+    /* masked-LM head, rows [R] */
+    float *tr_fc, *tr_gelu, *tr_out, *tr_mean, *tr_rstd;
+    float *logits, *probs; /* [B, K] or [R, V]; the MLM logits turn into dlogits in backward */
+    /* backward scratch */
+    float *dlogits;                              /* [B, K] (classification) */
+    float *dhead_a, *dhead_b;                    /* [M or B, C] */
+    float *dh_a, *dh_b, *dh1, *dtmp, *datt;      /* [BT, C] */
+    float *dq, *dk, *dv;                         /* [BT, C] */
+    float *dfc_gelu, *dfc;                       /* [BT, 4C] */
+    float *att_scratch;
+    graft_rng rng; /* dropout and MLM masking, reseeded every step */
+    /* the last forward */
+    int batch, n_rows /* R */, counted, dropout_applied, has_key_mask;
+    const int32_t *labels;
+} graft_bert;
+
+/* Register the parameters (not allocated: set trainable flags, finalize the table,
+ * then graft_bert_build). Bad sizes are GRAFT_ERR_CONFIG with one logged line. */
+graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg);
+/* Plan activations for max_batch samples of seq_len tokens for the table's current
+ * trainable set (the table must be finalized); may be called again after unfreezing. */
+graft_status graft_bert_build(graft_bert *m, int max_batch);
+/* BertPreTrainedModel._init_weights: linear and embedding weights ~ N(0, 0.02), biases
+ * 0, LayerNorm 1/0, the padding row (id 0) of the word embeddings 0. */
+void graft_bert_init_weights(graft_bert *m, uint64_t seed);
+void graft_bert_free(graft_bert *m);
+
+/* Forward over B <= max_batch rows of ids [B, T] with token_type_ids [B, T] (NULL =
+ * zeros) and attention_mask [B, T] (1 = real token, 0 = padding; NULL = all real);
+ * ids and types must be in range. labels: classification [B] (-1 = ignored), masked LM
+ * [B, T] (negative = ignored), or NULL. Returns the mean cross-entropy over counted
+ * labels (0 without labels). m->logits then holds [B, K], or for the masked LM [M, V]:
+ * the labelled positions in row-major order (every position when labels is NULL);
+ * the MLM logits are valid until the next backward. training=1 applies dropout. */
+float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token_type_ids,
+                         const int32_t *attention_mask, const int32_t *labels, int B,
+                         int training);
+/* The generic-interface forward on a token stream. Classification: labels [B]. Masked
+ * LM (labels not NULL): BERT's masking drawn from m->rng when training (from a hash of
+ * the tokens when not, so evaluation is repeatable): 15 % of positions are chosen, of
+ * those 80 % become mask_token_id, 10 % a random token, 10 % stay; the loss is on the
+ * chosen positions and `labels` (the loader's next tokens) are not used. */
+float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int32_t *labels,
+                                int B, int training);
+/* Backward of the last forward's mean loss times loss_scale; accumulates into the
+ * trainable parameters' gradients, down to the lowest trainable stage only. */
+void graft_bert_backward(graft_bert *m, float loss_scale);
+
+/* model.arch bert for a token dataset: sizes from model.n_layer/n_head/n_embd/n_positions
+ * (0 = BERT-base's 12/12/768/512), vocabulary from model.vocab_size or the dataset,
+ * sequence classification when the dataset has classes or model.head.num_classes > 0,
+ * otherwise masked LM. */
+graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
+                               const graft_model_input *input);
+
+#endif

@@ -1,0 +1,112 @@
+/* GPT-2 language model, Hugging Face's GPT2LMHeadModel exactly: learned positions,
+ * pre-LN blocks (ln_1 -> causal self-attention -> residual, ln_2 -> MLP with gelu_new ->
+ * residual), ln_f, and an lm_head tied to the token embedding. Parameter names and
+ * layouts are Hugging Face's (Conv1D weights stored [in, out]):
+ *   transformer.wte.weight [V, C], transformer.wpe.weight [n_positions, C],
+ *   transformer.h.N.ln_1.{weight,bias}, transformer.h.N.attn.c_attn.{weight [C, 3C],bias},
+ *   transformer.h.N.attn.c_proj.*, transformer.h.N.ln_2.*, transformer.h.N.mlp.c_fc.*
+ *   [C, 4C], transformer.h.N.mlp.c_proj.* [4C, C], transformer.ln_f.*,
+ *   and lm_head.weight, an alias of transformer.wte.weight.
+ * The forward/backward is llm.c's, with stop-backward: nothing below the lowest
+ * trainable parameter is differentiated, and frozen blocks below it run forward in
+ * shared scratch memory. */
+#ifndef GRAFT_GPT2_H
+#define GRAFT_GPT2_H
+
+#include <stddef.h>
+
+#include "models/model.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/rng.h"
+#include "runtime/nn/layers.h"
+#include "runtime/nn/params.h"
+
+typedef struct graft_gpt2_config {
+    int n_layer, n_head, n_embd, n_positions;
+    int vocab_size;
+    int seq_len; /* T of every sample; at most n_positions */
+    /* Hugging Face's embd_pdrop and resid_pdrop (after wte+wpe, attn.c_proj and mlp.c_proj)
+     * while training. attn_pdrop (on the attention probabilities) is not applied: the
+     * attention op has no dropout. */
+    float dropout;
+} graft_gpt2_config;
+
+/* A block's parameters (indices in the table). */
+typedef struct graft_gpt2_block {
+    int ln_1_w, ln_1_b, ln_2_w, ln_2_b;
+    graft_linear_layer c_attn, attn_proj, c_fc, mlp_proj;
+} graft_gpt2_block;
+
+/* A block's activations for rows of [B*T]. Blocks that backward passes through own a
+ * set each; the frozen blocks below them share one set whose residual stream is
+ * updated in place (res2 == res3 == the block input) and whose other buffers are
+ * overwritten block after block. */
+typedef struct graft_gpt2_acts {
+    float *ln_1, *ln_1_mean, *ln_1_rstd; /* [BT, C], [BT], [BT] */
+    float *qkv;                          /* [BT, 3C] */
+    float *att;                          /* attention output [BT, C] */
+    float *probs;                        /* [B, NH, T, T] */
+    float *mask_1;                       /* resid dropout mask [BT, C] */
+    float *res2;                         /* input + attention branch [BT, C] */
+    float *ln_2, *ln_2_mean, *ln_2_rstd;
+    float *fch, *fch_gelu; /* [BT, 4C] */
+    float *mask_2;         /* mlp dropout mask [BT, C] */
+    float *res3;           /* block output [BT, C] */
+} graft_gpt2_acts;
+
+typedef struct graft_gpt2 {
+    graft_gpt2_config cfg;
+    graft_params params;
+    int wte, wpe, ln_f_w, ln_f_b;
+    graft_gpt2_block *blocks; /* n_layer */
+    /* set by build from the trainable set */
+    int max_batch;
+    int lowest_unit; /* lowest trainable "unit" (see gpt2.c); > every unit: none */
+    int first_kept;  /* blocks from here up keep activations for backward */
+    graft_arena arena;
+    graft_gpt2_acts *acts;   /* n_layer */
+    float *embd, *embd_mask; /* block 0's input [BT, C] and its dropout mask */
+    float *proj;             /* a projection before its dropout [BT, C] */
+    float *ln_f, *ln_f_mean, *ln_f_rstd;
+    float *logits, *probs; /* [BT, V]; logits turns into dlogits in backward */
+    /* backward scratch */
+    float *dres, *dtmp, *dln; /* [BT, C] */
+    float *dwide_a, *dwide_b; /* [BT, 4C] */
+    float *att_scratch;
+    graft_rng dropout_rng;
+    /* the last forward */
+    const int32_t *tokens, *targets;
+    int batch, counted, dropout_applied;
+} graft_gpt2;
+
+/* model.arch gpt2 for a token dataset: sizes from model.n_layer/n_head/n_embd/
+ * n_positions (0 = GPT-2 small's 12/12/768/1024), vocabulary from model.vocab_size or
+ * the dataset, T = data.seq_len. Bad combinations are GRAFT_ERR_CONFIG with one line. */
+graft_status graft_gpt2_create(graft_model *out, const graft_config *cfg,
+                               const graft_model_input *input);
+
+/* Check cfg and register the parameters (not allocated). */
+graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg);
+/* Plan activations for the current trainable set and micro-batches of up to max_batch
+ * sequences (finalizes the table if the caller has not). Callable again after more
+ * parameters became trainable; parameter values are kept. */
+graft_status graft_gpt2_build(graft_gpt2 *m, int max_batch);
+/* Hugging Face's init: N(0, 0.02) for embeddings and Conv1D weights, N(0, 0.02 /
+ * sqrt(2 n_layer)) for the c_proj weights, zero biases, LayerNorm 1 and 0. */
+void graft_gpt2_init_weights(graft_gpt2 *m, uint64_t seed);
+void graft_gpt2_free(graft_gpt2 *m);
+
+/* Forward over tokens [B, T] (ids < vocab_size). With targets [B, T] (-1 = ignored)
+ * returns the mean cross-entropy over counted targets, else 0. Logits [B*T, V] stay in
+ * m->logits until the next backward. training=1 applies dropout. */
+float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *targets, int B,
+                         int training);
+/* Backward of the last forward's mean loss times loss_scale; adds into the trainable
+ * parameters' gradients, announcing each as it becomes final. */
+void graft_gpt2_backward(graft_gpt2 *m, float loss_scale);
+
+/* Names of a Hugging Face hub file (bare GPT2Model: "h.0.attn.c_attn.weight") mapped to
+ * ours; NULL for the causal-mask buffers h.N.attn.bias and h.N.attn.masked_bias. */
+const char *graft_gpt2_map_name(const char *file_name, char *buf, size_t size);
+
+#endif

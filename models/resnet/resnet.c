@@ -1,0 +1,468 @@
+#include "resnet.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/check.h"
+#include "runtime/ops/ops.h"
+
+/* Blocks per stage (layer1..layer4) and whether they are Bottlenecks (expansion 4). */
+static int layout(int depth, int blocks[4]) {
+    static const int basic18[4] = {2, 2, 2, 2}, deep[4] = {3, 4, 6, 3};
+    memcpy(blocks, depth == 18 ? basic18 : deep, sizeof basic18);
+    return depth == 50;
+}
+
+static graft_status add_block(graft_resnet *m, graft_resnet_block *blk, const char *prefix,
+                              int bottleneck, int inplanes, int planes, int stride, int *H,
+                              int *W) {
+    char conv[64], bn[64];
+    const int K[3] = {bottleneck ? 1 : 3, 3, 1};
+    const int unit_stride[3] = {bottleneck ? 1 : stride, bottleneck ? stride : 1, 1};
+    const int expansion = bottleneck ? 4 : 1;
+    blk->n_units = bottleneck ? 3 : 2;
+    int C = inplanes, h = *H, w = *W;
+    for (int k = 0; k < blk->n_units; k++) {
+        int OC = k == blk->n_units - 1 ? planes * expansion : planes;
+        snprintf(conv, sizeof conv, "%s.conv%d", prefix, k + 1);
+        snprintf(bn, sizeof bn, "%s.bn%d", prefix, k + 1);
+        GRAFT_TRY(graft_conv_bn_add(&blk->unit[k], &m->params, conv, bn, C, h, w, OC, K[k],
+                                    unit_stride[k], K[k] / 2));
+        C = OC;
+        h = blk->unit[k].shape.OH;
+        w = blk->unit[k].shape.OW;
+    }
+    blk->has_down = stride != 1 || inplanes != planes * expansion;
+    if (blk->has_down) {
+        snprintf(conv, sizeof conv, "%s.downsample.0", prefix);
+        snprintf(bn, sizeof bn, "%s.downsample.1", prefix);
+        GRAFT_TRY(graft_conv_bn_add(&blk->down, &m->params, conv, bn, inplanes, *H, *W,
+                                    planes * expansion, 1, stride, 0));
+    }
+    *H = h;
+    *W = w;
+    return GRAFT_OK;
+}
+
+graft_status graft_resnet_init(graft_resnet *m, const graft_resnet_config *cfg) {
+    memset(m, 0, sizeof *m);
+    if (cfg->depth != 18 && cfg->depth != 34 && cfg->depth != 50) {
+        GRAFT_ERROR("resnet: depth %d is not one of 18, 34, 50", cfg->depth);
+        return GRAFT_ERR_CONFIG;
+    }
+    /* The limits keep every size of the kernels (ints) far from overflowing. */
+    if (cfg->base_width <= 0 || cfg->base_width > 1024 || cfg->channels <= 0 ||
+        cfg->channels > 4096 || cfg->height <= 0 || cfg->width <= 0 || cfg->height > 8192 ||
+        cfg->width > 8192 || cfg->num_classes <= 0 || cfg->dropout < 0 || cfg->dropout >= 1) {
+        GRAFT_ERROR("bad resnet%d config: width %d (1..1024), images %dx%dx%d (up to "
+                    "4096x8192x8192), %d classes, dropout %g",
+                    cfg->depth, cfg->base_width, cfg->channels, cfg->height, cfg->width,
+                    cfg->num_classes, (double)cfg->dropout);
+        return GRAFT_ERR_CONFIG;
+    }
+    m->cfg = *cfg;
+    graft_params_init(&m->params);
+    const int w = cfg->base_width;
+    int H = cfg->height, W = cfg->width;
+    if (cfg->small_stem)
+        GRAFT_TRY(graft_conv_bn_add(&m->stem, &m->params, "conv1", "bn1", cfg->channels, H, W, w, 3,
+                                    1, 1));
+    else
+        GRAFT_TRY(graft_conv_bn_add(&m->stem, &m->params, "conv1", "bn1", cfg->channels, H, W, w, 7,
+                                    2, 3));
+    H = m->stem.shape.OH;
+    W = m->stem.shape.OW;
+    if (!cfg->small_stem) {
+        m->pool = graft_pool2d_shape_make(1, w, H, W, 3, 2, 1);
+        H = m->pool.OH;
+        W = m->pool.OW;
+    }
+    int per_stage[4];
+    const int bottleneck = layout(cfg->depth, per_stage);
+    int inplanes = w;
+    char prefix[32];
+    for (int stage = 0; stage < 4; stage++) {
+        const int planes = w << stage;
+        for (int i = 0; i < per_stage[stage]; i++) {
+            snprintf(prefix, sizeof prefix, "layer%d.%d", stage + 1, i);
+            GRAFT_TRY(add_block(m, &m->blocks[m->n_blocks++], prefix, bottleneck, inplanes, planes,
+                                i == 0 && stage > 0 ? 2 : 1, &H, &W));
+            inplanes = planes * (bottleneck ? 4 : 1);
+        }
+    }
+    m->features = inplanes;
+    return graft_linear_layer_add(&m->fc, &m->params, "fc", m->features, cfg->num_classes, 1,
+                                  GRAFT_W_OUT_IN);
+}
+
+static const graft_conv_bn *last_unit(const graft_resnet_block *blk) {
+    return &blk->unit[blk->n_units - 1];
+}
+
+static int block_trainable(const graft_resnet_block *blk, const graft_params *p) {
+    for (int k = 0; k < blk->n_units; k++)
+        if (graft_conv_bn_trainable(&blk->unit[k], p)) return 1;
+    return blk->has_down && graft_conv_bn_trainable(&blk->down, p);
+}
+
+/* Stage index of the lowest trainable parameter (see graft_resnet.lowest). */
+static int lowest_trainable_stage(const graft_resnet *m) {
+    if (graft_conv_bn_trainable(&m->stem, &m->params)) return 0;
+    for (int b = 0; b < m->n_blocks; b++)
+        if (block_trainable(&m->blocks[b], &m->params)) return 1 + b;
+    return graft_linear_layer_trainable(&m->fc, &m->params) ? m->n_blocks + 1 : m->n_blocks + 2;
+}
+
+/* A frozen BN in eval mode uses its running stats, so its backward needs no conv output. */
+static int frozen_eval(const graft_resnet *m, const graft_conv_bn *u) {
+    return m->cfg.frozen_bn_eval && graft_conv_bn_bn_frozen(u, &m->params);
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Plans one unit: in a kept stage its output goes to gradient-sized buffers in the
+ * backward, else it is a candidate for the forward-only buffers. */
+static void plan_unit(graft_resnet *m, graft_conv_bn *u, int keep, size_t *ping, size_t *grad,
+                      size_t *scratch) {
+    const int B = m->max_batch;
+    graft_conv_bn_plan(u, &m->arena, B, keep && !frozen_eval(m, u));
+    size_t n = graft_conv_bn_out_floats(u, B);
+    if (keep)
+        *grad = max_size(*grad, n);
+    else
+        *ping = max_size(*ping, n);
+    *scratch = max_size(*scratch, graft_conv_bn_scratch_floats(u));
+}
+
+/* Activation layout, identical in the planning and the real pass of the arena. */
+static void plan_activations(graft_resnet *m) {
+    graft_arena *a = &m->arena;
+    const size_t B = (size_t)m->max_batch;
+    /* The stem's output (the largest activation) only ever goes to ping[0]. */
+    size_t ping0 = 0, ping = 0, grad = 0, scratch = 0;
+    int keep = m->lowest == 0;
+    plan_unit(m, &m->stem, keep, &ping0, &grad, &scratch);
+    const size_t stem_n = graft_conv_bn_out_floats(&m->stem, (int)B);
+    const size_t pool_n = m->cfg.small_stem ? 0 : B * m->pool.C * m->pool.OH * m->pool.OW;
+    m->stem_out = keep ? graft_arena_floats(a, stem_n) : NULL;
+    m->pool_out = keep && pool_n ? graft_arena_floats(a, pool_n) : NULL;
+    m->pool_argmax = pool_n ? graft_arena_alloc(a, pool_n * sizeof(int32_t)) : NULL;
+    if (!keep) ping = max_size(ping, pool_n);
+    for (int b = 0; b < m->n_blocks; b++) {
+        graft_resnet_block *blk = &m->blocks[b];
+        keep = 1 + b >= m->lowest;
+        for (int k = 0; k < blk->n_units; k++)
+            plan_unit(m, &blk->unit[k], keep, &ping, &grad, &scratch);
+        if (blk->has_down) plan_unit(m, &blk->down, keep, &ping, &grad, &scratch);
+        blk->act[0] = blk->act[1] = blk->down_out = blk->out = NULL;
+        if (!keep) continue;
+        for (int k = 0; k < blk->n_units - 1; k++)
+            blk->act[k] = graft_arena_floats(a, graft_conv_bn_out_floats(&blk->unit[k], (int)B));
+        if (blk->has_down)
+            blk->down_out = graft_arena_floats(a, graft_conv_bn_out_floats(&blk->down, (int)B));
+        blk->out = graft_arena_floats(a, graft_conv_bn_out_floats(last_unit(blk), (int)B));
+    }
+    for (int i = 0; i < 3; i++) {
+        size_t n = i == 0 ? max_size(ping0, ping) : ping;
+        m->ping[i] = n ? graft_arena_floats(a, n) : NULL;
+    }
+    for (int i = 0; i < 4; i++)
+        m->grad[i] = grad ? graft_arena_floats(a, grad) : NULL;
+    m->scratch = graft_arena_floats(a, scratch);
+    const size_t F = (size_t)m->features, K = (size_t)m->cfg.num_classes;
+    m->feat = graft_arena_floats(a, B * F);
+    m->mask = m->cfg.dropout > 0 ? graft_arena_floats(a, B * F) : NULL;
+    m->dfeat = graft_arena_floats(a, B * F);
+    m->logits = graft_arena_floats(a, B * K);
+    m->probs = graft_arena_floats(a, B * K);
+    m->dlogits = graft_arena_floats(a, B * K);
+}
+
+graft_status graft_resnet_build(graft_resnet *m, int max_batch) {
+    if (max_batch <= 0) return GRAFT_ERR_INVALID_ARG;
+    GRAFT_TRY(graft_params_finalize(&m->params));
+    m->max_batch = max_batch;
+    m->lowest = lowest_trainable_stage(m);
+    graft_arena_free(&m->arena);
+    graft_arena_init_plan(&m->arena);
+    plan_activations(m);
+    GRAFT_TRY(graft_arena_commit(&m->arena));
+    plan_activations(m);
+    return GRAFT_OK;
+}
+
+void graft_resnet_init_weights(graft_resnet *m, uint64_t seed) {
+    graft_rng rng;
+    graft_rng_seed(&rng, seed);
+    graft_conv_bn_init(&m->stem, &m->params, &rng);
+    for (int b = 0; b < m->n_blocks; b++) {
+        graft_resnet_block *blk = &m->blocks[b];
+        for (int k = 0; k < blk->n_units; k++)
+            graft_conv_bn_init(&blk->unit[k], &m->params, &rng);
+        if (blk->has_down) graft_conv_bn_init(&blk->down, &m->params, &rng);
+    }
+    graft_linear_layer_init(&m->fc, &m->params, &rng);
+    graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
+}
+
+void graft_resnet_free(graft_resnet *m) {
+    if (!m) return;
+    graft_params_free(&m->params);
+    graft_arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+static void unit_forward(graft_resnet *m, graft_conv_bn *u, float *out, const float *inp,
+                         const float *residual, int relu, int B, int training) {
+    graft_conv_bn_forward(u, &m->params, out, inp, residual, relu, B,
+                          training && !frozen_eval(m, u), m->scratch);
+}
+
+/* out = relu(units(in) + identity or downsample(in)). The buffers may alias as the
+ * forward-only plan needs: unit 0 and the downsample read `in` before the last unit
+ * writes `out`, and the downsample runs after unit 1 (bottleneck) so ds may be t0. */
+static void block_forward(graft_resnet *m, graft_resnet_block *blk, const float *in, float *t0,
+                          float *t1, float *ds, float *out, int B, int training) {
+    const int last = blk->n_units - 1;
+    unit_forward(m, &blk->unit[0], t0, in, NULL, 1, B, training);
+    if (last == 2) unit_forward(m, &blk->unit[1], t1, t0, NULL, 1, B, training);
+    const float *residual = in;
+    if (blk->has_down) {
+        unit_forward(m, &blk->down, ds, in, NULL, 0, B, training);
+        residual = ds;
+    }
+    unit_forward(m, &blk->unit[last], out, last == 2 ? t1 : t0, residual, 1, B, training);
+}
+
+float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targets, int B,
+                           int training) {
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
+    m->input = x;
+    m->targets = targets;
+    m->batch = B;
+    /* Forward-only stages rotate through ping[]: `at` holds the current activation. */
+    int at = 0;
+    float *y = m->lowest == 0 ? m->stem_out : m->ping[0];
+    unit_forward(m, &m->stem, y, x, NULL, 1, B, training);
+    const float *cur = y;
+    if (!m->cfg.small_stem) {
+        graft_pool2d_shape s = m->pool;
+        s.N = B;
+        float *pooled = m->lowest == 0 ? m->pool_out : m->ping[1];
+        graft_maxpool2d_forward(pooled, m->pool_argmax, y, &s);
+        cur = pooled;
+        at = 1;
+    }
+    for (int b = 0; b < m->n_blocks; b++) {
+        graft_resnet_block *blk = &m->blocks[b];
+        blk->in = cur;
+        if (1 + b >= m->lowest) {
+            block_forward(m, blk, cur, blk->act[0], blk->act[1], blk->down_out, blk->out, B,
+                          training);
+            cur = blk->out;
+            continue;
+        }
+        /* Three buffers: X (input), A, C. Basic: t0 = A, ds = C, out = C (identity) or X
+         * (X is free once unit 0 and the downsample have read it). Bottleneck: t0 = A,
+         * t1 = C, then A is free for ds (downsample) or out (identity). */
+        const int A = (at + 1) % 3, C = (at + 2) % 3;
+        int out;
+        if (blk->n_units == 2)
+            out = blk->has_down ? at : C;
+        else
+            out = blk->has_down ? at : A;
+        float *ds = blk->n_units == 2 ? m->ping[C] : m->ping[A];
+        block_forward(m, blk, m->ping[at], m->ping[A], m->ping[C], ds, m->ping[out], B, training);
+        cur = m->ping[out];
+        at = out;
+    }
+    const graft_conv2d_shape *top = &last_unit(&m->blocks[m->n_blocks - 1])->shape;
+    const int F = m->features, K = m->cfg.num_classes;
+    graft_adaptive_avgpool2d_forward(m->feat, cur, B, F, top->OH, top->OW, 1, 1);
+    m->dropout_applied = training && m->cfg.dropout > 0;
+    if (m->dropout_applied)
+        graft_dropout_forward(m->feat, m->mask, m->feat, (size_t)B * F, m->cfg.dropout,
+                              &m->dropout_rng);
+    graft_linear_layer_forward(&m->fc, &m->params, m->logits, m->feat, B);
+    m->counted = 0;
+    if (!targets) return 0.0f;
+    return graft_cross_entropy_forward(m->probs, m->logits, targets, B, K, -1, &m->counted);
+}
+
+/* ---- backward ----------------------------------------------------------------------- */
+
+/* g = g where the ReLU output was positive, else 0 (in place). */
+static void relu_mask(float *g, const float *out, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
+/* Backward of one block from g, the gradient w.r.t. its output (overwritten). below: a
+ * stage under this block trains, so the input gradient is needed: it is returned (in g
+ * itself for an identity block, else in spare), or NULL when not needed. */
+static float *block_backward(graft_resnet *m, graft_resnet_block *blk, float *g, float *spare,
+                             int below, int B) {
+    const graft_params *p = &m->params;
+    float *dpre = m->grad[1], *inner = m->grad[2];
+    const int last = blk->n_units - 1;
+    relu_mask(g, blk->out, graft_conv_bn_out_floats(last_unit(blk), B));
+    float *dx = below ? (blk->has_down ? spare : g) : NULL;
+    if (blk->has_down && (below || graft_conv_bn_trainable(&blk->down, p)))
+        graft_conv_bn_backward(&blk->down, p, dx, 0, g, dpre, blk->in, B, m->scratch);
+    /* need_din[k]: something under unit k's input trains */
+    int need_din[3], need = below;
+    for (int k = 0; k <= last; k++) {
+        need_din[k] = need;
+        need = need || graft_conv_bn_trainable(&blk->unit[k], p);
+    }
+    for (int k = last; k >= 0; k--) {
+        if (!need_din[k] && !graft_conv_bn_trainable(&blk->unit[k], p)) break;
+        const float *dy = k == last ? g : inner;
+        float *dinp = need_din[k] ? (k > 0 ? inner : dx) : NULL;
+        /* unit 0 adds onto the identity's or the downsample's input gradient */
+        graft_conv_bn_backward(&blk->unit[k], p, dinp, k == 0, dy, dpre,
+                               k > 0 ? blk->act[k - 1] : blk->in, B, m->scratch);
+        if (k > 0 && dinp)
+            relu_mask(inner, blk->act[k - 1], graft_conv_bn_out_floats(&blk->unit[k - 1], B));
+    }
+    return dx;
+}
+
+/* Backward of conv1/bn1/relu[/max-pool] from g, the gradient w.r.t. the stem's output. */
+static void stem_backward(graft_resnet *m, float *g, int B) {
+    float *dy = g;
+    const size_t n = graft_conv_bn_out_floats(&m->stem, B);
+    if (!m->cfg.small_stem) {
+        graft_pool2d_shape s = m->pool;
+        s.N = B;
+        dy = m->grad[2];
+        memset(dy, 0, n * sizeof(float));
+        graft_maxpool2d_backward(dy, g, m->pool_argmax, &s);
+    }
+    relu_mask(dy, m->stem_out, n);
+    graft_conv_bn_backward(&m->stem, &m->params, NULL, 0, dy, m->grad[1], m->input, B, m->scratch);
+}
+
+void graft_resnet_backward(graft_resnet *m, float loss_scale) {
+    /* the plan covers the trainable set it was built for */
+    GRAFT_ASSERT(lowest_trainable_stage(m) == m->lowest);
+    const int B = m->batch, F = m->features, K = m->cfg.num_classes;
+    if (m->lowest > m->n_blocks + 1 || m->counted == 0) return;
+    memset(m->dlogits, 0, (size_t)B * K * sizeof(float));
+    graft_cross_entropy_backward(m->dlogits, m->probs, m->targets, B, K, -1,
+                                 loss_scale / (float)m->counted);
+    const int trunk = m->lowest <= m->n_blocks; /* something under fc trains */
+    if (trunk) memset(m->dfeat, 0, (size_t)B * F * sizeof(float));
+    graft_linear_layer_backward(&m->fc, &m->params, trunk ? m->dfeat : NULL, m->dlogits, m->feat,
+                                B);
+    if (!trunk) return;
+    if (m->dropout_applied)
+        for (size_t i = 0; i < (size_t)B * F; i++)
+            m->dfeat[i] *= m->mask[i];
+    const graft_conv_bn *top = last_unit(&m->blocks[m->n_blocks - 1]);
+    const graft_conv2d_shape *s = &top->shape;
+    float *g = m->grad[0], *spare = m->grad[3];
+    memset(g, 0, graft_conv_bn_out_floats(top, B) * sizeof(float));
+    graft_adaptive_avgpool2d_backward(g, m->dfeat, B, F, s->OH, s->OW, 1, 1);
+    for (int b = m->n_blocks - 1; b >= 0 && 1 + b >= m->lowest; b--) {
+        float *dx = block_backward(m, &m->blocks[b], g, spare, 1 + b > m->lowest, B);
+        if (dx == spare) {
+            spare = g;
+            g = dx;
+        }
+    }
+    if (m->lowest == 0) stem_backward(m, g, B);
+}
+
+/* ---- the model interface ------------------------------------------------------------ */
+
+static graft_status resnet_build(void *self, int max_batch) {
+    return graft_resnet_build(self, max_batch);
+}
+static void resnet_init_weights(void *self, uint64_t seed) {
+    graft_resnet_init_weights(self, seed);
+}
+static void resnet_seed_step(void *self, uint64_t seed) {
+    graft_rng_seed(&((graft_resnet *)self)->dropout_rng, seed);
+}
+static float resnet_forward(void *self, const float *inputs, const int32_t *tokens,
+                            const int32_t *labels, int B, int training, int *counted) {
+    (void)tokens;
+    graft_resnet *m = self;
+    float loss = graft_resnet_forward(m, inputs, labels, B, training);
+    if (counted) *counted = m->counted;
+    return loss;
+}
+static void resnet_backward(void *self, float loss_scale) {
+    graft_resnet_backward(self, loss_scale);
+}
+static const float *resnet_logits(void *self) { return ((graft_resnet *)self)->logits; }
+static void resnet_free(void *self) {
+    graft_resnet_free(self);
+    free(self);
+}
+
+graft_status graft_resnet_create(graft_model *out, const graft_config *cfg,
+                                 const graft_model_input *input) {
+    static const struct {
+        const char *arch;
+        int depth;
+    } archs[] = {{"resnet18", 18}, {"resnet34", 34}, {"resnet50", 50}};
+    const char *arch = NULL;
+    int depth = 0;
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (strcmp(cfg->model.arch, archs[i].arch) == 0) {
+            arch = archs[i].arch;
+            depth = archs[i].depth;
+        }
+    if (!arch) {
+        GRAFT_ERROR("model.arch: '%s' is not resnet18, resnet34 or resnet50", cfg->model.arch);
+        return GRAFT_ERR_CONFIG;
+    }
+    if (input->channels <= 0 || input->height <= 0 || input->width <= 0) {
+        GRAFT_ERROR("model.arch %s needs an image dataset (got %s)", arch,
+                    input->channels <= 0 ? "a token dataset" : "images with no pixels");
+        return GRAFT_ERR_CONFIG;
+    }
+    const int classes =
+        cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes;
+    if (classes <= 0) {
+        GRAFT_ERROR("model.arch %s: no class count (the dataset has none; set "
+                    "model.head.num_classes)",
+                    arch);
+        return GRAFT_ERR_CONFIG;
+    }
+    graft_resnet_config rc = {.depth = depth,
+                              .base_width = cfg->model.width,
+                              .channels = input->channels,
+                              .height = input->height,
+                              .width = input->width,
+                              .num_classes = classes,
+                              .small_stem = cfg->model.small_stem,
+                              .dropout = (float)cfg->model.dropout,
+                              .frozen_bn_eval = strcmp(cfg->freeze.bn, "train") != 0};
+    graft_resnet *m = calloc(1, sizeof *m);
+    if (!m) return GRAFT_ERR_NOMEM;
+    graft_status st = graft_resnet_init(m, &rc);
+    if (st != GRAFT_OK) {
+        resnet_free(m);
+        return st;
+    }
+    out->iface = (graft_model_i){.name = arch,
+                                 .head = "fc",
+                                 .build = resnet_build,
+                                 .init_weights = resnet_init_weights,
+                                 .seed_step = resnet_seed_step,
+                                 .forward = resnet_forward,
+                                 .backward = resnet_backward,
+                                 .logits = resnet_logits,
+                                 .free = resnet_free};
+    out->self = m;
+    out->params = &m->params;
+    out->task = GRAFT_TASK_CLASSIFY;
+    out->num_outputs = classes;
+    return GRAFT_OK;
+}
