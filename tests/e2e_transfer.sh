@@ -82,6 +82,6 @@ expect_bad_input "schedule glob" "freeze.schedule\[0\].trainable: 'layer9.\*' ma
   -- "$GRAFT" train ft.yaml experiment=bad1 'freeze.schedule=[{at_step: 3, trainable: ["layer9.*"]}]'
 expect_bad_input "head classes vs data" "model.head.num_classes is 7 but b has 5 classes" \
   -- "$GRAFT" train ft.yaml experiment=bad2 model.head.num_classes=7
-expect_bad_input "no head replacement" "tensors do not fit the model: head.weight \(file \[5, 32\], model \[3, 32\]\)" \
+expect_bad_input "no head replacement" "tensors that do not fit the model \(2\): head.weight \(file \[5, 32\], model \[3, 32\]\)" \
   -- "$GRAFT" train ft.yaml experiment=bad3 model.head.num_classes=0 data.train=c data.val=null
 finish

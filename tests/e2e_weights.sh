@@ -33,7 +33,7 @@ grep -q "model.init .*: 4 matched, 0 missing, 0 unexpected" cont.out &&
   ok "model.init from saved weights: accuracy $acc1 -> $acc2" ||
   { bad "model.init: accuracy '$acc1' -> '$acc2'"; cat cont.out; }
 
-expect_bad_input "shape mismatch" "3 tensors do not fit the model: hidden.0.weight \(file \[64, 784\], model \[32, 784\]\), hidden.0.bias" \
+expect_bad_input "shape mismatch" "tensors that do not fit the model \(3\): hidden.0.weight \(file \[64, 784\], model \[32, 784\]\), hidden.0.bias" \
   -- "$GRAFT" train cfg.yaml experiment=w3 model.hidden=[32] model.init="$w"
 expect_bad_input "missing weights" "nope.safetensors: .*No such file" -- "$GRAFT" eval cfg.yaml --weights nope.safetensors
 head -c 1000 "$w" >trunc.safetensors

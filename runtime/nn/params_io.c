@@ -57,13 +57,15 @@ static void list_add(problem_list *l, const char *name, const char *detail) {
     if (n > 0) l->len += (size_t)n;
 }
 
-static void list_log(const problem_list *l, graft_log_level level, const char *path,
-                     const char *what) {
+/* "tensors <what> (8): a, b, c and 5 more" appended to out (size bytes), after "; " when
+ * out is not empty. */
+static void list_text(const problem_list *l, const char *what, char *out, size_t size) {
     if (l->count == 0) return;
+    size_t len = strlen(out);
     char more[48] = "";
     if (l->count > LIST_MAX) snprintf(more, sizeof more, " and %d more", l->count - LIST_MAX);
-    graft_log(level, "params_load", "%s: %d tensor%s %s: %s%s", path, l->count,
-              l->count == 1 ? "" : "s", what, l->text, more);
+    snprintf(out + len, size - len, "%stensors %s (%d): %s%s", len ? "; " : "", what, l->count,
+             l->text, more);
 }
 
 graft_status graft_params_load(graft_params *p, const char *path,
@@ -130,18 +132,32 @@ graft_status graft_params_load(graft_params *p, const char *path,
         if (detail[0]) list_add(&wrong, t->name, detail);
     }
     r.missing = missing.count;
-    graft_log_level level = o->strict ? GRAFT_LOG_ERROR : GRAFT_LOG_WARN;
-    list_log(&wrong, GRAFT_LOG_ERROR, path, "do not fit the model");
-    list_log(&missing, level, path,
-             o->strict ? "of the model missing from the file (strict loading)"
-                       : "of the model missing from the file (they keep their initial values)");
-    list_log(&unexpected, level, path,
-             o->strict ? "in the file but not in the model (strict loading)"
-                       : "in the file but not in the model (ignored)");
-    if (wrong.count || (o->strict && (missing.count || unexpected.count))) {
-        st = GRAFT_ERR_MISMATCH;
+    /* A failed load is ONE error line naming what is wrong, tensor by tensor; a
+     * non-strict load warns about missing and unexpected names. */
+    int fatal = wrong.count || (o->strict && (missing.count || unexpected.count));
+    static const char *const missing_what = "of the model missing from the file";
+    static const char *const unexpected_what = "in the file but not in the model";
+    if (fatal) {
+        char *line = calloc(1, 3 * sizeof wrong.text + 256);
+        if (line) {
+            list_text(&wrong, "that do not fit the model", line, 3 * sizeof wrong.text + 256);
+            if (o->strict) {
+                list_text(&missing, missing_what, line, 3 * sizeof wrong.text + 256);
+                list_text(&unexpected, unexpected_what, line, 3 * sizeof wrong.text + 256);
+            }
+            GRAFT_ERROR("%s: %s%s", path, line, wrong.count ? "" : " (strict loading)");
+        }
+        free(line);
+        st = line ? GRAFT_ERR_MISMATCH : GRAFT_ERR_NOMEM;
         goto done;
     }
+    char line[sizeof wrong.text + 128];
+    line[0] = '\0';
+    list_text(&missing, missing_what, line, sizeof line);
+    if (line[0]) GRAFT_WARN("%s: %s (they keep their initial values)", path, line);
+    line[0] = '\0';
+    list_text(&unexpected, unexpected_what, line, sizeof line);
+    if (line[0]) GRAFT_WARN("%s: %s (ignored)", path, line);
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
         if (!source[i] || under_prefix(p->items[i].name, o->replaced)) continue;
         st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);

@@ -97,9 +97,10 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
     if (st == GRAFT_OK)
-        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s", path,
-                   r.matched, r.missing, r.unexpected, r.replaced, opt.replaced ? " (head '" : "",
-                   opt.replaced ? opt.replaced : "", opt.replaced ? "', freshly initialised)" : "");
+        GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s, "
+                   "%d skipped", path, r.matched, r.missing, r.unexpected, r.replaced,
+                   opt.replaced ? " (head '" : "", opt.replaced ? opt.replaced : "",
+                   opt.replaced ? "', freshly initialised)" : "", r.skipped);
     return st;
 }
 

@@ -127,6 +127,10 @@ static graft_status setup_data_parallel(trainer *t) {
     values[5] = graft_loader_epoch_samples(t->loader);
     GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;
+    if (t->buffer_floats && !(t->buffer_stage = malloc(t->buffer_floats * sizeof(float))))
+        return GRAFT_ERR_NOMEM;
     GRAFT_TRY(make_reducer(t));
     if (t->rank0)
         GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
@@ -152,6 +156,29 @@ graft_status make_reducer(trainer *t) {
         p->on_grad_ready = on_grad_ready;
         p->on_grad_ready_ctx = t->reducer;
     }
+    return GRAFT_OK;
+}
+
+/* Buffers (batchnorm running statistics) are updated from each rank's own share of
+ * the batch: after every step rank 0's are broadcast, as DDP's broadcast_buffers does,
+ * so the replicas stay identical. One small collective; none for models without
+ * buffers. */
+static graft_status sync_buffers(trainer *t) {
+    const graft_params *p = t->model.params;
+    if (t->comm->size == 1 || t->buffer_floats == 0) return GRAFT_OK;
+    float *at = t->buffer_stage;
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
+            memcpy(at, graft_params_value(p, i), p->items[i].numel * sizeof(float));
+            at += p->items[i].numel;
+        }
+    GRAFT_TRY(graft_comm_broadcast(t->comm, t->buffer_stage, t->buffer_floats * sizeof(float), 0));
+    at = t->buffer_stage;
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
+            memcpy(graft_params_value(p, i), at, p->items[i].numel * sizeof(float));
+            at += p->items[i].numel;
+        }
     return GRAFT_OK;
 }
 
@@ -444,6 +471,7 @@ static graft_status run_loop(trainer *t) {
         float norm;
         float lr = graft_lr_at(&t->sched, step);
         st = train_step(t, step, b, lr, &loss, &norm, &bytes, &tm);
+        if (st == GRAFT_OK) st = sync_buffers(t);
         if (st != GRAFT_OK) break;
         window_bytes += bytes;
         window_loss += loss;
@@ -495,6 +523,7 @@ static graft_status run_loop(trainer *t) {
 
 static void trainer_free(trainer *t) {
     free(t->unfrozen_at);
+    free(t->buffer_stage);
     graft_reducer_free(t->reducer);
     graft_loader_free(t->loader);
     graft_optim_free(&t->opt);

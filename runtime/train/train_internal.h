@@ -57,6 +57,8 @@ typedef struct trainer {
     graft_lr_schedule sched;
     graft_loader *loader;
     graft_reducer *reducer; /* NULL with one rank */
+    float *buffer_stage;    /* several ranks: the model's buffers packed for broadcast */
+    size_t buffer_floats;
     int micro_batch;
     long total_steps, steps_per_epoch;
     char run_dir[PATH_BYTES];
