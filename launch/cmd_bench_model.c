@@ -114,6 +114,8 @@ int cmd_bench_model(int argc, char **argv) {
         graft_config_free(&cfg);
         return GRAFT_EXIT_BAD_INPUT;
     }
+    in.pad_id = -1;
+    if (cfg.model.head_num_classes > 0) classes = cfg.model.head_num_classes;
     if (tokens) {
         in.vocab_size = vocab;
         in.seq_len = seq;

@@ -35,23 +35,23 @@ static const char *layer_name(char *buf, int index, const char *suffix) {
     return buf;
 }
 
+static graft_status add_linear(graft_linear_layer *l, graft_params *p, int index,
+                               const char *suffix, int in, int out) {
+    char name[GRAFT_NAME_MAX];
+    return graft_linear_layer_add(l, p, layer_name(name, index, suffix), in, out, 1,
+                                  GRAFT_W_OUT_IN);
+}
+
 static graft_status add_layer(graft_bert_layer *l, graft_params *p, int i, int C) {
-    char n[GRAFT_NAME_MAX];
-    const graft_wlayout W = GRAFT_W_OUT_IN;
-    GRAFT_TRY(graft_linear_layer_add(&l->query, p, layer_name(n, i, "attention.self.query"), C, C,
-                                     1, W));
-    GRAFT_TRY(graft_linear_layer_add(&l->key, p, layer_name(n, i, "attention.self.key"), C, C, 1,
-                                     W));
-    GRAFT_TRY(graft_linear_layer_add(&l->value, p, layer_name(n, i, "attention.self.value"), C, C,
-                                     1, W));
-    GRAFT_TRY(graft_linear_layer_add(&l->attn_dense, p, layer_name(n, i, "attention.output.dense"),
-                                     C, C, 1, W));
-    GRAFT_TRY(add_ln(p, layer_name(n, i, "attention.output.LayerNorm"), C, &l->attn_ln));
-    GRAFT_TRY(graft_linear_layer_add(&l->intermediate, p, layer_name(n, i, "intermediate.dense"),
-                                     C, 4 * C, 1, W));
-    GRAFT_TRY(graft_linear_layer_add(&l->output, p, layer_name(n, i, "output.dense"), 4 * C, C, 1,
-                                     W));
-    return add_ln(p, layer_name(n, i, "output.LayerNorm"), C, &l->out_ln);
+    char name[GRAFT_NAME_MAX];
+    GRAFT_TRY(add_linear(&l->query, p, i, "attention.self.query", C, C));
+    GRAFT_TRY(add_linear(&l->key, p, i, "attention.self.key", C, C));
+    GRAFT_TRY(add_linear(&l->value, p, i, "attention.self.value", C, C));
+    GRAFT_TRY(add_linear(&l->attn_dense, p, i, "attention.output.dense", C, C));
+    GRAFT_TRY(add_ln(p, layer_name(name, i, "attention.output.LayerNorm"), C, &l->attn_ln));
+    GRAFT_TRY(add_linear(&l->intermediate, p, i, "intermediate.dense", C, 4 * C));
+    GRAFT_TRY(add_linear(&l->output, p, i, "output.dense", 4 * C, C));
+    return add_ln(p, layer_name(name, i, "output.LayerNorm"), C, &l->out_ln);
 }
 
 graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
@@ -74,22 +74,24 @@ graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
     const int C = c->n_embd;
     m->word = add_tensor(p, "bert.embeddings.word_embeddings.weight", c->vocab_size, C);
     m->position = add_tensor(p, "bert.embeddings.position_embeddings.weight", c->n_positions, C);
-    m->token_type = add_tensor(p, "bert.embeddings.token_type_embeddings.weight",
-                               c->type_vocab_size, C);
+    m->token_type =
+        add_tensor(p, "bert.embeddings.token_type_embeddings.weight", c->type_vocab_size, C);
     if (m->word < 0 || m->position < 0 || m->token_type < 0) return GRAFT_ERR_INVALID_ARG;
     GRAFT_TRY(add_ln(p, "bert.embeddings.LayerNorm", C, &m->emb_ln));
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     m->acts = calloc((size_t)c->n_layer, sizeof *m->acts);
     m->hidden = calloc((size_t)c->n_layer + 1, sizeof *m->hidden);
     if (!m->layers || !m->acts || !m->hidden) return GRAFT_ERR_NOMEM;
-    for (int l = 0; l < c->n_layer; l++) GRAFT_TRY(add_layer(&m->layers[l], p, l, C));
+    for (int l = 0; l < c->n_layer; l++)
+        GRAFT_TRY(add_layer(&m->layers[l], p, l, C));
     const graft_wlayout W = GRAFT_W_OUT_IN;
     if (c->num_classes > 0) {
         GRAFT_TRY(graft_linear_layer_add(&m->pooler, p, "bert.pooler.dense", C, C, 1, W));
         GRAFT_TRY(graft_linear_layer_add(&m->classifier, p, "classifier", C, c->num_classes, 1, W));
         return GRAFT_OK;
     }
-    GRAFT_TRY(graft_linear_layer_add(&m->transform, p, "cls.predictions.transform.dense", C, C, 1, W));
+    GRAFT_TRY(
+        graft_linear_layer_add(&m->transform, p, "cls.predictions.transform.dense", C, C, 1, W));
     GRAFT_TRY(add_ln(p, "cls.predictions.transform.LayerNorm", C, &m->transform_ln));
     m->mlm_bias = add_tensor(p, "cls.predictions.bias", c->vocab_size, 0);
     if (m->mlm_bias < 0 ||
@@ -111,8 +113,8 @@ static int stage_trainable(const graft_bert *m, int stage) {
     const graft_params *p = &m->params;
     const int L = m->cfg.n_layer;
     if (stage == 0)
-        return trainable(p, m->word) || trainable(p, m->position) ||
-               trainable(p, m->token_type) || ln_trainable(p, m->emb_ln);
+        return trainable(p, m->word) || trainable(p, m->position) || trainable(p, m->token_type) ||
+               ln_trainable(p, m->emb_ln);
     if (stage <= L) {
         const graft_bert_layer *l = &m->layers[stage - 1];
         return graft_linear_layer_trainable(&l->query, p) ||
@@ -132,8 +134,8 @@ static int stage_trainable(const graft_bert *m, int stage) {
 /* ---- activation memory ---------------------------------------------------------------- */
 
 /* One layer's activations for `rows` query rows (keys and values cover all BT rows). */
-static void plan_layer_acts(graft_arena *a, graft_bert_acts *s, size_t rows, size_t BT,
-                            size_t C, size_t heads_keys, int dropout) {
+static void plan_layer_acts(graft_arena *a, graft_bert_acts *s, size_t rows, size_t BT, size_t C,
+                            size_t heads_keys, int dropout) {
     s->q = graft_arena_floats(a, rows * C);
     s->k = graft_arena_floats(a, BT * C);
     s->v = graft_arena_floats(a, BT * C);
@@ -173,6 +175,7 @@ static void plan_activations(graft_bert *m) {
     m->type_ids = arena_ints(a, BT);
     m->pos_ids = arena_ints(a, BT);
     m->mlm_labels = arena_ints(a, BT);
+    m->pad_mask = arena_ints(a, BT);
     m->rows = arena_ints(a, BT);
     m->row_labels = arena_ints(a, BT);
     m->key_mask = graft_arena_alloc(a, BT);
@@ -224,6 +227,8 @@ static void plan_activations(graft_bert *m) {
     m->logits = graft_arena_floats(a, head_rows * width);
     m->probs = graft_arena_floats(a, head_rows * width);
 
+    m->dlogits = m->dhead_a = m->dhead_b = m->dh_a = m->dh_b = m->dh1 = m->dtmp = NULL;
+    m->datt = m->dq = m->dk = m->dv = m->dfc_gelu = m->dfc = m->att_scratch = NULL;
     if (lowest > L + 2) return; /* nothing trainable: forward only */
     m->dlogits = classify ? graft_arena_floats(a, B * width) : m->logits;
     m->dhead_a = graft_arena_floats(a, head_rows * C);
@@ -260,13 +265,15 @@ graft_status graft_bert_build(graft_bert *m, int max_batch) {
     GRAFT_TRY(graft_arena_commit(&m->arena));
     plan_activations(m);
     const int T = m->cfg.seq_len;
-    for (size_t r = 0; r < (size_t)max_batch * T; r++) m->pos_ids[r] = (int32_t)(r % (size_t)T);
+    for (size_t r = 0; r < (size_t)max_batch * T; r++)
+        m->pos_ids[r] = (int32_t)(r % (size_t)T);
     return GRAFT_OK;
 }
 
 static void set_ones(graft_bert *m, graft_bert_ln ln) {
     float *w = graft_params_value(&m->params, ln.weight);
-    for (int c = 0; c < m->cfg.n_embd; c++) w[c] = 1.0f;
+    for (int c = 0; c < m->cfg.n_embd; c++)
+        w[c] = 1.0f;
 }
 
 void graft_bert_init_weights(graft_bert *m, uint64_t seed) {
@@ -277,7 +284,8 @@ void graft_bert_init_weights(graft_bert *m, uint64_t seed) {
         float *v = graft_params_value(p, i);
         size_t n = p->items[i].numel;
         if (p->items[i].ndim == 2) /* every matrix is a linear or embedding weight */
-            for (size_t j = 0; j < n; j++) v[j] = BERT_INIT_STD * graft_rng_normal(&rng);
+            for (size_t j = 0; j < n; j++)
+                v[j] = BERT_INIT_STD * graft_rng_normal(&rng);
         else
             memset(v, 0, n * sizeof(float));
     }
@@ -313,7 +321,8 @@ void graft_bert_free(graft_bert *m) {
 static int visible_keys(const graft_bert *m, int b) {
     const int T = m->cfg.seq_len;
     int keys = T;
-    while (m->has_key_mask && keys > 0 && !m->key_mask[(size_t)b * T + keys - 1]) keys--;
+    while (m->has_key_mask && keys > 0 && !m->key_mask[(size_t)b * T + keys - 1])
+        keys--;
     return keys;
 }
 
@@ -321,7 +330,8 @@ static int visible_keys(const graft_bert *m, int b) {
 static int sequence_rows(const graft_bert *m, int j0, int R, int *j1) {
     const int T = m->cfg.seq_len, b = m->rows[j0] / T;
     int j = j0;
-    while (j < R && m->rows[j] / T == b) j++;
+    while (j < R && m->rows[j] / T == b)
+        j++;
     *j1 = j;
     return b;
 }
@@ -347,13 +357,15 @@ static void rows_attention_forward(const graft_bert *m, float *out, float *probs
                     row[t] = t < keys && (!mask || mask[t]) ? expf(row[t] - maxval) : 0.0f;
                     sum += row[t];
                 }
-                for (int t = 0; sum > 0 && t < keys; t++) row[t] /= sum;
+                for (int t = 0; sum > 0 && t < keys; t++)
+                    row[t] /= sum;
             }
             if (keys > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, 1.0f, p,
-                            NH * T, v + kv, C, 0.0f, o, C);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, 1.0f, p, NH * T,
+                            v + kv, C, 0.0f, o, C);
             else
-                for (int i = 0; i < n; i++) memset(o + (size_t)i * C, 0, HS * sizeof(float));
+                for (int i = 0; i < n; i++)
+                    memset(o + (size_t)i * C, 0, HS * sizeof(float));
         }
     }
 }
@@ -377,17 +389,19 @@ static void rows_attention_backward(const graft_bert *m, float *dq, float *dk, f
             if (!dq && !dk) continue;
             /* dp = dout v^T, then the softmax backward in place */
             float *ds = scratch;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, 1.0f, d, C, v + kv,
-                        C, 0.0f, ds, keys);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, 1.0f, d, C, v + kv, C,
+                        0.0f, ds, keys);
             for (int i = 0; i < n; i++) {
                 const float *pi = p + (size_t)i * NH * T;
                 float *dsi = ds + (size_t)i * keys, dot = 0.0f;
-                for (int t = 0; t < keys; t++) dot += pi[t] * dsi[t];
-                for (int t = 0; t < keys; t++) dsi[t] = pi[t] * (dsi[t] - dot);
+                for (int t = 0; t < keys; t++)
+                    dot += pi[t] * dsi[t];
+                for (int t = 0; t < keys; t++)
+                    dsi[t] = pi[t] * (dsi[t] - dot);
             }
             if (dq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, scale, ds,
-                            keys, k + kv, C, 1.0f, dq + (size_t)j0 * C + h * HS, C);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, scale, ds, keys,
+                            k + kv, C, 1.0f, dq + (size_t)j0 * C + h * HS, C);
             if (dk)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, scale, ds, keys,
                             qh, C, 1.0f, dk + kv, C);
@@ -417,7 +431,8 @@ static void embeddings_forward(graft_bert *m, int B) {
         float *x = m->emb_sum + r * C;
         const float *w = word + (size_t)m->ids[r] * C, *ty = type + (size_t)m->type_ids[r] * C;
         const float *ps = pos + (size_t)m->pos_ids[r] * C;
-        for (int c = 0; c < C; c++) x[c] = (w[c] + ty[c]) + ps[c]; /* Hugging Face's order */
+        for (int c = 0; c < C; c++)
+            x[c] = (w[c] + ty[c]) + ps[c]; /* Hugging Face's order */
     }
     layernorm_forward(m, m->emb_ln, m->hidden[0], m->emb_mean, m->emb_rstd, m->emb_sum, (int)BT);
     if (m->dropout_applied)
@@ -476,7 +491,8 @@ static int select_rows(graft_bert *m, const int32_t *labels, int B) {
 static float classifier_forward(graft_bert *m, const int32_t *labels, int B) {
     const int C = m->cfg.n_embd, K = m->cfg.num_classes;
     graft_linear_layer_forward(&m->pooler, &m->params, m->pooled, m->hidden[m->cfg.n_layer], B);
-    for (size_t i = 0; i < (size_t)B * C; i++) m->pooled[i] = tanhf(m->pooled[i]);
+    for (size_t i = 0; i < (size_t)B * C; i++)
+        m->pooled[i] = tanhf(m->pooled[i]);
     if (m->dropout_applied)
         graft_dropout_forward(m->pooled_drop, m->pool_mask, m->pooled, (size_t)B * C,
                               m->cfg.dropout, &m->rng);
@@ -515,10 +531,12 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
     else
         memset(m->type_ids, 0, BT * sizeof(int32_t));
     m->has_key_mask = attention_mask != NULL;
-    for (size_t r = 0; attention_mask && r < BT; r++) m->key_mask[r] = attention_mask[r] != 0;
+    for (size_t r = 0; attention_mask && r < BT; r++)
+        m->key_mask[r] = attention_mask[r] != 0;
 
     embeddings_forward(m, B);
-    for (int l = 0; l < L - 1; l++) layer_forward(m, l, B, m->hidden[l], (int)BT, m->hidden[l + 1]);
+    for (int l = 0; l < L - 1; l++)
+        layer_forward(m, l, B, m->hidden[l], (int)BT, m->hidden[l + 1]);
     const float *x = m->hidden[L - 1];
     if ((size_t)R < BT) {
         for (int j = 0; j < R; j++)
@@ -530,15 +548,32 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
     return m->cfg.num_classes > 0 ? classifier_forward(m, labels, B) : mlm_forward(m, R);
 }
 
-float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int32_t *labels,
-                                int B, int training) {
+/* attention_mask [B, T] for rows padded at the end with pad_id, or NULL without padding. */
+static const int32_t *padding_mask(graft_bert *m, const int32_t *tokens, int B) {
+    const int T = m->cfg.seq_len, pad = m->cfg.pad_id;
+    if (pad < 0) return NULL;
+    for (int b = 0; b < B; b++) {
+        const int32_t *row = tokens + (size_t)b * T;
+        int len = T;
+        while (len > 0 && row[len - 1] == pad)
+            len--;
+        for (int t = 0; t < T; t++)
+            m->pad_mask[(size_t)b * T + t] = t < len;
+    }
+    return m->pad_mask;
+}
+
+float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int32_t *labels, int B,
+                                int training) {
+    const int32_t *mask = padding_mask(m, tokens, B);
     if (m->cfg.num_classes > 0 || !labels)
-        return graft_bert_forward(m, tokens, NULL, NULL, labels, B, training);
+        return graft_bert_forward(m, tokens, NULL, mask, labels, B, training);
     const size_t BT = (size_t)B * m->cfg.seq_len;
     graft_rng eval_rng, *rng = &m->rng;
     if (!training) { /* the same masks for the same evaluation batch, whenever it runs */
         uint64_t h = 0x6D6C6Du;
-        for (size_t r = 0; r < BT; r++) h = graft_rng_mix(h, (uint32_t)tokens[r]);
+        for (size_t r = 0; r < BT; r++)
+            h = graft_rng_mix(h, (uint32_t)tokens[r]);
         graft_rng_seed(&eval_rng, h);
         rng = &eval_rng;
     }
@@ -546,6 +581,7 @@ float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int3
         int32_t token = tokens[r];
         m->ids[r] = token;
         m->mlm_labels[r] = -1;
+        if (mask && !mask[r]) continue; /* padding is never predicted */
         if (graft_rng_uniform(rng) >= BERT_MLM_PROB) continue;
         m->mlm_labels[r] = token;
         float u = graft_rng_uniform(rng);
@@ -554,7 +590,7 @@ float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int3
         else if (u < 0.9f)
             m->ids[r] = (int32_t)graft_rng_below(rng, (uint64_t)m->cfg.vocab_size);
     }
-    return graft_bert_forward(m, m->ids, NULL, NULL, m->mlm_labels, B, training);
+    return graft_bert_forward(m, m->ids, NULL, mask, m->mlm_labels, B, training);
 }
 
 /* ---- backward ------------------------------------------------------------------------ */
@@ -662,11 +698,10 @@ static void layer_backward(graft_bert *m, int l, float *dout, float *din, int ne
     if (dk) zero(dk, (size_t)BT * C);
     if (dv) zero(dv, (size_t)BT * C);
     if (all_rows)
-        graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, C,
-                                 B, T, NH, C / NH);
+        graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, C, B,
+                                 T, NH, C / NH);
     else
-        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch,
-                                R);
+        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, R);
     float *dx = need_din ? din : NULL;
     const float *in = m->hidden[l];
     if (dx && !all_rows) zero(dx, (size_t)BT * C);
@@ -676,7 +711,8 @@ static void layer_backward(graft_bert *m, int l, float *dout, float *din, int ne
     for (int j = 0; dx && !all_rows && j < R; j++) { /* the query rows' residual + query part */
         float *dst = dx + (size_t)m->rows[j] * C;
         const float *src = dres1 + (size_t)j * C;
-        for (int c = 0; c < C; c++) dst[c] += src[c];
+        for (int c = 0; c < C; c++)
+            dst[c] += src[c];
     }
 }
 
@@ -699,7 +735,8 @@ static void embeddings_backward(graft_bert *m, const float *dout) {
         if (m->ids[r] == BERT_PAD_ID) continue; /* nn.Embedding(padding_idx=0): no gradient */
         float *row = dword + (size_t)m->ids[r] * C;
         const float *g = dsum + r * C;
-        for (int c = 0; c < C; c++) row[c] += g[c];
+        for (int c = 0; c < C; c++)
+            row[c] += g[c];
     }
     graft_params_grad_ready(p, m->word);
 }
@@ -725,7 +762,9 @@ void graft_bert_backward(graft_bert *m, float loss_scale) {
 
 /* ---- the model interface --------------------------------------------------------------- */
 
-static graft_status bert_build(void *self, int max_batch) { return graft_bert_build(self, max_batch); }
+static graft_status bert_build(void *self, int max_batch) {
+    return graft_bert_build(self, max_batch);
+}
 static void bert_init_weights(void *self, uint64_t seed) { graft_bert_init_weights(self, seed); }
 static void bert_seed_step(void *self, uint64_t seed) {
     graft_rng_seed(&((graft_bert *)self)->rng, seed);
@@ -753,8 +792,8 @@ static const char *bert_map_name(const char *file_name, char *buf, size_t size) 
         strcmp(file_name, "embeddings.position_ids") == 0 ||
         strcmp(file_name, "embeddings.token_type_ids") == 0)
         return NULL;
-    int bare = strncmp(file_name, "embeddings.", 11) == 0 || strncmp(file_name, "encoder.", 8) == 0 ||
-               strncmp(file_name, "pooler.", 7) == 0;
+    int bare = strncmp(file_name, "embeddings.", 11) == 0 ||
+               strncmp(file_name, "encoder.", 8) == 0 || strncmp(file_name, "pooler.", 7) == 0;
     size_t len = strlen(file_name);
     const char *suffix = NULL;
     size_t stem = len;
@@ -785,9 +824,10 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         .vocab_size = cfg->model.vocab_size ? cfg->model.vocab_size : input->vocab_size,
         .type_vocab_size = cfg->model.type_vocab_size,
         .seq_len = input->seq_len,
-        .num_classes = cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes
-                                                       : input->num_classes,
+        .num_classes =
+            cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes,
         .mask_token_id = cfg->model.mask_token_id,
+        .pad_id = input->pad_id,
         .dropout = (float)cfg->model.dropout};
     if (cfg->model.vocab_size && input->vocab_size && cfg->model.vocab_size != input->vocab_size) {
         GRAFT_ERROR("model.vocab_size %d does not match the dataset's vocabulary of %d tokens",
@@ -819,10 +859,15 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         bert_free(m);
         return st;
     }
-    static const graft_model_i iface = {
-        .name = "bert", .build = bert_build, .init_weights = bert_init_weights,
-        .seed_step = bert_seed_step, .forward = bert_forward, .backward = bert_backward,
-        .logits = bert_logits, .map_name = bert_map_name, .free = bert_free};
+    static const graft_model_i iface = {.name = "bert",
+                                        .build = bert_build,
+                                        .init_weights = bert_init_weights,
+                                        .seed_step = bert_seed_step,
+                                        .forward = bert_forward,
+                                        .backward = bert_backward,
+                                        .logits = bert_logits,
+                                        .map_name = bert_map_name,
+                                        .free = bert_free};
     out->iface = iface;
     out->iface.head = bc.num_classes > 0 ? "classifier" : NULL;
     out->self = m;

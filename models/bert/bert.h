@@ -38,7 +38,12 @@ typedef struct graft_bert_config {
     int seq_len;       /* T of every sample; at most n_positions */
     int num_classes;   /* > 0: sequence classification; 0: masked LM */
     int mask_token_id; /* masked LM through graft_bert_forward_tokens */
-    float dropout;     /* hidden dropout probability while training */
+    int pad_id;        /* graft_bert_forward_tokens: a row's trailing run of this id is
+                          padding (attention mask 0); -1: no padding */
+    /* Hugging Face's hidden_dropout_prob while training (after the embeddings, both dense
+     * outputs of each layer and the pooler). attention_probs_dropout_prob is not applied:
+     * the attention op has no dropout. */
+    float dropout;
 } graft_bert_config;
 
 /* LayerNorm parameters (indices in the table). */
@@ -51,17 +56,19 @@ typedef struct graft_bert_layer {
     graft_bert_ln attn_ln, out_ln;
 } graft_bert_layer;
 
-/* One encoder layer's activations, rows of [B*T]. Layers that backward passes through
- * own a set each; the frozen layers below share one. */
+/* One encoder layer's activations for its R query rows (every row but in the last layer):
+ * rows of [R, C] unless noted. Layers that backward passes through own a set each; the
+ * frozen layers below share one. */
 typedef struct graft_bert_acts {
-    float *q, *k, *v;             /* [BT, C] */
-    float *probs;                 /* [B, NH, T, T] */
-    float *att;                   /* attention output, input of attention.output.dense */
-    float *res1, *mask1;          /* dense (+ dropout) + layer input; dropout mask [BT, C] */
-    float *mean1, *rstd1;         /* [BT] */
-    float *h1;                    /* attention.output.LayerNorm output [BT, C] */
-    float *fc, *fc_gelu;          /* intermediate dense output and its gelu [BT, 4C] */
-    float *res2, *mask2;          /* output dense (+ dropout) + h1 */
+    float *q;             /* [R, C] */
+    float *k, *v;         /* [BT, C]: keys and values of every row */
+    float *probs;         /* [R, NH, T] (= [B, NH, T, T] for every row) */
+    float *att;           /* attention output, input of attention.output.dense */
+    float *res1, *mask1;  /* dense (+ dropout) + layer input; the dropout mask */
+    float *mean1, *rstd1; /* [R] */
+    float *h1;            /* attention.output.LayerNorm output */
+    float *fc, *fc_gelu;  /* intermediate dense output and its gelu [R, 4C] */
+    float *res2, *mask2;  /* output dense (+ dropout) + h1 */
     float *mean2, *rstd2;
 } graft_bert_acts;
 
@@ -70,9 +77,9 @@ typedef struct graft_bert {
     graft_params params;
     int word, position, token_type;
     graft_bert_ln emb_ln;
-    graft_bert_layer *layers;                 /* n_layer */
-    graft_linear_layer pooler, classifier;    /* classification */
-    graft_linear_layer transform;             /* masked LM */
+    graft_bert_layer *layers;              /* n_layer */
+    graft_linear_layer pooler, classifier; /* classification */
+    graft_linear_layer transform;          /* masked LM */
     graft_bert_ln transform_ln;
     int mlm_bias;
     /* set by build from the trainable set */
@@ -82,10 +89,10 @@ typedef struct graft_bert {
     graft_arena arena;
     graft_bert_acts *acts; /* n_layer */
     graft_bert_acts shared;
-    float **hidden;        /* n_layer + 1: embeddings output, then each layer's output */
+    float **hidden; /* n_layer + 1: embeddings output, then each layer's output */
     float *emb_sum, *emb_mean, *emb_rstd, *emb_mask;
     float *last_in; /* the last layer's input rows [R, C] when it computes R < BT rows */
-    int32_t *ids, *type_ids, *pos_ids, *mlm_labels; /* [BT] */
+    int32_t *ids, *type_ids, *pos_ids, *mlm_labels, *pad_mask; /* [BT] */
     int32_t *rows, *row_labels; /* the R rows the head reads (and their MLM labels) */
     uint8_t *key_mask;          /* [BT] */
     /* classification head, rows [B] */
@@ -94,11 +101,11 @@ typedef struct graft_bert {
     float *tr_fc, *tr_gelu, *tr_out, *tr_mean, *tr_rstd;
     float *logits, *probs; /* [B, K] or [R, V]; the MLM logits turn into dlogits in backward */
     /* backward scratch */
-    float *dlogits;                              /* [B, K] (classification) */
-    float *dhead_a, *dhead_b;                    /* [M or B, C] */
-    float *dh_a, *dh_b, *dh1, *dtmp, *datt;      /* [BT, C] */
-    float *dq, *dk, *dv;                         /* [BT, C] */
-    float *dfc_gelu, *dfc;                       /* [BT, 4C] */
+    float *dlogits;                         /* [B, K] (classification) */
+    float *dhead_a, *dhead_b;               /* [R, C] */
+    float *dh_a, *dh_b, *dh1, *dtmp, *datt; /* [BT, C] */
+    float *dq, *dk, *dv;                    /* [BT, C] */
+    float *dfc_gelu, *dfc;                  /* [BT, 4C] */
     float *att_scratch;
     graft_rng rng; /* dropout and MLM masking, reseeded every step */
     /* the last forward */
@@ -121,19 +128,20 @@ void graft_bert_free(graft_bert *m);
  * zeros) and attention_mask [B, T] (1 = real token, 0 = padding; NULL = all real);
  * ids and types must be in range. labels: classification [B] (-1 = ignored), masked LM
  * [B, T] (negative = ignored), or NULL. Returns the mean cross-entropy over counted
- * labels (0 without labels). m->logits then holds [B, K], or for the masked LM [M, V]:
- * the labelled positions in row-major order (every position when labels is NULL);
- * the MLM logits are valid until the next backward. training=1 applies dropout. */
+ * labels (0 without labels). m->logits then holds [B, K], or for the masked LM [R, V]:
+ * the R = m->n_rows labelled positions in row-major order (every position when labels
+ * is NULL; none, and nothing computed, when no label counts); the MLM logits are valid
+ * until the next backward. training=1 applies dropout. */
 float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token_type_ids,
-                         const int32_t *attention_mask, const int32_t *labels, int B,
-                         int training);
-/* The generic-interface forward on a token stream. Classification: labels [B]. Masked
- * LM (labels not NULL): BERT's masking drawn from m->rng when training (from a hash of
+                         const int32_t *attention_mask, const int32_t *labels, int B, int training);
+/* The generic-interface forward on tokens [B, T], each row padded at its end with pad_id
+ * (when >= 0) as sequence datasets are. Classification: labels [B]. Masked LM (labels
+ * not NULL): BERT's masking drawn from m->rng when training (from a hash of
  * the tokens when not, so evaluation is repeatable): 15 % of positions are chosen, of
  * those 80 % become mask_token_id, 10 % a random token, 10 % stay; the loss is on the
  * chosen positions and `labels` (the loader's next tokens) are not used. */
-float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int32_t *labels,
-                                int B, int training);
+float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int32_t *labels, int B,
+                                int training);
 /* Backward of the last forward's mean loss times loss_scale; accumulates into the
  * trainable parameters' gradients, down to the lowest trainable stage only. */
 void graft_bert_backward(graft_bert *m, float loss_scale);
