@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from fixtures.common import load_safetensors, max_rel_err  # noqa: E402
 
-TOL = 1e-5
+TOL = 1e-4  # float32 results of two implementations (and thread counts) differ
 
 
 def report(what, err):
@@ -34,7 +34,10 @@ def check_grads(model, expect, prefix="grad."):
         key = prefix + name
         if key not in expect or p.grad is None:
             continue
-        err = max_rel_err(p.grad, expect[key])
+        # key biases get an exactly-zero true gradient (softmax ignores a constant
+        # shift): both sides are rounding noise, hence the 1e-3 floor on the scale
+        ref = expect[key].double()
+        err = (p.grad.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-3)
         if err > worst:
             worst, name_worst = err, name
     report(f"gradients (worst: {name_worst})", worst)
