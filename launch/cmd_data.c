@@ -1,5 +1,5 @@
-/* graft data: build sharded datasets (fmnist, text), look at them (inspect), check
- * their checksums (verify) and measure the loader (bench). */
+/* graft data: build sharded datasets (fmnist, text, text --classify), look at them
+ * (inspect), check their checksums (verify) and measure the loader (bench). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +66,11 @@ static int report_written(const char *dir) {
                "(mean %.4f, std %.4f)\n",
                d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir,
                d.mean[0], d.std[0]);
+    else if (d.kind == GRAFT_DATA_SEQUENCES)
+        printf("wrote %zu sequences of %d tokens (%s, vocab %d, pad %d) of %d classes in %d "
+               "shard(s), %llu bytes, to %s\n",
+               d.num_samples, d.seq_len, d.tokenizer, d.vocab_size, d.pad_id, d.num_classes,
+               d.n_shards, (unsigned long long)d.total_bytes, dir);
     else
         printf("wrote %zu tokens (%s, vocab %d) in %d shard(s), %llu bytes, to %s\n", d.num_tokens,
                d.tokenizer, d.vocab_size, d.n_shards, (unsigned long long)d.total_bytes, dir);
@@ -219,10 +224,34 @@ typedef struct text_job {
     int32_t *ids;
     size_t n, cap;
     long documents;
+    /* --classify: every document is one sample of class `label` */
+    int classify, label, seq_len;
+    long truncated, padded;
 } text_job;
+
+static int is_blank(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (text[i] != ' ' && text[i] != '\t' && text[i] != '\n' && text[i] != '\r') return 0;
+    return 1;
+}
+
+/* --classify: one document as one sample of T tokens; blank documents are skipped. */
+static graft_status add_sample(text_job *job, const char *text, size_t len) {
+    if (is_blank(text, len)) return GRAFT_OK;
+    job->n = 0;
+    graft_status st = graft_tokenizer_encode(job->tok, text, len, &job->ids, &job->n, &job->cap);
+    if (st == GRAFT_OK)
+        st = graft_dataset_writer_add_sequence(job->w, job->ids, job->n, job->label);
+    if (st != GRAFT_OK) return st;
+    job->documents++;
+    job->truncated += job->n > (size_t)job->seq_len;
+    job->padded += job->n < (size_t)job->seq_len;
+    return GRAFT_OK;
+}
 
 /* Tokenize one document, preceded by the EOT token when it is not the first. */
 static graft_status add_document(text_job *job, const char *text, size_t len) {
+    if (job->classify) return add_sample(job, text, len);
     if (len == 0) return GRAFT_OK;
     job->n = 0;
     int eot = graft_tokenizer_eot(job->tok);
@@ -257,20 +286,53 @@ static graft_status add_file(text_job *job, const char *text, size_t len) {
     return start < len ? add_document(job, text + start, len - start) : GRAFT_OK;
 }
 
-/* graft data text: tokenize text files into a token dataset. */
+/* The class name of a file: its base name. */
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash && slash[1] ? slash + 1 : path;
+}
+
+/* --classify: one class per file, named after it; two files may not share a name. */
+static int check_class_files(char **files, int n_files) {
+    for (int f = 0; f < n_files; f++)
+        for (int g = 0; g < f; g++)
+            if (strcmp(base_name(files[f]), base_name(files[g])) == 0) {
+                fprintf(stderr,
+                        "graft data text: %s and %s would both be class '%s' (one class per file "
+                        "name)\n",
+                        files[g], files[f], base_name(files[f]));
+                return GRAFT_EXIT_BAD_INPUT;
+            }
+    return GRAFT_EXIT_OK;
+}
+
+/* graft data text: tokenize text files into a token dataset, or with --classify into
+ * labelled sequences (one class per file, one sample per document). */
 static int data_text(int argc, char **argv) {
     const char *out = NULL, *tokenizer = NULL;
-    int shard_size = 10000000;
+    int shard_size = 0, classify = 0, seq_len = 0;
     const cli_option opts[] = {
         {"out", CLI_STRING, &out, "dataset directory to create (required)", 0},
         {"tokenizer", CLI_STRING, &tokenizer, "gpt2 or bytes (required)", 0},
-        {"shard-size", CLI_INT, &shard_size, "tokens per shard (default 10000000)", 1},
+        {"classify", CLI_FLAG, &classify,
+         "labelled sequences: every FILE is a class (named after the file), every document a "
+         "sample",
+         0},
+        {"seq-len", CLI_INT, &seq_len,
+         "with --classify (required): tokens per sample; longer documents are truncated, "
+         "shorter ones padded (gpt2: with <|endoftext|> 50256, bytes: with 0)",
+         1},
+        {"shard-size", CLI_INT, &shard_size,
+         "tokens per shard (default 10000000); with --classify samples per shard (default "
+         "10000000 / seq-len)",
+         1},
     };
     int n_files = 0;
     int rc = cli_parse("data text",
-                        "Tokenize text FILEs (one document each; fortune files: one per '%' "
-                        "separated entry) into a token dataset. Usage: graft data text --out DIR "
-                        "--tokenizer gpt2|bytes FILE...",
+                       "Tokenize text FILEs (one document each; fortune files: one per '%' "
+                       "separated entry) into a token dataset, or with --classify into a "
+                       "sequences dataset for classification. Usage: graft data text --out DIR "
+                       "--tokenizer gpt2|bytes [--classify --seq-len T] FILE...",
                        argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_files);
     char **files = argv + 3;
     if (rc == GRAFT_EXIT_OK) {
@@ -284,17 +346,45 @@ static int data_text(int argc, char **argv) {
         } else if (n_files == 0) {
             fprintf(stderr, "graft data text: no input FILE given\n");
             rc = GRAFT_EXIT_BAD_INPUT;
+        } else if (classify && seq_len == 0) {
+            fprintf(stderr, "graft data text: --classify needs --seq-len T (tokens per sample)\n");
+            rc = GRAFT_EXIT_BAD_INPUT;
+        } else if (!classify && seq_len != 0) {
+            fprintf(stderr, "graft data text: --seq-len is for --classify (token datasets are "
+                            "cut into windows by data.seq_len at training time)\n");
+            rc = GRAFT_EXIT_BAD_INPUT;
+        } else if (classify) {
+            rc = check_class_files(files, n_files);
         }
     }
     if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
-    text_job job = {0};
+    if (shard_size == 0) shard_size = classify ? (10000000 + seq_len - 1) / seq_len : 10000000;
+    text_job job = {.classify = classify, .seq_len = seq_len};
     graft_status st = graft_tokenizer_new(&job.tok, tokenizer, NULL);
-    if (st == GRAFT_OK)
-        st = graft_dataset_writer_new_tokens(
-            &job.w, out, tokenizer, graft_tokenizer_vocab_size(job.tok), (size_t)shard_size);
+    int vocab = st == GRAFT_OK ? graft_tokenizer_vocab_size(job.tok) : 0;
+    if (st == GRAFT_OK && classify) {
+        const char **names = malloc((size_t)n_files * sizeof *names);
+        int eot = graft_tokenizer_eot(job.tok);
+        st = names ? GRAFT_OK : GRAFT_ERR_NOMEM;
+        for (int f = 0; names && f < n_files; f++)
+            names[f] = base_name(files[f]);
+        if (st == GRAFT_OK)
+            st = graft_dataset_writer_new_sequences(&job.w, out, tokenizer, vocab, seq_len,
+                                                    eot >= 0 ? eot : 0, n_files, names,
+                                                    (size_t)shard_size);
+        free(names);
+    } else if (st == GRAFT_OK) {
+        st = graft_dataset_writer_new_tokens(&job.w, out, tokenizer, vocab, (size_t)shard_size);
+    }
     if (st == GRAFT_OK) {
         char desc[200];
-        snprintf(desc, sizeof desc, "%d text file(s) tokenized with %s", n_files, tokenizer);
+        if (classify)
+            snprintf(desc, sizeof desc,
+                     "%d text file(s) as classes, one sample per document, tokenized with %s "
+                     "to %d tokens",
+                     n_files, tokenizer, seq_len);
+        else
+            snprintf(desc, sizeof desc, "%d text file(s) tokenized with %s", n_files, tokenizer);
         st = graft_dataset_writer_set_description(job.w, desc);
     }
     for (int f = 0; st == GRAFT_OK && f < n_files; f++) {
@@ -304,15 +394,26 @@ static int data_text(int argc, char **argv) {
             st = GRAFT_ERR_IO;
             break;
         }
+        long before = job.documents;
+        job.label = f;
         st = add_file(&job, text, len);
         free(text);
+        if (st == GRAFT_OK && classify && job.documents == before) {
+            fprintf(stderr, "graft data text: %s: empty file (no document to make a sample of)\n",
+                    files[f]);
+            st = GRAFT_ERR_INVALID_ARG;
+        }
     }
     if (st == GRAFT_OK) st = graft_dataset_writer_finish(job.w);
     graft_dataset_writer_free(job.w);
     graft_tokenizer_free(job.tok);
     free(job.ids);
     if (st != GRAFT_OK) return cli_exit_status(st);
-    printf("%ld document(s)\n", job.documents);
+    if (classify)
+        printf("%ld document(s) in %d classes: %ld truncated to %d tokens, %ld padded\n",
+               job.documents, n_files, job.truncated, seq_len, job.padded);
+    else
+        printf("%ld document(s)\n", job.documents);
     return report_written(out);
 }
 
@@ -339,7 +440,7 @@ static int data_inspect(int argc, char **argv) {
     graft_dataset d;
     graft_status st = graft_dataset_open(&d, dir, 0);
     if (st != GRAFT_OK) return cli_exit_status(st);
-    printf("%s: graft dataset, %s\n", dir, d.kind == GRAFT_DATA_IMAGES ? "images" : "tokens");
+    printf("%s: graft dataset, %s\n", dir, graft_dataset_kind_name(d.kind));
     if (d.description) printf("  description: %s\n", d.description);
     if (d.kind == GRAFT_DATA_IMAGES) {
         printf("  samples:     %zu\n", d.num_samples);
@@ -351,21 +452,29 @@ static int data_inspect(int argc, char **argv) {
         printf("] std [");
         for (int c = 0; c < d.channels; c++)
             printf(c ? ", %.4f" : "%.4f", d.std[c]);
-        printf("]\n  classes:     %d\n", d.num_classes);
-        for (int c = 0; c < d.num_classes; c++)
-            printf("    %3d %-20s %zu\n", c, d.class_names ? d.class_names[c] : "",
-                   d.class_counts[c]);
+        printf("]\n");
+    } else if (d.kind == GRAFT_DATA_SEQUENCES) {
+        printf("  samples:     %zu\n", d.num_samples);
+        printf("  shape:       [%d] %s token ids, padded with %d, labels I64\n", d.seq_len,
+               graft_dtype_name(d.token_dtype), d.pad_id);
+        printf("  tokenizer:   %s (vocab %d)\n", d.tokenizer, d.vocab_size);
     } else {
         printf("  tokens:      %zu\n", d.num_tokens);
         printf("  tokenizer:   %s (vocab %d), stored as %s\n", d.tokenizer, d.vocab_size,
                graft_dtype_name(d.token_dtype));
+    }
+    if (d.kind != GRAFT_DATA_TOKENS) {
+        printf("  classes:     %d\n", d.num_classes);
+        for (int c = 0; c < d.num_classes; c++)
+            printf("    %3d %-20s %zu\n", c, d.class_names ? d.class_names[c] : "",
+                   d.class_counts[c]);
     }
     printf("  shards:      %d, %llu bytes in total\n", d.n_shards,
            (unsigned long long)d.total_bytes);
     for (int i = 0; i < d.n_shards; i++)
         printf("    %-28s %10zu %s %12llu bytes  xxh64 %s\n", d.shard_files[i],
                d.shard_first[i + 1] - d.shard_first[i],
-               d.kind == GRAFT_DATA_IMAGES ? "samples" : "tokens ",
+               d.kind == GRAFT_DATA_TOKENS ? "tokens " : "samples",
                (unsigned long long)d.shard_bytes[i], d.shard_xxh64[i][0] ? d.shard_xxh64[i] : "-");
     graft_dataset_close(&d);
     return GRAFT_EXIT_OK;
@@ -411,7 +520,8 @@ static int data_bench(int argc, char **argv) {
         {"step-ms", CLI_FLOAT, &step_ms, "simulated compute per step in ms (default 5)", 0},
         {"crop", CLI_INT, &crop, "images: random-crop padding (default 0)", 0},
         {"hflip", CLI_FLAG, &hflip, "images: random horizontal flips", 0},
-        {"seq-len", CLI_INT, &seq_len, "tokens: window length (default 64)", 1},
+        {"seq-len", CLI_INT, &seq_len,
+         "tokens: window length (default 64; sequences have their own)", 1},
     };
     int rc = dir_command("data bench",
                          "Loader throughput with prefetch 0 and 2 around a simulated step "
@@ -465,6 +575,8 @@ static void data_usage(void) {
            "           [--shard-size N] [--source DIR]   convert Fashion-MNIST\n"
            "  text     --out DIR --tokenizer gpt2|bytes [--shard-size N] FILE...\n"
            "                                             tokenize text files\n"
+           "           ... --classify --seq-len T FILE...  one class per file, one sample\n"
+           "                                             per document (sequences)\n"
            "  inspect  DIR                               summarise a dataset\n"
            "  verify   DIR                               recompute every checksum\n"
            "  bench    DIR [--batch N] [--steps N] [--step-ms X]  loader throughput\n");

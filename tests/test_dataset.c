@@ -1,5 +1,5 @@
-/* Dataset writer -> reader round trips (images and tokens), directory replacement
- * rules, and the exact one-line error for each kind of damaged dataset. */
+/* Dataset writer -> reader round trips (images, tokens and sequences), directory
+ * replacement rules, and the exact one-line error for each kind of damaged dataset. */
 #include "tests/testutil.h"
 
 #include <fcntl.h>
@@ -566,6 +566,318 @@ static void test_count_mismatch(void **state) {
     expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
 }
 
+/* ---- sequences: 10 samples of T = 6 ids, 3 classes, shards of 4 ------------------------- */
+
+enum { SEQ_N = 10, SEQ_T = 6, SEQ_K = 3, SEQ_PAD = 5 };
+static const char *const seq_names[SEQ_K] = {"science", "computers", "food"};
+
+/* Sample i has seq_len_of(i) ids (1..9: some padded, some truncated), label i % 3. */
+static size_t seq_len_of(size_t i) { return (i * 4) % 9 + 1; }
+static int32_t seq_id(size_t i, size_t t, int vocab) {
+    return (int32_t)((i * 7919 + t * 104729 + 11) % (size_t)vocab);
+}
+
+static void make_sequence_dataset(const char *dir, int vocab) {
+    graft_dataset_writer *w;
+    assert_int_equal(graft_dataset_writer_new_sequences(&w, dir, "bytes", vocab, SEQ_T, SEQ_PAD,
+                                                        SEQ_K, seq_names, 4),
+                     GRAFT_OK);
+    int32_t ids[16];
+    for (size_t i = 0; i < SEQ_N; i++) {
+        for (size_t t = 0; t < seq_len_of(i); t++)
+            ids[t] = seq_id(i, t, vocab);
+        assert_int_equal(graft_dataset_writer_add_sequence(w, ids, seq_len_of(i), (int)(i % SEQ_K)),
+                         GRAFT_OK);
+    }
+    assert_int_equal(graft_dataset_writer_count(w), SEQ_N);
+    assert_int_equal(graft_dataset_writer_finish(w), GRAFT_OK);
+    graft_dataset_writer_free(w);
+}
+
+static void test_sequences_round_trip(void **state) {
+    (void)state;
+    int vocabs[2] = {300, 70000};
+    for (int v = 0; v < 2; v++) {
+        char name[32];
+        snprintf(name, sizeof name, "seq%d", vocabs[v]);
+        char *dir = path_in(root, name);
+        make_sequence_dataset(dir, vocabs[v]);
+        graft_dataset d;
+        assert_int_equal(graft_dataset_open(&d, dir, 1), GRAFT_OK);
+        assert_int_equal(d.kind, GRAFT_DATA_SEQUENCES);
+        assert_string_equal(graft_dataset_kind_name(d.kind), "sequences");
+        assert_int_equal(d.num_samples, SEQ_N);
+        assert_int_equal(d.seq_len, SEQ_T);
+        assert_int_equal(d.pad_id, SEQ_PAD);
+        assert_int_equal(d.vocab_size, vocabs[v]);
+        assert_string_equal(d.tokenizer, "bytes");
+        assert_int_equal(d.num_classes, SEQ_K);
+        assert_int_equal(d.n_shards, 3);
+        assert_int_equal(d.n_verified, 3);
+        assert_int_equal(d.token_dtype, vocabs[v] <= 65536 ? GRAFT_DTYPE_U16 : GRAFT_DTYPE_I32);
+        for (int c = 0; c < SEQ_K; c++) {
+            assert_string_equal(d.class_names[c], seq_names[c]);
+            assert_int_equal(d.class_counts[c], c == 0 ? 4 : 3);
+        }
+        int truncated = 0, padded = 0;
+        for (size_t i = 0; i < SEQ_N; i++) {
+            int32_t got[SEQ_T];
+            assert_int_equal(graft_dataset_sequence(&d, i, got), (int)(i % SEQ_K));
+            for (size_t t = 0; t < SEQ_T; t++)
+                assert_int_equal(got[t], t < seq_len_of(i) ? seq_id(i, t, vocabs[v]) : SEQ_PAD);
+            truncated += seq_len_of(i) > SEQ_T;
+            padded += seq_len_of(i) < SEQ_T;
+        }
+        /* the index as documented in dataset.h */
+        json_t *j = load_index(dir);
+        assert_string_equal(json_string_value(json_object_get(j, "kind")), "sequences");
+        assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "sample_shape"), 0)),
+                         SEQ_T);
+        assert_int_equal(json_array_size(json_object_get(j, "sample_shape")), 1);
+        assert_int_equal(json_integer_value(json_object_get(j, "pad_id")), SEQ_PAD);
+        assert_int_equal(json_integer_value(json_object_get(
+                             json_array_get(json_object_get(j, "shards"), 2), "samples")),
+                         2);
+        json_decref(j);
+        printf("  vocab %d: %d sequences (%d truncated, %d padded) in %d shards of %s, read "
+               "back exactly\n",
+               vocabs[v], SEQ_N, truncated, padded, d.n_shards, graft_dtype_name(d.token_dtype));
+        assert_true(truncated > 0 && padded > 0);
+        graft_dataset_close(&d);
+    }
+}
+
+static void test_sequence_writer_errors(void **state) {
+    (void)state;
+    char *dir = path_in(root, "seq_writer");
+    graft_dataset_writer *w = NULL;
+    char want[600];
+    capture_begin();
+    graft_status st =
+        graft_dataset_writer_new_sequences(&w, dir, "bytes", 256, 8, 256, 2, NULL, 16);
+    const char *text = capture_end();
+    snprintf(want, sizeof want,
+             "%s: bad sequence dataset: tokenizer bytes, vocab_size 256, seq_len 8, pad_id 256, "
+             "num_classes 2 (need seq_len >= 1, 0 <= pad_id < vocab_size, num_classes >= 1)",
+             dir);
+    check_one_error(text, want);
+    assert_int_equal(st, GRAFT_ERR_INVALID_ARG);
+    assert_null(w);
+
+    assert_int_equal(graft_dataset_writer_new_sequences(&w, dir, "bytes", 256, 8, 0, 2, NULL, 16),
+                     GRAFT_OK);
+    int32_t ids[3] = {65, 300, 66};
+    capture_begin();
+    st = graft_dataset_writer_add_sequence(w, ids, 3, 1);
+    text = capture_end();
+    snprintf(want, sizeof want, "%s: token id 300 at position 1 of sample 0 is outside [0, 256)",
+             dir);
+    check_one_error(text, want);
+    assert_int_equal(st, GRAFT_ERR_INVALID_ARG);
+    ids[1] = 32;
+    capture_begin();
+    st = graft_dataset_writer_add_sequence(w, ids, 3, 2);
+    text = capture_end();
+    snprintf(want, sizeof want, "%s: label 2 of sample 0 is outside [0, 2)", dir);
+    check_one_error(text, want);
+    assert_int_equal(st, GRAFT_ERR_INVALID_ARG);
+    /* other kinds' appends are refused */
+    uint8_t px[4] = {0};
+    assert_int_equal(graft_dataset_writer_add_image(w, px, 0), GRAFT_ERR_INVALID_ARG);
+    assert_int_equal(graft_dataset_writer_add_tokens(w, ids, 3), GRAFT_ERR_INVALID_ARG);
+    assert_int_equal(graft_dataset_writer_add_sequence(w, ids, 0, 1), GRAFT_OK); /* all padding */
+    assert_int_equal(graft_dataset_writer_finish(w), GRAFT_OK);
+    graft_dataset_writer_free(w);
+    graft_dataset d;
+    assert_int_equal(graft_dataset_open(&d, dir, 1), GRAFT_OK);
+    int32_t row[8];
+    assert_int_equal(graft_dataset_sequence(&d, 0, row), 1);
+    for (int t = 0; t < 8; t++)
+        assert_int_equal(row[t], 0);
+    assert_null(d.class_names);
+    graft_dataset_close(&d);
+
+    /* an image writer takes no sequences */
+    assert_int_equal(
+        graft_dataset_writer_new_images(&w, path_in(root, "seq_img"), 1, 2, 2, 2, NULL, 4),
+        GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_add_sequence(w, ids, 3, 0), GRAFT_ERR_INVALID_ARG);
+    graft_dataset_writer_free(w);
+}
+
+/* A fresh copy of the sequence dataset (vocab 300) under a new name. */
+static char *fresh_sequences(const char *name) {
+    char *dir = path_in(root, name);
+    make_sequence_dataset(dir, 300);
+    return dir;
+}
+
+/* Replace shard `s` of dir by a file holding the given tensors (NULL name: left out) and
+ * record its new size in index.json, so only the contents are wrong. */
+static void rewrite_shard(const char *dir, int s, const char *tok_name, graft_dtype tok_dtype,
+                          int tok_ndim, const int64_t *tok_shape, const void *tok_data,
+                          const char *lab_name, int64_t n_labels, const int64_t *labels) {
+    char file[64];
+    snprintf(file, sizeof file, "shard-%05d.safetensors", s);
+    char *shard = path_in(dir, file);
+    graft_st_writer w;
+    graft_st_writer_init(&w);
+    if (tok_name)
+        assert_int_equal(
+            graft_st_writer_add(&w, tok_name, tok_dtype, tok_ndim, tok_shape, tok_data), GRAFT_OK);
+    if (lab_name)
+        assert_int_equal(graft_st_writer_add(&w, lab_name, GRAFT_DTYPE_I64, 1, &n_labels, labels),
+                         GRAFT_OK);
+    assert_int_equal(graft_st_writer_save(&w, shard), GRAFT_OK);
+    graft_st_writer_free(&w);
+    struct stat sb;
+    assert_int_equal(stat(shard, &sb), 0);
+    json_t *j = load_index(dir);
+    json_t *entry = json_array_get(json_object_get(j, "shards"), (size_t)s);
+    json_object_set_new(entry, "bytes", json_integer((json_int_t)sb.st_size));
+    json_object_del(entry, "xxh64");
+    save_index(dir, j);
+}
+
+/* Every check of a sequences index and its shards, each with its exact line. */
+static void test_sequence_validation(void **state) {
+    (void)state;
+    char want[600];
+    struct {
+        const char *key;
+        json_t *value; /* NULL: key removed */
+        const char *message;
+    } fields[] = {
+        {"kind", json_string("sequence"),
+         "\"kind\" must be \"images\", \"tokens\" or \"sequences\", got \"sequence\""},
+        {"sample_shape", json_pack("[ii]", 6, 1),
+         "\"sample_shape\" must be [T] with 1 <= T <= 1048576, got [6,1]"},
+        {"sample_shape", json_pack("[i]", 0),
+         "\"sample_shape\" must be [T] with 1 <= T <= 1048576, got [0]"},
+        {"pad_id", NULL, "missing \"pad_id\""},
+        {"pad_id", json_integer(300), "\"pad_id\" must be an integer in [0, 299], got 300"},
+        {"vocab_size", NULL, "missing \"vocab_size\""},
+        {"tokenizer", json_integer(2), "\"tokenizer\" must be a string, got 2"},
+        {"num_classes", NULL, "missing \"num_classes\""},
+        {"class_names", json_pack("[ss]", "a", "b"),
+         "\"class_names\" must be an array of num_classes = 3 strings, got [\"a\",\"b\"]"},
+        {"num_samples", json_integer(11),
+         "the 3 shards hold 10 samples in total, \"num_samples\" says 11"},
+    };
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+        char name[32];
+        snprintf(name, sizeof name, "seq_field%zu", f);
+        char *dir = fresh_sequences(name);
+        json_t *j = load_index(dir);
+        if (fields[f].value)
+            json_object_set_new(j, fields[f].key, fields[f].value);
+        else
+            json_object_del(j, fields[f].key);
+        save_index(dir, j);
+        snprintf(want, sizeof want, "%s: %s", path_in(dir, "index.json"), fields[f].message);
+        expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+    }
+
+    /* ids out of the (lowered) vocabulary: named by sample and position; pad_id kept valid */
+    char *dir = fresh_sequences("seq_vocab");
+    json_t *j = load_index(dir);
+    json_object_set_new(j, "vocab_size", json_integer(100));
+    json_object_set_new(j, "pad_id", json_integer(0));
+    save_index(dir, j);
+    size_t bad = 0; /* the first id >= 100 in storage order */
+    while (bad < 4 * SEQ_T &&
+           (bad % SEQ_T >= seq_len_of(bad / SEQ_T) ? SEQ_PAD
+                                                   : seq_id(bad / SEQ_T, bad % SEQ_T, 300)) < 100)
+        bad++;
+    assert_true(bad < 4 * SEQ_T);
+    snprintf(want, sizeof want, "%s: token %d at sample %zu, position %zu is outside [0, 100)",
+             path_in(dir, "shard-00000.safetensors"), seq_id(bad / SEQ_T, bad % SEQ_T, 300),
+             bad / SEQ_T, bad % SEQ_T);
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+
+    /* labels outside the (lowered) class count */
+    dir = fresh_sequences("seq_classes");
+    j = load_index(dir);
+    json_object_set_new(j, "num_classes", json_integer(2));
+    json_object_del(j, "class_names");
+    save_index(dir, j);
+    snprintf(want, sizeof want, "%s: label 2 at sample 2 is outside [0, 2)",
+             path_in(dir, "shard-00000.safetensors"));
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+
+    /* rows of another length than sample_shape */
+    dir = fresh_sequences("seq_len");
+    j = load_index(dir);
+    json_object_set_new(j, "sample_shape", json_pack("[i]", SEQ_T + 1));
+    save_index(dir, j);
+    snprintf(want, sizeof want,
+             "%s: tensor 'tokens' has shape [4, 6], index.json says samples are [7]",
+             path_in(dir, "shard-00000.safetensors"));
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+
+    /* per-shard counts that add up but disagree with the files */
+    dir = fresh_sequences("seq_counts");
+    j = load_index(dir);
+    json_t *shards = json_object_get(j, "shards");
+    json_object_set_new(json_array_get(shards, 1), "samples", json_integer(3));
+    json_object_set_new(json_array_get(shards, 2), "samples", json_integer(3));
+    save_index(dir, j);
+    snprintf(want, sizeof want, "%s: holds 4 samples, index.json says 3",
+             path_in(dir, "shard-00001.safetensors"));
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+
+    /* shard tensors that are not what a sequences index promises */
+    uint16_t ids[4 * SEQ_T] = {0};
+    float floats[4 * SEQ_T] = {0};
+    int64_t labels[4] = {0, 1, 2, 0};
+    int64_t shape2[2] = {4, SEQ_T}, shape1[1] = {4 * SEQ_T};
+    struct {
+        const char *tok_name;
+        graft_dtype dtype;
+        int ndim;
+        const int64_t *shape;
+        const void *data;
+        const char *lab_name;
+        int64_t n_labels;
+        const char *message;
+    } shards_bad[] = {
+        {"tokens", GRAFT_DTYPE_U16, 1, shape1, ids, "labels", 4,
+         "tensor 'tokens' has shape [24], expected 2 dimensions"},
+        {"tokens", GRAFT_DTYPE_F32, 2, shape2, floats, "labels", 4,
+         "tensor 'tokens' is F32, expected U16 or I32"},
+        {"inputs", GRAFT_DTYPE_U16, 2, shape2, ids, "labels", 4, "no tensor 'tokens'"},
+        {"tokens", GRAFT_DTYPE_U16, 2, shape2, ids, NULL, 0, "no tensor 'labels'"},
+        {"tokens", GRAFT_DTYPE_U16, 2, shape2, ids, "labels", 3,
+         "tensor 'labels' has 3 entries, 'tokens' has 4 samples"},
+    };
+    for (size_t b = 0; b < sizeof shards_bad / sizeof shards_bad[0]; b++) {
+        char name[32];
+        snprintf(name, sizeof name, "seq_shard%zu", b);
+        dir = fresh_sequences(name);
+        rewrite_shard(dir, 1, shards_bad[b].tok_name, shards_bad[b].dtype, shards_bad[b].ndim,
+                      shards_bad[b].shape, shards_bad[b].data, shards_bad[b].lab_name,
+                      shards_bad[b].n_labels, labels);
+        snprintf(want, sizeof want, "%s: %s", path_in(dir, "shard-00001.safetensors"),
+                 shards_bad[b].message);
+        expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+    }
+    /* a well-formed replacement shard (I32 next to U16 shards) is accepted */
+    dir = fresh_sequences("seq_shard_ok");
+    int32_t wide[4 * SEQ_T];
+    for (int k = 0; k < 4 * SEQ_T; k++)
+        wide[k] = 200 + k;
+    rewrite_shard(dir, 1, "tokens", GRAFT_DTYPE_I32, 2, shape2, wide, "labels", 4, labels);
+    graft_dataset d;
+    assert_int_equal(graft_dataset_open(&d, dir, 0), GRAFT_OK);
+    int32_t row[SEQ_T];
+    assert_int_equal(graft_dataset_sequence(&d, 5, row), 1); /* shard 1, row 1 */
+    for (int t = 0; t < SEQ_T; t++)
+        assert_int_equal(row[t], 200 + SEQ_T + t);
+    assert_int_equal(graft_dataset_sequence(&d, 0, row), 0); /* shard 0 still U16 */
+    assert_int_equal(row[0], seq_id(0, 0, 300));
+    graft_dataset_close(&d);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(root, sizeof root, "/tmp/graft_test_dataset_XXXXXX");
@@ -582,11 +894,13 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_images_round_trip),   cmocka_unit_test(test_tokens_round_trip),
-        cmocka_unit_test(test_writer_target_rules), cmocka_unit_test(test_checksum_mismatch),
-        cmocka_unit_test(test_truncated_shard),     cmocka_unit_test(test_missing_shard),
-        cmocka_unit_test(test_label_out_of_range),  cmocka_unit_test(test_token_out_of_range),
-        cmocka_unit_test(test_malformed_index),     cmocka_unit_test(test_count_mismatch),
+        cmocka_unit_test(test_images_round_trip),    cmocka_unit_test(test_tokens_round_trip),
+        cmocka_unit_test(test_writer_target_rules),  cmocka_unit_test(test_checksum_mismatch),
+        cmocka_unit_test(test_truncated_shard),      cmocka_unit_test(test_missing_shard),
+        cmocka_unit_test(test_label_out_of_range),   cmocka_unit_test(test_token_out_of_range),
+        cmocka_unit_test(test_malformed_index),      cmocka_unit_test(test_count_mismatch),
+        cmocka_unit_test(test_sequences_round_trip), cmocka_unit_test(test_sequence_writer_errors),
+        cmocka_unit_test(test_sequence_validation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

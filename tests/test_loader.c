@@ -1,6 +1,6 @@
 /* The loader: global sampler over simulated ranks (coverage, order, resume at another
- * world size), prefetch equivalence, augmentation, token windows, ragged batches and
- * the eval loader. */
+ * world size), prefetch equivalence, augmentation, token windows, labelled sequences,
+ * ragged batches and the eval loader. */
 #include "tests/testutil.h"
 
 #include <fcntl.h>
@@ -14,9 +14,16 @@
 static char root[256];
 static graft_dataset images; /* 37 samples [1, 6, 5], 5 classes, shards of 10 */
 static graft_dataset tokens; /* 53 tokens, vocab 300, shards of 7 */
+static graft_dataset seqs;   /* 29 sequences of T = 5, vocab 300, 4 classes, shards of 8 */
 
 enum { N_IMG = 37, IMG_C = 1, IMG_H = 6, IMG_W = 5, IMG_PIX = IMG_C * IMG_H * IMG_W };
 enum { N_TOK = 53, VOCAB = 300 };
+enum { N_SEQ = 29, SEQ_T = 5, SEQ_K = 4, SEQ_PAD = 0 };
+
+/* Sequence i: seq_len_of(i) ids in [1, VOCAB) (1..9: padded or truncated to T), its class. */
+static size_t seq_len_of(size_t i) { return (i * 7) % 9 + 1; }
+static int32_t seq_id(size_t i, size_t t) { return (int32_t)((i * 31 + t * 17) % (VOCAB - 1) + 1); }
+static int seq_label(size_t i) { return (int)((i * 7 + 1) % SEQ_K); }
 
 static uint8_t pixel_of(size_t i, size_t p) { return (uint8_t)((i * 53 + p * 29 + 7) & 255); }
 static int32_t token_of(size_t i) { return (int32_t)((i * 7919 + 3) % VOCAB); }
@@ -53,13 +60,37 @@ static int setup(void **state) {
     }
     if (graft_dataset_writer_finish(w) != GRAFT_OK) return -1;
     graft_dataset_writer_free(w);
-    return graft_dataset_open(&tokens, dir, 1) == GRAFT_OK ? 0 : -1;
+    if (graft_dataset_open(&tokens, dir, 1) != GRAFT_OK) return -1;
+
+    snprintf(dir, sizeof dir, "%s/seq", root);
+    if (graft_dataset_writer_new_sequences(&w, dir, "bytes", VOCAB, SEQ_T, SEQ_PAD, SEQ_K, NULL,
+                                           8) != GRAFT_OK)
+        return -1;
+    for (size_t i = 0; i < N_SEQ; i++) {
+        int32_t ids[9];
+        for (size_t t = 0; t < seq_len_of(i); t++)
+            ids[t] = seq_id(i, t);
+        if (graft_dataset_writer_add_sequence(w, ids, seq_len_of(i), seq_label(i)) != GRAFT_OK)
+            return -1;
+    }
+    if (graft_dataset_writer_finish(w) != GRAFT_OK) return -1;
+    graft_dataset_writer_free(w);
+    return graft_dataset_open(&seqs, dir, 1) == GRAFT_OK ? 0 : -1;
+}
+
+/* Row i of a sequences batch holds sample idx: its T ids (padded) and its one label. */
+static void check_sequence_row(const graft_batch *b, int i, uint64_t idx) {
+    for (size_t t = 0; t < SEQ_T; t++)
+        assert_int_equal(b->tokens[(size_t)i * SEQ_T + t],
+                         t < seq_len_of(idx) ? seq_id(idx, t) : SEQ_PAD);
+    assert_int_equal(b->labels[i], seq_label(idx));
 }
 
 static int teardown(void **state) {
     (void)state;
     graft_dataset_close(&images);
     graft_dataset_close(&tokens);
+    graft_dataset_close(&seqs);
     nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
@@ -105,8 +136,11 @@ static size_t global_sequence(const graft_dataset *d, graft_loader_config base, 
             assert_int_equal(batch->epoch, (long)(cursor / N));
             assert_int_equal(batch->cursor_after, cursor + b);
             assert_int_equal(graft_loader_cursor(l[r]), cursor + b);
-            for (int i = 0; i < batch->n; i++)
+            for (int i = 0; i < batch->n; i++) {
+                if (d->kind == GRAFT_DATA_SEQUENCES)
+                    check_sequence_row(batch, i, batch->indices[i]);
                 seq[written++] = batch->indices[i];
+            }
         }
         cursor += b;
     }
@@ -218,7 +252,8 @@ static void test_resume_other_world_size(void **state) {
     assert_memory_equal(got, ref + N_IMG, n * sizeof(uint64_t));
 }
 
-/* Every field of two batches, including the bytes of the inputs. */
+/* Every field of two batches, including the bytes of the inputs; tokens_kind: 1 token
+ * windows (a label per id), 2 sequences (a label per row). */
 static void assert_batches_equal(const graft_batch *a, const graft_batch *b, size_t row_floats,
                                  int tokens_kind) {
     assert_int_equal(a->n, b->n);
@@ -227,8 +262,9 @@ static void assert_batches_equal(const graft_batch *a, const graft_batch *b, siz
     assert_int_equal(a->cursor_after, b->cursor_after);
     assert_memory_equal(a->indices, b->indices, (size_t)a->n * sizeof(uint64_t));
     if (tokens_kind) {
+        size_t labels = (size_t)a->n * (tokens_kind == 1 ? row_floats : 1);
         assert_memory_equal(a->tokens, b->tokens, (size_t)a->n * row_floats * sizeof(int32_t));
-        assert_memory_equal(a->labels, b->labels, (size_t)a->n * row_floats * sizeof(int32_t));
+        assert_memory_equal(a->labels, b->labels, labels * sizeof(int32_t));
     } else {
         assert_memory_equal(a->inputs, b->inputs, (size_t)a->n * row_floats * sizeof(float));
         assert_memory_equal(a->labels, b->labels, (size_t)a->n * sizeof(int32_t));
@@ -391,6 +427,89 @@ static void test_token_windows(void **state) {
     assert_null(l);
 }
 
+static void test_sequences(void **state) {
+    (void)state;
+    /* every world size covers the epoch once, in the reference order, a label per row */
+    uint64_t ref[2 * N_SEQ], seq[2 * N_SEQ];
+    reference_permutation(1234, 0, N_SEQ, ref);
+    reference_permutation(1234, 1, N_SEQ, ref + N_SEQ);
+    for (int W = 1; W <= 4; W++) {
+        graft_loader_config c = config(6, 0, W, 0);
+        c.seq_len = 3; /* not used: rows are the dataset's T */
+        graft_loader *l;
+        assert_int_equal(graft_loader_new(&l, &seqs, &c, 0), GRAFT_OK);
+        assert_int_equal(graft_loader_epoch_samples(l), N_SEQ);
+        assert_int_equal(graft_loader_steps_per_epoch(l), 5); /* ceil(29 / 6) */
+        graft_loader_free(l);
+        size_t n = global_sequence(&seqs, c, W, 0, 10, seq); /* two epochs */
+        assert_int_equal(n, 2 * N_SEQ);
+        assert_memory_equal(seq, ref, sizeof ref);
+        printf("  W=%d: 2 epochs of %d sequences, each once per epoch in the reference order, "
+               "tokens [n, %d] and one label per row\n",
+               W, N_SEQ, SEQ_T);
+    }
+    /* resume: 3 steps at W=3 with prefetch, then W=2 from the cursor */
+    graft_loader_config c = config(6, 0, 1, 0);
+    uint64_t cursor = 0;
+    for (int r = 0; r < 3; r++) {
+        graft_loader_config cr = c;
+        cr.rank = r;
+        cr.world = 3;
+        cr.prefetch = 2;
+        graft_loader *l;
+        graft_batch *b;
+        assert_int_equal(graft_loader_new(&l, &seqs, &cr, 0), GRAFT_OK);
+        for (int s = 0; s < 3; s++) {
+            assert_int_equal(graft_loader_next(l, &b, NULL), GRAFT_OK);
+            for (int i = 0; i < b->n; i++)
+                check_sequence_row(b, i, b->indices[i]);
+        }
+        cursor = graft_loader_cursor(l);
+        graft_loader_free(l);
+    }
+    assert_int_equal(cursor, 18);
+    size_t n = global_sequence(&seqs, c, 2, cursor, 7, seq);
+    assert_int_equal(n, 2 * N_SEQ - cursor);
+    assert_memory_equal(seq, ref + cursor, n * sizeof(uint64_t));
+    /* prefetch gives the same batches */
+    graft_loader *sync, *pre;
+    c = config(4, 1, 2, 0);
+    assert_int_equal(graft_loader_new(&sync, &seqs, &c, 3), GRAFT_OK);
+    c.prefetch = 3;
+    assert_int_equal(graft_loader_new(&pre, &seqs, &c, 3), GRAFT_OK);
+    for (int s = 0; s < 20; s++) {
+        graft_batch *a, *b;
+        assert_int_equal(graft_loader_next(sync, &a, NULL), GRAFT_OK);
+        assert_int_equal(graft_loader_next(pre, &b, NULL), GRAFT_OK);
+        assert_null(a->inputs);
+        assert_batches_equal(a, b, SEQ_T, 2);
+    }
+    graft_loader_free(sync);
+    graft_loader_free(pre);
+    /* the eval loader: every sample once over the ranks, in order */
+    for (int W = 1; W <= 3; W++) {
+        int seen[N_SEQ] = {0};
+        for (int r = 0; r < W; r++) {
+            graft_loader *l;
+            assert_int_equal(graft_loader_new_eval(&l, &seqs, 4, r, W, 0), GRAFT_OK);
+            graft_batch *b;
+            uint64_t next = (uint64_t)r * N_SEQ / (uint64_t)W;
+            for (;;) {
+                assert_int_equal(graft_loader_next(l, &b, NULL), GRAFT_OK);
+                if (b->global_n == 0) break;
+                for (int i = 0; i < b->n; i++) {
+                    assert_int_equal(b->indices[i], next++);
+                    check_sequence_row(b, i, b->indices[i]);
+                    seen[b->indices[i]]++;
+                }
+            }
+            graft_loader_free(l);
+        }
+        for (int i = 0; i < N_SEQ; i++)
+            assert_int_equal(seen[i], 1);
+    }
+}
+
 static void test_ragged_last_batch(void **state) {
     (void)state;
     /* N = 37, G = 12: the last batch of an epoch has 1 sample; with W = 4 only rank 3
@@ -508,6 +627,7 @@ int main(void) {
         cmocka_unit_test(test_prefetch_matches_sync),
         cmocka_unit_test(test_augmentation),
         cmocka_unit_test(test_token_windows),
+        cmocka_unit_test(test_sequences),
         cmocka_unit_test(test_ragged_last_batch),
         cmocka_unit_test(test_eval_loader),
         cmocka_unit_test(test_bad_config),

@@ -24,6 +24,7 @@
 #define MAX_COUNT ((long long)1 << 48)
 #define MAX_CLASSES (1 << 20)
 #define MAX_SIDE 65536
+#define MAX_SEQ_LEN (1 << 20)
 
 /* Errors found while opening carry the public entry point's name, whichever helper
  * finds them: "[rank 0] ERROR graft_dataset_open: <file>: <problem>". */
@@ -168,6 +169,39 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
     return GRAFT_OK;
 }
 
+/* "num_samples", "num_classes" and the optional "class_names" (images, sequences). */
+static graft_status parse_samples_and_classes(const char *ipath, const json_t *root,
+                                              graft_dataset *d) {
+    char text[64];
+    long long v;
+    GRAFT_TRY(get_int(ipath, root, "num_samples", "num_samples", 1, MAX_COUNT, &v));
+    d->num_samples = (size_t)v;
+    GRAFT_TRY(get_int(ipath, root, "num_classes", "num_classes", 1, MAX_CLASSES, &v));
+    d->num_classes = (int)v;
+    d->class_counts = calloc((size_t)d->num_classes, sizeof(size_t));
+    if (!d->class_counts) return GRAFT_ERR_NOMEM;
+    json_t *names = json_object_get(root, "class_names");
+    if (!names) return GRAFT_OK;
+    if (!json_is_array(names) || json_array_size(names) != (size_t)d->num_classes) {
+        OPEN_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
+                   ipath, d->num_classes, json_text(names, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    d->class_names = calloc((size_t)d->num_classes, sizeof(char *));
+    if (!d->class_names) return GRAFT_ERR_NOMEM;
+    for (int c = 0; c < d->num_classes; c++) {
+        json_t *s = json_array_get(names, (size_t)c);
+        if (!json_is_string(s)) {
+            OPEN_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
+                       json_text(s, text, sizeof text));
+            return GRAFT_ERR_FORMAT;
+        }
+        d->class_names[c] = strdup(json_string_value(s));
+        if (!d->class_names[c]) return GRAFT_ERR_NOMEM;
+    }
+    return GRAFT_OK;
+}
+
 /* The image-specific top-level fields. */
 static graft_status parse_images_header(const char *ipath, const json_t *root, graft_dataset *d) {
     json_t *shape = json_object_get(root, "sample_shape");
@@ -189,34 +223,19 @@ static graft_status parse_images_header(const char *ipath, const json_t *root, g
     d->channels = (int)dims[0];
     d->height = (int)dims[1];
     d->width = (int)dims[2];
-    long long v;
-    GRAFT_TRY(get_int(ipath, root, "num_samples", "num_samples", 1, MAX_COUNT, &v));
-    d->num_samples = (size_t)v;
-    GRAFT_TRY(get_int(ipath, root, "num_classes", "num_classes", 1, MAX_CLASSES, &v));
-    d->num_classes = (int)v;
-    d->class_counts = calloc((size_t)d->num_classes, sizeof(size_t));
-    if (!d->class_counts) return GRAFT_ERR_NOMEM;
-    json_t *names = json_object_get(root, "class_names");
-    if (names) {
-        if (!json_is_array(names) || json_array_size(names) != (size_t)d->num_classes) {
-            OPEN_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
-                       ipath, d->num_classes, json_text(names, text, sizeof text));
-            return GRAFT_ERR_FORMAT;
-        }
-        d->class_names = calloc((size_t)d->num_classes, sizeof(char *));
-        if (!d->class_names) return GRAFT_ERR_NOMEM;
-        for (int c = 0; c < d->num_classes; c++) {
-            json_t *s = json_array_get(names, (size_t)c);
-            if (!json_is_string(s)) {
-                OPEN_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
-                           json_text(s, text, sizeof text));
-                return GRAFT_ERR_FORMAT;
-            }
-            d->class_names[c] = strdup(json_string_value(s));
-            if (!d->class_names[c]) return GRAFT_ERR_NOMEM;
-        }
-    }
+    GRAFT_TRY(parse_samples_and_classes(ipath, root, d));
     return parse_normalize(ipath, root, d);
+}
+
+/* "vocab_size" and "tokenizer" (tokens, sequences). */
+static graft_status parse_vocabulary(const char *ipath, const json_t *root, graft_dataset *d) {
+    long long v;
+    GRAFT_TRY(get_int(ipath, root, "vocab_size", "vocab_size", 1, INT32_MAX, &v));
+    d->vocab_size = (int)v;
+    const char *tok;
+    GRAFT_TRY(get_string(ipath, root, "tokenizer", "tokenizer", &tok));
+    d->tokenizer = strdup(tok);
+    return d->tokenizer ? GRAFT_OK : GRAFT_ERR_NOMEM;
 }
 
 /* The token-specific top-level fields. */
@@ -224,12 +243,28 @@ static graft_status parse_tokens_header(const char *ipath, const json_t *root, g
     long long v;
     GRAFT_TRY(get_int(ipath, root, "num_tokens", "num_tokens", 1, MAX_COUNT, &v));
     d->num_tokens = (size_t)v;
-    GRAFT_TRY(get_int(ipath, root, "vocab_size", "vocab_size", 1, INT32_MAX, &v));
-    d->vocab_size = (int)v;
-    const char *tok;
-    GRAFT_TRY(get_string(ipath, root, "tokenizer", "tokenizer", &tok));
-    d->tokenizer = strdup(tok);
-    return d->tokenizer ? GRAFT_OK : GRAFT_ERR_NOMEM;
+    return parse_vocabulary(ipath, root, d);
+}
+
+/* The sequence-specific top-level fields. */
+static graft_status parse_sequences_header(const char *ipath, const json_t *root,
+                                           graft_dataset *d) {
+    json_t *shape = json_object_get(root, "sample_shape");
+    json_t *len = json_array_size(shape) == 1 ? json_array_get(shape, 0) : NULL;
+    char text[64];
+    if (!json_is_array(shape) || !json_is_integer(len) || json_integer_value(len) < 1 ||
+        json_integer_value(len) > MAX_SEQ_LEN) {
+        OPEN_ERROR("%s: \"sample_shape\" must be [T] with 1 <= T <= %d, got %s", ipath, MAX_SEQ_LEN,
+                   json_text(shape, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    d->seq_len = (int)json_integer_value(len);
+    GRAFT_TRY(parse_samples_and_classes(ipath, root, d));
+    GRAFT_TRY(parse_vocabulary(ipath, root, d));
+    long long v;
+    GRAFT_TRY(get_int(ipath, root, "pad_id", "pad_id", 0, d->vocab_size - 1, &v));
+    d->pad_id = (int)v;
+    return GRAFT_OK;
 }
 
 static int is_plain_file_name(const char *s) {
@@ -262,9 +297,10 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
     if (!d->shard_first || !d->shard_files || !d->shard_bytes || !d->shard_xxh64)
         return GRAFT_ERR_NOMEM;
     d->n_shards = n;
-    const char *count_key = d->kind == GRAFT_DATA_IMAGES ? "samples" : "tokens";
-    const char *total_key = d->kind == GRAFT_DATA_IMAGES ? "num_samples" : "num_tokens";
-    size_t expected_total = d->kind == GRAFT_DATA_IMAGES ? d->num_samples : d->num_tokens;
+    int by_token = d->kind == GRAFT_DATA_TOKENS;
+    const char *count_key = by_token ? "tokens" : "samples";
+    const char *total_key = by_token ? "num_tokens" : "num_samples";
+    size_t expected_total = by_token ? d->num_tokens : d->num_samples;
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         json_t *s = json_array_get(shards, (size_t)i);
@@ -405,8 +441,10 @@ static graft_status parse_index(const char *ipath, graft_dataset *d) {
         d->kind = GRAFT_DATA_IMAGES;
     } else if (strcmp(s, "tokens") == 0) {
         d->kind = GRAFT_DATA_TOKENS;
+    } else if (strcmp(s, "sequences") == 0) {
+        d->kind = GRAFT_DATA_SEQUENCES;
     } else {
-        OPEN_ERROR("%s: \"kind\" must be \"images\" or \"tokens\", got %s", ipath,
+        OPEN_ERROR("%s: \"kind\" must be \"images\", \"tokens\" or \"sequences\", got %s", ipath,
                    json_text(json_object_get(root, "kind"), text, sizeof text));
         st = GRAFT_ERR_FORMAT;
         goto done;
@@ -416,8 +454,9 @@ static graft_status parse_index(const char *ipath, graft_dataset *d) {
         st = GRAFT_ERR_NOMEM;
         goto done;
     }
-    st = d->kind == GRAFT_DATA_IMAGES ? parse_images_header(ipath, root, d)
-                                      : parse_tokens_header(ipath, root, d);
+    st = d->kind == GRAFT_DATA_IMAGES   ? parse_images_header(ipath, root, d)
+         : d->kind == GRAFT_DATA_TOKENS ? parse_tokens_header(ipath, root, d)
+                                        : parse_sequences_header(ipath, root, d);
     if (st == GRAFT_OK) st = parse_shard_list(ipath, root, d);
 done:
     json_decref(root);
@@ -456,6 +495,52 @@ static const graft_st_tensor *find_tensor(const char *path, const graft_st_file 
     return t;
 }
 
+/* A shard's "labels": I64 [expect] (as many as the samples of `samples_tensor`), each in
+ * [0, num_classes); counted into class_counts. */
+static graft_status check_labels(const char *path, graft_dataset *d, int i, size_t expect,
+                                 const char *samples_tensor) {
+    const graft_st_tensor *lab =
+        find_tensor(path, &d->shards[i], "labels", 1, GRAFT_DTYPE_I64, GRAFT_DTYPE_I64);
+    if (!lab) return GRAFT_ERR_FORMAT;
+    if ((uint64_t)lab->shape[0] != expect) {
+        OPEN_ERROR("%s: tensor 'labels' has %lld entries, '%s' has %zu samples", path,
+                   (long long)lab->shape[0], samples_tensor, expect);
+        return GRAFT_ERR_FORMAT;
+    }
+    const unsigned char *bytes = lab->data;
+    for (size_t k = 0; k < expect; k++) {
+        int64_t label;
+        memcpy(&label, bytes + 8 * k, 8);
+        if (label < 0 || label >= d->num_classes) {
+            OPEN_ERROR("%s: label %lld at sample %zu is outside [0, %d)", path, (long long)label, k,
+                       d->num_classes);
+            return GRAFT_ERR_FORMAT;
+        }
+        d->class_counts[label]++;
+    }
+    d->views[i].labels = lab->data;
+    return GRAFT_OK;
+}
+
+/* The first of the n ids of t (U16 or I32) outside [0, vocab): its position, and its
+ * value in *id; n when every id is in range. */
+static size_t first_bad_id(const graft_st_tensor *t, size_t n, int vocab, int64_t *id) {
+    const unsigned char *bytes = t->data;
+    for (size_t k = 0; k < n; k++) {
+        if (t->dtype == GRAFT_DTYPE_U16) {
+            uint16_t v;
+            memcpy(&v, bytes + 2 * k, 2);
+            *id = v;
+        } else {
+            int32_t v;
+            memcpy(&v, bytes + 4 * k, 4);
+            *id = v;
+        }
+        if (*id < 0 || *id >= vocab) return k;
+    }
+    return n;
+}
+
 /* Validate an image shard's tensors against the index and scan its labels. */
 static graft_status check_image_shard(const char *path, graft_dataset *d, int i) {
     const graft_st_file *f = &d->shards[i];
@@ -473,27 +558,8 @@ static graft_status check_image_shard(const char *path, graft_dataset *d, int i)
                    expect);
         return GRAFT_ERR_FORMAT;
     }
-    const graft_st_tensor *lab =
-        find_tensor(path, f, "labels", 1, GRAFT_DTYPE_I64, GRAFT_DTYPE_I64);
-    if (!lab) return GRAFT_ERR_FORMAT;
-    if ((uint64_t)lab->shape[0] != expect) {
-        OPEN_ERROR("%s: tensor 'labels' has %lld entries, 'inputs' has %zu samples", path,
-                   (long long)lab->shape[0], expect);
-        return GRAFT_ERR_FORMAT;
-    }
-    const unsigned char *bytes = lab->data;
-    for (size_t k = 0; k < expect; k++) {
-        int64_t label;
-        memcpy(&label, bytes + 8 * k, 8);
-        if (label < 0 || label >= d->num_classes) {
-            OPEN_ERROR("%s: label %lld at sample %zu is outside [0, %d)", path, (long long)label, k,
-                       d->num_classes);
-            return GRAFT_ERR_FORMAT;
-        }
-        d->class_counts[label]++;
-    }
+    GRAFT_TRY(check_labels(path, d, i, expect, "inputs"));
     d->views[i].inputs = in->data;
-    d->views[i].labels = lab->data;
     return GRAFT_OK;
 }
 
@@ -508,24 +574,44 @@ static graft_status check_token_shard(const char *path, graft_dataset *d, int i)
                    expect);
         return GRAFT_ERR_FORMAT;
     }
-    const unsigned char *bytes = t->data;
-    for (size_t k = 0; k < expect; k++) {
-        int64_t id;
-        if (t->dtype == GRAFT_DTYPE_U16) {
-            uint16_t v;
-            memcpy(&v, bytes + 2 * k, 2);
-            id = v;
-        } else {
-            int32_t v;
-            memcpy(&v, bytes + 4 * k, 4);
-            id = v;
-        }
-        if (id < 0 || id >= d->vocab_size) {
-            OPEN_ERROR("%s: token %lld at position %zu is outside [0, %d)", path, (long long)id, k,
-                       d->vocab_size);
-            return GRAFT_ERR_FORMAT;
-        }
+    int64_t id;
+    size_t k = first_bad_id(t, expect, d->vocab_size, &id);
+    if (k < expect) {
+        OPEN_ERROR("%s: token %lld at position %zu is outside [0, %d)", path, (long long)id, k,
+                   d->vocab_size);
+        return GRAFT_ERR_FORMAT;
     }
+    if (i == 0) d->token_dtype = t->dtype;
+    d->views[i].tokens = t->data;
+    d->views[i].token_bytes = (int)graft_dtype_size(t->dtype);
+    return GRAFT_OK;
+}
+
+/* Validate a sequence shard's tensors against the index and scan its ids and labels. */
+static graft_status check_sequence_shard(const char *path, graft_dataset *d, int i) {
+    const graft_st_file *f = &d->shards[i];
+    size_t expect = d->shard_first[i + 1] - d->shard_first[i];
+    char shape[160];
+    const graft_st_tensor *t = find_tensor(path, f, "tokens", 2, GRAFT_DTYPE_U16, GRAFT_DTYPE_I32);
+    if (!t) return GRAFT_ERR_FORMAT;
+    if (t->shape[1] != d->seq_len) {
+        OPEN_ERROR("%s: tensor 'tokens' has shape %s, index.json says samples are [%d]", path,
+                   dims_text(shape, sizeof shape, t), d->seq_len);
+        return GRAFT_ERR_FORMAT;
+    }
+    if ((uint64_t)t->shape[0] != expect) {
+        OPEN_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)t->shape[0],
+                   expect);
+        return GRAFT_ERR_FORMAT;
+    }
+    int64_t id;
+    size_t T = (size_t)d->seq_len, k = first_bad_id(t, expect * T, d->vocab_size, &id);
+    if (k < expect * T) {
+        OPEN_ERROR("%s: token %lld at sample %zu, position %zu is outside [0, %d)", path,
+                   (long long)id, k / T, k % T, d->vocab_size);
+        return GRAFT_ERR_FORMAT;
+    }
+    GRAFT_TRY(check_labels(path, d, i, expect, "tokens"));
     if (i == 0) d->token_dtype = t->dtype;
     d->views[i].tokens = t->data;
     d->views[i].token_bytes = (int)graft_dtype_size(t->dtype);
@@ -568,8 +654,9 @@ static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int v
         d->n_verified++;
     }
     if ((st = graft_st_open(&d->shards[i], path)) != GRAFT_OK) goto done;
-    st = d->kind == GRAFT_DATA_IMAGES ? check_image_shard(path, d, i)
-                                      : check_token_shard(path, d, i);
+    st = d->kind == GRAFT_DATA_IMAGES   ? check_image_shard(path, d, i)
+         : d->kind == GRAFT_DATA_TOKENS ? check_token_shard(path, d, i)
+                                        : check_sequence_shard(path, d, i);
 done:
     free(path);
     return st;
@@ -641,15 +728,24 @@ int graft_dataset_find_shard(const graft_dataset *d, size_t item) {
     return lo;
 }
 
+/* Label of sample k of shard s (images, sequences). */
+static int label_at(const graft_dataset *d, int s, size_t k) {
+    int64_t v;
+    memcpy(&v, d->views[s].labels + 8 * k, 8);
+    return (int)v;
+}
+
+const char *graft_dataset_kind_name(graft_data_kind kind) {
+    return kind == GRAFT_DATA_IMAGES   ? "images"
+           : kind == GRAFT_DATA_TOKENS ? "tokens"
+                                       : "sequences";
+}
+
 const uint8_t *graft_dataset_image_raw(const graft_dataset *d, size_t i, int *label) {
     GRAFT_ASSERT(d->kind == GRAFT_DATA_IMAGES && i < d->num_samples);
     int s = graft_dataset_find_shard(d, i);
     size_t k = i - d->shard_first[s];
-    if (label) {
-        int64_t v;
-        memcpy(&v, d->views[s].labels + 8 * k, 8);
-        *label = (int)v;
-    }
+    if (label) *label = label_at(d, s, k);
     size_t sample_bytes = (size_t)d->channels * (size_t)d->height * (size_t)d->width;
     return d->views[s].inputs + k * sample_bytes;
 }
@@ -687,4 +783,22 @@ void graft_dataset_tokens(const graft_dataset *d, size_t start, size_t count, in
         }
         done += take;
     }
+}
+
+int graft_dataset_sequence(const graft_dataset *d, size_t i, int32_t *dst) {
+    GRAFT_ASSERT(d->kind == GRAFT_DATA_SEQUENCES && i < d->num_samples);
+    int s = graft_dataset_find_shard(d, i);
+    size_t k = i - d->shard_first[s], T = (size_t)d->seq_len;
+    const unsigned char *src = d->views[s].tokens;
+    if (d->views[s].token_bytes == 2) {
+        src += 2 * k * T;
+        for (size_t j = 0; j < T; j++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * j, 2);
+            dst[j] = v;
+        }
+    } else {
+        memcpy(dst, src + 4 * k * T, 4 * T);
+    }
+    return label_at(d, s, k);
 }

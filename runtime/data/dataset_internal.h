@@ -11,8 +11,8 @@
 /* Where one shard's tensors sit in its map (checked at open). */
 struct graft_dataset_shard {
     const uint8_t *inputs;       /* images: [n, C, H, W] bytes */
-    const unsigned char *labels; /* images: n little-endian int64, maybe unaligned */
-    const unsigned char *tokens; /* tokens: n ids of token_bytes each */
+    const unsigned char *labels; /* images, sequences: n little-endian int64, maybe unaligned */
+    const unsigned char *tokens; /* tokens: n ids, sequences: [n, T] ids, of token_bytes each */
     int token_bytes;             /* 2 (U16) or 4 (I32) */
 };
 

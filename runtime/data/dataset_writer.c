@@ -43,18 +43,22 @@ struct graft_dataset_writer {
     size_t shard_size;
     char *description;
     /* images */
-    int channels, height, width, num_classes;
+    int channels, height, width;
+    /* images, sequences */
+    int num_classes;
     char **class_names;
     uint64_t pixel_sum[GRAFT_DATASET_MAX_CHANNELS], pixel_sumsq[GRAFT_DATASET_MAX_CHANNELS];
     int have_normalize;
     float mean[GRAFT_DATASET_MAX_CHANNELS], std[GRAFT_DATASET_MAX_CHANNELS];
-    /* tokens */
+    /* tokens, sequences */
     char *tokenizer;
     int vocab_size;
-    /* the shard being filled */
+    /* sequences */
+    int seq_len, pad_id;
+    /* the shard being filled: items (images, sequences: samples; tokens: tokens) */
     uint8_t *inputs;
     int64_t *labels;
-    int32_t *tokens;
+    int32_t *tokens; /* tokens: [items]; sequences: [items, seq_len] */
     size_t in_shard, buf_cap;
     /* totals */
     size_t count;
@@ -164,7 +168,7 @@ static int make_parents(const char *path) {
     return err;
 }
 
-/* Shared start of new_images / new_tokens: check DIR, prepare DIR.tmp. */
+/* Shared start of new_images / new_tokens / new_sequences: check DIR, prepare DIR.tmp. */
 static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_t shard_size) {
     if (!dir || !*dir || shard_size == 0) {
         WRITER_ERROR("%s: need a directory and a shard size > 0", dir ? dir : "(null)");
@@ -193,6 +197,16 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     return GRAFT_OK;
 }
 
+/* Copy num_classes class names into w (none when names is NULL). */
+static graft_status copy_class_names(graft_dataset_writer *w, const char *const *names) {
+    if (!names) return GRAFT_OK;
+    w->class_names = calloc((size_t)w->num_classes, sizeof(char *));
+    if (!w->class_names) return GRAFT_ERR_NOMEM;
+    for (int c = 0; c < w->num_classes; c++)
+        if (!(w->class_names[c] = strdup(names[c]))) return GRAFT_ERR_NOMEM;
+    return GRAFT_OK;
+}
+
 graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const char *dir,
                                              int channels, int height, int width, int num_classes,
                                              const char *const *class_names, size_t shard_size) {
@@ -210,13 +224,7 @@ graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const c
     w->height = height;
     w->width = width;
     w->num_classes = num_classes;
-    graft_status st = GRAFT_OK;
-    if (class_names) {
-        w->class_names = calloc((size_t)num_classes, sizeof(char *));
-        for (int c = 0; w->class_names && c < num_classes; c++)
-            if (!(w->class_names[c] = strdup(class_names[c]))) st = GRAFT_ERR_NOMEM;
-        if (!w->class_names) st = GRAFT_ERR_NOMEM;
-    }
+    graft_status st = copy_class_names(w, class_names);
     if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
         if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
@@ -241,6 +249,39 @@ graft_status graft_dataset_writer_new_tokens(graft_dataset_writer **out, const c
     w->vocab_size = vocab_size;
     w->tokenizer = strdup(tokenizer);
     graft_status st = w->tokenizer ? writer_begin(w, dir, shard_size) : GRAFT_ERR_NOMEM;
+    if (st != GRAFT_OK) {
+        if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
+        graft_dataset_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return GRAFT_OK;
+}
+
+graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, const char *dir,
+                                                const char *tokenizer, int vocab_size, int seq_len,
+                                                int pad_id, int num_classes,
+                                                const char *const *class_names, size_t shard_size) {
+    *out = NULL;
+    if (!tokenizer || vocab_size < 1 || seq_len < 1 || pad_id < 0 || pad_id >= vocab_size ||
+        num_classes < 1) {
+        WRITER_ERROR("%s: bad sequence dataset: tokenizer %s, vocab_size %d, seq_len %d, pad_id "
+                     "%d, num_classes %d (need seq_len >= 1, 0 <= pad_id < vocab_size, "
+                     "num_classes >= 1)",
+                     dir ? dir : "", tokenizer ? tokenizer : "(none)", vocab_size, seq_len, pad_id,
+                     num_classes);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    graft_dataset_writer *w = calloc(1, sizeof *w);
+    if (!w) return GRAFT_ERR_NOMEM;
+    w->kind = GRAFT_DATA_SEQUENCES;
+    w->vocab_size = vocab_size;
+    w->seq_len = seq_len;
+    w->pad_id = pad_id;
+    w->num_classes = num_classes;
+    w->tokenizer = strdup(tokenizer);
+    graft_status st = w->tokenizer ? copy_class_names(w, class_names) : GRAFT_ERR_NOMEM;
+    if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
         if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
         graft_dataset_writer_free(w);
@@ -288,25 +329,31 @@ static graft_status flush_shard(graft_dataset_writer *w) {
     graft_st_writer sw;
     graft_st_writer_init(&sw);
     uint16_t *narrow = NULL;
-    graft_status st;
+    graft_status st = GRAFT_OK;
     if (w->kind == GRAFT_DATA_IMAGES) {
         int64_t shape[4] = {(int64_t)w->in_shard, w->channels, w->height, w->width};
         st = graft_st_writer_add(&sw, "inputs", GRAFT_DTYPE_U8, 4, shape, w->inputs);
-        if (st == GRAFT_OK)
-            st = graft_st_writer_add(&sw, "labels", GRAFT_DTYPE_I64, 1, shape, w->labels);
-    } else if (w->vocab_size <= 65536) {
-        int64_t shape[1] = {(int64_t)w->in_shard};
-        narrow = malloc(w->in_shard * sizeof(uint16_t));
-        if (!narrow) {
-            st = GRAFT_ERR_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < w->in_shard; i++)
-            narrow[i] = (uint16_t)w->tokens[i];
-        st = graft_st_writer_add(&sw, "tokens", GRAFT_DTYPE_U16, 1, shape, narrow);
     } else {
+        /* tokens: [n]; sequences: [n, T] */
+        int seq = w->kind == GRAFT_DATA_SEQUENCES;
+        int64_t shape[2] = {(int64_t)w->in_shard, w->seq_len};
+        size_t ids = w->in_shard * (seq ? (size_t)w->seq_len : 1);
+        if (w->vocab_size <= 65536) {
+            narrow = malloc(ids * sizeof(uint16_t));
+            if (!narrow) {
+                st = GRAFT_ERR_NOMEM;
+                goto done;
+            }
+            for (size_t i = 0; i < ids; i++)
+                narrow[i] = (uint16_t)w->tokens[i];
+            st = graft_st_writer_add(&sw, "tokens", GRAFT_DTYPE_U16, 1 + seq, shape, narrow);
+        } else {
+            st = graft_st_writer_add(&sw, "tokens", GRAFT_DTYPE_I32, 1 + seq, shape, w->tokens);
+        }
+    }
+    if (st == GRAFT_OK && w->kind != GRAFT_DATA_TOKENS) {
         int64_t shape[1] = {(int64_t)w->in_shard};
-        st = graft_st_writer_add(&sw, "tokens", GRAFT_DTYPE_I32, 1, shape, w->tokens);
+        st = graft_st_writer_add(&sw, "labels", GRAFT_DTYPE_I64, 1, shape, w->labels);
     }
     if (st == GRAFT_OK) st = graft_st_writer_save(&sw, path);
     if (st != GRAFT_OK) goto done;
@@ -339,13 +386,16 @@ static graft_status reserve(graft_dataset_writer *w, size_t need) {
         uint8_t *in = realloc(w->inputs, cap * sample);
         if (!in) return GRAFT_ERR_NOMEM;
         w->inputs = in;
+    } else {
+        size_t per_item = w->kind == GRAFT_DATA_SEQUENCES ? (size_t)w->seq_len : 1;
+        int32_t *tok = realloc(w->tokens, cap * per_item * sizeof(int32_t));
+        if (!tok) return GRAFT_ERR_NOMEM;
+        w->tokens = tok;
+    }
+    if (w->kind != GRAFT_DATA_TOKENS) {
         int64_t *lab = realloc(w->labels, cap * sizeof(int64_t));
         if (!lab) return GRAFT_ERR_NOMEM;
         w->labels = lab;
-    } else {
-        int32_t *tok = realloc(w->tokens, cap * sizeof(int32_t));
-        if (!tok) return GRAFT_ERR_NOMEM;
-        w->tokens = tok;
     }
     w->buf_cap = cap;
     return GRAFT_OK;
@@ -411,6 +461,36 @@ graft_status graft_dataset_writer_add_tokens(graft_dataset_writer *w, const int3
     return GRAFT_OK;
 }
 
+graft_status graft_dataset_writer_add_sequence(graft_dataset_writer *w, const int32_t *ids,
+                                               size_t n, int label) {
+    if (w->kind != GRAFT_DATA_SEQUENCES || w->finished) return GRAFT_ERR_INVALID_ARG;
+    if (label < 0 || label >= w->num_classes) {
+        WRITER_ERROR("%s: label %d of sample %zu is outside [0, %d)", w->dir, label, w->count,
+                     w->num_classes);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= w->vocab_size) {
+            WRITER_ERROR("%s: token id %d at position %zu of sample %zu is outside [0, %d)", w->dir,
+                         ids[i], i, w->count, w->vocab_size);
+            return GRAFT_ERR_INVALID_ARG;
+        }
+    }
+    if (reserve(w, w->in_shard + 1) != GRAFT_OK) {
+        WRITER_ERROR("%s: out of memory buffering a shard", w->dir);
+        return GRAFT_ERR_NOMEM;
+    }
+    size_t T = (size_t)w->seq_len, keep = n < T ? n : T;
+    int32_t *row = w->tokens + w->in_shard * T;
+    memcpy(row, ids, keep * sizeof(int32_t));
+    for (size_t t = keep; t < T; t++)
+        row[t] = w->pad_id;
+    w->labels[w->in_shard] = label;
+    w->in_shard++;
+    w->count++;
+    return w->in_shard == w->shard_size ? flush_shard(w) : GRAFT_OK;
+}
+
 /* Per-channel mean and std of x/255 over every written pixel (exact integer sums). */
 static void computed_normalize(const graft_dataset_writer *w, float *mean, float *std) {
     double pixels = (double)w->count * (double)w->height * (double)w->width;
@@ -423,25 +503,26 @@ static void computed_normalize(const graft_dataset_writer *w, float *mean, float
     }
 }
 
+static json_t *class_names_json(const graft_dataset_writer *w) {
+    json_t *names = json_array();
+    for (int c = 0; c < w->num_classes; c++)
+        json_array_append_new(names, json_string(w->class_names[c]));
+    return names;
+}
+
 /* The index as a JSON object (keys in a fixed, readable order). */
 static json_t *build_index(const graft_dataset_writer *w) {
     json_t *root = json_object();
     json_object_set_new(root, "format", json_string("graft-dataset"));
     json_object_set_new(root, "version", json_integer(1));
-    json_object_set_new(root, "kind",
-                        json_string(w->kind == GRAFT_DATA_IMAGES ? "images" : "tokens"));
+    json_object_set_new(root, "kind", json_string(graft_dataset_kind_name(w->kind)));
     if (w->description) json_object_set_new(root, "description", json_string(w->description));
     if (w->kind == GRAFT_DATA_IMAGES) {
         json_object_set_new(root, "sample_shape",
                             json_pack("[iii]", w->channels, w->height, w->width));
         json_object_set_new(root, "num_samples", json_integer((json_int_t)w->count));
         json_object_set_new(root, "num_classes", json_integer(w->num_classes));
-        if (w->class_names) {
-            json_t *names = json_array();
-            for (int c = 0; c < w->num_classes; c++)
-                json_array_append_new(names, json_string(w->class_names[c]));
-            json_object_set_new(root, "class_names", names);
-        }
+        if (w->class_names) json_object_set_new(root, "class_names", class_names_json(w));
         float mean[GRAFT_DATASET_MAX_CHANNELS], std[GRAFT_DATASET_MAX_CHANNELS];
         if (w->have_normalize) {
             memcpy(mean, w->mean, sizeof mean);
@@ -455,17 +536,25 @@ static json_t *build_index(const graft_dataset_writer *w) {
             json_array_append_new(js, json_real(std[c]));
         }
         json_object_set_new(root, "normalize", json_pack("{soso}", "mean", jm, "std", js));
-    } else {
+    } else if (w->kind == GRAFT_DATA_TOKENS) {
         json_object_set_new(root, "num_tokens", json_integer((json_int_t)w->count));
         json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
         json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
+    } else {
+        json_object_set_new(root, "sample_shape", json_pack("[i]", w->seq_len));
+        json_object_set_new(root, "num_samples", json_integer((json_int_t)w->count));
+        json_object_set_new(root, "num_classes", json_integer(w->num_classes));
+        if (w->class_names) json_object_set_new(root, "class_names", class_names_json(w));
+        json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
+        json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
+        json_object_set_new(root, "pad_id", json_integer(w->pad_id));
     }
     json_t *shards = json_array();
     for (int i = 0; i < w->n_shards; i++) {
         char hex[17];
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)w->shards[i].xxh64);
         json_array_append_new(shards, json_pack("{sssIsIss}", "file", w->shards[i].file,
-                                                w->kind == GRAFT_DATA_IMAGES ? "samples" : "tokens",
+                                                w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples",
                                                 (json_int_t)w->shards[i].count, "bytes",
                                                 (json_int_t)w->shards[i].bytes, "xxh64", hex));
     }
@@ -525,7 +614,7 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     if (w->finished) return GRAFT_ERR_INVALID_ARG;
     if (w->count == 0) {
         WRITER_ERROR("%s: no %s to write; refusing to create an empty dataset", w->dir,
-                     w->kind == GRAFT_DATA_IMAGES ? "samples" : "tokens");
+                     w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples");
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_status st = flush_shard(w);

@@ -17,7 +17,7 @@ struct graft_loader {
     graft_loader_config cfg;
     int eval;                                   /* 1: graft_loader_new_eval */
     size_t N;                                   /* samples per epoch */
-    size_t sample_size;                         /* images: C*H*W floats; tokens: seq_len */
+    size_t sample_size;                         /* C*H*W floats; tokens: seq_len; sequences: T */
     int max_n;                                  /* rows per batch buffer */
     float lut[GRAFT_DATASET_MAX_CHANNELS][256]; /* byte -> normalised float, per channel */
     int32_t *window;                            /* scratch seq_len + 1 tokens (producer only) */
@@ -121,6 +121,11 @@ static void fill_row(graft_loader *l, graft_batch *b, int row, uint64_t idx, lon
             fill_image(l, idx, epoch, augment, b->inputs + (size_t)row * l->sample_size);
         return;
     }
+    if (l->d->kind == GRAFT_DATA_SEQUENCES) {
+        b->labels[row] =
+            graft_dataset_sequence(l->d, (size_t)idx, b->tokens + (size_t)row * l->sample_size);
+        return;
+    }
     size_t L = l->sample_size;
     graft_dataset_tokens(l->d, (size_t)idx * L, L + 1, l->window);
     memcpy(b->tokens + (size_t)row * L, l->window, L * sizeof(int32_t));
@@ -219,8 +224,9 @@ static graft_status loader_alloc(graft_loader *l, int rows_per_batch, int n_slot
             b->labels = malloc(rows * sizeof(int32_t));
             if (!b->indices || !b->inputs || !b->labels) return GRAFT_ERR_NOMEM;
         } else {
+            size_t labels_per_row = d->kind == GRAFT_DATA_TOKENS ? l->sample_size : 1;
             b->tokens = malloc(rows * l->sample_size * sizeof(int32_t));
-            b->labels = malloc(rows * l->sample_size * sizeof(int32_t));
+            b->labels = malloc(rows * labels_per_row * sizeof(int32_t));
             if (!b->indices || !b->tokens || !b->labels) return GRAFT_ERR_NOMEM;
         }
     }
@@ -228,7 +234,7 @@ static graft_status loader_alloc(graft_loader *l, int rows_per_batch, int n_slot
         for (int c = 0; c < d->channels; c++)
             for (int v = 0; v < 256; v++)
                 l->lut[c][v] = graft_data_normalize((uint8_t)v, d->mean[c], d->std[c]);
-    } else {
+    } else if (d->kind == GRAFT_DATA_TOKENS) {
         l->window = malloc((l->sample_size + 1) * sizeof(int32_t));
         if (!l->window) return GRAFT_ERR_NOMEM;
     }
@@ -242,7 +248,7 @@ static graft_status loader_alloc(graft_loader *l, int rows_per_batch, int n_slot
 /* Samples per epoch for d and seq_len, or 0 with an error line (under the caller's
  * name) when unusable. */
 static size_t epoch_samples(const char *caller, const graft_dataset *d, int seq_len) {
-    if (d->kind == GRAFT_DATA_IMAGES) return d->num_samples;
+    if (d->kind != GRAFT_DATA_TOKENS) return d->num_samples;
     if (seq_len < 1) {
         graft_log(GRAFT_LOG_ERROR, caller, "%s: seq_len must be >= 1 for a token dataset, got %d",
                   d->dir, seq_len);
@@ -253,6 +259,13 @@ static size_t epoch_samples(const char *caller, const graft_dataset *d, int seq_
         graft_log(GRAFT_LOG_ERROR, caller, "%s: %zu tokens are fewer than seq_len + 1 = %d", d->dir,
                   d->num_tokens, seq_len + 1);
     return N;
+}
+
+/* Values per batch row: pixels (images) or token ids (tokens: seq_len; sequences: T). */
+static size_t row_size(const graft_dataset *d, int seq_len) {
+    if (d->kind == GRAFT_DATA_IMAGES)
+        return (size_t)d->channels * (size_t)d->height * (size_t)d->width;
+    return d->kind == GRAFT_DATA_SEQUENCES ? (size_t)d->seq_len : (size_t)seq_len;
 }
 
 graft_status graft_loader_new(graft_loader **out, const graft_dataset *d,
@@ -285,9 +298,7 @@ graft_status graft_loader_new(graft_loader **out, const graft_dataset *d,
     l->d = d;
     l->cfg = *cfg;
     l->N = N;
-    l->sample_size = d->kind == GRAFT_DATA_IMAGES
-                         ? (size_t)d->channels * (size_t)d->height * (size_t)d->width
-                         : (size_t)cfg->seq_len;
+    l->sample_size = row_size(d, cfg->seq_len);
     l->produce_cursor = l->consumer_cursor = cursor;
     uint64_t largest = (uint64_t)cfg->batch_size < N ? (uint64_t)cfg->batch_size : N;
     int rows = (int)((largest + (uint64_t)cfg->world - 1) / (uint64_t)cfg->world);
@@ -337,9 +348,7 @@ graft_status graft_loader_new_eval(graft_loader **out, const graft_dataset *d, i
     l->cfg.world = world;
     l->cfg.seq_len = seq_len;
     l->N = N;
-    l->sample_size = d->kind == GRAFT_DATA_IMAGES
-                         ? (size_t)d->channels * (size_t)d->height * (size_t)d->width
-                         : (size_t)seq_len;
+    l->sample_size = row_size(d, seq_len);
     uint64_t share = (N + (uint64_t)world - 1) / (uint64_t)world;
     int rows = (uint64_t)batch < share ? batch : (int)share;
     graft_status st = loader_alloc(l, rows, 1);

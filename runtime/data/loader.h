@@ -25,6 +25,8 @@
  * (before normalisation, as torchvision pads) outside the image.
  * Tokens -> sample i is the window tokens[i*L, i*L + L] (L+1 tokens): tokens
  * [n, L] and labels [n, L] (next-token targets); N = (num_tokens - 1) / L.
+ * Sequences -> sample i's T ids: tokens [n, T] and labels [n] (one class per row);
+ * N = num_samples, T is the dataset's (seq_len is not used).
  *
  * With prefetch > 0 a thread prepares up to `prefetch` batches ahead while the step
  * runs (prefetch + 1 batch buffers: the one the caller holds plus the ring); batches
@@ -46,7 +48,7 @@ typedef struct graft_loader_config {
     uint64_t seed;
     int shuffle;
     int prefetch;     /* batches ahead, 0..GRAFT_LOADER_MAX_PREFETCH; 0 = synchronous */
-    int seq_len;      /* tokens only */
+    int seq_len;      /* tokens only (sequences have the dataset's T) */
     int crop_padding; /* images: 0 = no random crop */
     int hflip;        /* images: random horizontal flip */
 } graft_loader_config;
@@ -59,9 +61,9 @@ typedef struct graft_batch {
     long epoch;            /* epoch the batch belongs to */
     uint64_t cursor_after; /* global cursor after this batch */
     float *inputs;         /* images: [n, sample_floats] */
-    int32_t *tokens;       /* tokens: [n, seq_len] */
-    int32_t *labels;       /* images: [n]; tokens: [n, seq_len] */
-    uint64_t *indices;     /* [n] dataset sample (images) / window (tokens) of each row */
+    int32_t *tokens;       /* tokens: [n, seq_len]; sequences: [n, T] */
+    int32_t *labels;       /* images, sequences: [n]; tokens: [n, seq_len] */
+    uint64_t *indices;     /* [n] dataset sample (images, sequences) / window (tokens) */
 } graft_batch;
 
 typedef struct graft_loader graft_loader; /* opaque */

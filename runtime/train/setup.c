@@ -106,22 +106,35 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
 
 graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                          int max_batch) {
-    graft_model_input input = {0};
+    graft_model_input input = {.pad_id = -1};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
         input.height = d->height;
         input.width = d->width;
+    } else {
+        input.vocab_size = d->vocab_size;
+        input.seq_len = cfg->data.seq_len;
+    }
+    if (d->kind == GRAFT_DATA_SEQUENCES) { /* labelled rows of the dataset's own length */
+        input.seq_len = d->seq_len;
+        input.pad_id = d->pad_id;
+    }
+    if (d->kind != GRAFT_DATA_TOKENS) {
         input.num_classes = d->num_classes;
         if (cfg->model.head_num_classes && cfg->model.head_num_classes != d->num_classes) {
             GRAFT_ERROR("model.head.num_classes is %d but %s has %d classes",
                         cfg->model.head_num_classes, d->dir, d->num_classes);
             return GRAFT_ERR_CONFIG;
         }
-    } else {
-        input.vocab_size = d->vocab_size;
-        input.seq_len = cfg->data.seq_len;
     }
     GRAFT_TRY(graft_model_create(m, cfg, &input));
+    if (d->kind == GRAFT_DATA_SEQUENCES && m->task != GRAFT_TASK_CLASSIFY) {
+        GRAFT_ERROR("model.arch %s is a language model; %s holds labelled sequences, which "
+                    "need a classifier (e.g. bert)",
+                    cfg->model.arch, d->dir);
+        graft_model_free(m);
+        return GRAFT_ERR_CONFIG;
+    }
     GRAFT_TRY(apply_freezing(m->params, cfg));
     GRAFT_TRY(graft_params_finalize(m->params));
     GRAFT_TRY(m->iface.build(m->self, max_batch));

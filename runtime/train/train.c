@@ -202,12 +202,16 @@ static graft_status setup(trainer *t) {
     if (cfg->data.val) {
         GRAFT_TRY(graft_dataset_open(&t->val_set, cfg->data.val, cfg->data.verify));
         t->have_val = 1;
-        if (t->val_set.kind != t->train_set.kind ||
-            (t->train_set.kind == GRAFT_DATA_IMAGES &&
-             (t->val_set.channels != t->train_set.channels ||
-              t->val_set.height != t->train_set.height || t->val_set.width != t->train_set.width ||
-              t->val_set.num_classes != t->train_set.num_classes))) {
-            GRAFT_ERROR("data.val %s does not match data.train %s (kind, sample shape or classes)",
+        const graft_dataset *tr = &t->train_set, *va = &t->val_set;
+        graft_data_kind kind = tr->kind;
+        if (va->kind != kind ||
+            (kind == GRAFT_DATA_IMAGES && (va->channels != tr->channels ||
+                                           va->height != tr->height || va->width != tr->width)) ||
+            (kind != GRAFT_DATA_IMAGES && va->vocab_size != tr->vocab_size) ||
+            (kind == GRAFT_DATA_SEQUENCES && va->seq_len != tr->seq_len) ||
+            (kind != GRAFT_DATA_TOKENS && va->num_classes != tr->num_classes)) {
+            GRAFT_ERROR("data.val %s does not match data.train %s (kind, sample shape, "
+                        "vocabulary or classes)",
                         cfg->data.val, cfg->data.train);
             return GRAFT_ERR_CONFIG;
         }
@@ -377,7 +381,10 @@ static graft_status train_step(trainer *t, long step, graft_batch *b, float lr, 
     graft_params *p = t->model.params;
     graft_params_zero_grad(p);
     size_t sample_floats = (size_t)t->train_set.channels * t->train_set.height * t->train_set.width;
-    size_t seq = (size_t)t->cfg->data.seq_len;
+    /* token rows: T ids (sequences) or data.seq_len (token windows, one label per id) */
+    size_t seq = t->train_set.kind == GRAFT_DATA_SEQUENCES ? (size_t)t->train_set.seq_len
+                                                           : (size_t)t->cfg->data.seq_len;
+    size_t label_stride = t->train_set.kind == GRAFT_DATA_TOKENS ? seq : 1;
     int is_tokens = b->tokens != NULL;
     int micro_steps = (b->n + t->micro_batch - 1) / t->micro_batch;
     if (t->reducer) {
@@ -393,7 +400,7 @@ static graft_status train_step(trainer *t, long step, graft_batch *b, float lr, 
         float loss = t->model.iface.forward(
             t->model.self, is_tokens ? NULL : b->inputs + (size_t)start * sample_floats,
             is_tokens ? b->tokens + (size_t)start * seq : NULL,
-            b->labels + (size_t)start * (is_tokens ? seq : 1), n, 1, NULL);
+            b->labels + (size_t)start * label_stride, n, 1, NULL);
         double t1 = graft_now_s();
         float share = (float)n / (float)b->global_n;
         t->model.iface.backward(t->model.self, share);
