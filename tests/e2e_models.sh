@@ -4,7 +4,8 @@
 # ResNet-18 pretrained on Fashion-MNIST classes 0-4 and fine-tuned on 5-9 (replaced fc,
 # frozen trunk with batchnorm in eval or train mode, gradual unfreezing on two ranks);
 # a small GPT-2 pretrained on fortunes and fine-tuned with its lower blocks frozen,
-# loaded back from the Hugging Face hub layout; weights and config errors (exit 2).
+# loaded back from the Hugging Face hub layout; a small BERT pretrained as a masked LM
+# and fine-tuned as a sequence classifier; weights and config errors (exit 2).
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 tools="$GRAFT_SOURCE_DIR/tests/tools"
@@ -86,6 +87,48 @@ python3 "$tools/st_rewrite.py" $g hub.safetensors gpt2-hub
 e1=$("$GRAFT" eval g.yaml --weights $g 2>/dev/null | head -n 1 | sed 's/.*: //')
 e2=$("$GRAFT" eval g.yaml --weights hub.safetensors 2>/dev/null | head -n 1 | sed 's/.*: //')
 [ -n "$e1" ] && [ "$e1" = "$e2" ] && ok "same evaluation from both layouts ($e1)" || bad "eval '$e1' vs '$e2'"
+
+# ---- BERT: masked-LM pretraining on a token stream, then a sequence classifier ----------
+"$GRAFT" data text --out t3 --tokenizer bytes $fortunes/science $fortunes/computers $fortunes/food >/dev/null &&
+  "$GRAFT" data text --out s3 --tokenizer bytes --classify --seq-len 64 \
+    $fortunes/science $fortunes/computers $fortunes/food >/dev/null || bad "bert data"
+cat >mlm.yaml <<YAML
+experiment: bmlm
+model: {arch: bert, n_layer: 2, n_head: 4, n_embd: 64, n_positions: 64, mask_token_id: 0}
+data: {train: t3, batch_size: 32, seq_len: 64}
+optim: {lr: 0.002}
+train: {max_steps: 60, log_every: 20}
+YAML
+"$GRAFT" train mlm.yaml >bmlm.out 2>&1 || { bad "bert mlm"; tail -n 5 bmlm.out; }
+python3 - runs/bmlm/metrics.jsonl <<'PY' && ok "bert masked-LM pretraining: loss falls" || bad "bert mlm loss"
+import json, sys
+loss = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+assert loss[-1] < 0.9 * loss[0], loss
+PY
+"$GRAFT" inspect runs/bmlm/model.safetensors | grep -q "cls.predictions.decoder.weight" &&
+  ok "saved masked LM lists the tied cls.predictions.decoder.weight" || bad "mlm decoder alias"
+cat >cls.yaml <<YAML
+experiment: bcls
+model: {arch: bert, n_layer: 2, n_head: 4, n_embd: 64, n_positions: 64,
+        init: runs/bmlm/model.safetensors, head: {num_classes: 3}}
+freeze: {frozen: ["bert.embeddings.*"]}
+data: {train: s3, val: s3, batch_size: 32}
+optim: {lr: 0.0005}
+train: {max_steps: 60, log_every: 20}
+YAML
+"$GRAFT" train cls.yaml >bcls.out 2>&1 || { bad "bert classifier"; tail -n 5 bcls.out; }
+grep -q "37 matched, 2 missing, 7 unexpected, 0 replaced (head 'classifier'" bcls.out &&
+  grep -q "missing from the file (2): bert.pooler.dense.weight, bert.pooler.dense.bias" bcls.out &&
+  ok "classifier from the masked LM: encoder loaded, pooler and classifier fresh, cls.* ignored" ||
+  { bad "bert init report"; grep -i 'init\|WARN' bcls.out; }
+same runs/bmlm/model.safetensors runs/bcls/model.safetensors 'bert.embeddings.*' &&
+  grep -q "per_class" runs/bcls/eval.json && ok "bert classifier: frozen embeddings kept, per-class eval written" ||
+  bad "bert classifier run"
+mpi -np 2 "$GRAFT" train cls.yaml experiment=bcls2 train.max_steps=10 >bcls2.out 2>&1 &&
+  grep -q "replicas are bit-identical" bcls2.out && ok "bert classifier on two ranks" ||
+  { bad "bert on two ranks"; tail -n 5 bcls2.out; }
+expect_bad_input "language model on labelled rows" "model.arch gpt2 is a language model" \
+  -- "$GRAFT" train g.yaml experiment=x6 data.train=s3 data.val=null
 
 # ---- bad input: exit 2, one line ----------------------------------------------------------
 "$GRAFT" train pre.yaml experiment=mlp model.arch=mlp train.max_steps=2 >/dev/null 2>&1 || bad "mlp"

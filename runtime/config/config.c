@@ -124,7 +124,8 @@ const key_spec cfg_keys[] = {
     {.key = "data.prefetch", .type = KEY_INT, .offset = CFG(data.prefetch), .flags = KEY_MIN,
      .min = 0, .def = "2", .doc = "batches prepared ahead by the loader thread; 0 = none"},
     {.key = "data.seq_len", .type = KEY_INT, .offset = CFG(data.seq_len), .flags = KEY_MIN,
-     .min = 1, .def = "128", .doc = "token datasets: tokens per training window"},
+     .min = 1, .def = "128", .doc = "token streams: tokens per training window (sequence datasets use their own "
+            "length)"},
     {.key = "data.augment.crop_padding", .type = KEY_INT, .offset = CFG(data.augment_crop_padding),
      .flags = KEY_MIN, .min = 0, .def = "0",
      .doc = "images: random crop after zero padding by this many pixels; 0 = off"},
