@@ -401,8 +401,34 @@ static float dropout_loss(graft_bert *m, const fixture *fx) {
     return graft_bert_forward(m, fx->ids, fx->types, fx->mask, fx->labels, B, 1);
 }
 
-/* Gradients with dropout 0.2 against central differences of the loss with the same
- * masks, at a few entries of every trainable parameter kind. */
+/* Checks that the last training forward dropped about p of layer l's attention
+ * probabilities (to 5 binomial sigmas) among the keys before each sequence's padding: the
+ * op's keep bits, or those of the last layer's own kernel when it computed R < BT rows. */
+static void check_attention_dropped(const graft_bert *m, int l, const int32_t *attention_mask) {
+    const uint64_t *keep = m->acts[l].keep;
+    assert_non_null(keep);
+    const size_t words = graft_attention_keep_words(T);
+    const int rows_kernel = l == m->cfg.n_layer - 1 && m->n_rows < B * T;
+    const int R = rows_kernel ? m->n_rows : B * T;
+    size_t drawn = 0, kept = 0;
+    for (int r = 0; r < R; r++) {
+        int token = rows_kernel ? m->rows[r] : r, b = token / T, keys = T;
+        while (keys > 0 && !attention_mask[b * T + keys - 1])
+            keys--;
+        for (int h = 0; h < NH; h++) {
+            size_t row = rows_kernel ? (size_t)r * NH + h : ((size_t)b * NH + h) * T + token % T;
+            for (int j = 0; j < keys; j++)
+                kept += (keep[row * words + (size_t)j / 64] >> (j % 64)) & 1;
+            drawn += (size_t)keys;
+        }
+    }
+    const double p = m->cfg.dropout, dropped = 1.0 - (double)kept / (double)drawn;
+    printf("  layer %d: %.3f of %zu attention probabilities dropped\n", l, dropped, drawn);
+    assert_true(fabs(dropped - p) <= 5.0 * sqrt(p * (1.0 - p) / (double)drawn));
+}
+
+/* Gradients with dropout 0.2 (hidden and attention) against central differences of the
+ * loss with the same masks, at a few entries of every trainable parameter kind. */
 static void check_dropout_fd(const char *label, int num_classes, int n_layer, const char *frozen) {
     fixture fx;
     const char *base = num_classes ? FIXTURES "bert_cls" : FIXTURES "bert_mlm";
@@ -418,6 +444,8 @@ static void check_dropout_fd(const char *label, int num_classes, int n_layer, co
     assert_int_equal(graft_params_load(&m.params, path, NULL, NULL), GRAFT_OK); /* not strict */
     graft_params_zero_grad(&m.params);
     float loss = dropout_loss(&m, &fx);
+    for (int l = 0; l < n_layer; l++)
+        if (m.acts[l].keep) check_attention_dropped(&m, l, fx.mask);
     graft_bert_backward(&m, 1.0f);
     float eval = graft_bert_forward(&m, fx.ids, fx.types, fx.mask, fx.labels, B, 0);
     assert_true(loss != eval);

@@ -286,7 +286,18 @@ typedef struct {
     double *inp, *weight, *bias; /* bias may be NULL */
 } conv_ref;
 
-/* Direct convolution: out[n,oc,oh,ow] = b[oc] + sum w[oc,c,kh,kw] * x[n,c,oh*s-p+kh,ow*s-p+kw]. */
+/* Index of input pixel (n, c, h, w): channel-major [C, N, H, W], or [N, C, H, W] when the
+ * shape says nchw_input. Outputs are always channel-major [OC, N, OH, OW]. */
+static size_t conv_in_at(const graft_conv2d_shape *s, int n, int c, int h, int w) {
+    size_t plane = s->nchw_input ? (size_t)n * s->C + c : (size_t)c * s->N + n;
+    return (plane * s->H + h) * s->W + w;
+}
+
+static size_t conv_out_at(const graft_conv2d_shape *s, int n, int oc, int oh, int ow) {
+    return (((size_t)oc * s->N + n) * s->OH + oh) * s->OW + ow;
+}
+
+/* Direct convolution: out[oc,n,oh,ow] = b[oc] + sum w[oc,c,kh,kw] * x[c,n,oh*s-p+kh,ow*s-p+kw]. */
 static void conv_ref_forward(const void *vctx, double *out) {
     const conv_ref *r = vctx;
     const graft_conv2d_shape *s = &r->s;
@@ -302,25 +313,27 @@ static void conv_ref_forward(const void *vctx, double *out) {
                                 int iw = ow * s->stride + kw - s->pad;
                                 if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
                                 acc += r->weight[((oc * s->C + c) * s->KH + kh) * s->KW + kw] *
-                                       r->inp[((n * s->C + c) * s->H + ih) * s->W + iw];
+                                       r->inp[conv_in_at(s, n, c, ih, iw)];
                             }
-                    out[((n * s->OC + oc) * s->OH + oh) * s->OW + ow] = acc;
+                    out[conv_out_at(s, n, oc, oh, ow)] = acc;
                 }
 }
 
 typedef struct {
-    int N, C, H, W, OC, KH, KW, stride, pad, has_bias;
+    int N, C, H, W, OC, KH, KW, stride, pad, has_bias, nchw_input;
 } conv_case_spec;
 
 static void conv_case(const conv_case_spec *c, uint64_t seed) {
     graft_conv2d_shape s =
         graft_conv2d_shape_make(c->N, c->C, c->H, c->W, c->OC, c->KH, c->KW, c->stride, c->pad);
+    s.nchw_input = c->nchw_input;
     /* torch's formula, written out here */
     assert_int_equal(s.OH, (c->H + 2 * c->pad - c->KH) / c->stride + 1);
     assert_int_equal(s.OW, (c->W + 2 * c->pad - c->KW) / c->stride + 1);
     char name[128];
-    snprintf(name, sizeof name, "conv N%d C%d %dx%d OC%d k%dx%d s%d p%d%s", c->N, c->C, c->H, c->W,
-             c->OC, c->KH, c->KW, c->stride, c->pad, c->has_bias ? " bias" : "");
+    snprintf(name, sizeof name, "conv N%d C%d %dx%d OC%d k%dx%d s%d p%d%s%s", c->N, c->C, c->H,
+             c->W, c->OC, c->KH, c->KW, c->stride, c->pad, c->has_bias ? " bias" : "",
+             c->nchw_input ? " nchw" : "");
     const size_t nin = (size_t)s.N * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * s.KH * s.KW;
     const size_t nout = (size_t)s.N * s.OC * s.OH * s.OW, nb = (size_t)s.OC;
     float *inp = rand_floats(nin, -1, 1, seed), *weight = rand_floats(nw, -1, 1, seed + 1);
@@ -393,30 +406,42 @@ static void conv_case(const conv_case_spec *c, uint64_t seed) {
 static void test_conv2d_fd(void **state) {
     (void)state;
     static const conv_case_spec cases[] = {
-        /* N, C, H, W, OC, KH, KW, stride, pad, has_bias */
-        {1, 1, 7, 7, 1, 1, 1, 1, 0, 1},   /* pointwise: im2col skipped */
-        {3, 13, 5, 7, 7, 1, 1, 1, 0, 0},  /* pointwise, no bias */
-        {3, 7, 7, 7, 3, 1, 1, 2, 0, 0},   /* ResNet downsample: 1x1 stride 2 */
-        {3, 3, 7, 5, 13, 3, 3, 1, 1, 1},  /* 3x3 same padding */
-        {7, 1, 3, 3, 3, 3, 3, 1, 0, 1},   /* output 1x1 */
-        {1, 3, 13, 13, 3, 7, 7, 2, 3, 0}, /* ResNet stem shape */
-        {2, 13, 5, 7, 7, 1, 3, 2, 0, 1},  /* KH != KW */
-        {1, 3, 7, 13, 1, 3, 7, 2, 1, 1},  /* KH != KW, padding */
-        {3, 3, 7, 7, 7, 3, 3, 2, 1, 0},   /* 3x3 stride 2 */
+        /* N, C, H, W, OC, KH, KW, stride, pad, has_bias, nchw_input */
+        {1, 1, 7, 7, 1, 1, 1, 1, 0, 1, 0},   /* pointwise: a plain GEMM */
+        {3, 13, 5, 7, 7, 1, 1, 1, 0, 0, 0},  /* pointwise, no bias */
+        {3, 7, 7, 7, 3, 1, 1, 2, 0, 0, 0},   /* ResNet downsample: 1x1 stride 2 */
+        {3, 3, 7, 5, 13, 3, 3, 1, 1, 1, 0},  /* 3x3 same padding: shifted copies */
+        {2, 2, 3, 2, 3, 5, 5, 1, 2, 0, 0},   /* 5x5 same padding, wider than the image */
+        {7, 1, 3, 3, 3, 3, 3, 1, 0, 1, 0},   /* output 1x1 */
+        {1, 3, 13, 13, 3, 7, 7, 2, 3, 0, 1}, /* ResNet stem, batch-major images */
+        {3, 2, 9, 9, 3, 7, 7, 2, 3, 1, 1},   /* stem, several images */
+        {2, 3, 5, 5, 2, 1, 1, 1, 0, 0, 1},   /* pointwise on batch-major images */
+        {2, 13, 5, 7, 7, 1, 3, 2, 0, 1, 0},  /* KH != KW */
+        {1, 3, 7, 13, 1, 3, 7, 2, 1, 1, 0},  /* KH != KW, padding */
+        {3, 3, 7, 7, 7, 3, 3, 2, 1, 0, 0},   /* 3x3 stride 2 */
+        {11, 2, 6, 6, 3, 3, 3, 1, 1, 0, 0},  /* shifted copies across many images */
+        {9, 2, 9, 9, 2, 3, 3, 2, 1, 1, 0},   /* 3x3 stride 2, many images */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         conv_case(&cases[i], 1000 + 10 * i);
 }
 
-/* A mid-size convolution against the direct double forward and a direct double
+/* Mid-size convolutions, large enough that the batch is cut into several im2col
+ * chunks (a last one smaller), against the direct double forward and a direct double
  * backward (plain loops, no im2col). */
-static void test_conv2d_medium(void **state) {
-    (void)state;
-    graft_conv2d_shape s = graft_conv2d_shape_make(2, 16, 14, 14, 32, 3, 3, 1, 1);
+static void conv_medium_case(const conv_case_spec *c, int chunked, uint64_t seed) {
+    graft_conv2d_shape s =
+        graft_conv2d_shape_make(c->N, c->C, c->H, c->W, c->OC, c->KH, c->KW, c->stride, c->pad);
+    s.nchw_input = c->nchw_input;
+    char name[128], what[192];
+    snprintf(name, sizeof name, "conv N%d C%d %dx%d OC%d k%d s%d p%d%s", c->N, c->C, c->H, c->W,
+             c->OC, c->KH, c->stride, c->pad, c->nchw_input ? " nchw" : "");
     const size_t nin = (size_t)s.N * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * s.KH * s.KW;
     const size_t nout = (size_t)s.N * s.OC * s.OH * s.OW;
-    float *inp = rand_floats(nin, -1, 1, 7), *weight = rand_floats(nw, -1, 1, 8);
-    float *bias = rand_floats(s.OC, -1, 1, 9), *G = rand_floats(nout, -1, 1, 10);
+    const size_t whole_col = (size_t)s.C * s.KH * s.KW * s.N * s.OH * s.OW;
+    assert_int_equal(graft_conv2d_scratch_floats(&s) < whole_col, chunked);
+    float *inp = rand_floats(nin, -1, 1, seed), *weight = rand_floats(nw, -1, 1, seed + 1);
+    float *bias = rand_floats(s.OC, -1, 1, seed + 2), *G = rand_floats(nout, -1, 1, seed + 3);
     float *scratch = tu_floats(graft_conv2d_scratch_floats(&s));
     double *inp_d = doubles_of(inp, nin), *weight_d = doubles_of(weight, nw);
     double *bias_d = doubles_of(bias, s.OC), *out_d = tu_doubles(nout);
@@ -424,7 +449,8 @@ static void test_conv2d_medium(void **state) {
     float *out = tu_floats(nout);
     graft_conv2d_forward(out, inp, weight, bias, scratch, &s);
     conv_ref_forward(&ref, out_d);
-    TU_CHECK_REL("conv N2 C16 14x14 OC32 k3 s1 p1 forward", rel(out, out_d, nout), FWD_BOUND);
+    snprintf(what, sizeof what, "%s forward", name);
+    TU_CHECK_REL(what, rel(out, out_d, nout), FWD_BOUND);
 
     float *dinp = tu_floats(nin), *dweight = tu_floats(nw), *dbias = tu_floats(s.OC);
     graft_conv2d_backward(dinp, dweight, dbias, G, inp, weight, scratch, &s);
@@ -433,27 +459,45 @@ static void test_conv2d_medium(void **state) {
         for (int oc = 0; oc < s.OC; oc++)
             for (int oh = 0; oh < s.OH; oh++)
                 for (int ow = 0; ow < s.OW; ow++) {
-                    double g = G[((n * s.OC + oc) * s.OH + oh) * s.OW + ow];
+                    double g = G[conv_out_at(&s, n, oc, oh, ow)];
                     dbias_d[oc] += g;
-                    for (int c = 0; c < s.C; c++)
+                    for (int ci = 0; ci < s.C; ci++)
                         for (int kh = 0; kh < s.KH; kh++)
                             for (int kw = 0; kw < s.KW; kw++) {
                                 int ih = oh * s.stride + kh - s.pad;
                                 int iw = ow * s.stride + kw - s.pad;
                                 if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-                                size_t xi = ((size_t)(n * s.C + c) * s.H + ih) * s.W + iw;
-                                size_t wi = ((size_t)(oc * s.C + c) * s.KH + kh) * s.KW + kw;
+                                size_t xi = conv_in_at(&s, n, ci, ih, iw);
+                                size_t wi = ((size_t)(oc * s.C + ci) * s.KH + kh) * s.KW + kw;
                                 dinp_d[xi] += g * weight_d[wi];
                                 dweight_d[wi] += g * inp_d[xi];
                             }
                 }
-    TU_CHECK_REL("conv N2 C16 14x14 OC32 dinp vs direct", rel(dinp, dinp_d, nin), FWD_BOUND);
-    TU_CHECK_REL("conv N2 C16 14x14 OC32 dweight vs direct", rel(dweight, dweight_d, nw),
-                 FWD_BOUND);
-    TU_CHECK_REL("conv N2 C16 14x14 OC32 dbias vs direct", rel(dbias, dbias_d, s.OC), FWD_BOUND);
+    snprintf(what, sizeof what, "%s dinp vs direct", name);
+    TU_CHECK_REL(what, rel(dinp, dinp_d, nin), FWD_BOUND);
+    snprintf(what, sizeof what, "%s dweight vs direct", name);
+    TU_CHECK_REL(what, rel(dweight, dweight_d, nw), FWD_BOUND);
+    snprintf(what, sizeof what, "%s dbias vs direct", name);
+    TU_CHECK_REL(what, rel(dbias, dbias_d, s.OC), FWD_BOUND);
     free(inp), free(weight), free(bias), free(G), free(scratch), free(inp_d), free(weight_d);
     free(bias_d), free(out_d), free(out), free(dinp), free(dweight), free(dbias), free(dinp_d);
     free(dweight_d), free(dbias_d);
+}
+
+static void test_conv2d_medium(void **state) {
+    (void)state;
+    static const struct {
+        conv_case_spec c;
+        int chunked;
+    } cases[] = {
+        /* N, C, H, W, OC, KH, KW, stride, pad, has_bias, nchw_input */
+        {{3, 32, 16, 16, 16, 3, 3, 1, 1, 1, 0}, 1}, /* shifted copies, an image per chunk */
+        {{3, 32, 32, 32, 8, 3, 3, 2, 1, 1, 0}, 1},  /* row gathers, an image per chunk */
+        {{5, 3, 32, 32, 8, 7, 7, 2, 3, 1, 1}, 1},   /* stem: chunks of 3 and 2 images */
+        {{2, 16, 14, 14, 32, 3, 3, 1, 1, 1, 0}, 0}, /* one chunk */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        conv_medium_case(&cases[i].c, cases[i].chunked, 7 + 10 * i);
 }
 
 static void test_conv2d_shape(void **state) {
@@ -461,7 +505,13 @@ static void test_conv2d_shape(void **state) {
     graft_conv2d_shape s = graft_conv2d_shape_make(2, 3, 224, 224, 64, 7, 7, 2, 3);
     assert_int_equal(s.OH, 112);
     assert_int_equal(s.OW, 112);
-    assert_int_equal(graft_conv2d_scratch_floats(&s), (size_t)3 * 49 * 112 * 112);
+    assert_int_equal(graft_conv2d_scratch_floats(&s), (size_t)3 * 49 * 112 * 112); /* 1 image */
+    s = graft_conv2d_shape_make(32, 512, 2, 2, 512, 3, 3, 1, 1); /* layer4: the whole batch */
+    assert_int_equal(graft_conv2d_scratch_floats(&s), (size_t)(512 + 1) * 9 * 32 * 4); /* +masks */
+    s = graft_conv2d_shape_make(4, 64, 8, 8, 128, 1, 1, 1, 0); /* a plain GEMM */
+    assert_int_equal(graft_conv2d_scratch_floats(&s), 0);
+    s.nchw_input = 1; /* batch-major images still need a gather */
+    assert_int_equal(graft_conv2d_scratch_floats(&s), (size_t)64 * 4 * 64);
     s = graft_conv2d_shape_make(1, 64, 56, 56, 128, 3, 3, 2, 1);
     assert_int_equal(s.OH, 28);
     s = graft_conv2d_shape_make(1, 1, 8, 6, 1, 3, 2, 3, 0); /* floor: (8-3)/3+1, (6-2)/3+1 */
@@ -485,12 +535,12 @@ static void bn_ref_stats(const bn_ref *r, int c, double *mean, double *var) {
     double sum = 0.0, count = (double)r->N * r->HW;
     for (int n = 0; n < r->N; n++)
         for (int i = 0; i < r->HW; i++)
-            sum += r->inp[(n * r->C + c) * r->HW + i];
+            sum += r->inp[(c * r->N + n) * r->HW + i];
     *mean = sum / count;
     double sq = 0.0;
     for (int n = 0; n < r->N; n++)
         for (int i = 0; i < r->HW; i++) {
-            double d = r->inp[(n * r->C + c) * r->HW + i] - *mean;
+            double d = r->inp[(c * r->N + n) * r->HW + i] - *mean;
             sq += d * d;
         }
     *var = sq / count;
@@ -508,7 +558,7 @@ static void bn_ref_forward(const void *vctx, double *out) {
         }
         for (int n = 0; n < r->N; n++)
             for (int i = 0; i < r->HW; i++) {
-                int at = (n * r->C + c) * r->HW + i;
+                int at = (c * r->N + n) * r->HW + i; /* channel-major */
                 out[at] = (r->inp[at] - mean) / sqrt(var + r->eps) * r->weight[c] + r->bias[c];
             }
     }
@@ -532,7 +582,8 @@ static void bn_case(int N, int C, int HW, int training, uint64_t seed) {
 
     float *out = tu_floats(n), *save_mean = tu_floats(C), *save_invstd = tu_floats(C);
     float *rm = floats_copy(rm0, C), *rv = floats_copy(rv0, C);
-    graft_batchnorm2d_forward(out, save_mean, save_invstd, rm, rv, inp, weight, bias, N, C, HW,
+    const size_t M = (size_t)N * HW;
+    graft_batchnorm2d_forward(out, save_mean, save_invstd, rm, rv, inp, weight, bias, NULL, 0, C, M,
                               momentum, eps, training);
     bn_ref_forward(&ref, out_d);
     snprintf(what, sizeof what, "%s forward", name);
@@ -567,8 +618,8 @@ static void bn_case(int N, int C, int HW, int training, uint64_t seed) {
     TU_CHECK_REL(what, rel(rv, rv_want, C), FWD_BOUND);
 
     float *dinp = tu_floats(n), *dweight = tu_floats(C), *dbias = tu_floats(C);
-    graft_batchnorm2d_backward(dinp, dweight, dbias, G, inp, weight, save_mean, save_invstd, N, C,
-                               HW, training);
+    graft_batchnorm2d_backward(dinp, dweight, dbias, G, inp, weight, save_mean, save_invstd, C, M,
+                               training);
     snprintf(what, sizeof what, "%s dinp", name);
     TU_CHECK_REL(what, fd_err(dinp, inp_d, n, bn_ref_forward, &ref, out_d, n, G_d), GRAD_BOUND);
     snprintf(what, sizeof what, "%s dweight", name);
@@ -583,8 +634,8 @@ static void bn_case(int N, int C, int HW, int training, uint64_t seed) {
     float *acc_in = floats_copy(base_in, n), *acc_w = floats_copy(base_w, C);
     float *acc_b = floats_copy(base_b, C);
     for (int t = 0; t < 2; t++) {
-        graft_batchnorm2d_backward(acc_in, acc_w, acc_b, G, inp, weight, save_mean, save_invstd, N,
-                                   C, HW, training);
+        graft_batchnorm2d_backward(acc_in, acc_w, acc_b, G, inp, weight, save_mean, save_invstd, C,
+                                   M, training);
     }
     double acc = accum_err(acc_in, base_in, dinp, 2, n);
     double e = accum_err(acc_w, base_w, dweight, 2, C);
@@ -594,13 +645,13 @@ static void bn_case(int N, int C, int HW, int training, uint64_t seed) {
     snprintf(what, sizeof what, "%s accumulate", name);
     TU_CHECK_REL(what, acc, ACCUM_BOUND);
     float *only_in = tu_floats(n), *only_w = tu_floats(C), *only_b = tu_floats(C);
-    graft_batchnorm2d_backward(only_in, NULL, NULL, G, inp, weight, save_mean, save_invstd, N, C,
-                               HW, training);
-    graft_batchnorm2d_backward(NULL, only_w, NULL, G, inp, weight, save_mean, save_invstd, N, C, HW,
+    graft_batchnorm2d_backward(only_in, NULL, NULL, G, inp, weight, save_mean, save_invstd, C, M,
                                training);
-    graft_batchnorm2d_backward(NULL, NULL, only_b, G, inp, weight, save_mean, save_invstd, N, C, HW,
+    graft_batchnorm2d_backward(NULL, only_w, NULL, G, inp, weight, save_mean, save_invstd, C, M,
                                training);
-    graft_batchnorm2d_backward(NULL, NULL, NULL, G, inp, weight, save_mean, save_invstd, N, C, HW,
+    graft_batchnorm2d_backward(NULL, NULL, only_b, G, inp, weight, save_mean, save_invstd, C, M,
+                               training);
+    graft_batchnorm2d_backward(NULL, NULL, NULL, G, inp, weight, save_mean, save_invstd, C, M,
                                training);
     double nul = same_err(only_in, dinp, n);
     e = same_err(only_w, dweight, C);
@@ -646,17 +697,17 @@ static void test_batchnorm_running_steps(void **state) {
     float *inp = tu_floats(n), *out = tu_floats(n);
     for (int step = 0; step < steps; step++) {
         tu_fill_uniform(inp, n, -3, 5, 50 + step);
-        graft_batchnorm2d_forward(out, save_mean, save_invstd, rm, rv, inp, weight, bias, N, C, HW,
-                                  momentum, 1e-5f, 1);
+        graft_batchnorm2d_forward(out, save_mean, save_invstd, rm, rv, inp, weight, bias, NULL, 0,
+                                  C, (size_t)N * HW, momentum, 1e-5f, 1);
         for (int c = 0; c < C; c++) {
             double sum = 0, sq = 0, cnt = (double)N * HW;
             for (int b = 0; b < N; b++)
                 for (int i = 0; i < HW; i++)
-                    sum += inp[(b * C + c) * HW + i];
+                    sum += inp[(c * N + b) * HW + i];
             double mean = sum / cnt;
             for (int b = 0; b < N; b++)
                 for (int i = 0; i < HW; i++) {
-                    double d = inp[(b * C + c) * HW + i] - mean;
+                    double d = inp[(c * N + b) * HW + i] - mean;
                     sq += d * d;
                 }
             rm_d[c] = (1 - momentum) * rm_d[c] + momentum * mean;
@@ -666,6 +717,57 @@ static void test_batchnorm_running_steps(void **state) {
     TU_CHECK_REL("batchnorm running_mean after 5 steps", rel(rm, rm_d, C), FWD_BOUND);
     TU_CHECK_REL("batchnorm running_var after 5 steps", rel(rv, rv_d, C), FWD_BOUND);
     free(weight), free(bias), free(inp), free(out);
+}
+
+/* The fused epilogue: [relu](bn(x) [+ residual]), also in place, against the plain
+ * forward followed by the add and the ReLU; and graft_batchnorm2d_apply (the folded
+ * form) against its formula. Lengths that are no multiple of the vector blocks. */
+static void test_batchnorm_fused(void **state) {
+    (void)state;
+    const int C = 3;
+    const size_t M = 37, n = (size_t)C * M;
+    float *inp = rand_floats(n, -2, 3, 90), *res = rand_floats(n, -2, 2, 91);
+    float *weight = rand_floats(C, 0.5f, 1.5f, 92), *bias = rand_floats(C, -1, 1, 93);
+    float rm[3] = {0.1f, -0.2f, 0.3f}, rv[3] = {1.5f, 0.7f, 1.1f}, mean[3], invstd[3];
+    float *plain = tu_floats(n), *want = tu_floats(n), *got = tu_floats(n);
+    for (int training = 0; training < 2; training++)
+        for (int variant = 0; variant < 4; variant++) {
+            const int with_res = variant & 1, relu = variant >> 1;
+            graft_batchnorm2d_forward(plain, mean, invstd, rm, rv, inp, weight, bias, NULL, 0, C, M,
+                                      0.0f, 1e-5f, training);
+            for (size_t i = 0; i < n; i++) {
+                float v = plain[i] + (with_res ? res[i] : 0.0f);
+                want[i] = relu && v < 0.0f ? 0.0f : v;
+            }
+            graft_batchnorm2d_forward(got, mean, invstd, rm, rv, inp, weight, bias,
+                                      with_res ? res : NULL, relu, C, M, 0.0f, 1e-5f, training);
+            char what[96];
+            snprintf(what, sizeof what, "batchnorm %s%s%s", training ? "train" : "eval",
+                     with_res ? " + residual" : "", relu ? " + relu" : "");
+            TU_CHECK_REL(what, same_err(got, want, n), 1e-6);
+            memcpy(got, inp, n * sizeof(float));
+            graft_batchnorm2d_forward(got, mean, invstd, rm, rv, got, weight, bias,
+                                      with_res ? res : NULL, relu, C, M, 0.0f, 1e-5f, training);
+            snprintf(what + strlen(what), sizeof what - strlen(what), " in place");
+            TU_CHECK_REL(what, same_err(got, want, n), 1e-6);
+        }
+    float scale[3] = {0.5f, -1.5f, 2.0f}, shift[3] = {0.25f, 0.0f, -1.0f};
+    for (int variant = 0; variant < 4; variant++) {
+        const int with_res = variant & 1, relu = variant >> 1;
+        for (int c = 0; c < C; c++)
+            for (size_t i = 0; i < M; i++) {
+                size_t at = (size_t)c * M + i;
+                float v = inp[at] * scale[c] + shift[c] + (with_res ? res[at] : 0.0f);
+                want[at] = relu && v < 0.0f ? 0.0f : v;
+            }
+        memcpy(got, inp, n * sizeof(float));
+        graft_batchnorm2d_apply(got, got, scale, shift, with_res ? res : NULL, relu, C, M);
+        char what[96];
+        snprintf(what, sizeof what, "batchnorm apply%s%s", with_res ? " + residual" : "",
+                 relu ? " + relu" : "");
+        TU_CHECK_REL(what, same_err(got, want, n), 1e-6);
+    }
+    free(inp), free(res), free(weight), free(bias), free(plain), free(want), free(got);
 }
 
 /* ---- pooling --------------------------------------------------------------------- */
@@ -1084,6 +1186,7 @@ int main(void) {
         cmocka_unit_test(test_batchnorm_train),
         cmocka_unit_test(test_batchnorm_eval),
         cmocka_unit_test(test_batchnorm_running_steps),
+        cmocka_unit_test(test_batchnorm_fused),
         cmocka_unit_test(test_pool_shape),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_padding_is_minus_inf),

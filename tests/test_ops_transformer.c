@@ -340,6 +340,75 @@ static void test_gelu(void **state) {
     assert_true(fabsf(y_erf[0] - y_tanh[0]) < 2e-3f);
 }
 
+/* Size of one unit in the last place of the float nearest to v. */
+static double float_ulp(double v) {
+    float f = fabsf((float)v);
+    return f < 1.17549435e-38f ? 1.40129846e-45 : (double)(nextafterf(f, INFINITY) - f);
+}
+
+/* graft_erf (the erf GELU's vectorised erf) against double erf on a dense grid, with
+ * libm's erff on the same grid for comparison; special values. */
+static void test_erf(void **state) {
+    (void)state;
+    const size_t n = 2400001; /* [-12, 12] in steps of 1e-5 */
+    float *x = tu_floats(n), *y = tu_floats(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(-12.0 + 24.0 * (double)i / (double)(n - 1));
+    graft_erf(y, x, n);
+    double worst = 0, worst_ulp = 0, worst_at = 0, libm = 0;
+    for (size_t i = 0; i < n; i++) {
+        double ref = erf((double)x[i]), err = fabs(y[i] - ref);
+        if (err > worst) worst = err, worst_at = x[i];
+        worst_ulp = fmax(worst_ulp, err / float_ulp(ref));
+        libm = fmax(libm, fabs(erff(x[i]) - ref));
+    }
+    printf("  erf on [-12, 12]: max |err| %.3g at %g (%.2f ulp); erff: %.3g\n", worst, worst_at,
+           worst_ulp, libm);
+    TU_CHECK_REL("erf max abs error vs double erf", worst, 1e-7);
+    assert_true(worst_ulp <= 2.0);
+
+    float special[6] = {INFINITY, -INFINITY, NAN, -0.0f, 1e-30f, -1e30f}, out[6];
+    graft_erf(out, special, 6);
+    assert_true(out[0] == 1.0f && out[1] == -1.0f && isnan(out[2]));
+    assert_true(out[3] == 0.0f && signbit(out[3]));
+    assert_true(fabsf(out[4] - 1.1283791671e-30f) <= 1e-37f);
+    assert_true(out[5] == -1.0f);
+    free(x), free(y);
+}
+
+/* The erf GELU on a dense grid against double precision: the value to a relative error
+ * (both tails: it is ~1e-49 at the grid's end), the gradient to an absolute one (it
+ * crosses 0); special values as torch has them. */
+static void test_gelu_erf_dense(void **state) {
+    (void)state;
+    const size_t n = 2800001; /* [-14, 14] in steps of 1e-5 */
+    float *x = tu_floats(n), *y = tu_floats(n), *ones = tu_floats(n), *dx = tu_floats(n);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)(-14.0 + 28.0 * (double)i / (double)(n - 1));
+        ones[i] = 1.0f;
+    }
+    graft_gelu_forward(y, x, n, GRAFT_GELU_ERF);
+    graft_gelu_backward(dx, ones, x, n, GRAFT_GELU_ERF);
+    double fwd = 0, bwd = 0;
+    for (size_t i = 0; i < n; i++) {
+        double xd = x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0));
+        double ref = xd * cdf, dref = cdf + xd * exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);
+        if (fabs(ref) > 1e-30) fwd = fmax(fwd, fabs(y[i] - ref) / fabs(ref));
+        bwd = fmax(bwd, fabs(dx[i] - dref));
+    }
+    TU_CHECK_REL("gelu erf on [-14, 14], elementwise", fwd, 2e-6);
+    TU_CHECK_REL("gelu erf grad on [-14, 14], absolute", bwd, 5e-7);
+
+    float special[5] = {INFINITY, -INFINITY, NAN, -30.0f, 1e30f}, out[5], g[5] = {0};
+    float one[5] = {1, 1, 1, 1, 1};
+    graft_gelu_forward(out, special, 5, GRAFT_GELU_ERF);
+    graft_gelu_backward(g, one, special, 5, GRAFT_GELU_ERF);
+    assert_true(out[0] == INFINITY && isnan(out[1]) && isnan(out[2]));
+    assert_true(out[3] == 0.0f && out[4] == 1e30f);
+    assert_true(isnan(g[2]) && g[3] == 0.0f && g[4] == 1.0f);
+    free(x), free(y), free(ones), free(dx);
+}
+
 /* ---- embedding -------------------------------------------------------------------- */
 
 typedef struct emb_ref {
@@ -420,11 +489,17 @@ typedef struct attn_ref {
     double *G;         /* [B, T, C] */
     const uint8_t *mask;
     int stride, B, T, NH, HS, causal;
-    int only_b, only_h; /* >= 0: compute just this batch row / head (others output 0) */
+    int only_b, only_h;   /* >= 0: compute just this batch row / head (others output 0) */
+    const uint64_t *keep; /* dropout keep bits as the op records them, or NULL */
+    double keep_scale;    /* 1 / (1 - p) */
 } attn_ref;
 
-/* out[b,t,h*HS+d] = sum_j softmax_j(q.k_j / sqrt(HS)) v_j[d] over visible keys j;
- * 0 when no key is visible. */
+static int keep_bit(const uint64_t *keep, int T, size_t row, int j) {
+    return (int)((keep[row * graft_attention_keep_words(T) + (size_t)j / 64] >> (j % 64)) & 1);
+}
+
+/* out[b,t,h*HS+d] = sum_j softmax_j(q.k_j / sqrt(HS)) v_j[d] over visible keys j
+ * (each probability times keep bit / (1 - p) with dropout); 0 when no key is visible. */
 static void attn_ref_forward(double *out, const attn_ref *r) {
     int C = r->NH * r->HS;
     double *w = tu_doubles((size_t)r->T);
@@ -459,6 +534,10 @@ static void attn_ref_forward(double *out, const attn_ref *r) {
                 for (int j = 0; j < r->T; j++) {
                     if (isnan(w[j])) continue;
                     double p = exp(w[j] - maxs) / denom;
+                    if (r->keep) {
+                        size_t row = ((size_t)b * r->NH + h) * r->T + t;
+                        p *= keep_bit(r->keep, r->T, row, j) ? r->keep_scale : 0.0;
+                    }
                     const double *vj = r->v + ((size_t)b * r->T + j) * r->stride + h * r->HS;
                     for (int d = 0; d < r->HS; d++)
                         o[d] += p * vj[d];
@@ -514,16 +593,17 @@ typedef struct attn_errs {
 } attn_errs;
 
 /* One configuration: forward and backward against the reference, plus the
- * exact-zero guarantees for hidden keys and queries that see nothing. */
+ * exact-zero guarantees for hidden keys and queries that see nothing. p > 0: with
+ * attention dropout, the reference using the keep bits the forward recorded. */
 static void attention_case(attn_errs *e, int T, int NH, int HS, int causal, int masked, int fused,
-                           uint64_t seed) {
+                           float p, uint64_t seed) {
     const int B = masked ? 4 : 2;
     const int C = NH * HS;
     const int stride = fused ? 3 * C : C;
     const size_t BT = (size_t)B * T, BTC = BT * C;
     char where[96];
-    snprintf(where, sizeof where, "T=%d NH=%d HS=%d causal=%d mask=%d %s", T, NH, HS, causal,
-             masked, fused ? "fused" : "separate");
+    snprintf(where, sizeof where, "T=%d NH=%d HS=%d causal=%d mask=%d %s p=%g", T, NH, HS, causal,
+             masked, fused ? "fused" : "separate", (double)p);
 
     /* inputs: one [B,T,3C] buffer, or three [B,T,C] buffers */
     size_t in_floats = fused ? 3 * BTC : BTC;
@@ -543,12 +623,33 @@ static void attention_case(attn_errs *e, int T, int NH, int HS, int causal, int 
 
     float *out = tu_floats(BTC);
     float *probs = tu_floats((size_t)B * NH * T * T);
-    graft_attention_forward(out, probs, qf, kf, vf, stride, mask, B, T, NH, HS, causal);
+    float *scratch = tu_floats(graft_attention_scratch_floats(T));
+    uint64_t *keep = calloc((size_t)B * NH * T * graft_attention_keep_words(T), sizeof *keep);
+    assert_non_null(keep);
+    graft_rng rng;
+    graft_rng_seed(&rng, seed + 4);
+    graft_attention_dropout drop = {.p = p, .rng = &rng, .keep = keep, .scratch = scratch};
+    graft_attention_forward(out, probs, qf, kf, vf, stride, mask, B, T, NH, HS, causal,
+                            p > 0 ? &drop : NULL);
 
     double *qd = doubles_from(qf, in_floats);
     double *kd = fused ? qd + C : doubles_from(kf, BTC);
     double *vd = fused ? qd + 2 * C : doubles_from(vf, BTC);
-    attn_ref r = {qd, kd, vd, doubles_from(G, BTC), mask, stride, B, T, NH, HS, causal, -1, -1};
+    attn_ref r = {qd,
+                  kd,
+                  vd,
+                  doubles_from(G, BTC),
+                  mask,
+                  stride,
+                  B,
+                  T,
+                  NH,
+                  HS,
+                  causal,
+                  -1,
+                  -1,
+                  p > 0 ? keep : NULL,
+                  1.0 / (1.0 - (double)p)};
     double *ref = tu_doubles(BTC);
     attn_ref_forward(ref, &r);
     worst_update(&e->fwd, tu_rel_err_fd(out, ref, BTC, REL_FLOOR), where);
@@ -561,11 +662,11 @@ static void attention_case(attn_errs *e, int T, int NH, int HS, int causal, int 
         assert_true(fabs(s - 1.0) < 1e-5 || s == 0.0);
     }
 
-    float *scratch = tu_floats(graft_attention_scratch_floats(T));
     float *dqf = tu_floats(in_floats);
     float *dkf = fused ? dqf + C : tu_floats(BTC);
     float *dvf = fused ? dqf + 2 * C : tu_floats(BTC);
-    graft_attention_backward(dqf, dkf, dvf, G, qf, kf, vf, probs, scratch, stride, B, T, NH, HS);
+    graft_attention_backward(dqf, dkf, dvf, G, qf, kf, vf, probs, scratch, stride, B, T, NH, HS,
+                             p > 0 ? &drop : NULL);
 
     if (fused) {
         /* the gradient buffer is [B,T,3C] like the input: split it by columns */
@@ -613,7 +714,7 @@ static void attention_case(attn_errs *e, int T, int NH, int HS, int causal, int 
     if (!fused) {
         free(kd), free(vd), free(kf), free(vf), free(dkf), free(dvf);
     }
-    free(qf), free(G), free(mask), free(out), free(probs), free(scratch), free(dqf);
+    free(qf), free(G), free(mask), free(out), free(probs), free(scratch), free(dqf), free(keep);
 }
 
 static void test_attention(void **state) {
@@ -628,7 +729,7 @@ static void test_attention(void **state) {
                     for (int ih = 0; ih < 2; ih++) {
                         for (int is = 0; is < 3; is++) {
                             attention_case(&e, Ts[it], NHs[ih], HSs[is], causal, masked, fused,
-                                           seed);
+                                           0.0f, seed);
                             seed += 10;
                         }
                     }
@@ -654,15 +755,151 @@ static void test_attention(void **state) {
 static void test_attention_larger(void **state) {
     (void)state;
     attn_errs e = {0};
-    attention_case(&e, 33, 2, 16, 1, 0, 1, 7);
-    attention_case(&e, 33, 2, 16, 0, 1, 0, 8);
-    attention_case(&e, 70, 1, 3, 1, 0, 1, 9);
-    attention_case(&e, 70, 1, 3, 1, 1, 0, 10);
-    attention_case(&e, 70, 1, 3, 0, 1, 1, 11);
+    attention_case(&e, 33, 2, 16, 1, 0, 1, 0.0f, 7);
+    attention_case(&e, 33, 2, 16, 0, 1, 0, 0.0f, 8);
+    attention_case(&e, 70, 1, 3, 1, 0, 1, 0.0f, 9);
+    attention_case(&e, 70, 1, 3, 1, 1, 0, 0.0f, 10);
+    attention_case(&e, 70, 1, 3, 0, 1, 1, 0.0f, 11);
     worst_check("attention T=33,70 forward", &e.fwd, FWD_BOUND);
     worst_check("attention T=33,70 dq vs fd", &e.dq, BWD_BOUND);
     worst_check("attention T=33,70 dk vs fd", &e.dk, BWD_BOUND);
     worst_check("attention T=33,70 dv vs fd", &e.dv, BWD_BOUND);
+}
+
+/* Attention dropout: forward and backward against the reference applying the keep bits
+ * the forward recorded, the backward against its finite differences (the same masks).
+ * T = 70 spans two row blocks and two keep words per row. */
+static void test_attention_dropout(void **state) {
+    (void)state;
+    attn_errs e = {0};
+    uint64_t seed = 900;
+    for (int causal = 0; causal <= 1; causal++) {
+        for (int masked = 0; masked <= 1; masked++) {
+            attention_case(&e, 7, 3, 3, causal, masked, causal, 0.3f, seed);
+            attention_case(&e, 1, 1, 2, causal, masked, !causal, 0.5f, seed + 10);
+            seed += 20;
+        }
+    }
+    attention_case(&e, 70, 1, 3, 1, 1, 1, 0.3f, seed);
+    attention_case(&e, 70, 2, 2, 0, 1, 0, 0.6f, seed + 10);
+    worst_check("attention dropout forward", &e.fwd, FWD_BOUND);
+    worst_check("attention dropout dq vs fd", &e.dq, BWD_BOUND);
+    worst_check("attention dropout dk vs fd", &e.dk, BWD_BOUND);
+    worst_check("attention dropout dv vs fd", &e.dv, BWD_BOUND);
+}
+
+/* Keep bits with p = 0.2: among the probabilities a query may see, the dropped fraction
+ * is p to within 5 binomial sigmas; every bit beyond them is 0. Causal rows, and
+ * bidirectional rows that stop at their sequence's last unpadded key. */
+static void test_attention_dropout_keep_fraction(void **state) {
+    (void)state;
+    const int B = 2, T = 150, NH = 3, HS = 4, C = NH * HS;
+    const float p = 0.2f;
+    const size_t words = graft_attention_keep_words(T), BTC = (size_t)B * T * C;
+    assert_int_equal(words, 3);
+    float *qkv = random_floats(3 * BTC, -1.0f, 1.0f, 31);
+    float *out = tu_floats(BTC), *probs = tu_floats((size_t)B * NH * T * T);
+    float *scratch = tu_floats(graft_attention_scratch_floats(T));
+    uint64_t *keep = calloc((size_t)B * NH * T * words, sizeof *keep);
+    assert_non_null(keep);
+    uint8_t mask[2 * 150];
+    for (int i = 0; i < B * T; i++)
+        mask[i] = i / T == 0 || i % T < 100; /* sequence 1 is padded after 100 tokens */
+    for (int causal = 0; causal <= 1; causal++) {
+        graft_rng rng;
+        graft_rng_seed(&rng, 32 + causal);
+        graft_attention_dropout drop = {.p = p, .rng = &rng, .keep = keep, .scratch = scratch};
+        memset(keep, 0, (size_t)B * NH * T * words * sizeof *keep);
+        graft_attention_forward(out, probs, qkv, qkv + C, qkv + 2 * C, 3 * C, mask, B, T, NH, HS,
+                                causal, &drop);
+        size_t drawn = 0, kept = 0;
+        for (int b = 0; b < B; b++) {
+            int key_end = b == 0 ? T : 100;
+            for (int h = 0; h < NH; h++) {
+                for (int t = 0; t < T; t++) {
+                    size_t row = ((size_t)b * NH + h) * T + t;
+                    int n = causal && t + 1 < key_end ? t + 1 : key_end;
+                    drawn += (size_t)n;
+                    for (int j = 0; j < T; j++) {
+                        int bit = keep_bit(keep, T, row, j);
+                        if (j >= n) assert_int_equal(bit, 0);
+                        kept += (size_t)bit;
+                    }
+                }
+            }
+        }
+        double dropped = 1.0 - (double)kept / (double)drawn;
+        double sigma = sqrt((double)p * (1.0 - p) / (double)drawn);
+        printf("  causal=%d: %zu of %zu dropped (%.4f, p %.2f, sigma %.4f)\n", causal, drawn - kept,
+               drawn, dropped, (double)p, sigma);
+        assert_true(fabs(dropped - p) <= 5.0 * sigma);
+    }
+
+    /* the row helper: nothing kept at or beyond n, and keep_row rebuilds the dropped row */
+    graft_rng rng;
+    graft_rng_seed(&rng, 34);
+    float row[70], dropped[70], rebuilt[70];
+    uint64_t row_keep[2] = {~0ull, ~0ull};
+    for (int j = 0; j < 70; j++)
+        row[j] = 1.0f + (float)j;
+    graft_attention_dropout_row(dropped, row, row_keep, 66, 70, 0.5f, &rng);
+    graft_attention_keep_row(rebuilt, row, row_keep, 70);
+    assert_memory_equal(rebuilt, dropped, sizeof dropped);
+    assert_int_equal(row_keep[1] >> 2, 0);
+    for (int j = 0; j < 70; j++)
+        assert_true(dropped[j] == (j < 66 && ((row_keep[j / 64] >> (j % 64)) & 1) ? row[j] : 0));
+    free(qkv), free(out), free(probs), free(scratch), free(keep);
+}
+
+/* p = 0 gives the same bits as no dropout and draws nothing; with p > 0 a forward that
+ * keeps no bits (keep NULL) computes the same output and draws the same numbers. */
+static void test_attention_dropout_zero_and_unrecorded(void **state) {
+    (void)state;
+    const int B = 3, T = 70, NH = 2, HS = 5, C = NH * HS, stride = 3 * C;
+    const size_t BTC = (size_t)B * T * C, n3 = (size_t)B * T * stride;
+    const size_t n_probs = (size_t)B * NH * T * T, n_keep = (size_t)B * NH * T * 2;
+    float *qkv = random_floats(n3, -1.0f, 1.0f, 41);
+    float *G = random_floats(BTC, -1.0f, 1.0f, 42);
+    uint8_t mask[3 * 70];
+    for (int i = 0; i < B * T; i++)
+        mask[i] = i % T < T - 7 * (i / T);
+    float *scratch = tu_floats(graft_attention_scratch_floats(T));
+    uint64_t *keep = calloc(n_keep, sizeof *keep);
+    assert_non_null(keep);
+    for (int causal = 0; causal <= 1; causal++) {
+        float *out0 = tu_floats(BTC), *out1 = tu_floats(BTC);
+        float *probs0 = tu_floats(n_probs), *probs1 = tu_floats(n_probs);
+        float *d0 = tu_floats(n3), *d1 = tu_floats(n3);
+        graft_attention_forward(out0, probs0, qkv, qkv + C, qkv + 2 * C, stride, mask, B, T, NH, HS,
+                                causal, NULL);
+        graft_rng rng;
+        graft_rng_seed(&rng, 43);
+        graft_attention_dropout none = {.p = 0.0f, .rng = &rng, .keep = keep, .scratch = scratch};
+        graft_attention_forward(out1, probs1, qkv, qkv + C, qkv + 2 * C, stride, mask, B, T, NH, HS,
+                                causal, &none);
+        assert_memory_equal(out0, out1, BTC * sizeof(float));
+        assert_memory_equal(probs0, probs1, n_probs * sizeof(float));
+        assert_true(rng.state == 43);
+        graft_attention_backward(d0, d0 + C, d0 + 2 * C, G, qkv, qkv + C, qkv + 2 * C, probs0,
+                                 scratch, stride, B, T, NH, HS, NULL);
+        graft_attention_backward(d1, d1 + C, d1 + 2 * C, G, qkv, qkv + C, qkv + 2 * C, probs1,
+                                 scratch, stride, B, T, NH, HS, &none);
+        assert_memory_equal(d0, d1, n3 * sizeof(float));
+
+        graft_rng_seed(&rng, 44);
+        graft_attention_dropout kept = {.p = 0.1f, .rng = &rng, .keep = keep, .scratch = scratch};
+        graft_attention_forward(out0, probs0, qkv, qkv + C, qkv + 2 * C, stride, mask, B, T, NH, HS,
+                                causal, &kept);
+        uint64_t after = rng.state;
+        graft_rng_seed(&rng, 44);
+        graft_attention_dropout unkept = {.p = 0.1f, .rng = &rng, .scratch = scratch};
+        graft_attention_forward(out1, probs1, qkv, qkv + C, qkv + 2 * C, stride, mask, B, T, NH, HS,
+                                causal, &unkept);
+        assert_memory_equal(out0, out1, BTC * sizeof(float));
+        assert_true(rng.state == after);
+        free(out0), free(out1), free(probs0), free(probs1), free(d0), free(d1);
+    }
+    free(qkv), free(G), free(scratch), free(keep);
 }
 
 /* Backward twice doubles; NULL dq/dk/dv are skipped without touching the others. */
@@ -674,13 +911,14 @@ static void test_attention_accumulate_and_null(void **state) {
     float *G = random_floats(BTC, -1.0f, 1.0f, 12);
     float *out = tu_floats(BTC), *probs = tu_floats((size_t)B * NH * T * T);
     float *scratch = tu_floats(graft_attention_scratch_floats(T));
-    graft_attention_forward(out, probs, qkv, qkv + C, qkv + 2 * C, stride, NULL, B, T, NH, HS, 1);
+    graft_attention_forward(out, probs, qkv, qkv + C, qkv + 2 * C, stride, NULL, B, T, NH, HS, 1,
+                            NULL);
     float *once = tu_floats(n3), *twice = tu_floats(n3);
     graft_attention_backward(once, once + C, once + 2 * C, G, qkv, qkv + C, qkv + 2 * C, probs,
-                             scratch, stride, B, T, NH, HS);
+                             scratch, stride, B, T, NH, HS, NULL);
     for (int rep = 0; rep < 2; rep++) {
         graft_attention_backward(twice, twice + C, twice + 2 * C, G, qkv, qkv + C, qkv + 2 * C,
-                                 probs, scratch, stride, B, T, NH, HS);
+                                 probs, scratch, stride, B, T, NH, HS, NULL);
     }
     TU_CHECK_REL("attention dqkv twice = 2x", doubled_rel_err(once, twice, n3), 1e-6);
 
@@ -689,7 +927,7 @@ static void test_attention_accumulate_and_null(void **state) {
         float *g = tu_floats(n3);
         graft_attention_backward(which == 0 ? g : NULL, which == 1 ? g + C : NULL,
                                  which == 2 ? g + 2 * C : NULL, G, qkv, qkv + C, qkv + 2 * C, probs,
-                                 scratch, stride, B, T, NH, HS);
+                                 scratch, stride, B, T, NH, HS, NULL);
         double maxdiff = 0.0;
         for (size_t bt = 0; bt < (size_t)B * T; bt++) {
             for (int part = 0; part < 3; part++) {
@@ -707,7 +945,7 @@ static void test_attention_accumulate_and_null(void **state) {
         free(g);
     }
     graft_attention_backward(NULL, NULL, NULL, G, qkv, qkv + C, qkv + 2 * C, probs, scratch, stride,
-                             B, T, NH, HS);
+                             B, T, NH, HS, NULL);
     free(qkv), free(G), free(out), free(probs), free(scratch), free(once), free(twice);
 }
 
@@ -831,9 +1069,14 @@ int main(void) {
         cmocka_unit_test(test_layernorm_accumulate_and_null),
         cmocka_unit_test(test_layernorm_single_channel),
         cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_erf),
+        cmocka_unit_test(test_gelu_erf_dense),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_larger),
+        cmocka_unit_test(test_attention_dropout),
+        cmocka_unit_test(test_attention_dropout_keep_fraction),
+        cmocka_unit_test(test_attention_dropout_zero_and_unrecorded),
         cmocka_unit_test(test_attention_accumulate_and_null),
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_cross_entropy_edges),

@@ -133,13 +133,15 @@ static int stage_trainable(const graft_bert *m, int stage) {
 
 /* ---- activation memory ---------------------------------------------------------------- */
 
-/* One layer's activations for `rows` query rows (keys and values cover all BT rows). */
+/* One layer's activations for `rows` query rows (keys and values cover all BT rows).
+ * keep_words: of attention dropout keep bits per query row (0: none kept). */
 static void plan_layer_acts(graft_arena *a, graft_bert_acts *s, size_t rows, size_t BT, size_t C,
-                            size_t heads_keys, int dropout) {
+                            size_t heads_keys, int dropout, size_t keep_words) {
     s->q = graft_arena_floats(a, rows * C);
     s->k = graft_arena_floats(a, BT * C);
     s->v = graft_arena_floats(a, BT * C);
     s->probs = graft_arena_floats(a, rows * heads_keys);
+    s->keep = keep_words ? graft_arena_alloc(a, rows * keep_words * sizeof(uint64_t)) : NULL;
     s->att = graft_arena_floats(a, rows * C);
     s->res1 = graft_arena_floats(a, rows * C);
     s->mask1 = dropout ? graft_arena_floats(a, rows * C) : NULL;
@@ -170,6 +172,9 @@ static void plan_activations(graft_bert *m) {
     const size_t B = (size_t)m->max_batch, C = (size_t)c->n_embd, BT = B * (size_t)c->seq_len;
     const size_t heads_keys = (size_t)c->n_head * (size_t)c->seq_len;
     const size_t head_rows = classify ? B : BT;
+    /* the attention dropout's keep bits, for the layers backward passes through */
+    const size_t keep_words =
+        dropout ? (size_t)c->n_head * graft_attention_keep_words(c->seq_len) : 0;
 
     m->ids = arena_ints(a, BT);
     m->type_ids = arena_ints(a, BT);
@@ -181,11 +186,11 @@ static void plan_activations(graft_bert *m) {
     m->key_mask = graft_arena_alloc(a, BT);
 
     memset(&m->shared, 0, sizeof m->shared);
-    if (lowest > 1) plan_layer_acts(a, &m->shared, BT, BT, C, heads_keys, dropout);
+    if (lowest > 1) plan_layer_acts(a, &m->shared, BT, BT, C, heads_keys, dropout, 0);
     for (int l = 0; l < L; l++) {
         if (l + 1 >= lowest)
-            plan_layer_acts(a, &m->acts[l], l == L - 1 ? head_rows : BT, BT, C, heads_keys,
-                            dropout);
+            plan_layer_acts(a, &m->acts[l], l == L - 1 ? head_rows : BT, BT, C, heads_keys, dropout,
+                            keep_words);
         else
             m->acts[l] = m->shared;
     }
@@ -227,8 +232,11 @@ static void plan_activations(graft_bert *m) {
     m->logits = graft_arena_floats(a, head_rows * width);
     m->probs = graft_arena_floats(a, head_rows * width);
 
+    /* the op's scratch, or one sequence's [queries, keys] in the rows_attention_* */
+    m->att_scratch =
+        dropout || lowest <= L ? graft_arena_floats(a, (size_t)c->seq_len * c->seq_len) : NULL;
     m->dlogits = m->dhead_a = m->dhead_b = m->dh_a = m->dh_b = m->dh1 = m->dtmp = NULL;
-    m->datt = m->dq = m->dk = m->dv = m->dfc_gelu = m->dfc = m->att_scratch = NULL;
+    m->datt = m->dq = m->dk = m->dv = m->dfc_gelu = m->dfc = NULL;
     if (lowest > L + 2) return; /* nothing trainable: forward only */
     m->dlogits = classify ? graft_arena_floats(a, B * width) : m->logits;
     m->dhead_a = graft_arena_floats(a, head_rows * C);
@@ -244,8 +252,6 @@ static void plan_activations(graft_bert *m) {
     m->dv = graft_arena_floats(a, BT * C);
     m->dfc_gelu = graft_arena_floats(a, BT * 4 * C);
     m->dfc = graft_arena_floats(a, BT * 4 * C);
-    /* the op's scratch, or one sequence's [queries, keys] in rows_attention_backward */
-    m->att_scratch = graft_arena_floats(a, (size_t)c->seq_len * c->seq_len);
 }
 
 graft_status graft_bert_build(graft_bert *m, int max_batch) {
@@ -337,9 +343,12 @@ static int sequence_rows(const graft_bert *m, int j0, int R, int *j1) {
 }
 
 static void rows_attention_forward(const graft_bert *m, float *out, float *probs, const float *q,
-                                   const float *k, const float *v, int R) {
+                                   const float *k, const float *v, int R,
+                                   const graft_attention_dropout *drop) {
     const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
     const float scale = 1.0f / sqrtf((float)HS);
+    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
+    const size_t words = graft_attention_keep_words(T);
     for (int j0 = 0, j1; j0 < R; j0 = j1) {
         const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
         const uint8_t *mask = m->has_key_mask ? m->key_mask + (size_t)b * T : NULL;
@@ -360,22 +369,41 @@ static void rows_attention_forward(const graft_bert *m, float *out, float *probs
                 for (int t = 0; sum > 0 && t < keys; t++)
                     row[t] /= sum;
             }
-            if (keys > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, 1.0f, p, NH * T,
-                            v + kv, C, 0.0f, o, C);
-            else
+            if (keys == 0) {
                 for (int i = 0; i < n; i++)
                     memset(o + (size_t)i * C, 0, HS * sizeof(float));
+                continue;
+            }
+            /* the probabilities, or the dropped ones [n, keys] / (1 - p), times v */
+            const float *pv = p;
+            int pv_ld = NH * T;
+            if (drop) {
+                for (int i = 0; i < n; i++) {
+                    uint64_t *keep =
+                        drop->keep ? drop->keep + ((size_t)(j0 + i) * NH + h) * words : NULL;
+                    graft_attention_dropout_row(drop->scratch + (size_t)i * keys,
+                                                p + (size_t)i * NH * T, keep, keys, keys, drop->p,
+                                                drop->rng);
+                }
+                pv = drop->scratch;
+                pv_ld = keys;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, keep_scale, pv,
+                        pv_ld, v + kv, C, 0.0f, o, C);
         }
     }
 }
 
-/* Accumulates dq, dk, dv (each skipped when NULL); scratch: T * T floats. */
+/* Accumulates dq, dk, dv (each skipped when NULL); scratch: T * T floats. drop: the
+ * forward's dropout (p and keep bits) or NULL, handled as in graft_attention_backward. */
 static void rows_attention_backward(const graft_bert *m, float *dq, float *dk, float *dv,
                                     const float *dout, const float *q, const float *k,
-                                    const float *v, const float *probs, float *scratch, int R) {
+                                    const float *v, const float *probs, float *scratch, int R,
+                                    const graft_attention_dropout *drop) {
     const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
     const float scale = 1.0f / sqrtf((float)HS);
+    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
+    const size_t words = graft_attention_keep_words(T);
     for (int j0 = 0, j1; j0 < R; j0 = j1) {
         const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
         if (keys == 0) continue;
@@ -383,27 +411,41 @@ static void rows_attention_backward(const graft_bert *m, float *dq, float *dk, f
             const float *p = probs + ((size_t)j0 * NH + h) * T;
             const float *d = dout + (size_t)j0 * C + h * HS, *qh = q + (size_t)j0 * C + h * HS;
             const size_t kv = (size_t)b * T * C + (size_t)h * HS;
-            if (dv)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, 1.0f, p, NH * T,
-                            d, C, 1.0f, dv + kv, C);
+            const uint64_t *keep = drop ? drop->keep + ((size_t)j0 * NH + h) * words : NULL;
+            const size_t keep_stride = (size_t)NH * words; /* between query rows */
+            if (dv) {
+                const float *pv = p;
+                int pv_ld = NH * T;
+                if (drop) {
+                    for (int i = 0; i < n; i++)
+                        graft_attention_keep_row(scratch + (size_t)i * keys, p + (size_t)i * NH * T,
+                                                 keep + i * keep_stride, keys);
+                    pv = scratch;
+                    pv_ld = keys;
+                }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, keep_scale, pv,
+                            pv_ld, d, C, 1.0f, dv + kv, C);
+            }
             if (!dq && !dk) continue;
-            /* dp = dout v^T, then the softmax backward in place */
+            /* dp = dout v^T (times the keep bits), then the softmax backward in place */
             float *ds = scratch;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, 1.0f, d, C, v + kv, C,
                         0.0f, ds, keys);
             for (int i = 0; i < n; i++) {
                 const float *pi = p + (size_t)i * NH * T;
                 float *dsi = ds + (size_t)i * keys, dot = 0.0f;
+                if (drop) graft_attention_keep_row(dsi, dsi, keep + i * keep_stride, keys);
                 for (int t = 0; t < keys; t++)
                     dot += pi[t] * dsi[t];
                 for (int t = 0; t < keys; t++)
                     dsi[t] = pi[t] * (dsi[t] - dot);
             }
+            const float alpha = scale * keep_scale;
             if (dq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, scale, ds, keys,
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, alpha, ds, keys,
                             k + kv, C, 1.0f, dq + (size_t)j0 * C + h * HS, C);
             if (dk)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, scale, ds, keys,
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, alpha, ds, keys,
                             qh, C, 1.0f, dk + kv, C);
         }
     }
@@ -440,6 +482,15 @@ static void embeddings_forward(graft_bert *m, int B) {
                               &m->rng);
 }
 
+/* The attention dropout of the last forward for a layer's activations, or NULL. */
+static const graft_attention_dropout *attention_dropout(graft_bert *m, const graft_bert_acts *a,
+                                                        graft_attention_dropout *d) {
+    if (!m->dropout_applied) return NULL;
+    *d = (graft_attention_dropout){
+        .p = m->cfg.dropout, .rng = &m->rng, .keep = a->keep, .scratch = m->att_scratch};
+    return d;
+}
+
 /* res = dropout(res) + skip, in place. */
 static void dropout_residual(graft_bert *m, float *res, float *mask, const float *skip, size_t n) {
     if (m->dropout_applied) graft_dropout_forward(res, mask, res, n, m->cfg.dropout, &m->rng);
@@ -459,11 +510,13 @@ static void layer_forward(graft_bert *m, int l, int B, const float *x, int R, fl
     graft_linear_layer_forward(&ly->query, p, a->q, x, R);
     graft_linear_layer_forward(&ly->key, p, a->k, in, BT);
     graft_linear_layer_forward(&ly->value, p, a->v, in, BT);
+    graft_attention_dropout drop_buf;
+    const graft_attention_dropout *drop = attention_dropout(m, a, &drop_buf);
     if (R == BT)
         graft_attention_forward(a->att, a->probs, a->q, a->k, a->v, C,
-                                m->has_key_mask ? m->key_mask : NULL, B, T, NH, C / NH, 0);
+                                m->has_key_mask ? m->key_mask : NULL, B, T, NH, C / NH, 0, drop);
     else
-        rows_attention_forward(m, a->att, a->probs, a->q, a->k, a->v, R);
+        rows_attention_forward(m, a->att, a->probs, a->q, a->k, a->v, R, drop);
     graft_linear_layer_forward(&ly->attn_dense, p, a->res1, a->att, R);
     dropout_residual(m, a->res1, a->mask1, x, n);
     layernorm_forward(m, ly->attn_ln, a->h1, a->mean1, a->rstd1, a->res1, R);
@@ -697,11 +750,14 @@ static void layer_backward(graft_bert *m, int l, float *dout, float *din, int ne
     if (dq) zero(dq, n);
     if (dk) zero(dk, (size_t)BT * C);
     if (dv) zero(dv, (size_t)BT * C);
+    graft_attention_dropout drop_buf;
+    const graft_attention_dropout *drop = attention_dropout(m, a, &drop_buf);
     if (all_rows)
         graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, C, B,
-                                 T, NH, C / NH);
+                                 T, NH, C / NH, drop);
     else
-        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, R);
+        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, R,
+                                drop);
     float *dx = need_din ? din : NULL;
     const float *in = m->hidden[l];
     if (dx && !all_rows) zero(dx, (size_t)BT * C);

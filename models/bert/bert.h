@@ -40,9 +40,9 @@ typedef struct graft_bert_config {
     int mask_token_id; /* masked LM through graft_bert_forward_tokens */
     int pad_id;        /* graft_bert_forward_tokens: a row's trailing run of this id is
                           padding (attention mask 0); -1: no padding */
-    /* Hugging Face's hidden_dropout_prob while training (after the embeddings, both dense
-     * outputs of each layer and the pooler). attention_probs_dropout_prob is not applied:
-     * the attention op has no dropout. */
+    /* Hugging Face's hidden_dropout_prob and attention_probs_dropout_prob while training
+     * (after the embeddings, both dense outputs of each layer and the pooler, and on the
+     * attention probabilities). */
     float dropout;
 } graft_bert_config;
 
@@ -63,6 +63,7 @@ typedef struct graft_bert_acts {
     float *q;             /* [R, C] */
     float *k, *v;         /* [BT, C]: keys and values of every row */
     float *probs;         /* [R, NH, T] (= [B, NH, T, T] for every row) */
+    uint64_t *keep;       /* attention dropout keep bits, rows as probs' (see ops.h) */
     float *att;           /* attention output, input of attention.output.dense */
     float *res1, *mask1;  /* dense (+ dropout) + layer input; the dropout mask */
     float *mean1, *rstd1; /* [R] */
@@ -106,8 +107,8 @@ typedef struct graft_bert {
     float *dh_a, *dh_b, *dh1, *dtmp, *datt; /* [BT, C] */
     float *dq, *dk, *dv;                    /* [BT, C] */
     float *dfc_gelu, *dfc;                  /* [BT, 4C] */
-    float *att_scratch;
-    graft_rng rng; /* dropout and MLM masking, reseeded every step */
+    float *att_scratch;                     /* attention backward, and forward with dropout */
+    graft_rng rng;                          /* dropout and MLM masking, reseeded every step */
     /* the last forward */
     int batch, n_rows /* R */, counted, dropout_applied, has_key_mask;
     const int32_t *labels;

@@ -121,6 +121,8 @@ static void plan_activations(graft_gpt2 *m) {
     const graft_gpt2_config *c = &m->cfg;
     const size_t BT = (size_t)m->max_batch * c->seq_len, n = BT * c->n_embd;
     const size_t probs = (size_t)m->max_batch * c->n_head * c->seq_len * c->seq_len;
+    const size_t keep_bytes = (size_t)m->max_batch * c->n_head * c->seq_len *
+                              graft_attention_keep_words(c->seq_len) * sizeof(uint64_t);
     const int dropout = c->dropout > 0, has_backward = m->lowest_unit < no_unit(m);
     m->embd = graft_arena_floats(a, n);
     /* masks that backward never reads are drawn into one scratch buffer */
@@ -136,6 +138,7 @@ static void plan_activations(graft_gpt2 *m) {
         f.qkv = graft_arena_floats(a, 3 * n);
         f.att = graft_arena_floats(a, n);
         f.probs = graft_arena_floats(a, probs);
+        f.att_keep = NULL; /* no backward reads them */
         f.mask_1 = f.mask_2 = scratch_mask;
         f.res2 = f.res3 = m->embd;
         f.fch = f.fch_gelu = graft_arena_floats(a, 4 * n);
@@ -150,6 +153,7 @@ static void plan_activations(graft_gpt2 *m) {
         k->qkv = graft_arena_floats(a, 3 * n);
         k->att = graft_arena_floats(a, n);
         k->probs = graft_arena_floats(a, probs);
+        k->att_keep = dropout ? graft_arena_alloc(a, keep_bytes) : NULL;
         k->mask_1 = dropout ? graft_arena_floats(a, n) : NULL;
         k->res2 = graft_arena_floats(a, n);
         k->ln_2 = graft_arena_floats(a, n);
@@ -172,8 +176,9 @@ static void plan_activations(graft_gpt2 *m) {
     m->dtmp = blocks_backward && dropout ? graft_arena_floats(a, n) : NULL;
     m->dwide_a = blocks_backward ? graft_arena_floats(a, 4 * n) : NULL;
     m->dwide_b = blocks_backward ? graft_arena_floats(a, 4 * n) : NULL;
-    m->att_scratch =
-        blocks_backward ? graft_arena_floats(a, graft_attention_scratch_floats(c->seq_len)) : NULL;
+    m->att_scratch = blocks_backward || dropout
+                         ? graft_arena_floats(a, graft_attention_scratch_floats(c->seq_len))
+                         : NULL;
 }
 
 graft_status graft_gpt2_build(graft_gpt2 *m, int max_batch) {
@@ -251,6 +256,17 @@ static void maybe_dropout(graft_gpt2 *m, float *x, float *mask, size_t n) {
     if (m->dropout_applied) graft_dropout_forward(x, mask, x, n, m->cfg.dropout, &m->dropout_rng);
 }
 
+/* Block l's attention dropout in the last forward, or NULL without. */
+static const graft_attention_dropout *attention_dropout(graft_gpt2 *m, int l,
+                                                        graft_attention_dropout *d) {
+    if (!m->dropout_applied) return NULL;
+    *d = (graft_attention_dropout){.p = m->cfg.dropout,
+                                   .rng = &m->dropout_rng,
+                                   .keep = m->acts[l].att_keep,
+                                   .scratch = m->att_scratch};
+    return d;
+}
+
 static const float *block_input(const graft_gpt2 *m, int l) {
     return l > 0 ? m->acts[l - 1].res3 : m->embd;
 }
@@ -266,8 +282,9 @@ static void block_forward(graft_gpt2 *m, int l, int B) {
                             graft_params_value(p, blk->ln_1_w), graft_params_value(p, blk->ln_1_b),
                             BT, C, GPT2_LN_EPS);
     graft_linear_layer_forward(&blk->c_attn, p, a->qkv, a->ln_1, BT);
+    graft_attention_dropout drop;
     graft_attention_forward(a->att, a->probs, a->qkv, a->qkv + C, a->qkv + 2 * C, 3 * C, NULL, B, T,
-                            NH, C / NH, 1);
+                            NH, C / NH, 1, attention_dropout(m, l, &drop));
     graft_linear_layer_forward(&blk->attn_proj, p, m->proj, a->att, BT);
     maybe_dropout(m, m->proj, a->mask_1, n);
     graft_residual_forward(a->res2, x, m->proj, n);
@@ -357,8 +374,10 @@ static int block_backward(graft_gpt2 *m, int l) {
     graft_linear_layer_backward(&blk->attn_proj, p, datt, undropped(m, a->mask_1, n), a->att, BT);
     if (lowest == u + U_ATTN_PROJ) return 0;
     float *dqkv = zeroed(m->dwide_b, 3 * n);
+    graft_attention_dropout drop;
     graft_attention_backward(dqkv, dqkv + C, dqkv + 2 * C, datt, a->qkv, a->qkv + C, a->qkv + 2 * C,
-                             a->probs, m->att_scratch, 3 * C, B, T, NH, C / NH);
+                             a->probs, m->att_scratch, 3 * C, B, T, NH, C / NH,
+                             attention_dropout(m, l, &drop));
     float *dln_1 = lowest < u + U_C_ATTN ? zeroed(m->dln, n) : NULL;
     graft_linear_layer_backward(&blk->c_attn, p, dln_1, dqkv, a->ln_1, BT);
     if (lowest == u + U_C_ATTN) return 0;

@@ -25,9 +25,8 @@ typedef struct graft_gpt2_config {
     int n_layer, n_head, n_embd, n_positions;
     int vocab_size;
     int seq_len; /* T of every sample; at most n_positions */
-    /* Hugging Face's embd_pdrop and resid_pdrop (after wte+wpe, attn.c_proj and mlp.c_proj)
-     * while training. attn_pdrop (on the attention probabilities) is not applied: the
-     * attention op has no dropout. */
+    /* Hugging Face's embd_pdrop, resid_pdrop and attn_pdrop (after wte+wpe, attn.c_proj and
+     * mlp.c_proj, and on the attention probabilities) while training. */
     float dropout;
 } graft_gpt2_config;
 
@@ -46,6 +45,7 @@ typedef struct graft_gpt2_acts {
     float *qkv;                          /* [BT, 3C] */
     float *att;                          /* attention output [BT, C] */
     float *probs;                        /* [B, NH, T, T] */
+    uint64_t *att_keep;                  /* attention dropout keep bits (see ops.h) */
     float *mask_1;                       /* resid dropout mask [BT, C] */
     float *res2;                         /* input + attention branch [BT, C] */
     float *ln_2, *ln_2_mean, *ln_2_rstd;
@@ -72,7 +72,7 @@ typedef struct graft_gpt2 {
     /* backward scratch */
     float *dres, *dtmp, *dln; /* [BT, C] */
     float *dwide_a, *dwide_b; /* [BT, 4C] */
-    float *att_scratch;
+    float *att_scratch;       /* the attention backward's, and the forward's with dropout */
     graft_rng dropout_rng;
     /* the last forward */
     const int32_t *tokens, *targets;

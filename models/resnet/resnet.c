@@ -71,6 +71,7 @@ graft_status graft_resnet_init(graft_resnet *m, const graft_resnet_config *cfg) 
     else
         GRAFT_TRY(graft_conv_bn_add(&m->stem, &m->params, "conv1", "bn1", cfg->channels, H, W, w, 7,
                                     2, 3));
+    m->stem.shape.nchw_input = 1; /* the images; every activation after is [C, N, H, W] */
     H = m->stem.shape.OH;
     W = m->stem.shape.OW;
     if (!cfg->small_stem) {
@@ -132,7 +133,7 @@ static void plan_unit(graft_resnet *m, graft_conv_bn *u, int keep, size_t *ping,
         *grad = max_size(*grad, n);
     else
         *ping = max_size(*ping, n);
-    *scratch = max_size(*scratch, graft_conv_bn_scratch_floats(u));
+    *scratch = max_size(*scratch, graft_conv_bn_scratch_floats(u, B));
 }
 
 /* Activation layout, identical in the planning and the real pass of the arena. */
@@ -237,6 +238,29 @@ static void block_forward(graft_resnet *m, graft_resnet_block *blk, const float 
     unit_forward(m, &blk->unit[last], out, last == 2 ? t1 : t0, residual, 1, B, training);
 }
 
+/* feat [B, F] = the mean of each channel-major plane of x [F, B, P]. */
+static void global_avgpool_forward(float *feat, const float *x, int B, int F, int P) {
+    for (int f = 0; f < F; f++)
+        for (int b = 0; b < B; b++) {
+            const float *plane = x + ((size_t)f * B + b) * P;
+            float sum = 0.0f;
+            for (int i = 0; i < P; i++)
+                sum += plane[i];
+            feat[(size_t)b * F + f] = sum / (float)P;
+        }
+}
+
+/* dx [F, B, P] = dfeat [B, F] / P spread over each plane (overwrites dx). */
+static void global_avgpool_backward(float *dx, const float *dfeat, int B, int F, int P) {
+    for (int f = 0; f < F; f++)
+        for (int b = 0; b < B; b++) {
+            float *plane = dx + ((size_t)f * B + b) * P;
+            const float g = dfeat[(size_t)b * F + f] / (float)P;
+            for (int i = 0; i < P; i++)
+                plane[i] = g;
+        }
+}
+
 float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targets, int B,
                            int training) {
     GRAFT_ASSERT(B > 0 && B <= m->max_batch);
@@ -281,7 +305,7 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
     }
     const graft_conv2d_shape *top = &last_unit(&m->blocks[m->n_blocks - 1])->shape;
     const int F = m->features, K = m->cfg.num_classes;
-    graft_adaptive_avgpool2d_forward(m->feat, cur, B, F, top->OH, top->OW, 1, 1);
+    global_avgpool_forward(m->feat, cur, B, F, top->OH * top->OW);
     m->dropout_applied = training && m->cfg.dropout > 0;
     if (m->dropout_applied)
         graft_dropout_forward(m->feat, m->mask, m->feat, (size_t)B * F, m->cfg.dropout,
@@ -294,9 +318,21 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
 
 /* ---- backward ----------------------------------------------------------------------- */
 
-/* g = g where the ReLU output was positive, else 0 (in place). */
+/* g = g where the ReLU output was positive, else 0 (in place). In blocks loaded before
+ * they are stored, which the compiler vectorises (no loop of unknown length at -O2). */
 static void relu_mask(float *g, const float *out, size_t n) {
-    for (size_t i = 0; i < n; i++)
+    enum { LANES = 8 };
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        float v[LANES];
+        for (int j = 0; j < LANES; j++)
+            v[j] = g[i + j];
+        for (int j = 0; j < LANES; j++)
+            v[j] = out[i + j] > 0.0f ? v[j] : 0.0f;
+        for (int j = 0; j < LANES; j++)
+            g[i + j] = v[j];
+    }
+    for (; i < n; i++)
         g[i] = out[i] > 0.0f ? g[i] : 0.0f;
 }
 
@@ -365,8 +401,7 @@ void graft_resnet_backward(graft_resnet *m, float loss_scale) {
     const graft_conv_bn *top = last_unit(&m->blocks[m->n_blocks - 1]);
     const graft_conv2d_shape *s = &top->shape;
     float *g = m->grad[0], *spare = m->grad[3];
-    memset(g, 0, graft_conv_bn_out_floats(top, B) * sizeof(float));
-    graft_adaptive_avgpool2d_backward(g, m->dfeat, B, F, s->OH, s->OW, 1, 1);
+    global_avgpool_backward(g, m->dfeat, B, F, s->OH * s->OW);
     for (int b = m->n_blocks - 1; b >= 0 && 1 + b >= m->lowest; b--) {
         float *dx = block_backward(m, &m->blocks[b], g, spare, 1 + b > m->lowest, B);
         if (dx == spare) {

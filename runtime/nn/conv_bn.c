@@ -65,8 +65,10 @@ size_t graft_conv_bn_out_floats(const graft_conv_bn *u, int N) {
     return (size_t)N * u->shape.OC * u->shape.OH * u->shape.OW;
 }
 
-size_t graft_conv_bn_scratch_floats(const graft_conv_bn *u) {
-    return graft_conv2d_scratch_floats(&u->shape);
+size_t graft_conv_bn_scratch_floats(const graft_conv_bn *u, int N) {
+    graft_conv2d_shape s = u->shape;
+    s.N = N;
+    return graft_conv2d_scratch_floats(&s);
 }
 
 void graft_conv_bn_plan(graft_conv_bn *u, graft_arena *a, int max_batch, int keep_pre) {
@@ -78,58 +80,26 @@ void graft_conv_bn_plan(graft_conv_bn *u, graft_arena *a, int max_batch, int kee
     u->shift = graft_arena_floats(a, OC);
 }
 
-/* y = [relu](y [+ res]) over n floats, in place. */
-static void residual_relu(float *y, const float *res, int relu, size_t n) {
-    if (res)
-        for (size_t i = 0; i < n; i++)
-            y[i] += res[i];
-    if (relu)
-        for (size_t i = 0; i < n; i++)
-            y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-}
-
-/* One image [OC, HW] in place: y = [relu](y * scale + shift [+ res]). */
-static void folded_bn(float *y, const float *res, const float *scale, const float *shift, int relu,
-                      int OC, size_t HW) {
-    for (int c = 0; c < OC; c++) {
-        float *yc = y + (size_t)c * HW;
-        const float a = scale[c], b = shift[c];
-        if (res) {
-            const float *rc = res + (size_t)c * HW;
-            for (size_t i = 0; i < HW; i++)
-                yc[i] = yc[i] * a + b + rc[i];
-        } else {
-            for (size_t i = 0; i < HW; i++)
-                yc[i] = yc[i] * a + b;
-        }
-        if (relu)
-            for (size_t i = 0; i < HW; i++)
-                yc[i] = yc[i] > 0.0f ? yc[i] : 0.0f;
-    }
-}
-
 void graft_conv_bn_forward(graft_conv_bn *u, const graft_params *p, float *out, const float *inp,
                            const float *residual, int relu, int N, int batch_stats,
                            float *scratch) {
     const int OC = u->shape.OC;
-    const size_t HW = (size_t)u->shape.OH * u->shape.OW;
+    const size_t M = (size_t)N * u->shape.OH * u->shape.OW;
     const float *weight = graft_params_value(p, u->conv);
     const float *gamma = graft_params_value(p, u->bn_weight);
     const float *beta = graft_params_value(p, u->bn_bias);
     float *running_mean = graft_params_value(p, u->running_mean);
     float *running_var = graft_params_value(p, u->running_var);
+    graft_conv2d_shape s = u->shape;
+    s.N = N;
     u->batch_stats = batch_stats;
     if (u->pre || batch_stats) {
-        /* Whole batch: the statistics (or the kept conv output) need every image. */
-        graft_conv2d_shape s = u->shape;
-        s.N = N;
         float *conv_out = u->pre ? u->pre : out;
         graft_conv2d_forward(conv_out, inp, weight, NULL, scratch, &s);
         graft_batchnorm2d_forward(out, u->save_mean, u->save_invstd, running_mean, running_var,
-                                  conv_out, gamma, beta, N, OC, (int)HW, BN_MOMENTUM, BN_EPS,
+                                  conv_out, gamma, beta, residual, relu, OC, M, BN_MOMENTUM, BN_EPS,
                                   batch_stats);
         if (batch_stats) *graft_params_value(p, u->num_batches) += 1.0f;
-        residual_relu(out, residual, relu, (size_t)N * OC * HW);
         return;
     }
     for (int c = 0; c < OC; c++) {
@@ -137,41 +107,33 @@ void graft_conv_bn_forward(graft_conv_bn *u, const graft_params *p, float *out, 
         u->scale[c] = (float)(gamma[c] * invstd);
         u->shift[c] = (float)(beta[c] - running_mean[c] * gamma[c] * invstd);
     }
-    const size_t image_in = (size_t)u->shape.C * u->shape.H * u->shape.W;
-    const size_t image_out = (size_t)OC * HW;
-    for (int n = 0; n < N; n++) {
-        float *y = out + (size_t)n * image_out;
-        graft_conv2d_forward(y, inp + (size_t)n * image_in, weight, NULL, scratch, &u->shape);
-        folded_bn(y, residual ? residual + (size_t)n * image_out : NULL, u->scale, u->shift, relu,
-                  OC, HW);
-    }
+    graft_conv2d_forward(out, inp, weight, NULL, scratch, &s);
+    graft_batchnorm2d_apply(out, out, u->scale, u->shift, residual, relu, OC, M);
 }
 
 void graft_conv_bn_backward(const graft_conv_bn *u, const graft_params *p, float *dinp,
                             int accumulate, const float *dy, float *dpre, const float *inp, int N,
                             float *scratch) {
     const int OC = u->shape.OC;
-    const size_t HW = (size_t)u->shape.OH * u->shape.OW;
-    const size_t n_out = graft_conv_bn_out_floats(u, N);
+    const size_t M = (size_t)N * u->shape.OH * u->shape.OW;
     float *dweight = graft_params_grad(p, u->conv);
     float *dgamma = graft_params_grad(p, u->bn_weight);
     float *dbeta = graft_params_grad(p, u->bn_bias);
     const int need_dpre = dweight != NULL || dinp != NULL;
     if (u->pre) {
-        if (need_dpre) memset(dpre, 0, n_out * sizeof(float));
+        if (need_dpre) memset(dpre, 0, (size_t)OC * M * sizeof(float));
         graft_batchnorm2d_backward(need_dpre ? dpre : NULL, dgamma, dbeta, dy, u->pre,
                                    graft_params_value(p, u->bn_weight), u->save_mean,
-                                   u->save_invstd, N, OC, (int)HW, u->batch_stats);
+                                   u->save_invstd, OC, M, u->batch_stats);
     } else {
         /* Folded running statistics: a frozen BN is a per-channel scale. */
         GRAFT_ASSERT(!u->batch_stats && !dgamma && !dbeta);
-        if (need_dpre)
-            for (int n = 0; n < N; n++)
-                for (int c = 0; c < OC; c++) {
-                    const size_t at = ((size_t)n * OC + c) * HW;
-                    for (size_t i = 0; i < HW; i++)
-                        dpre[at + i] = dy[at + i] * u->scale[c];
-                }
+        if (need_dpre) {
+            static const float zero = 0.0f; /* dpre = dy * scale, channel by channel */
+            for (int c = 0; c < OC; c++)
+                graft_batchnorm2d_apply(dpre + (size_t)c * M, dy + (size_t)c * M, &u->scale[c],
+                                        &zero, NULL, 0, 1, M);
+        }
     }
     /* reverse registration order = increasing gradient offsets */
     graft_params_grad_ready(p, u->bn_bias);

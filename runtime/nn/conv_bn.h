@@ -3,13 +3,15 @@
  * "<bn>.weight" and "<bn>.bias" [OC]; buffers "<bn>.running_mean", "<bn>.running_var"
  * [OC] and "<bn>.num_batches_tracked" [] (torch's int64 count, kept as a float).
  *
+ * Activations are channel-major [C, N, H, W] (see conv2d in runtime/ops/ops.h); a unit
+ * that reads a network's batch-major input images sets shape.nchw_input.
+ *
  * Each forward normalises one of two ways:
  * - batch statistics (torch's train mode): running stats are updated (momentum 0.1,
  *   unbiased variance) and num_batches_tracked counts up;
  * - running statistics (eval mode, or a frozen BN under freeze.bn=eval). When the unit
  *   keeps no conv output (`pre` is NULL) they are folded into a per-channel scale and
- *   shift applied, with the residual and ReLU, to each image right after its
- *   convolution while it is still in cache.
+ *   shift applied, with the residual and ReLU, in place on the conv output.
  * The backward needs the conv output whenever the BN has a trainable weight or bias or
  * used batch statistics: the owner plans `pre` for such units (keep_pre). */
 #ifndef GRAFT_CONV_BN_H
@@ -22,9 +24,9 @@
 
 typedef struct graft_conv_bn {
     int conv, bn_weight, bn_bias, running_mean, running_var, num_batches; /* table indices */
-    graft_conv2d_shape shape; /* for one image (N = 1) */
+    graft_conv2d_shape shape; /* for one image (N = 1); nchw_input may be set */
     /* activation memory (graft_conv_bn_plan) */
-    float *pre;                     /* conv output [N, OC, OH, OW], or NULL (see above) */
+    float *pre;                     /* conv output [OC, N, OH, OW], or NULL (see above) */
     float *save_mean, *save_invstd; /* [OC] statistics of the last forward */
     float *scale, *shift;           /* [OC] folded running statistics */
     int batch_stats;                /* whether the last forward used batch statistics */
@@ -42,9 +44,9 @@ void graft_conv_bn_init(const graft_conv_bn *u, const graft_params *p, graft_rng
 int graft_conv_bn_trainable(const graft_conv_bn *u, const graft_params *p);
 /* 1 when the BN weight and bias are both frozen. */
 int graft_conv_bn_bn_frozen(const graft_conv_bn *u, const graft_params *p);
-/* Floats of the output for N images, and of the im2col scratch the unit needs. */
+/* Floats of the output for N images, and of the im2col scratch the unit needs for N. */
 size_t graft_conv_bn_out_floats(const graft_conv_bn *u, int N);
-size_t graft_conv_bn_scratch_floats(const graft_conv_bn *u);
+size_t graft_conv_bn_scratch_floats(const graft_conv_bn *u, int N);
 /* Plan the unit's activation memory for up to max_batch images (call in both arena
  * passes); keep_pre keeps the conv output for the backward. */
 void graft_conv_bn_plan(graft_conv_bn *u, graft_arena *a, int max_batch, int keep_pre);

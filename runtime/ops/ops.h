@@ -31,18 +31,26 @@ void graft_linear_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *inp, const float *weight, int B, int IC, int OC,
                            graft_wlayout layout);
 
-/* ---- conv2d (im2col + GEMM; groups = 1) --------------------------------- */
+/* ---- conv2d (im2col + GEMM over the batch; groups = 1) ------------------------
+ *
+ * Activations are channel-major, [C, N, H, W]: all N images of a convolution are one
+ * GEMM out [OC, N*OH*OW] = weight · col, a 1x1 stride-1 convolution is a plain GEMM
+ * with no copy, and batchnorm finds each channel's values contiguous. A network's
+ * input images are batch-major [N, C, H, W]: nchw_input reads inp (and writes dinp)
+ * in that layout instead. */
 
 typedef struct graft_conv2d_shape {
-    int N, C, H, W;     /* input [N, C, H, W] */
+    int N, C, H, W;     /* input [C, N, H, W] ([N, C, H, W] when nchw_input) */
     int OC, KH, KW;     /* weight [OC, C, KH, KW] (torch layout) */
     int stride, pad;    /* same in both directions */
-    int OH, OW;         /* output [N, OC, OH, OW], filled by graft_conv2d_shape_make */
+    int OH, OW;         /* output [OC, N, OH, OW], filled by graft_conv2d_shape_make */
+    int nchw_input;     /* 0 from graft_conv2d_shape_make */
 } graft_conv2d_shape;
 
 graft_conv2d_shape graft_conv2d_shape_make(int N, int C, int H, int W, int OC, int KH, int KW,
                                            int stride, int pad);
-/* Floats of scratch the forward and backward need (one im2col buffer for one image). */
+/* Floats of scratch the forward and backward need for s->N images (im2col of a chunk
+ * of images; 0 for a 1x1 stride-1 convolution of a channel-major input). */
 size_t graft_conv2d_scratch_floats(const graft_conv2d_shape *s);
 void graft_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           float *scratch, const graft_conv2d_shape *s);
@@ -52,20 +60,27 @@ void graft_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
 
 /* ---- batchnorm2d ---------------------------------------------------------- */
 
-/* inp/out [N, C, HW]. training=1: normalise with batch statistics, save mean and
- * 1/sqrt(var+eps) per channel into save_mean/save_invstd [C], and update running
- * stats as torch does (running = (1-momentum)*running + momentum*stat, with the
- * unbiased variance). training=0: normalise with the running stats (and still fill
- * save_mean/save_invstd from them, so backward works in both modes). In training,
- * NULL running stats skip their update. */
+/* inp/out [C, M]: channel-major as for conv2d, M = N*H*W values per channel.
+ * training=1: normalise with batch statistics, save mean and 1/sqrt(var+eps) per
+ * channel into save_mean/save_invstd [C], and update running stats as torch does
+ * (running = (1-momentum)*running + momentum*stat, with the unbiased variance).
+ * training=0: normalise with the running stats (and still fill save_mean/save_invstd
+ * from them, so backward works in both modes). In training, NULL running stats skip
+ * their update. The output is then [relu](bn(inp) [+ residual]) (residual may be
+ * NULL); out may be inp. */
 void graft_batchnorm2d_forward(float *out, float *save_mean, float *save_invstd,
                                float *running_mean, float *running_var, const float *inp,
-                               const float *weight, const float *bias, int N, int C, int HW,
-                               float momentum, float eps, int training);
-/* training selects which statistics the forward used (batch stats carry gradient). */
+                               const float *weight, const float *bias, const float *residual,
+                               int relu, int C, size_t M, float momentum, float eps, int training);
+/* training selects which statistics the forward used (batch stats carry gradient).
+ * dout is the gradient w.r.t. the normalised values (before any residual and ReLU). */
 void graft_batchnorm2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                 const float *inp, const float *weight, const float *save_mean,
-                                const float *save_invstd, int N, int C, int HW, int training);
+                                const float *save_invstd, int C, size_t M, int training);
+/* out [C, M] = [relu](inp * scale[c] + shift[c] [+ residual]): a batchnorm with fixed
+ * statistics folded into one scale and shift per channel; out may be inp. */
+void graft_batchnorm2d_apply(float *out, const float *inp, const float *scale, const float *shift,
+                             const float *residual, int relu, int C, size_t M);
 
 /* ---- layernorm -------------------------------------------------------------- */
 
@@ -83,10 +98,14 @@ void graft_relu_forward(float *out, const float *inp, size_t n);
 /* Uses the forward output (out > 0 exactly where inp > 0), so inp need not be kept. */
 void graft_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
 
+/* out may be inp. Vectorised code, not libm: the erf form's values are within a few
+ * ulp of 0.5 * x * erfc(-x / sqrt2) (relative, also in the negative tail). */
 typedef enum { GRAFT_GELU_ERF = 0, GRAFT_GELU_TANH = 1 } graft_gelu_kind;
 void graft_gelu_forward(float *out, const float *inp, size_t n, graft_gelu_kind kind);
 void graft_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n,
                          graft_gelu_kind kind);
+/* out[i] = erf(inp[i]) (out may be inp), within ~1e-7 of erff: the erf GELU's own. */
+void graft_erf(float *out, const float *inp, size_t n);
 
 /* Inverted dropout: mask[i] = 0 or 1/(1-p), drawn from rng; out = inp * mask.
  * p <= 0 copies, fills mask with 1 and draws nothing. Relu, dropout and residual
@@ -136,6 +155,21 @@ void graft_embedding_backward(float *dtable, const float *dout, const int32_t *i
 
 /* ---- multi-head attention ------------------------------------------------------ */
 
+/* Dropout on the attention probabilities (Hugging Face's attn_pdrop and
+ * attention_probs_dropout_prob, with torch's semantics): keep bits m ~ Bernoulli(1 - p)
+ * and out = (P * m / (1 - p)) v. probs still receives P itself (the softmax backward
+ * needs it): the keep bits are stored one per probability and the dropped rows rebuilt
+ * in scratch. A NULL dropout, or p = 0, draws nothing and changes no result bit. */
+typedef struct graft_attention_dropout {
+    float p;        /* in [0, 1) */
+    graft_rng *rng; /* forward: one graft_rng_u64 per two probabilities a query may see */
+    uint64_t *keep; /* [B, NH, T] rows of graft_attention_keep_words(T) words, bit j of a
+                       row keeping key j: the forward writes them, the backward reads them;
+                       NULL in a forward that no backward follows */
+    float *scratch; /* forward: graft_attention_scratch_floats(T) floats */
+} graft_attention_dropout;
+size_t graft_attention_keep_words(int T);
+
 /* Scaled dot-product attention over NH heads of size HS (C = NH*HS).
  * q, k, v point at [B, T, *] rows whose consecutive tokens are `stride` floats apart
  * (stride = C for separate projections, 3C for GPT-2's fused c_attn output with
@@ -145,14 +179,24 @@ void graft_embedding_backward(float *dtable, const float *dout, const int32_t *i
  * causal=1: query t attends to keys <= t. A query with no visible key outputs 0. */
 void graft_attention_forward(float *out, float *probs, const float *q, const float *k,
                              const float *v, int stride, const uint8_t *key_mask, int B, int T,
-                             int NH, int HS, int causal);
+                             int NH, int HS, int causal, const graft_attention_dropout *dropout);
 /* dq/dk/dv use the same stride as q/k/v (they may alias one fused [B,T,3C] buffer).
- * scratch: graft_attention_scratch_floats(T) floats. */
+ * scratch: graft_attention_scratch_floats(T) floats. dropout: the forward's (its p and
+ * keep bits), or NULL. */
 size_t graft_attention_scratch_floats(int T);
 void graft_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                               const float *q, const float *k, const float *v,
                               const float *probs, float *scratch, int stride, int B, int T,
-                              int NH, int HS);
+                              int NH, int HS, const graft_attention_dropout *dropout);
+
+/* The dropout of one query row, for kernels that compute attention rows themselves
+ * (BERT's last layer): draws keep bits for keys [0, n) and writes bits [0, width) of
+ * keep (NULL: not kept; bits from n on are 0) and dropped[j] = kept ? probs[j] : 0 for
+ * j < width. The 1 / (1 - p) is the caller's (e.g. a GEMM's alpha). */
+void graft_attention_dropout_row(float *dropped, const float *probs, uint64_t *keep, int n,
+                                 int width, float p, graft_rng *rng);
+/* dst[j] = bit j of keep ? src[j] : 0 for j < n (dst may be src). */
+void graft_attention_keep_row(float *dst, const float *src, const uint64_t *keep, int n);
 
 /* ---- softmax cross-entropy ---------------------------------------------------- */
 
