@@ -5,7 +5,7 @@
  * differences, MLM masking, config errors, and the saves that
  * `tools/make_fixtures.py --check-saved` strict-loads into PyTorch.
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4. */
-#include "tests/testutil.h"
+#include "tests/testutil_model.h"
 
 #include <sys/stat.h>
 
@@ -38,13 +38,7 @@ static graft_bert_config tiny_config(int num_classes) {
 static void make_model(graft_bert *m, const graft_bert_config *c, const char *frozen,
                        const char *weights) {
     assert_int_equal(graft_bert_init(m, c), GRAFT_OK);
-    char globs[512];
-    snprintf(globs, sizeof globs, "%s", frozen ? frozen : "");
-    for (char *save = NULL, *g = strtok_r(globs, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
-        int matched = 0;
-        assert_int_equal(graft_params_set_trainable(&m->params, g, 0, &matched), GRAFT_OK);
-        assert_true(matched > 0);
-    }
+    tu_freeze(&m->params, frozen);
     assert_int_equal(graft_params_finalize(&m->params), GRAFT_OK);
     assert_int_equal(graft_bert_build(m, MAX_BATCH), GRAFT_OK);
     graft_bert_init_weights(m, 1);
@@ -60,18 +54,10 @@ typedef struct fixture {
     int32_t ids[B * T], types[B * T], mask[B * T], labels[B * T];
 } fixture;
 
-static float *read_tensor(const graft_st_file *f, const char *name, size_t *numel) {
-    const graft_st_tensor *t = graft_st_find(f, name);
-    if (!t) fail_msg("%s missing from the fixture", name);
-    float *x = tu_floats(t->numel);
-    assert_int_equal(graft_st_read_f32(t, x, t->numel), GRAFT_OK);
-    if (numel) *numel = t->numel;
-    return x;
-}
 
 static void read_ints(const graft_st_file *f, const char *name, int32_t *out, size_t n) {
     size_t numel;
-    float *x = read_tensor(f, name, &numel);
+    float *x = tu_read_tensor(f, name, &numel);
     assert_int_equal(numel, n);
     for (size_t i = 0; i < n; i++)
         out[i] = (int32_t)x[i];
@@ -114,7 +100,7 @@ static double check_grads(const graft_bert *m, const graft_st_file *f, const cha
         char name[GRAFT_NAME_MAX + 8];
         snprintf(name, sizeof name, "grad.%s", t->name);
         size_t n;
-        float *want = read_tensor(f, name, &n);
+        float *want = tu_read_tensor(f, name, &n);
         assert_int_equal(n, t->numel);
         /* key biases have exactly zero gradient (softmax ignores a constant added to a
          * query's scores): both sides are rounding noise, hence the floor */
@@ -141,8 +127,8 @@ static void run_cls_case(const char *label, const char *frozen) {
     graft_params_zero_grad(&m.params);
     float loss = graft_bert_forward(&m, fx.ids, fx.types, fx.mask, fx.labels, B, 1);
     graft_bert_backward(&m, 1.0f);
-    float *logits = read_tensor(&fx.f, "logits", NULL),
-          *want_loss = read_tensor(&fx.f, "loss", NULL);
+    float *logits = tu_read_tensor(&fx.f, "logits", NULL),
+          *want_loss = tu_read_tensor(&fx.f, "loss", NULL);
     char name[64];
     snprintf(name, sizeof name, "cls %s logits", label);
     TU_CHECK_REL(name, rel_err(m.logits, logits, B * K), TOL);
@@ -292,7 +278,7 @@ static void run_mlm_case(const char *label, const char *frozen) {
     graft_params_zero_grad(&m.params);
     float loss = graft_bert_forward(&m, fx.ids, fx.types, fx.mask, fx.labels, B, 1);
     /* graft computes the labelled positions only: gather them from the fixture */
-    float *all = read_tensor(&fx.f, "logits", NULL), *want_loss = read_tensor(&fx.f, "loss", NULL);
+    float *all = tu_read_tensor(&fx.f, "logits", NULL), *want_loss = tu_read_tensor(&fx.f, "loss", NULL);
     float *want = tu_floats((size_t)B * T * V);
     int M = 0;
     for (int r = 0; r < B * T; r++)
@@ -489,16 +475,6 @@ static void test_dropout_finite_differences(void **state) {
 
 /* ---- backward hooks ---------------------------------------------------------------------- */
 
-typedef struct {
-    size_t next, calls;
-} hook_log;
-
-static void record_ready(void *ctx, size_t offset, size_t count) {
-    hook_log *h = ctx;
-    assert_int_equal(offset, h->next);
-    h->next = offset + count;
-    h->calls++;
-}
 
 /* Every trainable parameter is announced once, in backward order, tiling the buffer. */
 static void test_grad_ready_order(void **state) {
@@ -511,8 +487,8 @@ static void test_grad_ready_order(void **state) {
             graft_bert_config c = tiny_config(heads ? K : 0);
             graft_bert m;
             make_model(&m, &c, frozen[f], NULL);
-            hook_log h = {0, 0};
-            m.params.on_grad_ready = record_ready;
+            tu_hook_log h = {0, 0};
+            m.params.on_grad_ready = tu_record_ready;
             m.params.on_grad_ready_ctx = &h;
             int32_t labels[B * T];
             for (int i = 0; i < B * T; i++)

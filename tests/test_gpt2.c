@@ -4,7 +4,7 @@
  * rebuilding after unfreezing, dropout, config errors, and a save that the fixture
  * script loads with load_state_dict(strict=True).
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (float32 both sides). */
-#include "tests/testutil.h"
+#include "tests/testutil_model.h"
 
 #include <sys/stat.h>
 
@@ -43,11 +43,9 @@ static void fixture_open(fixture *f) {
 
 /* max |a - b| / max |b| against the fixture tensor `name`. */
 static double rel_err(const fixture *f, const char *name, const float *a, size_t n) {
-    const graft_st_tensor *t = graft_st_find(&f->file, name);
-    if (!t) fail_msg("fixture tensor %s missing", name);
-    assert_int_equal(t->numel, n);
-    float *b = tu_floats(n);
-    assert_int_equal(graft_st_read_f32(t, b, n), GRAFT_OK);
+    size_t numel;
+    float *b = tu_read_tensor(&f->file, name, &numel);
+    assert_int_equal(numel, n);
     double maxdiff = 0, maxref = 0;
     for (size_t i = 0; i < n; i++) {
         maxdiff = fmax(maxdiff, fabs((double)a[i] - b[i]));
@@ -61,13 +59,7 @@ static double rel_err(const fixture *f, const char *name, const float *a, size_t
 static void build(graft_gpt2 *m, const graft_gpt2_config *cfg, const char *frozen_globs,
                   const char *weights) {
     assert_int_equal(graft_gpt2_init(m, cfg), GRAFT_OK);
-    char globs[1024];
-    snprintf(globs, sizeof globs, "%s", frozen_globs ? frozen_globs : "");
-    for (char *save = NULL, *g = strtok_r(globs, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
-        int matched = 0;
-        assert_int_equal(graft_params_set_trainable(&m->params, g, 0, &matched), GRAFT_OK);
-        assert_true(matched > 0);
-    }
+    tu_freeze(&m->params, frozen_globs);
     assert_int_equal(graft_params_finalize(&m->params), GRAFT_OK);
     assert_int_equal(graft_gpt2_build(m, B), GRAFT_OK);
     graft_gpt2_init_weights(m, 5);
@@ -80,16 +72,6 @@ static void build(graft_gpt2 *m, const graft_gpt2_config *cfg, const char *froze
 }
 
 /* The grad-ready hook must see every trainable parameter once, in gradient-buffer order. */
-typedef struct {
-    size_t next, calls;
-} hook_log;
-
-static void record_ready(void *ctx, size_t offset, size_t count) {
-    hook_log *h = ctx;
-    assert_int_equal(offset, h->next);
-    h->next = offset + count;
-    h->calls++;
-}
 
 static int count_trainable(const graft_params *p) {
     int n = 0;
@@ -101,8 +83,8 @@ static int count_trainable(const graft_params *p) {
 /* One forward/backward on the fixture batch; checks the loss, the hook, NULL grads of
  * frozen parameters and every trainable gradient. Returns the worst gradient error. */
 static double check_step(graft_gpt2 *m, const fixture *f, const char *label) {
-    hook_log h = {0, 0};
-    m->params.on_grad_ready = record_ready;
+    tu_hook_log h = {0, 0};
+    m->params.on_grad_ready = tu_record_ready;
     m->params.on_grad_ready_ctx = &h;
     graft_params_zero_grad(&m->params);
     float loss = graft_gpt2_forward(m, f->tokens, f->labels, B, 1);

@@ -1,6 +1,6 @@
 /* models/mlp: whole-model gradients against finite differences of a double-precision
  * reference, stop-backward with frozen layers, and a few real optimizer steps. */
-#include "tests/testutil.h"
+#include "tests/testutil_model.h"
 
 #include "models/mlp/mlp.h"
 #include "runtime/optim/optim.h"
@@ -161,23 +161,13 @@ static void test_dropout_seeded(void **state) {
 
 /* The backward tells the grad-ready hook about every trainable parameter once, and
  * in backward order the announced ranges tile the gradient buffer from 0 upward. */
-typedef struct {
-    size_t next, calls;
-} hook_log;
-
-static void record_ready(void *ctx, size_t offset, size_t count) {
-    hook_log *h = ctx;
-    assert_int_equal(offset, h->next);
-    h->next = offset + count;
-    h->calls++;
-}
 
 static void test_grad_ready_hook(void **state) {
     (void)state;
     graft_mlp m;
     build(&m, "hidden.0.weight", 0);
-    hook_log h = {0, 0};
-    m.params.on_grad_ready = record_ready;
+    tu_hook_log h = {0, 0};
+    m.params.on_grad_ready = tu_record_ready;
     m.params.on_grad_ready_ctx = &h;
     float x[B * IN];
     int32_t y[B];

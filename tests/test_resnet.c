@@ -9,7 +9,7 @@
  * except ResNet-50's gradients: 5e-4. Its 50 narrow layers of train-mode batchnorm lose
  * precision in float32 on both sides: PyTorch's own float32 gradients there are 2.8e-4
  * away from its float64 ones (layer1.0.bn2.bias), ResNet-18's 1.2e-5. */
-#include "tests/testutil.h"
+#include "tests/testutil_model.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -38,13 +38,11 @@ static int meta_int(const graft_st_file *f, const char *key) {
     return atoi(v);
 }
 
-/* A fixture tensor as floats (caller frees). */
+/* A fixture tensor of n floats (caller frees). */
 static float *read_tensor(const graft_st_file *f, const char *name, size_t n) {
-    const graft_st_tensor *t = graft_st_find(f, name);
-    if (!t) fail_msg("fixture tensor %s missing", name);
-    assert_int_equal(t->numel, n);
-    float *x = tu_floats(n);
-    assert_int_equal(graft_st_read_f32(t, x, n), GRAFT_OK);
+    size_t numel;
+    float *x = tu_read_tensor(f, name, &numel);
+    assert_int_equal(numel, n);
     return x;
 }
 
@@ -90,15 +88,7 @@ static void build(graft_resnet *m, const fixture *f, int frozen) {
     assert_non_null(bn);
     cfg.frozen_bn_eval = strcmp(bn, "eval") == 0;
     assert_int_equal(graft_resnet_init(m, &cfg), GRAFT_OK);
-    if (frozen) {
-        char globs[512];
-        snprintf(globs, sizeof globs, "%s", graft_st_metadata_get(&f->expect, "frozen"));
-        for (char *g = strtok(globs, ","); g; g = strtok(NULL, ",")) {
-            int matched = 0;
-            assert_int_equal(graft_params_set_trainable(&m->params, g, 0, &matched), GRAFT_OK);
-            assert_true(matched > 0);
-        }
-    }
+    if (frozen) tu_freeze(&m->params, graft_st_metadata_get(&f->expect, "frozen"));
     assert_int_equal(graft_params_finalize(&m->params), GRAFT_OK);
     assert_int_equal(graft_resnet_build(m, f->batch), GRAFT_OK);
     /* the torchvision state_dict as it is (int64 num_batches_tracked included), loaded
@@ -299,16 +289,6 @@ static void small_batch(float *x, int32_t *y, const graft_resnet_config *cfg) {
         y[b] = (b * 2 + 1) % cfg->num_classes;
 }
 
-typedef struct {
-    size_t next, calls;
-} hook_log;
-
-static void record_ready(void *ctx, size_t offset, size_t count) {
-    hook_log *h = ctx;
-    assert_int_equal(offset, h->next);
-    h->next = offset + count;
-    h->calls++;
-}
 
 /* Feature extraction (only fc trains): the trunk runs forward only through shared
  * buffers, so activation memory is a small fraction of the full fine-tune's; frozen BNs
@@ -348,8 +328,8 @@ static void test_fc_only_stop_backward(void **state) {
     graft_resnet_forward(&head, x, y, SMALL_B, 0);
     memcpy(eval_logits, head.logits, sizeof eval_logits);
 
-    hook_log h = {0, 0};
-    head.params.on_grad_ready = record_ready;
+    tu_hook_log h = {0, 0};
+    head.params.on_grad_ready = tu_record_ready;
     head.params.on_grad_ready_ctx = &h;
     float nbt = *graft_params_value(&head.params, head.stem.num_batches);
     graft_params_zero_grad(&head.params);
@@ -372,8 +352,8 @@ static void test_fc_only_stop_backward(void **state) {
     TU_CHECK_REL("fc.weight gradient, fc only", tu_rel_err_fd(dw, ref, K * F, 1e-6), 1e-5);
     free(ref);
 
-    h = (hook_log){0, 0};
-    full.params.on_grad_ready = record_ready;
+    h = (tu_hook_log){0, 0};
+    full.params.on_grad_ready = tu_record_ready;
     full.params.on_grad_ready_ctx = &h;
     graft_resnet_forward(&full, x, y, SMALL_B, 1);
     graft_resnet_backward(&full, 1.0f);

@@ -1,0 +1,46 @@
+/* Helpers shared by the model tests (test_mlp, test_resnet, test_gpt2, test_bert):
+ * freezing by a list of globs, the grad-ready hook's log, fixture tensors. */
+#ifndef GRAFT_TESTUTIL_MODEL_H
+#define GRAFT_TESTUTIL_MODEL_H
+
+#include "tests/testutil.h"
+
+#include "runtime/io/safetensors.h"
+#include "runtime/nn/params.h"
+
+/* Freeze the parameters matching each of the comma-separated globs (NULL or "": none);
+ * every glob must match something. Before finalize. */
+static inline void tu_freeze(graft_params *p, const char *globs_csv) {
+    char globs[1024];
+    snprintf(globs, sizeof globs, "%s", globs_csv ? globs_csv : "");
+    for (char *save = NULL, *g = strtok_r(globs, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
+        int matched = 0;
+        assert_int_equal(graft_params_set_trainable(p, g, 0, &matched), GRAFT_OK);
+        assert_true(matched > 0);
+    }
+}
+
+/* Set as params->on_grad_ready with a tu_hook_log as context: checks that the announced
+ * ranges tile the gradient buffer from 0 upward (backward order), counting the calls. */
+typedef struct tu_hook_log {
+    size_t next, calls;
+} tu_hook_log;
+
+static inline void tu_record_ready(void *ctx, size_t offset, size_t count) {
+    tu_hook_log *h = ctx;
+    assert_int_equal(offset, h->next);
+    h->next = offset + count;
+    h->calls++;
+}
+
+/* A fixture tensor as floats (caller frees); *numel (may be NULL) receives its size. */
+static inline float *tu_read_tensor(const graft_st_file *f, const char *name, size_t *numel) {
+    const graft_st_tensor *t = graft_st_find(f, name);
+    if (!t) fail_msg("fixture tensor %s missing", name);
+    float *x = tu_floats(t->numel);
+    assert_int_equal(graft_st_read_f32(t, x, t->numel), GRAFT_OK);
+    if (numel) *numel = t->numel;
+    return x;
+}
+
+#endif
