@@ -22,7 +22,7 @@ static int add_tensor(graft_params *p, const char *name, int64_t rows, int64_t c
 }
 
 static graft_status add_ln(graft_params *p, const char *prefix, int C, graft_bert_ln *ln) {
-    char name[GRAFT_NAME_MAX];
+    char name[GRAFT_NAME_MAX + 8]; /* a longer name is refused by graft_params_add */
     snprintf(name, sizeof name, "%s.weight", prefix);
     ln->weight = add_tensor(p, name, C, 0);
     snprintf(name, sizeof name, "%s.bias", prefix);
