@@ -928,6 +928,78 @@ static void test_maxpool_ties_and_nan(void **state) {
     assert_true(out[0] == 0.0f); /* window (0,0) covers rows/cols 0..1 only */
 }
 
+/* torch's max-pool rule stated directly: a window holding a NaN yields its last NaN (in
+ * row-major order), any other its first maximum; a window wholly in the padding -inf
+ * and -1. Returns the winner's plane offset. */
+static int32_t maxpool_window_ref(const float *x, const graft_pool2d_shape *s, int oh, int ow) {
+    int32_t at = -1;
+    for (int ih = oh * s->stride - s->pad; ih < oh * s->stride - s->pad + s->K; ih++)
+        for (int iw = ow * s->stride - s->pad; iw < ow * s->stride - s->pad + s->K; iw++)
+            if (ih >= 0 && ih < s->H && iw >= 0 && iw < s->W && isnan(x[ih * s->W + iw]))
+                at = ih * s->W + iw;
+    if (at >= 0) return at;
+    for (int ih = oh * s->stride - s->pad; ih < oh * s->stride - s->pad + s->K; ih++)
+        for (int iw = ow * s->stride - s->pad; iw < ow * s->stride - s->pad + s->K; iw++)
+            if (ih >= 0 && ih < s->H && iw >= 0 && iw < s->W &&
+                (at < 0 || x[ih * s->W + iw] > x[at]))
+                at = ih * s->W + iw;
+    return at;
+}
+
+/* The vectorised interior blocks against the plain rule on planes wide enough for them
+ * (the stem pool and the generic gather, odd sizes, a last block overlapping the one
+ * before), with ties, -inf and NaNs (several per window at times); backward routes each
+ * gradient to the winner. */
+static void test_maxpool_blocks(void **state) {
+    (void)state;
+    static const pool_case_spec cases[] = {
+        /* N, C, H, W, K, stride, pad */
+        {2, 3, 32, 32, 3, 2, 1}, /* ResNet's stem pool on 64x64 images */
+        {1, 2, 21, 37, 3, 2, 1}, /* odd sizes: the last block overlaps */
+        {1, 1, 9, 50, 3, 2, 0},  /* no padding */
+        {2, 1, 17, 33, 3, 1, 1}, /* stride 1: gathered lanes */
+        {1, 2, 19, 41, 5, 3, 2}, /* larger window, stride 3 */
+        {1, 1, 8, 16, 2, 2, 0},  /* the interior is one block */
+        {1, 1, 3, 40, 3, 2, 1},  /* one interior row */
+    };
+    graft_rng r;
+    graft_rng_seed(&r, 4000);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const pool_case_spec *c = &cases[ci];
+        graft_pool2d_shape s =
+            graft_pool2d_shape_make(c->N, c->C, c->H, c->W, c->K, c->stride, c->pad);
+        const size_t HW = (size_t)s.H * s.W, OHW = (size_t)s.OH * s.OW;
+        const size_t nin = (size_t)s.N * s.C * HW, nout = (size_t)s.N * s.C * OHW;
+        float *inp = tu_floats(nin), *out = tu_floats(nout), *dy = tu_floats(nout);
+        float *dinp = tu_floats(nin), *want = tu_floats(nin);
+        int32_t *argmax = calloc(nout, sizeof(int32_t));
+        assert_non_null(argmax);
+        /* Few distinct values for many ties; the first plane has no NaN. */
+        for (size_t i = 0; i < nin; i++) {
+            const uint64_t u = graft_rng_below(&r, 100);
+            inp[i] = u < 5 && i >= HW ? NAN : u < 10 ? -INFINITY : (float)(u % 4) - 2.0f;
+        }
+        for (size_t i = 0; i < nout; i++)
+            dy[i] = (float)graft_rng_below(&r, 8) - 3.5f;
+        memset(want, 0, nin * sizeof(float));
+        graft_maxpool2d_forward(out, argmax, inp, &s);
+        for (size_t p = 0; p < (size_t)s.N * s.C; p++)
+            for (int oh = 0; oh < s.OH; oh++)
+                for (int ow = 0; ow < s.OW; ow++) {
+                    const size_t o = p * OHW + (size_t)oh * s.OW + ow;
+                    const int32_t at = maxpool_window_ref(inp + p * HW, &s, oh, ow);
+                    if (argmax[o] != at || memcmp(&out[o], &inp[p * HW + at], sizeof(float)))
+                        fail_msg("case %zu plane %zu output (%d,%d): argmax %d want %d", ci, p, oh,
+                                 ow, argmax[o], at);
+                    want[p * HW + at] += dy[o];
+                }
+        memset(dinp, 0, nin * sizeof(float));
+        graft_maxpool2d_backward(dinp, dy, argmax, &s);
+        assert_memory_equal(dinp, want, nin * sizeof(float));
+        free(inp), free(out), free(dy), free(dinp), free(want), free(argmax);
+    }
+}
+
 static void test_avgpool(void **state) {
     (void)state;
     for (size_t ci = 0; ci < sizeof pool_cases / sizeof pool_cases[0]; ci++) {
@@ -1191,6 +1263,7 @@ int main(void) {
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_padding_is_minus_inf),
         cmocka_unit_test(test_maxpool_ties_and_nan),
+        cmocka_unit_test(test_maxpool_blocks),
         cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_adaptive_avgpool),
         cmocka_unit_test(test_relu),
