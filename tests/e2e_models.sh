@@ -127,6 +127,8 @@ same runs/bmlm/model.safetensors runs/bcls/model.safetensors 'bert.embeddings.*'
 mpi -np 2 "$GRAFT" train cls.yaml experiment=bcls2 train.max_steps=10 >bcls2.out 2>&1 &&
   grep -q "replicas are bit-identical" bcls2.out && ok "bert classifier on two ranks" ||
   { bad "bert on two ranks"; tail -n 5 bcls2.out; }
+expect_bad_input "sequences longer than the model" "the dataset's sequences have 64 tokens, longer than model.n_positions 32" \
+  -- "$GRAFT" train cls.yaml experiment=x7 model.n_positions=32 model.init=null
 expect_bad_input "language model on labelled rows" "model.arch gpt2 is a language model" \
   -- "$GRAFT" train g.yaml experiment=x6 data.train=s3 data.val=null
 

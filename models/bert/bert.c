@@ -895,8 +895,13 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         return GRAFT_ERR_CONFIG;
     }
     if (bc.seq_len > bc.n_positions) {
-        GRAFT_ERROR("data.seq_len %d is longer than model.n_positions %d", bc.seq_len,
-                    bc.n_positions);
+        /* a sequence dataset brings its own length; a token stream is cut at data.seq_len */
+        if (input->num_classes > 0)
+            GRAFT_ERROR("the dataset's sequences have %d tokens, longer than model.n_positions %d",
+                        bc.seq_len, bc.n_positions);
+        else
+            GRAFT_ERROR("data.seq_len %d is longer than model.n_positions %d", bc.seq_len,
+                        bc.n_positions);
         return GRAFT_ERR_CONFIG;
     }
     if (bc.n_embd % bc.n_head != 0) {
