@@ -72,47 +72,19 @@ static void open_fixture(fixture *fx, const char *path, int mlm) {
     read_ints(&fx->f, "labels", fx->labels, mlm ? B * T : B);
 }
 
-static double rel_err_floor(const float *a, const float *b, size_t n, double floor) {
-    double diff = 0, scale = floor;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
-
 static double rel_err(const float *a, const float *b, size_t n) {
-    return rel_err_floor(a, b, n, 0);
+    return tu_rel_err_floor(a, b, n, 0);
 }
 
-/* Compares every trainable gradient with grad.<name> (relative to max(max |torch|, 1e-3));
- * frozen ones must be NULL. Returns the worst relative error. */
+/* Compares every trainable gradient with grad.<name> (relative to max(max |torch|, 1e-3):
+ * key biases have exactly zero gradient, as softmax ignores a constant added to a
+ * query's scores, so both sides are rounding noise); frozen ones must be NULL. Returns
+ * the worst relative error. */
 static double check_grads(const graft_bert *m, const graft_st_file *f, const char *label) {
-    double worst = 0;
-    const char *worst_name = "";
-    for (int i = 0; i < m->params.count; i++) {
-        const graft_param *t = &m->params.items[i];
-        const float *g = graft_params_grad(&m->params, i);
-        if (!t->trainable) {
-            assert_null(g);
-            continue;
-        }
-        char name[GRAFT_NAME_MAX + 8];
-        snprintf(name, sizeof name, "grad.%s", t->name);
-        size_t n;
-        float *want = tu_read_tensor(f, name, &n);
-        assert_int_equal(n, t->numel);
-        /* key biases have exactly zero gradient (softmax ignores a constant added to a
-         * query's scores): both sides are rounding noise, hence the floor */
-        double e = rel_err_floor(g, want, n, 1e-3);
-        if (e > worst) {
-            worst = e;
-            worst_name = t->name;
-        }
-        if (e > TOL) fail_msg("%s: %s rel err %.3e", label, t->name, e);
-        free(want);
-    }
+    const char *worst_name;
+    double worst = tu_worst_grad_err(&m->params, f, 1e-3, &worst_name);
     printf("  %-10s worst gradient rel err %.3e (%s)\n", label, worst, worst_name);
+    if (worst > TOL) fail_msg("%s: %s rel err %.3e", label, worst_name, worst);
     return worst;
 }
 

@@ -46,13 +46,9 @@ static double rel_err(const fixture *f, const char *name, const float *a, size_t
     size_t numel;
     float *b = tu_read_tensor(&f->file, name, &numel);
     assert_int_equal(numel, n);
-    double maxdiff = 0, maxref = 0;
-    for (size_t i = 0; i < n; i++) {
-        maxdiff = fmax(maxdiff, fabs((double)a[i] - b[i]));
-        maxref = fmax(maxref, fabs((double)b[i]));
-    }
+    double e = tu_rel_err_floor(a, b, n, 0);
     free(b);
-    return maxref > 0 ? maxdiff / maxref : maxdiff;
+    return e;
 }
 
 /* The fixture model with the comma-separated globs frozen (NULL: none). */
@@ -93,23 +89,8 @@ static double check_step(graft_gpt2 *m, const fixture *f, const char *label) {
     graft_gpt2_backward(m, 1.0f);
     assert_int_equal(h.calls, (size_t)count_trainable(&m->params));
     assert_int_equal(h.next, m->params.n_grads);
-    double worst = 0;
-    const char *worst_name = "-";
-    for (int i = 0; i < m->params.count; i++) {
-        const graft_param *t = &m->params.items[i];
-        const float *g = graft_params_grad(&m->params, i);
-        if (!t->trainable) {
-            assert_null(g);
-            continue;
-        }
-        char name[GRAFT_NAME_MAX + 8];
-        snprintf(name, sizeof name, "grad.%s", t->name);
-        double e = rel_err(f, name, g, t->numel);
-        if (e > worst) {
-            worst = e;
-            worst_name = t->name;
-        }
-    }
+    const char *worst_name;
+    double worst = tu_worst_grad_err(&m->params, &f->file, 0, &worst_name);
     char what[GRAFT_NAME_MAX + 64];
     snprintf(what, sizeof what, "%s: worst grad (%s)", label, worst_name);
     TU_CHECK_REL(what, worst, TOL);

@@ -43,4 +43,43 @@ static inline float *tu_read_tensor(const graft_st_file *f, const char *name, si
     return x;
 }
 
+/* max |a - b| / max(max |b|, floor) (just max |a - b| when that is 0). */
+static inline double tu_rel_err_floor(const float *a, const float *b, size_t n, double floor) {
+    double diff = 0, scale = floor;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return scale > 0 ? diff / scale : diff;
+}
+
+/* Every gradient of the table against the fixture's "grad.<name>": frozen parameters
+ * must have none (NULL), trainable ones are measured with tu_rel_err_floor. Returns the
+ * worst error; *worst_name (may be NULL) names its parameter ("-" when none). */
+static inline double tu_worst_grad_err(const graft_params *p, const graft_st_file *f,
+                                       double floor, const char **worst_name) {
+    double worst = 0;
+    if (worst_name) *worst_name = "-";
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        const float *g = graft_params_grad(p, i);
+        if (!t->trainable) {
+            assert_null(g);
+            continue;
+        }
+        char name[GRAFT_NAME_MAX + 8];
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        size_t n;
+        float *want = tu_read_tensor(f, name, &n);
+        assert_int_equal(n, t->numel);
+        double e = tu_rel_err_floor(g, want, n, floor);
+        free(want);
+        if (e > worst) {
+            worst = e;
+            if (worst_name) *worst_name = t->name;
+        }
+    }
+    return worst;
+}
+
 #endif
