@@ -1,47 +1,70 @@
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int log_rank = 0;
-static int log_all_ranks = 0;
-static int log_level = -1; /* -1: not yet read from the environment */
-static FILE *log_file = NULL;
+/* The comm, loader and watchdog threads log while the main thread may change the
+ * settings: the numbers are atomics, and the file is swapped and written under one
+ * mutex, so a line never goes to a file that is being closed. */
+static atomic_int log_rank = 0;
+static atomic_int log_all_ranks = 0;
+static atomic_int log_level = GRAFT_LOG_INFO;
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER;
+static FILE *log_file = NULL; /* guarded by file_lock */
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
-void graft_log_set_rank(int rank) { log_rank = rank; }
-void graft_log_set_all_ranks(int enabled) { log_all_ranks = enabled; }
-void graft_log_set_level(graft_log_level level) { log_level = (int)level; }
-void graft_log_set_file(FILE *f) { log_file = f; }
+/* GRAFT_LOG=debug and GRAFT_LOG_ALL_RANKS=1, read once before the first setting or line
+ * (so an explicit setter call always wins over the environment). */
+static void read_env(void) {
+    const char *env = getenv("GRAFT_LOG");
+    if (env && strcmp(env, "debug") == 0) atomic_store(&log_level, GRAFT_LOG_DEBUG);
+    const char *all = getenv("GRAFT_LOG_ALL_RANKS");
+    if (all && strcmp(all, "1") == 0) atomic_store(&log_all_ranks, 1);
+}
 
-static int current_level(void) {
-    if (log_level < 0) {
-        const char *env = getenv("GRAFT_LOG");
-        log_level = (env && strcmp(env, "debug") == 0) ? GRAFT_LOG_DEBUG : GRAFT_LOG_INFO;
-        const char *all = getenv("GRAFT_LOG_ALL_RANKS");
-        if (all && strcmp(all, "1") == 0) log_all_ranks = 1;
-    }
-    return log_level;
+void graft_log_set_rank(int rank) { atomic_store(&log_rank, rank); }
+
+void graft_log_set_all_ranks(int enabled) {
+    pthread_once(&env_once, read_env);
+    atomic_store(&log_all_ranks, enabled);
+}
+
+void graft_log_set_level(graft_log_level level) {
+    pthread_once(&env_once, read_env);
+    atomic_store(&log_level, (int)level);
+}
+
+void graft_log_set_file(FILE *f) {
+    pthread_mutex_lock(&file_lock);
+    log_file = f;
+    pthread_mutex_unlock(&file_lock);
 }
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
-    if ((int)level < current_level()) return;
-    if (level < GRAFT_LOG_WARN && log_rank != 0 && !log_all_ranks) return;
+    pthread_once(&env_once, read_env);
+    if ((int)level < atomic_load(&log_level)) return;
+    const int rank = atomic_load(&log_rank);
+    if (level < GRAFT_LOG_WARN && rank != 0 && !atomic_load(&log_all_ranks)) return;
     /* Build the whole line first so lines from several ranks do not interleave. */
     char line[2048];
-    int n = snprintf(line, sizeof line, "[rank %d] %s %s: ", log_rank, level_names[level], func);
+    int n = snprintf(line, sizeof line, "[rank %d] %s %s: ", rank, level_names[level], func);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&file_lock);
     fprintf(stderr, "%s\n", line);
     if (log_file) {
         fprintf(log_file, "%s\n", line);
         fflush(log_file);
     }
+    pthread_mutex_unlock(&file_lock);
 }
 
 const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape) {
