@@ -26,8 +26,8 @@ typedef struct bench_input {
     int32_t *tokens, *labels;
 } bench_input;
 
-static graft_status variant_setup(variant *v, const graft_config *cfg,
-                                  const graft_model_input *in, int batch) {
+static graft_status variant_setup(variant *v, const graft_config *cfg, const graft_model_input *in,
+                                  int batch) {
     GRAFT_TRY(graft_model_create(&v->model, cfg, in));
     graft_params *p = v->model.params;
     if (v->trainable) {
@@ -41,8 +41,8 @@ static graft_status variant_setup(variant *v, const graft_config *cfg,
         }
     }
     GRAFT_TRY(graft_params_finalize(p));
-    GRAFT_TRY(v->model.iface.build(v->model.self, batch));
-    v->model.iface.init_weights(v->model.self, 1);
+    GRAFT_TRY(graft_model_build(&v->model, batch));
+    graft_model_init_weights(&v->model, 1);
     return GRAFT_OK;
 }
 
@@ -52,16 +52,26 @@ static void run_steps(variant *v, const bench_input *in, int steps, double *fwd,
     *fwd = *bwd = 0;
     for (int s = 0; s < steps; s++) {
         graft_params_zero_grad(m->params);
-        m->iface.seed_step(m->self, (uint64_t)s);
+        graft_model_seed_step(m, (uint64_t)s);
         double t0 = graft_now_s();
-        m->iface.forward(m->self, in->images, in->tokens, in->labels, in->B, 1, NULL);
+        graft_model_forward(m, in->images, in->tokens, in->labels, in->B, 1, NULL);
         double t1 = graft_now_s();
-        m->iface.backward(m->self, 1.0f);
+        graft_model_backward(m, 1.0f);
         *fwd += t1 - t0;
         *bwd += graft_now_s() - t1;
     }
     *fwd /= steps;
     *bwd /= steps;
+}
+
+/* "<module>.*" for the module of the last registered parameter: the classifier, or the
+ * top of a model without one (GPT-2's ln_f, whose lm_head is tied to the embedding). */
+static void top_module_glob(const graft_params *p, char *glob, size_t size) {
+    const char *name = "";
+    for (int i = p->count - 1; i >= 0 && !name[0]; i--)
+        if (p->items[i].kind == GRAFT_KIND_PARAM) name = p->items[i].name;
+    const char *dot = strrchr(name, '.');
+    snprintf(glob, size, "%.*s.*", dot ? (int)(dot - name) : (int)strlen(name), name);
 }
 
 static int parse_image(const char *text, graft_model_input *in) {
@@ -103,9 +113,11 @@ int cmd_bench_model(int argc, char **argv) {
     char assign[256];
     snprintf(assign, sizeof assign, "model.arch=%s", argv[3]);
     int bad = graft_config_override(&cfg, assign) != GRAFT_OK;
-    for (int i = 1; i < n_pos && !bad; i++) bad = graft_config_override(&cfg, argv[3 + i]) != GRAFT_OK;
+    for (int i = 1; i < n_pos && !bad; i++)
+        bad = graft_config_override(&cfg, argv[3 + i]) != GRAFT_OK;
     graft_model_input in = {0};
-    int tokens = strcmp(argv[3], "gpt2") == 0 || strcmp(argv[3], "bert") == 0;
+    const graft_model_desc *desc = graft_model_find(argv[3]);
+    int tokens = desc && desc->input == GRAFT_INPUT_TOKENS;
     if (!bad && !tokens && !parse_image(image, &in)) {
         fprintf(stderr, "graft bench model: --image: expected CxHxW, got '%s'\n", image);
         bad = 1;
@@ -119,7 +131,7 @@ int cmd_bench_model(int argc, char **argv) {
     if (tokens) {
         in.vocab_size = vocab;
         in.seq_len = seq;
-        if (strcmp(argv[3], "bert") == 0) in.num_classes = classes; /* sequence classifier */
+        if (desc->head) in.num_classes = classes; /* a sequence classifier */
     } else {
         in.num_classes = classes;
     }
@@ -127,36 +139,41 @@ int cmd_bench_model(int argc, char **argv) {
     char head[GRAFT_NAME_MAX + 4];
     graft_status st = variant_setup(&v[0], &cfg, &in, batch);
     if (st == GRAFT_OK) {
-        const char *h = v[0].model.iface.head ? v[0].model.iface.head : "lm_head";
-        snprintf(head, sizeof head, "%s.*", h);
+        top_module_glob(v[0].model.params, head, sizeof head);
         v[1].trainable = trainable ? trainable : head;
-        if (!trainable && !v[0].model.iface.head) v[1].trainable = "transformer.ln_f.*";
         st = variant_setup(&v[1], &cfg, &in, batch);
     }
     bench_input data = {.B = batch, .T = seq, .vocab = vocab};
     graft_rng rng;
     graft_rng_seed(&rng, 7);
     if (st == GRAFT_OK) {
-        size_t n_in = tokens ? (size_t)batch * seq : (size_t)batch * in.channels * in.height * in.width;
+        size_t n_in =
+            tokens ? (size_t)batch * seq : (size_t)batch * in.channels * in.height * in.width;
         size_t n_lab = tokens && !in.num_classes ? (size_t)batch * seq : (size_t)batch;
-        if (tokens) data.tokens = malloc(n_in * sizeof *data.tokens);
-        else data.images = malloc(n_in * sizeof *data.images);
+        if (tokens)
+            data.tokens = malloc(n_in * sizeof *data.tokens);
+        else
+            data.images = malloc(n_in * sizeof *data.images);
         data.labels = malloc(n_lab * sizeof *data.labels);
         if ((!data.tokens && !data.images) || !data.labels) st = GRAFT_ERR_NOMEM;
         for (size_t i = 0; st == GRAFT_OK && i < n_in; i++) {
-            if (tokens) data.tokens[i] = (int32_t)graft_rng_below(&rng, (uint64_t)vocab);
-            else data.images[i] = graft_rng_uniform(&rng) * 2 - 1;
+            if (tokens)
+                data.tokens[i] = (int32_t)graft_rng_below(&rng, (uint64_t)vocab);
+            else
+                data.images[i] = graft_rng_uniform(&rng) * 2 - 1;
         }
         int K = tokens && !in.num_classes ? vocab : classes;
         for (size_t i = 0; st == GRAFT_OK && i < n_lab; i++)
             data.labels[i] = (int32_t)graft_rng_below(&rng, (uint64_t)K);
     }
     if (st == GRAFT_OK) {
-        printf("%s, batch %d, %s, %d OpenBLAS thread(s); best of %d rounds of %d steps\n",
-               argv[3], batch, tokens ? "tokens" : image, openblas_get_num_threads(), rounds, steps);
+        printf("%s, batch %d, %s, %d OpenBLAS thread(s); best of %d rounds of %d steps\n", argv[3],
+               batch, tokens ? "tokens" : image, openblas_get_num_threads(), rounds, steps);
         double f, b;
-        for (int k = 0; k < 2; k++) run_steps(&v[k], &data, 1, &f, &b); /* warm-up */
-        for (int k = 0; k < 2; k++) v[k].fwd = v[k].bwd = 1e30;
+        for (int k = 0; k < 2; k++)
+            run_steps(&v[k], &data, 1, &f, &b); /* warm-up */
+        for (int k = 0; k < 2; k++)
+            v[k].fwd = v[k].bwd = 1e30;
         for (int r = 0; r < rounds; r++)
             for (int k = 0; k < 2; k++) {
                 run_steps(&v[k], &data, steps, &f, &b);
@@ -178,7 +195,8 @@ int cmd_bench_model(int argc, char **argv) {
     free(data.images);
     free(data.tokens);
     free(data.labels);
-    for (int k = 0; k < 2; k++) graft_model_free(&v[k].model);
+    for (int k = 0; k < 2; k++)
+        graft_model_free(&v[k].model);
     graft_config_free(&cfg);
     return cli_exit_status(st);
 }

@@ -9,20 +9,38 @@
 #include "models/resnet/resnet.h"
 #include "runtime/core/log.h"
 
-/* The architectures, by model.arch. Each folder of models/ provides its create function. */
-static const struct {
-    const char *arch;
-    graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
-} architectures[] = {
-    {"mlp", graft_mlp_create},
-    {"resnet18", graft_resnet_create},
-    {"resnet34", graft_resnet_create},
-    {"resnet50", graft_resnet_create},
-    {"bert", graft_bert_create},
-    {"gpt2", graft_gpt2_create},
+/* The registry: every architecture graft builds, by model.arch. The default sizes are
+ * the published models' (GPT-2 small, BERT-base, ViT-B/16); each folder of models/
+ * provides the create function. */
+static const graft_model_desc registry[] = {
+    {.arch = "mlp", .input = GRAFT_INPUT_IMAGES, .head = "head", .create = graft_mlp_create},
+    {.arch = "resnet18", .input = GRAFT_INPUT_IMAGES, .head = "fc", .create = graft_resnet_create},
+    {.arch = "resnet34", .input = GRAFT_INPUT_IMAGES, .head = "fc", .create = graft_resnet_create},
+    {.arch = "resnet50", .input = GRAFT_INPUT_IMAGES, .head = "fc", .create = graft_resnet_create},
+    {.arch = "bert",
+     .input = GRAFT_INPUT_TOKENS,
+     .head = "classifier",
+     .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 512},
+     .create = graft_bert_create},
+    {.arch = "gpt2",
+     .input = GRAFT_INPUT_TOKENS,
+     .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024},
+     .create = graft_gpt2_create},
 };
 
-enum { N_ARCHS = sizeof architectures / sizeof architectures[0] };
+enum { N_ARCHS = sizeof registry / sizeof registry[0] };
+
+int graft_model_count(void) { return N_ARCHS; }
+
+const graft_model_desc *graft_model_desc_at(int i) {
+    return i >= 0 && i < N_ARCHS ? &registry[i] : NULL;
+}
+
+const graft_model_desc *graft_model_find(const char *arch) {
+    for (int i = 0; arch && i < N_ARCHS; i++)
+        if (strcmp(arch, registry[i].arch) == 0) return &registry[i];
+    return NULL;
+}
 
 const char *graft_model_arch_names(void) {
     static char names[256];
@@ -30,32 +48,72 @@ const char *graft_model_arch_names(void) {
         size_t len = 0;
         for (int i = 0; i < N_ARCHS && len < sizeof names; i++)
             len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
-                                    architectures[i].arch);
+                                    registry[i].arch);
     }
     return names;
+}
+
+/* A size left 0 in the config takes the architecture's default. */
+static void apply_default(int *value, int fallback) {
+    if (*value <= 0) *value = fallback;
 }
 
 graft_status graft_model_create(graft_model *m, const graft_config *cfg,
                                 const graft_model_input *input) {
     memset(m, 0, sizeof *m);
-    for (int i = 0; i < N_ARCHS; i++)
-        if (strcmp(cfg->model.arch, architectures[i].arch) == 0) {
-            graft_status st = architectures[i].create(m, cfg, input);
-            if (st == GRAFT_OK && cfg->model.head_num_classes > 0 && !m->iface.head) {
-                GRAFT_ERROR("model.head.num_classes: %s has no classifier to replace",
-                            cfg->model.arch);
-                graft_model_free(m);
-                return GRAFT_ERR_CONFIG;
-            }
-            return st;
-        }
-    GRAFT_ERROR("model.arch: unknown architecture '%s' (expected one of: %s)", cfg->model.arch,
-                graft_model_arch_names());
-    return GRAFT_ERR_CONFIG;
+    const graft_model_desc *d = graft_model_find(cfg->model.arch);
+    if (!d) {
+        GRAFT_ERROR("model.arch: unknown architecture '%s' (expected one of: %s)", cfg->model.arch,
+                    graft_model_arch_names());
+        return GRAFT_ERR_CONFIG;
+    }
+    graft_config sized = *cfg; /* shallow: only the sizes differ, read-only */
+    apply_default(&sized.model.n_layer, d->defaults.n_layer);
+    apply_default(&sized.model.n_head, d->defaults.n_head);
+    apply_default(&sized.model.n_embd, d->defaults.n_embd);
+    apply_default(&sized.model.n_positions, d->defaults.n_positions);
+    graft_status st = d->create(m, &sized, input);
+    if (st == GRAFT_OK && cfg->model.head_num_classes > 0 && !m->iface.head) {
+        GRAFT_ERROR("model.head.num_classes: %s has no classifier to replace", cfg->model.arch);
+        graft_model_free(m);
+        return GRAFT_ERR_CONFIG;
+    }
+    return st;
 }
 
 void graft_model_free(graft_model *m) {
     if (!m) return;
     if (m->iface.free) m->iface.free(m->self);
     memset(m, 0, sizeof *m);
+}
+
+graft_status graft_model_build(graft_model *m, int max_batch) {
+    return m->iface.build(m->self, max_batch);
+}
+
+void graft_model_init_weights(graft_model *m, uint64_t seed) {
+    m->iface.init_weights(m->self, seed);
+}
+
+void graft_model_seed_step(graft_model *m, uint64_t seed) {
+    if (m->iface.seed_step) m->iface.seed_step(m->self, seed);
+}
+
+float graft_model_forward(graft_model *m, const float *inputs, const int32_t *tokens,
+                          const int32_t *labels, int B, int training, int *counted) {
+    return m->iface.forward(m->self, inputs, tokens, labels, B, training, counted);
+}
+
+void graft_model_backward(graft_model *m, float loss_scale) {
+    m->iface.backward(m->self, loss_scale);
+}
+
+const float *graft_model_logits(graft_model *m) { return m->iface.logits(m->self); }
+
+const char *graft_model_head(const graft_model *m) { return m->iface.head; }
+
+graft_load_options graft_model_load_options(const graft_model *m, int strict, int replace_head) {
+    return (graft_load_options){.strict = strict,
+                                .map_name = m->iface.map_name,
+                                .replaced = replace_head ? m->iface.head : NULL};
 }

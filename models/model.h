@@ -1,7 +1,10 @@
 /* A model as the training loop sees it: an interface (ggml-backend style) over one
- * architecture's explicit forward/backward code, plus its parameter table.
- * Adding an architecture touches models/ only: a new folder and one line in
- * models/model.c's table. */
+ * architecture's explicit forward/backward code, plus its parameter table, and the
+ * registry of architectures (one descriptor each, in models/model.c).
+ * Callers use the graft_model_* functions below, never the raw interface.
+ * Adding an architecture touches models/ only: a new folder and one descriptor in
+ * models/model.c's registry (and the name in model.arch's choices, which a test keeps
+ * equal to the registry). */
 #ifndef GRAFT_MODEL_H
 #define GRAFT_MODEL_H
 
@@ -11,6 +14,7 @@
 #include "runtime/config/config.h"
 #include "runtime/core/status.h"
 #include "runtime/nn/params.h"
+#include "runtime/nn/params_io.h"
 
 /* What a model is trained on (decides the evaluation metrics). */
 typedef enum { GRAFT_TASK_CLASSIFY = 0, GRAFT_TASK_LANGUAGE = 1 } graft_task;
@@ -41,8 +45,8 @@ typedef struct graft_model_i {
     /* Forward over B samples: images [B, C*H*W] or tokens [B, T]; labels [B] or
      * [B, T]. Returns the mean loss over counted targets (*counted receives how many;
      * labels may be NULL for prediction only). training=1 enables dropout etc. */
-    float (*forward)(void *self, const float *inputs, const int32_t *tokens,
-                     const int32_t *labels, int B, int training, int *counted);
+    float (*forward)(void *self, const float *inputs, const int32_t *tokens, const int32_t *labels,
+                     int B, int training, int *counted);
     /* Backward of the last forward's mean loss times loss_scale; ADDS into the
      * trainable parameters' gradients. */
     void (*backward)(void *self, float loss_scale);
@@ -63,6 +67,31 @@ typedef struct graft_model {
     int num_outputs; /* classes (classifiers) or vocabulary size */
 } graft_model;
 
+/* What an architecture is built from. */
+typedef enum { GRAFT_INPUT_IMAGES = 0, GRAFT_INPUT_TOKENS = 1 } graft_input_kind;
+
+/* Sizes an architecture takes when the config leaves them 0 (model.n_layer, ...). */
+typedef struct graft_model_dims {
+    int n_layer, n_head, n_embd, n_positions, patch_size;
+} graft_model_dims;
+
+/* One architecture of the registry. */
+typedef struct graft_model_desc {
+    const char *arch;       /* model.arch */
+    graft_input_kind input; /* images [B, C*H*W] or tokens [B, T] */
+    /* Prefix of the classifier model.head.num_classes replaces when the model classifies
+     * ("fc", "classifier"); NULL when it never has one. */
+    const char *head;
+    graft_model_dims defaults;
+    graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
+} graft_model_desc;
+
+/* The descriptor of model.arch `arch`, or NULL. */
+const graft_model_desc *graft_model_find(const char *arch);
+/* The i-th descriptor of the registry (0 <= i < graft_model_count()). */
+int graft_model_count(void);
+const graft_model_desc *graft_model_desc_at(int i);
+
 /* Create the architecture named by cfg->model.arch for data of the given shape and
  * register its parameters (not yet allocated: apply freezing, finalize the table,
  * then build). Each architecture provides graft_<arch>_create with this signature. */
@@ -71,5 +100,19 @@ graft_status graft_model_create(graft_model *m, const graft_config *cfg,
 /* Names of the architectures graft knows, for messages ("mlp, resnet18, ..."). */
 const char *graft_model_arch_names(void);
 void graft_model_free(graft_model *m);
+
+/* The interface, for callers (optional members have their default here). */
+graft_status graft_model_build(graft_model *m, int max_batch);
+void graft_model_init_weights(graft_model *m, uint64_t seed);
+void graft_model_seed_step(graft_model *m, uint64_t seed);
+float graft_model_forward(graft_model *m, const float *inputs, const int32_t *tokens,
+                          const int32_t *labels, int B, int training, int *counted);
+void graft_model_backward(graft_model *m, float loss_scale);
+const float *graft_model_logits(graft_model *m);
+/* Prefix of the replaceable classifier of this instance, or NULL. */
+const char *graft_model_head(const graft_model *m);
+/* Options to load a weights file into this model: strict or not, and whether the file's
+ * classifier is being replaced (model.head.num_classes). */
+graft_load_options graft_model_load_options(const graft_model *m, int strict, int replace_head);
 
 #endif
