@@ -15,7 +15,8 @@
  * gradient of the global mean loss, and accumulation micro-steps add into the same buffer.
  *
  * Buckets are handed to the comm thread strictly in bucket index order, whatever order
- * the ranges are marked in, so every rank issues the same collectives in the same order.
+ * the ranges are marked in, so every rank issues the same collectives in the same order
+ * (docs/DESIGN.md, Note [Bucket order and readiness]).
  * All functions are called from one (the training) thread, which must not issue its own
  * collectives on the same comm between begin_step and wait of a sync step (they would
  * interleave with the buckets differently on different ranks). With the mpi backend MPI
