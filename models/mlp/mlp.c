@@ -31,9 +31,11 @@ graft_status graft_mlp_init(graft_mlp *m, const graft_mlp_config *cfg) {
             snprintf(prefix, sizeof prefix, "head");
         else
             snprintf(prefix, sizeof prefix, "hidden.%d", l);
-        graft_status st = graft_linear_layer_add(&m->layers[l], &m->params, prefix, in, out, 1,
-                                                 GRAFT_W_OUT_IN);
+        m->ranges[l] = graft_param_range_begin(&m->params);
+        graft_status st =
+            graft_linear_layer_add(&m->layers[l], &m->params, prefix, in, out, 1, GRAFT_W_OUT_IN);
         if (st != GRAFT_OK) return st;
+        graft_param_range_end(&m->ranges[l], &m->params);
         in = out;
     }
     m->n_layers = cfg->n_hidden + 1;
@@ -107,12 +109,7 @@ float graft_mlp_forward(graft_mlp *m, const float *x, const int32_t *targets, in
 void graft_mlp_backward(graft_mlp *m, float loss_scale) {
     int B = m->batch;
     /* Lowest trainable layer: layers below it need no input gradient. */
-    int lowest = m->n_layers;
-    for (int l = 0; l < m->n_layers; l++)
-        if (graft_linear_layer_trainable(&m->layers[l], &m->params)) {
-            lowest = l;
-            break;
-        }
+    const int lowest = graft_nn_lowest_trainable(&m->params, m->ranges, m->n_layers);
     if (lowest == m->n_layers || m->counted == 0) return;
     int top = m->n_layers - 1;
     memset(m->dact[top], 0, (size_t)B * m->cfg.num_classes * sizeof(float));

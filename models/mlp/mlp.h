@@ -7,6 +7,7 @@
 #include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/nn/block.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
 
@@ -24,6 +25,7 @@ typedef struct graft_mlp {
     graft_mlp_config cfg;
     graft_params params;
     graft_linear_layer layers[GRAFT_MLP_MAX_HIDDEN + 1]; /* hidden..., head */
+    graft_param_range ranges[GRAFT_MLP_MAX_HIDDEN + 1];  /* each layer's parameters */
     int n_layers;
     int max_batch;
     graft_rng dropout_rng;
