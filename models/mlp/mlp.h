@@ -31,8 +31,8 @@ typedef struct graft_mlp {
     graft_rng dropout_rng;
     /* activations, planned once in the arena for max_batch rows */
     graft_arena arena;
-    float *act[GRAFT_MLP_MAX_HIDDEN + 1];  /* output of layer l after ReLU+dropout (hidden) */
-    float *mask[GRAFT_MLP_MAX_HIDDEN];     /* dropout masks */
+    float *act[GRAFT_MLP_MAX_HIDDEN + 1]; /* output of layer l after ReLU+dropout (hidden) */
+    float *mask[GRAFT_MLP_MAX_HIDDEN];    /* dropout masks */
     float *logits, *probs;
     float *dact[GRAFT_MLP_MAX_HIDDEN + 1]; /* gradient w.r.t. act[l] / logits */
     const float *input;                    /* last forward's input (borrowed) */
