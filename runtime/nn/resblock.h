@@ -64,16 +64,18 @@ void graft_resblock_plan(graft_resblock *blk, const graft_params *p, graft_arena
 /* out = relu(units(in) + identity or downsample(in)) over N images, training: batch
  * statistics (see above). A kept block writes its own buffers and returns blk->out; a
  * forward-only one reads ping[*at] (which must be `in`), writes another of the three
- * ping buffers or ping[*at] itself, sets *at to it and returns it. */
+ * ping buffers (each of graft_resblock_sizes's ping floats) or ping[*at] itself, sets *at
+ * to it and returns it. */
 const float *graft_resblock_forward(graft_resblock *blk, const graft_params *p, const float *in,
                                     float *const ping[3], int *at, int N, int training,
                                     float *scratch);
 /* Backward of the last forward of a kept block from g, the gradient w.r.t. its output
  * (overwritten). Adds the trainable parameters' gradients and reports them ready. below:
  * something under the block trains, so the input gradient is needed: it is returned (in
- * g itself for an identity block, else in spare), else NULL is returned and the backward
- * stops at the lowest trainable unit inside the block. spare, dpre and inner hold
- * grad-sized floats (graft_resblock_sizes). */
+ * g itself for an identity block, else in spare, which then holds the input's floats),
+ * else NULL is returned and the backward stops at the lowest trainable unit inside the
+ * block. dpre and inner hold floats of the largest unit output (graft_resblock_sizes's
+ * grad). */
 float *graft_resblock_backward(const graft_resblock *blk, const graft_params *p, float *g,
                                float *spare, int below, float *dpre, float *inner, int N,
                                float *scratch);
