@@ -31,9 +31,11 @@ graft_status graft_mlp_init(graft_mlp *m, const graft_mlp_config *cfg) {
             snprintf(prefix, sizeof prefix, "head");
         else
             snprintf(prefix, sizeof prefix, "hidden.%d", l);
-        graft_status st = graft_linear_layer_add(&m->layers[l], &m->params, prefix, in, out, 1,
-                                                 GRAFT_W_OUT_IN);
+        m->ranges[l] = graft_param_range_begin(&m->params);
+        graft_status st =
+            graft_linear_layer_add(&m->layers[l], &m->params, prefix, in, out, 1, GRAFT_W_OUT_IN);
         if (st != GRAFT_OK) return st;
+        graft_param_range_end(&m->ranges[l], &m->params);
         in = out;
     }
     m->n_layers = cfg->n_hidden + 1;
@@ -70,7 +72,8 @@ graft_status graft_mlp_build(graft_mlp *m, int max_batch) {
 void graft_mlp_init_weights(graft_mlp *m, uint64_t seed) {
     graft_rng rng;
     graft_rng_seed(&rng, seed);
-    for (int l = 0; l < m->n_layers; l++) graft_linear_layer_init(&m->layers[l], &m->params, &rng);
+    for (int l = 0; l < m->n_layers; l++)
+        graft_linear_layer_init(&m->layers[l], &m->params, &rng);
     graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
 }
 
@@ -107,12 +110,7 @@ float graft_mlp_forward(graft_mlp *m, const float *x, const int32_t *targets, in
 void graft_mlp_backward(graft_mlp *m, float loss_scale) {
     int B = m->batch;
     /* Lowest trainable layer: layers below it need no input gradient. */
-    int lowest = m->n_layers;
-    for (int l = 0; l < m->n_layers; l++)
-        if (graft_linear_layer_trainable(&m->layers[l], &m->params)) {
-            lowest = l;
-            break;
-        }
+    const int lowest = graft_nn_lowest_trainable(&m->params, m->ranges, m->n_layers);
     if (lowest == m->n_layers || m->counted == 0) return;
     int top = m->n_layers - 1;
     memset(m->dact[top], 0, (size_t)B * m->cfg.num_classes * sizeof(float));
@@ -132,16 +130,20 @@ void graft_mlp_backward(graft_mlp *m, float loss_scale) {
             size_t n = (size_t)B * m->layers[l - 1].out;
             const float *act = m->act[l - 1], *mask = m->mask[l - 1];
             if (m->dropout_applied)
-                for (size_t i = 0; i < n; i++) din[i] = act[i] > 0 ? din[i] * mask[i] : 0.0f;
+                for (size_t i = 0; i < n; i++)
+                    din[i] = act[i] > 0 ? din[i] * mask[i] : 0.0f;
             else
-                for (size_t i = 0; i < n; i++) din[i] = act[i] > 0 ? din[i] : 0.0f;
+                for (size_t i = 0; i < n; i++)
+                    din[i] = act[i] > 0 ? din[i] : 0.0f;
         }
     }
 }
 
 /* ---- the model interface ------------------------------------------------------------ */
 
-static graft_status mlp_build(void *self, int max_batch) { return graft_mlp_build(self, max_batch); }
+static graft_status mlp_build(void *self, int max_batch) {
+    return graft_mlp_build(self, max_batch);
+}
 static void mlp_init_weights(void *self, uint64_t seed) { graft_mlp_init_weights(self, seed); }
 static void mlp_seed_step(void *self, uint64_t seed) {
     graft_rng_seed(&((graft_mlp *)self)->dropout_rng, seed);
@@ -163,16 +165,21 @@ static void mlp_free(void *self) {
 
 graft_status graft_mlp_create(graft_model *out, const graft_config *cfg,
                               const graft_model_input *input) {
-    static const graft_model_i iface = {
-        .name = "mlp", .head = "head", .build = mlp_build, .init_weights = mlp_init_weights,
-        .seed_step = mlp_seed_step, .forward = mlp_forward, .backward = mlp_backward,
-        .logits = mlp_logits, .free = mlp_free};
+    static const graft_model_i iface = {.name = "mlp",
+                                        .head = "head",
+                                        .build = mlp_build,
+                                        .init_weights = mlp_init_weights,
+                                        .seed_step = mlp_seed_step,
+                                        .forward = mlp_forward,
+                                        .backward = mlp_backward,
+                                        .logits = mlp_logits,
+                                        .free = mlp_free};
     if (input->channels <= 0) {
         GRAFT_ERROR("model.arch mlp needs an image dataset (got a token dataset)");
         return GRAFT_ERR_CONFIG;
     }
-    int classes = cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes
-                                                  : input->num_classes;
+    int classes =
+        cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes;
     graft_mlp_config mc = {.in_dim = input->channels * input->height * input->width,
                            .n_hidden = cfg->model.n_hidden,
                            .num_classes = classes,

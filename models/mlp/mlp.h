@@ -7,6 +7,7 @@
 #include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/nn/block.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
 
@@ -24,13 +25,14 @@ typedef struct graft_mlp {
     graft_mlp_config cfg;
     graft_params params;
     graft_linear_layer layers[GRAFT_MLP_MAX_HIDDEN + 1]; /* hidden..., head */
+    graft_param_range ranges[GRAFT_MLP_MAX_HIDDEN + 1];  /* each layer's parameters */
     int n_layers;
     int max_batch;
     graft_rng dropout_rng;
     /* activations, planned once in the arena for max_batch rows */
     graft_arena arena;
-    float *act[GRAFT_MLP_MAX_HIDDEN + 1];  /* output of layer l after ReLU+dropout (hidden) */
-    float *mask[GRAFT_MLP_MAX_HIDDEN];     /* dropout masks */
+    float *act[GRAFT_MLP_MAX_HIDDEN + 1]; /* output of layer l after ReLU+dropout (hidden) */
+    float *mask[GRAFT_MLP_MAX_HIDDEN];    /* dropout masks */
     float *logits, *probs;
     float *dact[GRAFT_MLP_MAX_HIDDEN + 1]; /* gradient w.r.t. act[l] / logits */
     const float *input;                    /* last forward's input (borrowed) */

@@ -14,37 +14,6 @@ static int layout(int depth, int blocks[4]) {
     return depth == 50;
 }
 
-static graft_status add_block(graft_resnet *m, graft_resnet_block *blk, const char *prefix,
-                              int bottleneck, int inplanes, int planes, int stride, int *H,
-                              int *W) {
-    char conv[64], bn[64];
-    const int K[3] = {bottleneck ? 1 : 3, 3, 1};
-    const int unit_stride[3] = {bottleneck ? 1 : stride, bottleneck ? stride : 1, 1};
-    const int expansion = bottleneck ? 4 : 1;
-    blk->n_units = bottleneck ? 3 : 2;
-    int C = inplanes, h = *H, w = *W;
-    for (int k = 0; k < blk->n_units; k++) {
-        int OC = k == blk->n_units - 1 ? planes * expansion : planes;
-        snprintf(conv, sizeof conv, "%s.conv%d", prefix, k + 1);
-        snprintf(bn, sizeof bn, "%s.bn%d", prefix, k + 1);
-        GRAFT_TRY(graft_conv_bn_add(&blk->unit[k], &m->params, conv, bn, C, h, w, OC, K[k],
-                                    unit_stride[k], K[k] / 2));
-        C = OC;
-        h = blk->unit[k].shape.OH;
-        w = blk->unit[k].shape.OW;
-    }
-    blk->has_down = stride != 1 || inplanes != planes * expansion;
-    if (blk->has_down) {
-        snprintf(conv, sizeof conv, "%s.downsample.0", prefix);
-        snprintf(bn, sizeof bn, "%s.downsample.1", prefix);
-        GRAFT_TRY(graft_conv_bn_add(&blk->down, &m->params, conv, bn, inplanes, *H, *W,
-                                    planes * expansion, 1, stride, 0));
-    }
-    *H = h;
-    *W = w;
-    return GRAFT_OK;
-}
-
 graft_status graft_resnet_init(graft_resnet *m, const graft_resnet_config *cfg) {
     memset(m, 0, sizeof *m);
     if (cfg->depth != 18 && cfg->depth != 34 && cfg->depth != 50) {
@@ -62,15 +31,16 @@ graft_status graft_resnet_init(graft_resnet *m, const graft_resnet_config *cfg) 
         return GRAFT_ERR_CONFIG;
     }
     m->cfg = *cfg;
-    graft_params_init(&m->params);
+    graft_params *p = &m->params;
+    graft_params_init(p);
     const int w = cfg->base_width;
     int H = cfg->height, W = cfg->width;
+    m->stages[0] = graft_param_range_begin(p);
     if (cfg->small_stem)
-        GRAFT_TRY(graft_conv_bn_add(&m->stem, &m->params, "conv1", "bn1", cfg->channels, H, W, w, 3,
-                                    1, 1));
+        GRAFT_TRY(graft_conv_bn_add(&m->stem, p, "conv1", "bn1", cfg->channels, H, W, w, 3, 1, 1));
     else
-        GRAFT_TRY(graft_conv_bn_add(&m->stem, &m->params, "conv1", "bn1", cfg->channels, H, W, w, 7,
-                                    2, 3));
+        GRAFT_TRY(graft_conv_bn_add(&m->stem, p, "conv1", "bn1", cfg->channels, H, W, w, 7, 2, 3));
+    graft_param_range_end(&m->stages[0], p);
     m->stem.shape.nchw_input = 1; /* the images; every activation after is [C, N, H, W] */
     H = m->stem.shape.OH;
     W = m->stem.shape.OW;
@@ -81,96 +51,65 @@ graft_status graft_resnet_init(graft_resnet *m, const graft_resnet_config *cfg) 
     }
     int per_stage[4];
     const int bottleneck = layout(cfg->depth, per_stage);
+    graft_status (*add_block)(graft_resblock *, graft_params *, const char *, int, int, int, int,
+                              int, int) =
+        bottleneck ? graft_resblock_bottleneck_add : graft_resblock_basic_add;
     int inplanes = w;
     char prefix[32];
     for (int stage = 0; stage < 4; stage++) {
         const int planes = w << stage;
         for (int i = 0; i < per_stage[stage]; i++) {
+            graft_resblock *blk = &m->blocks[m->n_blocks];
             snprintf(prefix, sizeof prefix, "layer%d.%d", stage + 1, i);
-            GRAFT_TRY(add_block(m, &m->blocks[m->n_blocks++], prefix, bottleneck, inplanes, planes,
-                                i == 0 && stage > 0 ? 2 : 1, &H, &W));
+            GRAFT_TRY(add_block(blk, p, prefix, inplanes, H, W, planes, i == 0 && stage > 0 ? 2 : 1,
+                                cfg->frozen_bn_eval));
+            m->stages[1 + m->n_blocks++] = blk->range;
+            H = graft_resblock_last(blk)->shape.OH;
+            W = graft_resblock_last(blk)->shape.OW;
             inplanes = planes * (bottleneck ? 4 : 1);
         }
     }
     m->features = inplanes;
-    return graft_linear_layer_add(&m->fc, &m->params, "fc", m->features, cfg->num_classes, 1,
-                                  GRAFT_W_OUT_IN);
-}
-
-static const graft_conv_bn *last_unit(const graft_resnet_block *blk) {
-    return &blk->unit[blk->n_units - 1];
-}
-
-static int block_trainable(const graft_resnet_block *blk, const graft_params *p) {
-    for (int k = 0; k < blk->n_units; k++)
-        if (graft_conv_bn_trainable(&blk->unit[k], p)) return 1;
-    return blk->has_down && graft_conv_bn_trainable(&blk->down, p);
+    graft_param_range *fc = &m->stages[m->n_blocks + 1];
+    *fc = graft_param_range_begin(p);
+    GRAFT_TRY(
+        graft_linear_layer_add(&m->fc, p, "fc", m->features, cfg->num_classes, 1, GRAFT_W_OUT_IN));
+    graft_param_range_end(fc, p);
+    return GRAFT_OK;
 }
 
 /* Stage index of the lowest trainable parameter (see graft_resnet.lowest). */
-static int lowest_trainable_stage(const graft_resnet *m) {
-    if (graft_conv_bn_trainable(&m->stem, &m->params)) return 0;
-    for (int b = 0; b < m->n_blocks; b++)
-        if (block_trainable(&m->blocks[b], &m->params)) return 1 + b;
-    return graft_linear_layer_trainable(&m->fc, &m->params) ? m->n_blocks + 1 : m->n_blocks + 2;
-}
-
-/* A frozen BN in eval mode uses its running stats, so its backward needs no conv output. */
-static int frozen_eval(const graft_resnet *m, const graft_conv_bn *u) {
-    return m->cfg.frozen_bn_eval && graft_conv_bn_bn_frozen(u, &m->params);
+static int lowest_stage(const graft_resnet *m) {
+    return graft_nn_lowest_trainable(&m->params, m->stages, m->n_blocks + 2);
 }
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Plans one unit: in a kept stage its output goes to gradient-sized buffers in the
- * backward, else it is a candidate for the forward-only buffers. */
-static void plan_unit(graft_resnet *m, graft_conv_bn *u, int keep, size_t *ping, size_t *grad,
-                      size_t *scratch) {
-    const int B = m->max_batch;
-    graft_conv_bn_plan(u, &m->arena, B, keep && !frozen_eval(m, u));
-    size_t n = graft_conv_bn_out_floats(u, B);
-    if (keep)
-        *grad = max_size(*grad, n);
-    else
-        *ping = max_size(*ping, n);
-    *scratch = max_size(*scratch, graft_conv_bn_scratch_floats(u, B));
-}
-
 /* Activation layout, identical in the planning and the real pass of the arena. */
 static void plan_activations(graft_resnet *m) {
     graft_arena *a = &m->arena;
+    const graft_params *p = &m->params;
     const size_t B = (size_t)m->max_batch;
     /* The stem's output (the largest activation) only ever goes to ping[0]. */
-    size_t ping0 = 0, ping = 0, grad = 0, scratch = 0;
+    graft_resblock_sizes stem = {0, 0, 0};
     int keep = m->lowest == 0;
-    plan_unit(m, &m->stem, keep, &ping0, &grad, &scratch);
+    graft_resblock_unit_plan(&m->stem, p, a, m->max_batch, keep, m->cfg.frozen_bn_eval, &stem);
+    graft_resblock_sizes need = {0, stem.grad, stem.scratch};
     const size_t stem_n = graft_conv_bn_out_floats(&m->stem, (int)B);
     const size_t pool_n = m->cfg.small_stem ? 0 : B * m->pool.C * m->pool.OH * m->pool.OW;
     m->stem_out = keep ? graft_arena_floats(a, stem_n) : NULL;
     m->pool_out = keep && pool_n ? graft_arena_floats(a, pool_n) : NULL;
     m->pool_argmax = pool_n ? graft_arena_alloc(a, pool_n * sizeof(int32_t)) : NULL;
-    if (!keep) ping = max_size(ping, pool_n);
-    for (int b = 0; b < m->n_blocks; b++) {
-        graft_resnet_block *blk = &m->blocks[b];
-        keep = 1 + b >= m->lowest;
-        for (int k = 0; k < blk->n_units; k++)
-            plan_unit(m, &blk->unit[k], keep, &ping, &grad, &scratch);
-        if (blk->has_down) plan_unit(m, &blk->down, keep, &ping, &grad, &scratch);
-        blk->act[0] = blk->act[1] = blk->down_out = blk->out = NULL;
-        if (!keep) continue;
-        for (int k = 0; k < blk->n_units - 1; k++)
-            blk->act[k] = graft_arena_floats(a, graft_conv_bn_out_floats(&blk->unit[k], (int)B));
-        if (blk->has_down)
-            blk->down_out = graft_arena_floats(a, graft_conv_bn_out_floats(&blk->down, (int)B));
-        blk->out = graft_arena_floats(a, graft_conv_bn_out_floats(last_unit(blk), (int)B));
-    }
+    if (!keep) need.ping = max_size(need.ping, pool_n);
+    for (int b = 0; b < m->n_blocks; b++)
+        graft_resblock_plan(&m->blocks[b], p, a, m->max_batch, 1 + b >= m->lowest, &need);
     for (int i = 0; i < 3; i++) {
-        size_t n = i == 0 ? max_size(ping0, ping) : ping;
+        size_t n = i == 0 ? max_size(stem.ping, need.ping) : need.ping;
         m->ping[i] = n ? graft_arena_floats(a, n) : NULL;
     }
     for (int i = 0; i < 4; i++)
-        m->grad[i] = grad ? graft_arena_floats(a, grad) : NULL;
-    m->scratch = graft_arena_floats(a, scratch);
+        m->grad[i] = need.grad ? graft_arena_floats(a, need.grad) : NULL;
+    m->scratch = graft_arena_floats(a, need.scratch);
     const size_t F = (size_t)m->features, K = (size_t)m->cfg.num_classes;
     m->feat = graft_arena_floats(a, B * F);
     m->mask = m->cfg.dropout > 0 ? graft_arena_floats(a, B * F) : NULL;
@@ -184,7 +123,7 @@ graft_status graft_resnet_build(graft_resnet *m, int max_batch) {
     if (max_batch <= 0) return GRAFT_ERR_INVALID_ARG;
     GRAFT_TRY(graft_params_finalize(&m->params));
     m->max_batch = max_batch;
-    m->lowest = lowest_trainable_stage(m);
+    m->lowest = lowest_stage(m);
     graft_arena_free(&m->arena);
     graft_arena_init_plan(&m->arena);
     plan_activations(m);
@@ -197,12 +136,8 @@ void graft_resnet_init_weights(graft_resnet *m, uint64_t seed) {
     graft_rng rng;
     graft_rng_seed(&rng, seed);
     graft_conv_bn_init(&m->stem, &m->params, &rng);
-    for (int b = 0; b < m->n_blocks; b++) {
-        graft_resnet_block *blk = &m->blocks[b];
-        for (int k = 0; k < blk->n_units; k++)
-            graft_conv_bn_init(&blk->unit[k], &m->params, &rng);
-        if (blk->has_down) graft_conv_bn_init(&blk->down, &m->params, &rng);
-    }
+    for (int b = 0; b < m->n_blocks; b++)
+        graft_resblock_init(&m->blocks[b], &m->params, &rng);
     graft_linear_layer_init(&m->fc, &m->params, &rng);
     graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
 }
@@ -215,28 +150,6 @@ void graft_resnet_free(graft_resnet *m) {
 }
 
 /* ---- forward ------------------------------------------------------------------------ */
-
-static void unit_forward(graft_resnet *m, graft_conv_bn *u, float *out, const float *inp,
-                         const float *residual, int relu, int B, int training) {
-    graft_conv_bn_forward(u, &m->params, out, inp, residual, relu, B,
-                          training && !frozen_eval(m, u), m->scratch);
-}
-
-/* out = relu(units(in) + identity or downsample(in)). The buffers may alias as the
- * forward-only plan needs: unit 0 and the downsample read `in` before the last unit
- * writes `out`, and the downsample runs after unit 1 (bottleneck) so ds may be t0. */
-static void block_forward(graft_resnet *m, graft_resnet_block *blk, const float *in, float *t0,
-                          float *t1, float *ds, float *out, int B, int training) {
-    const int last = blk->n_units - 1;
-    unit_forward(m, &blk->unit[0], t0, in, NULL, 1, B, training);
-    if (last == 2) unit_forward(m, &blk->unit[1], t1, t0, NULL, 1, B, training);
-    const float *residual = in;
-    if (blk->has_down) {
-        unit_forward(m, &blk->down, ds, in, NULL, 0, B, training);
-        residual = ds;
-    }
-    unit_forward(m, &blk->unit[last], out, last == 2 ? t1 : t0, residual, 1, B, training);
-}
 
 /* feat [B, F] = the mean of each channel-major plane of x [F, B, P]. */
 static void global_avgpool_forward(float *feat, const float *x, int B, int F, int P) {
@@ -270,7 +183,8 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
     /* Forward-only stages rotate through ping[]: `at` holds the current activation. */
     int at = 0;
     float *y = m->lowest == 0 ? m->stem_out : m->ping[0];
-    unit_forward(m, &m->stem, y, x, NULL, 1, B, training);
+    graft_resblock_unit_forward(&m->stem, &m->params, y, x, NULL, 1, B, training,
+                                m->cfg.frozen_bn_eval, m->scratch);
     const float *cur = y;
     if (!m->cfg.small_stem) {
         graft_pool2d_shape s = m->pool;
@@ -280,30 +194,10 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
         cur = pooled;
         at = 1;
     }
-    for (int b = 0; b < m->n_blocks; b++) {
-        graft_resnet_block *blk = &m->blocks[b];
-        blk->in = cur;
-        if (1 + b >= m->lowest) {
-            block_forward(m, blk, cur, blk->act[0], blk->act[1], blk->down_out, blk->out, B,
-                          training);
-            cur = blk->out;
-            continue;
-        }
-        /* Three buffers: X (input), A, C. Basic: t0 = A, ds = C, out = C (identity) or X
-         * (X is free once unit 0 and the downsample have read it). Bottleneck: t0 = A,
-         * t1 = C, then A is free for ds (downsample) or out (identity). */
-        const int A = (at + 1) % 3, C = (at + 2) % 3;
-        int out;
-        if (blk->n_units == 2)
-            out = blk->has_down ? at : C;
-        else
-            out = blk->has_down ? at : A;
-        float *ds = blk->n_units == 2 ? m->ping[C] : m->ping[A];
-        block_forward(m, blk, m->ping[at], m->ping[A], m->ping[C], ds, m->ping[out], B, training);
-        cur = m->ping[out];
-        at = out;
-    }
-    const graft_conv2d_shape *top = &last_unit(&m->blocks[m->n_blocks - 1])->shape;
+    for (int b = 0; b < m->n_blocks; b++)
+        cur = graft_resblock_forward(&m->blocks[b], &m->params, cur, m->ping, &at, B, training,
+                                     m->scratch);
+    const graft_conv2d_shape *top = &graft_resblock_last(&m->blocks[m->n_blocks - 1])->shape;
     const int F = m->features, K = m->cfg.num_classes;
     global_avgpool_forward(m->feat, cur, B, F, top->OH * top->OW);
     m->dropout_applied = training && m->cfg.dropout > 0;
@@ -318,55 +212,6 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
 
 /* ---- backward ----------------------------------------------------------------------- */
 
-/* g = g where the ReLU output was positive, else 0 (in place). In blocks loaded before
- * they are stored, which the compiler vectorises (no loop of unknown length at -O2). */
-static void relu_mask(float *g, const float *out, size_t n) {
-    enum { LANES = 8 };
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        float v[LANES];
-        for (int j = 0; j < LANES; j++)
-            v[j] = g[i + j];
-        for (int j = 0; j < LANES; j++)
-            v[j] = out[i + j] > 0.0f ? v[j] : 0.0f;
-        for (int j = 0; j < LANES; j++)
-            g[i + j] = v[j];
-    }
-    for (; i < n; i++)
-        g[i] = out[i] > 0.0f ? g[i] : 0.0f;
-}
-
-/* Backward of one block from g, the gradient w.r.t. its output (overwritten). below: a
- * stage under this block trains, so the input gradient is needed: it is returned (in g
- * itself for an identity block, else in spare), or NULL when not needed. */
-static float *block_backward(graft_resnet *m, graft_resnet_block *blk, float *g, float *spare,
-                             int below, int B) {
-    const graft_params *p = &m->params;
-    float *dpre = m->grad[1], *inner = m->grad[2];
-    const int last = blk->n_units - 1;
-    relu_mask(g, blk->out, graft_conv_bn_out_floats(last_unit(blk), B));
-    float *dx = below ? (blk->has_down ? spare : g) : NULL;
-    if (blk->has_down && (below || graft_conv_bn_trainable(&blk->down, p)))
-        graft_conv_bn_backward(&blk->down, p, dx, 0, g, dpre, blk->in, B, m->scratch);
-    /* need_din[k]: something under unit k's input trains */
-    int need_din[3], need = below;
-    for (int k = 0; k <= last; k++) {
-        need_din[k] = need;
-        need = need || graft_conv_bn_trainable(&blk->unit[k], p);
-    }
-    for (int k = last; k >= 0; k--) {
-        if (!need_din[k] && !graft_conv_bn_trainable(&blk->unit[k], p)) break;
-        const float *dy = k == last ? g : inner;
-        float *dinp = need_din[k] ? (k > 0 ? inner : dx) : NULL;
-        /* unit 0 adds onto the identity's or the downsample's input gradient */
-        graft_conv_bn_backward(&blk->unit[k], p, dinp, k == 0, dy, dpre,
-                               k > 0 ? blk->act[k - 1] : blk->in, B, m->scratch);
-        if (k > 0 && dinp)
-            relu_mask(inner, blk->act[k - 1], graft_conv_bn_out_floats(&blk->unit[k - 1], B));
-    }
-    return dx;
-}
-
 /* Backward of conv1/bn1/relu[/max-pool] from g, the gradient w.r.t. the stem's output. */
 static void stem_backward(graft_resnet *m, float *g, int B) {
     float *dy = g;
@@ -378,13 +223,13 @@ static void stem_backward(graft_resnet *m, float *g, int B) {
         memset(dy, 0, n * sizeof(float));
         graft_maxpool2d_backward(dy, g, m->pool_argmax, &s);
     }
-    relu_mask(dy, m->stem_out, n);
+    graft_resblock_relu_mask(dy, m->stem_out, n);
     graft_conv_bn_backward(&m->stem, &m->params, NULL, 0, dy, m->grad[1], m->input, B, m->scratch);
 }
 
 void graft_resnet_backward(graft_resnet *m, float loss_scale) {
     /* the plan covers the trainable set it was built for */
-    GRAFT_ASSERT(lowest_trainable_stage(m) == m->lowest);
+    GRAFT_ASSERT(lowest_stage(m) == m->lowest);
     const int B = m->batch, F = m->features, K = m->cfg.num_classes;
     if (m->lowest > m->n_blocks + 1 || m->counted == 0) return;
     memset(m->dlogits, 0, (size_t)B * K * sizeof(float));
@@ -398,12 +243,13 @@ void graft_resnet_backward(graft_resnet *m, float loss_scale) {
     if (m->dropout_applied)
         for (size_t i = 0; i < (size_t)B * F; i++)
             m->dfeat[i] *= m->mask[i];
-    const graft_conv_bn *top = last_unit(&m->blocks[m->n_blocks - 1]);
-    const graft_conv2d_shape *s = &top->shape;
+    const graft_conv2d_shape *s = &graft_resblock_last(&m->blocks[m->n_blocks - 1])->shape;
     float *g = m->grad[0], *spare = m->grad[3];
     global_avgpool_backward(g, m->dfeat, B, F, s->OH * s->OW);
+    /* g: the gradient w.r.t. the output of block b; spare: a free buffer of its size */
     for (int b = m->n_blocks - 1; b >= 0 && 1 + b >= m->lowest; b--) {
-        float *dx = block_backward(m, &m->blocks[b], g, spare, 1 + b > m->lowest, B);
+        float *dx = graft_resblock_backward(&m->blocks[b], &m->params, g, spare, 1 + b > m->lowest,
+                                            m->grad[1], m->grad[2], B, m->scratch);
         if (dx == spare) {
             spare = g;
             g = dx;

@@ -7,18 +7,22 @@
  * w, 2w, 4w, 8w channels times the block expansion), a small-image stem (3x3 stride-1
  * conv1, no max-pool) and dropout on the pooled features before fc (timm's drop_rate).
  *
- * Stop-backward: the stages (stem, each block, fc) below the lowest one with a trainable
- * parameter run forward only through three shared buffers and keep nothing for the
- * backward; frozen batchnorms in eval mode fold into a per-channel scale and shift. */
+ * The blocks are runtime/nn/resblock.h's. Stop-backward: the stages (stem, each block,
+ * fc) below the lowest one with a trainable parameter (graft_nn_lowest_trainable over
+ * the stages' parameter ranges) run forward only through three shared buffers and keep
+ * nothing for the backward; frozen batchnorms in eval mode fold into a per-channel scale
+ * and shift. */
 #ifndef GRAFT_RESNET_H
 #define GRAFT_RESNET_H
 
 #include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/nn/block.h"
 #include "runtime/nn/conv_bn.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
+#include "runtime/nn/resblock.h"
 
 #define GRAFT_RESNET_MAX_BLOCKS 16 /* ResNet-34/50: 3 + 4 + 6 + 3 */
 
@@ -32,26 +36,17 @@ typedef struct graft_resnet_config {
     int frozen_bn_eval; /* a BN with weight and bias frozen runs in eval mode (freeze.bn) */
 } graft_resnet_config;
 
-typedef struct graft_resnet_block {
-    graft_conv_bn unit[3]; /* conv1/bn1, conv2/bn2[, conv3/bn3] */
-    graft_conv_bn down;    /* downsample.0/downsample.1, when has_down */
-    int n_units, has_down;
-    const float *in; /* the last forward's input */
-    /* kept for the backward (NULL when the block runs forward only) */
-    float *act[2];   /* ReLU outputs of the units before the last */
-    float *down_out; /* downsample branch */
-    float *out;      /* block output */
-} graft_resnet_block;
-
 typedef struct graft_resnet {
     graft_resnet_config cfg;
     graft_params params;
     graft_conv_bn stem;      /* conv1/bn1 */
     graft_pool2d_shape pool; /* the ImageNet stem's max-pool (N = 1) */
-    graft_resnet_block blocks[GRAFT_RESNET_MAX_BLOCKS];
+    graft_resblock blocks[GRAFT_RESNET_MAX_BLOCKS];
     int n_blocks;
     graft_linear_layer fc;
     int features; /* fc input width */
+    /* the parameters of each stage: stem, blocks, fc (see `lowest`) */
+    graft_param_range stages[GRAFT_RESNET_MAX_BLOCKS + 2];
     int max_batch;
     graft_rng dropout_rng;
     /* Activation plan (graft_resnet_build). Stages: 0 stem, 1 + b block b, n_blocks + 1
