@@ -1,6 +1,5 @@
 #include "bert.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,9 +231,10 @@ static void plan_activations(graft_bert *m) {
     m->logits = graft_arena_floats(a, head_rows * width);
     m->probs = graft_arena_floats(a, head_rows * width);
 
-    /* the op's scratch, or one sequence's [queries, keys] in the rows_attention_* */
-    m->att_scratch =
-        dropout || lowest <= L ? graft_arena_floats(a, (size_t)c->seq_len * c->seq_len) : NULL;
+    /* the attention ops' scratch (the rows op's is the larger) */
+    m->att_scratch = dropout || lowest <= L
+                         ? graft_arena_floats(a, graft_attention_rows_scratch_floats(c->seq_len))
+                         : NULL;
     m->dlogits = m->dhead_a = m->dhead_b = m->dh_a = m->dh_b = m->dh1 = m->dtmp = NULL;
     m->datt = m->dq = m->dk = m->dv = m->dfc_gelu = m->dfc = NULL;
     if (lowest > L + 2) return; /* nothing trainable: forward only */
@@ -315,142 +315,6 @@ void graft_bert_free(graft_bert *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* ---- attention for a subset of query rows ---------------------------------------------- */
-
-/* The last layer computes only the rows its head reads ([CLS], or the labelled positions),
- * so its queries are a subset of the rows while keys and values cover every row. These two
- * functions are graft_attention_forward/backward for that case: q/out/dq [R, C] hold rows
- * m->rows[0..R) (ascending, hence grouped by sequence), k/v/dk/dv [BT, C], probs
- * [R, NH, T]; the same masking (a padding key gets probability exactly 0). */
-
-/* Keys visible to some query of sequence b: trailing padding is skipped entirely. */
-static int visible_keys(const graft_bert *m, int b) {
-    const int T = m->cfg.seq_len;
-    int keys = T;
-    while (m->has_key_mask && keys > 0 && !m->key_mask[(size_t)b * T + keys - 1])
-        keys--;
-    return keys;
-}
-
-/* The rows m->rows[j0..*j1) of the sequence that m->rows[j0] belongs to. */
-static int sequence_rows(const graft_bert *m, int j0, int R, int *j1) {
-    const int T = m->cfg.seq_len, b = m->rows[j0] / T;
-    int j = j0;
-    while (j < R && m->rows[j] / T == b)
-        j++;
-    *j1 = j;
-    return b;
-}
-
-static void rows_attention_forward(const graft_bert *m, float *out, float *probs, const float *q,
-                                   const float *k, const float *v, int R,
-                                   const graft_attention_dropout *drop) {
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const size_t words = graft_attention_keep_words(T);
-    for (int j0 = 0, j1; j0 < R; j0 = j1) {
-        const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
-        const uint8_t *mask = m->has_key_mask ? m->key_mask + (size_t)b * T : NULL;
-        for (int h = 0; h < NH; h++) {
-            float *p = probs + ((size_t)j0 * NH + h) * T, *o = out + (size_t)j0 * C + h * HS;
-            const size_t kv = (size_t)b * T * C + (size_t)h * HS;
-            if (keys > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, scale,
-                            q + (size_t)j0 * C + h * HS, C, k + kv, C, 0.0f, p, NH * T);
-            for (int i = 0; i < n; i++) {
-                float *row = p + (size_t)i * NH * T, maxval = -INFINITY, sum = 0.0f;
-                for (int t = 0; t < keys; t++)
-                    if ((!mask || mask[t]) && row[t] > maxval) maxval = row[t];
-                for (int t = 0; t < T; t++) {
-                    row[t] = t < keys && (!mask || mask[t]) ? expf(row[t] - maxval) : 0.0f;
-                    sum += row[t];
-                }
-                for (int t = 0; sum > 0 && t < keys; t++)
-                    row[t] /= sum;
-            }
-            if (keys == 0) {
-                for (int i = 0; i < n; i++)
-                    memset(o + (size_t)i * C, 0, HS * sizeof(float));
-                continue;
-            }
-            /* the probabilities, or the dropped ones [n, keys] / (1 - p), times v */
-            const float *pv = p;
-            int pv_ld = NH * T;
-            if (drop) {
-                for (int i = 0; i < n; i++) {
-                    uint64_t *keep =
-                        drop->keep ? drop->keep + ((size_t)(j0 + i) * NH + h) * words : NULL;
-                    graft_attention_dropout_row(drop->scratch + (size_t)i * keys,
-                                                p + (size_t)i * NH * T, keep, keys, keys, drop->p,
-                                                drop->rng);
-                }
-                pv = drop->scratch;
-                pv_ld = keys;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, keep_scale, pv,
-                        pv_ld, v + kv, C, 0.0f, o, C);
-        }
-    }
-}
-
-/* Accumulates dq, dk, dv (each skipped when NULL); scratch: T * T floats. drop: the
- * forward's dropout (p and keep bits) or NULL, handled as in graft_attention_backward. */
-static void rows_attention_backward(const graft_bert *m, float *dq, float *dk, float *dv,
-                                    const float *dout, const float *q, const float *k,
-                                    const float *v, const float *probs, float *scratch, int R,
-                                    const graft_attention_dropout *drop) {
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const size_t words = graft_attention_keep_words(T);
-    for (int j0 = 0, j1; j0 < R; j0 = j1) {
-        const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
-        if (keys == 0) continue;
-        for (int h = 0; h < NH; h++) {
-            const float *p = probs + ((size_t)j0 * NH + h) * T;
-            const float *d = dout + (size_t)j0 * C + h * HS, *qh = q + (size_t)j0 * C + h * HS;
-            const size_t kv = (size_t)b * T * C + (size_t)h * HS;
-            const uint64_t *keep = drop ? drop->keep + ((size_t)j0 * NH + h) * words : NULL;
-            const size_t keep_stride = (size_t)NH * words; /* between query rows */
-            if (dv) {
-                const float *pv = p;
-                int pv_ld = NH * T;
-                if (drop) {
-                    for (int i = 0; i < n; i++)
-                        graft_attention_keep_row(scratch + (size_t)i * keys, p + (size_t)i * NH * T,
-                                                 keep + i * keep_stride, keys);
-                    pv = scratch;
-                    pv_ld = keys;
-                }
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, keep_scale, pv,
-                            pv_ld, d, C, 1.0f, dv + kv, C);
-            }
-            if (!dq && !dk) continue;
-            /* dp = dout v^T (times the keep bits), then the softmax backward in place */
-            float *ds = scratch;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, 1.0f, d, C, v + kv, C,
-                        0.0f, ds, keys);
-            for (int i = 0; i < n; i++) {
-                const float *pi = p + (size_t)i * NH * T;
-                float *dsi = ds + (size_t)i * keys, dot = 0.0f;
-                if (drop) graft_attention_keep_row(dsi, dsi, keep + i * keep_stride, keys);
-                for (int t = 0; t < keys; t++)
-                    dot += pi[t] * dsi[t];
-                for (int t = 0; t < keys; t++)
-                    dsi[t] = pi[t] * (dsi[t] - dot);
-            }
-            const float alpha = scale * keep_scale;
-            if (dq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, alpha, ds, keys,
-                            k + kv, C, 1.0f, dq + (size_t)j0 * C + h * HS, C);
-            if (dk)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, alpha, ds, keys,
-                            qh, C, 1.0f, dk + kv, C);
-        }
-    }
-}
-
 /* ---- forward ------------------------------------------------------------------------- */
 
 static const float *value(const graft_bert *m, int index) {
@@ -516,7 +380,8 @@ static void layer_forward(graft_bert *m, int l, int B, const float *x, int R, fl
         graft_attention_forward(a->att, a->probs, a->q, a->k, a->v, C,
                                 m->has_key_mask ? m->key_mask : NULL, B, T, NH, C / NH, 0, drop);
     else
-        rows_attention_forward(m, a->att, a->probs, a->q, a->k, a->v, R, drop);
+        graft_attention_rows_forward(a->att, a->probs, a->q, a->k, a->v, m->rows, R,
+                                     m->has_key_mask ? m->key_mask : NULL, T, NH, C / NH, drop);
     graft_linear_layer_forward(&ly->attn_dense, p, a->res1, a->att, R);
     dropout_residual(m, a->res1, a->mask1, x, n);
     layernorm_forward(m, ly->attn_ln, a->h1, a->mean1, a->rstd1, a->res1, R);
@@ -756,8 +621,9 @@ static void layer_backward(graft_bert *m, int l, float *dout, float *din, int ne
         graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, C, B,
                                  T, NH, C / NH, drop);
     else
-        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, R,
-                                drop);
+        graft_attention_rows_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch,
+                                      m->rows, R, m->has_key_mask ? m->key_mask : NULL, T, NH,
+                                      C / NH, drop);
     float *dx = need_din ? din : NULL;
     const float *in = m->hidden[l];
     if (dx && !all_rows) zero(dx, (size_t)BT * C);
