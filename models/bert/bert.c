@@ -1,6 +1,5 @@
 #include "bert.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,42 +15,45 @@
 
 /* ---- parameters ---------------------------------------------------------------------- */
 
-static int add_tensor(graft_params *p, const char *name, int64_t rows, int64_t cols) {
-    int64_t shape[2] = {rows, cols};
-    return graft_params_add(p, name, GRAFT_KIND_PARAM, cols > 0 ? 2 : 1, shape);
-}
+/* Hugging Face's names of layer N's parameters, under "bert.encoder.layer.N". */
+static const graft_transformer_names layer_names = {.query = "attention.self.query",
+                                                    .key = "attention.self.key",
+                                                    .value = "attention.self.value",
+                                                    .attn_out = "attention.output.dense",
+                                                    .attn_ln = "attention.output.LayerNorm",
+                                                    .intermediate = "intermediate.dense",
+                                                    .output = "output.dense",
+                                                    .out_ln = "output.LayerNorm"};
 
-static graft_status add_ln(graft_params *p, const char *prefix, int C, graft_bert_ln *ln) {
-    char name[GRAFT_NAME_MAX + 8]; /* a longer name is refused by graft_params_add */
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    ln->weight = add_tensor(p, name, C, 0);
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    ln->bias = add_tensor(p, name, C, 0);
-    return ln->weight < 0 || ln->bias < 0 ? GRAFT_ERR_INVALID_ARG : GRAFT_OK;
-}
-
-static const char *layer_name(char *buf, int index, const char *suffix) {
-    snprintf(buf, GRAFT_NAME_MAX, "bert.encoder.layer.%d.%s", index, suffix);
-    return buf;
-}
-
-static graft_status add_linear(graft_linear_layer *l, graft_params *p, int index,
-                               const char *suffix, int in, int out) {
-    char name[GRAFT_NAME_MAX];
-    return graft_linear_layer_add(l, p, layer_name(name, index, suffix), in, out, 1,
-                                  GRAFT_W_OUT_IN);
-}
-
-static graft_status add_layer(graft_bert_layer *l, graft_params *p, int i, int C) {
-    char name[GRAFT_NAME_MAX];
-    GRAFT_TRY(add_linear(&l->query, p, i, "attention.self.query", C, C));
-    GRAFT_TRY(add_linear(&l->key, p, i, "attention.self.key", C, C));
-    GRAFT_TRY(add_linear(&l->value, p, i, "attention.self.value", C, C));
-    GRAFT_TRY(add_linear(&l->attn_dense, p, i, "attention.output.dense", C, C));
-    GRAFT_TRY(add_ln(p, layer_name(name, i, "attention.output.LayerNorm"), C, &l->attn_ln));
-    GRAFT_TRY(add_linear(&l->intermediate, p, i, "intermediate.dense", C, 4 * C));
-    GRAFT_TRY(add_linear(&l->output, p, i, "output.dense", 4 * C, C));
-    return add_ln(p, layer_name(name, i, "output.LayerNorm"), C, &l->out_ln);
+/* The head's two blocks (see head_ranges in bert.h). */
+static graft_status add_head(graft_bert *m, graft_params *p) {
+    const int C = m->cfg.n_embd;
+    const graft_wlayout W = GRAFT_W_OUT_IN;
+    graft_param_range *r = m->head_ranges;
+    r[0] = graft_param_range_begin(p);
+    if (m->cfg.num_classes > 0) {
+        GRAFT_TRY(graft_linear_layer_add(&m->pooler, p, "bert.pooler.dense", C, C, 1, W));
+        graft_param_range_end(&r[0], p);
+        r[1] = graft_param_range_begin(p);
+        GRAFT_TRY(
+            graft_linear_layer_add(&m->classifier, p, "classifier", C, m->cfg.num_classes, 1, W));
+        graft_param_range_end(&r[1], p);
+        return GRAFT_OK;
+    }
+    GRAFT_TRY(
+        graft_linear_layer_add(&m->transform, p, "cls.predictions.transform.dense", C, C, 1, W));
+    GRAFT_TRY(graft_layernorm_layer_add(&m->transform_ln, p, "cls.predictions.transform.LayerNorm",
+                                        C, BERT_LN_EPS));
+    graft_param_range_end(&r[0], p);
+    r[1] = graft_param_range_begin(p);
+    const int64_t shape[1] = {m->cfg.vocab_size};
+    m->mlm_bias = graft_params_add(p, "cls.predictions.bias", GRAFT_KIND_PARAM, 1, shape);
+    graft_param_range_end(&r[1], p);
+    if (m->mlm_bias < 0 ||
+        graft_params_add_alias(p, "cls.predictions.decoder.weight", m->word) < 0 ||
+        graft_params_add_alias(p, "cls.predictions.decoder.bias", m->mlm_bias) < 0)
+        return GRAFT_ERR_INVALID_ARG;
+    return GRAFT_OK;
 }
 
 graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
@@ -72,96 +74,65 @@ graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
     graft_params *p = &m->params;
     graft_params_init(p);
     const int C = c->n_embd;
-    m->word = add_tensor(p, "bert.embeddings.word_embeddings.weight", c->vocab_size, C);
-    m->position = add_tensor(p, "bert.embeddings.position_embeddings.weight", c->n_positions, C);
-    m->token_type =
-        add_tensor(p, "bert.embeddings.token_type_embeddings.weight", c->type_vocab_size, C);
-    if (m->word < 0 || m->position < 0 || m->token_type < 0) return GRAFT_ERR_INVALID_ARG;
-    GRAFT_TRY(add_ln(p, "bert.embeddings.LayerNorm", C, &m->emb_ln));
+    const graft_embeddings_config ecfg = {.vocab = c->vocab_size,
+                                          .positions = c->n_positions,
+                                          .types = c->type_vocab_size,
+                                          .C = C,
+                                          .padding_idx = BERT_PAD_ID,
+                                          .ln_eps = BERT_LN_EPS,
+                                          .dropout = c->dropout};
+    const graft_embeddings_names enames = {.word = "bert.embeddings.word_embeddings.weight",
+                                           .position = "bert.embeddings.position_embeddings.weight",
+                                           .token_type =
+                                               "bert.embeddings.token_type_embeddings.weight",
+                                           .layernorm = "bert.embeddings.LayerNorm"};
+    GRAFT_TRY(graft_embeddings_add(&m->emb, p, &ecfg, &enames));
+    m->word = m->emb.word;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     m->acts = calloc((size_t)c->n_layer, sizeof *m->acts);
     m->hidden = calloc((size_t)c->n_layer + 1, sizeof *m->hidden);
     if (!m->layers || !m->acts || !m->hidden) return GRAFT_ERR_NOMEM;
-    for (int l = 0; l < c->n_layer; l++)
-        GRAFT_TRY(add_layer(&m->layers[l], p, l, C));
-    const graft_wlayout W = GRAFT_W_OUT_IN;
-    if (c->num_classes > 0) {
-        GRAFT_TRY(graft_linear_layer_add(&m->pooler, p, "bert.pooler.dense", C, C, 1, W));
-        GRAFT_TRY(graft_linear_layer_add(&m->classifier, p, "classifier", C, c->num_classes, 1, W));
-        return GRAFT_OK;
+    const graft_transformer_config lcfg = {.C = C,
+                                           .NH = c->n_head,
+                                           .mlp = 4 * C,
+                                           .norm = GRAFT_POST_LN,
+                                           .layout = GRAFT_W_OUT_IN,
+                                           .gelu = GRAFT_GELU_ERF,
+                                           .ln_eps = BERT_LN_EPS,
+                                           .dropout = c->dropout,
+                                           .attn_dropout = c->dropout};
+    for (int l = 0; l < c->n_layer; l++) {
+        char prefix[GRAFT_NAME_MAX];
+        snprintf(prefix, sizeof prefix, "bert.encoder.layer.%d", l);
+        GRAFT_TRY(graft_transformer_add(&m->layers[l], p, &lcfg, prefix, &layer_names));
     }
-    GRAFT_TRY(
-        graft_linear_layer_add(&m->transform, p, "cls.predictions.transform.dense", C, C, 1, W));
-    GRAFT_TRY(add_ln(p, "cls.predictions.transform.LayerNorm", C, &m->transform_ln));
-    m->mlm_bias = add_tensor(p, "cls.predictions.bias", c->vocab_size, 0);
-    if (m->mlm_bias < 0 ||
-        graft_params_add_alias(p, "cls.predictions.decoder.weight", m->word) < 0 ||
-        graft_params_add_alias(p, "cls.predictions.decoder.bias", m->mlm_bias) < 0)
-        return GRAFT_ERR_INVALID_ARG;
+    return add_head(m, p);
+}
+
+/* The lowest of the model's blocks (embeddings, the layers, the head's two) with a
+ * trainable parameter; n_layer + 3 when none has one. */
+static graft_status lowest_trainable(const graft_bert *m, int *lowest) {
+    const int L = m->cfg.n_layer;
+    graft_param_range *ranges = malloc((size_t)(L + 3) * sizeof *ranges);
+    if (!ranges) return GRAFT_ERR_NOMEM;
+    ranges[0] = m->emb.range;
+    for (int l = 0; l < L; l++)
+        ranges[1 + l] = m->layers[l].range;
+    ranges[L + 1] = m->head_ranges[0];
+    ranges[L + 2] = m->head_ranges[1];
+    *lowest = graft_nn_lowest_trainable(&m->params, ranges, L + 3);
+    free(ranges);
     return GRAFT_OK;
 }
 
-static int trainable(const graft_params *p, int index) { return p->items[index].trainable; }
-
-static int ln_trainable(const graft_params *p, graft_bert_ln ln) {
-    return trainable(p, ln.weight) || trainable(p, ln.bias);
-}
-
-/* Stages, bottom up: 0 embeddings, 1..L the layers, L+1 the pooler (MLM: transform),
- * L+2 the classifier (MLM: decoder, whose weight is the word embedding). */
-static int stage_trainable(const graft_bert *m, int stage) {
-    const graft_params *p = &m->params;
-    const int L = m->cfg.n_layer;
-    if (stage == 0)
-        return trainable(p, m->word) || trainable(p, m->position) || trainable(p, m->token_type) ||
-               ln_trainable(p, m->emb_ln);
-    if (stage <= L) {
-        const graft_bert_layer *l = &m->layers[stage - 1];
-        return graft_linear_layer_trainable(&l->query, p) ||
-               graft_linear_layer_trainable(&l->key, p) ||
-               graft_linear_layer_trainable(&l->value, p) ||
-               graft_linear_layer_trainable(&l->attn_dense, p) || ln_trainable(p, l->attn_ln) ||
-               graft_linear_layer_trainable(&l->intermediate, p) ||
-               graft_linear_layer_trainable(&l->output, p) || ln_trainable(p, l->out_ln);
-    }
-    if (m->cfg.num_classes > 0)
-        return graft_linear_layer_trainable(stage == L + 1 ? &m->pooler : &m->classifier, p);
-    if (stage == L + 1)
-        return graft_linear_layer_trainable(&m->transform, p) || ln_trainable(p, m->transform_ln);
-    return trainable(p, m->mlm_bias) || trainable(p, m->word);
-}
-
 /* ---- activation memory ---------------------------------------------------------------- */
-
-/* One layer's activations for `rows` query rows (keys and values cover all BT rows).
- * keep_words: of attention dropout keep bits per query row (0: none kept). */
-static void plan_layer_acts(graft_arena *a, graft_bert_acts *s, size_t rows, size_t BT, size_t C,
-                            size_t heads_keys, int dropout, size_t keep_words) {
-    s->q = graft_arena_floats(a, rows * C);
-    s->k = graft_arena_floats(a, BT * C);
-    s->v = graft_arena_floats(a, BT * C);
-    s->probs = graft_arena_floats(a, rows * heads_keys);
-    s->keep = keep_words ? graft_arena_alloc(a, rows * keep_words * sizeof(uint64_t)) : NULL;
-    s->att = graft_arena_floats(a, rows * C);
-    s->res1 = graft_arena_floats(a, rows * C);
-    s->mask1 = dropout ? graft_arena_floats(a, rows * C) : NULL;
-    s->mean1 = graft_arena_floats(a, rows);
-    s->rstd1 = graft_arena_floats(a, rows);
-    s->h1 = graft_arena_floats(a, rows * C);
-    s->fc = graft_arena_floats(a, rows * 4 * C);
-    s->fc_gelu = graft_arena_floats(a, rows * 4 * C);
-    s->res2 = graft_arena_floats(a, rows * C);
-    s->mask2 = dropout ? graft_arena_floats(a, rows * C) : NULL;
-    s->mean2 = graft_arena_floats(a, rows);
-    s->rstd2 = graft_arena_floats(a, rows);
-}
 
 static int32_t *arena_ints(graft_arena *a, size_t count) {
     return graft_arena_alloc(a, count * sizeof(int32_t));
 }
 
 /* Activation layout, identical in the planning and the real pass of the arena. Layer l
- * (stage l+1) keeps its own set when it is at or above the lowest trainable stage; its
+ * (block l+1) keeps its own set when it is at or above the lowest trainable block; its
  * input hidden[l] is then kept too. Everything else lives in shared or ping-pong buffers.
  * The last layer and the head work on head_rows rows at most (see select_rows). */
 static void plan_activations(graft_bert *m) {
@@ -169,16 +140,12 @@ static void plan_activations(graft_bert *m) {
     const graft_bert_config *c = &m->cfg;
     const int L = c->n_layer, lowest = m->lowest, dropout = c->dropout > 0;
     const int classify = c->num_classes > 0;
-    const size_t B = (size_t)m->max_batch, C = (size_t)c->n_embd, BT = B * (size_t)c->seq_len;
-    const size_t heads_keys = (size_t)c->n_head * (size_t)c->seq_len;
+    const int Bi = m->max_batch, T = c->seq_len;
+    const size_t B = (size_t)Bi, C = (size_t)c->n_embd, BT = B * (size_t)T;
     const size_t head_rows = classify ? B : BT;
-    /* the attention dropout's keep bits, for the layers backward passes through */
-    const size_t keep_words =
-        dropout ? (size_t)c->n_head * graft_attention_keep_words(c->seq_len) : 0;
 
     m->ids = arena_ints(a, BT);
     m->type_ids = arena_ints(a, BT);
-    m->pos_ids = arena_ints(a, BT);
     m->mlm_labels = arena_ints(a, BT);
     m->pad_mask = arena_ints(a, BT);
     m->rows = arena_ints(a, BT);
@@ -186,11 +153,11 @@ static void plan_activations(graft_bert *m) {
     m->key_mask = graft_arena_alloc(a, BT);
 
     memset(&m->shared, 0, sizeof m->shared);
-    if (lowest > 1) plan_layer_acts(a, &m->shared, BT, BT, C, heads_keys, dropout, 0);
+    if (lowest > 1) graft_transformer_plan(&m->layers[0], &m->shared, a, Bi, T, (int)BT, 0);
     for (int l = 0; l < L; l++) {
         if (l + 1 >= lowest)
-            plan_layer_acts(a, &m->acts[l], l == L - 1 ? head_rows : BT, BT, C, heads_keys, dropout,
-                            keep_words);
+            graft_transformer_plan(&m->layers[l], &m->acts[l], a, Bi, T,
+                                   (int)(l == L - 1 ? head_rows : BT), 1);
         else
             m->acts[l] = m->shared;
     }
@@ -205,17 +172,8 @@ static void plan_activations(graft_bert *m) {
         }
     }
     m->last_in = graft_arena_floats(a, head_rows * C);
-    if (lowest == 0) {
-        m->emb_sum = graft_arena_floats(a, BT * C);
-        m->emb_mean = graft_arena_floats(a, BT);
-        m->emb_rstd = graft_arena_floats(a, BT);
-        m->emb_mask = dropout ? graft_arena_floats(a, BT * C) : NULL;
-    } else { /* forward only: layer 0 overwrites hidden[1] and its dropout masks later */
-        m->emb_sum = m->hidden[1];
-        m->emb_mean = graft_arena_floats(a, BT);
-        m->emb_rstd = graft_arena_floats(a, BT);
-        m->emb_mask = !dropout ? NULL : L > 1 ? m->acts[0].mask1 : graft_arena_floats(a, BT * C);
-    }
+    /* forward only, the embeddings' sum and dropout mask: layer 0 overwrites hidden[1] */
+    graft_embeddings_plan(&m->emb, a, BT, lowest == 0, m->hidden[1]);
 
     const size_t width = classify ? (size_t)c->num_classes : (size_t)c->vocab_size;
     if (classify) {
@@ -232,11 +190,9 @@ static void plan_activations(graft_bert *m) {
     m->logits = graft_arena_floats(a, head_rows * width);
     m->probs = graft_arena_floats(a, head_rows * width);
 
-    /* the op's scratch, or one sequence's [queries, keys] in the rows_attention_* */
-    m->att_scratch =
-        dropout || lowest <= L ? graft_arena_floats(a, (size_t)c->seq_len * c->seq_len) : NULL;
-    m->dlogits = m->dhead_a = m->dhead_b = m->dh_a = m->dh_b = m->dh1 = m->dtmp = NULL;
-    m->datt = m->dq = m->dk = m->dv = m->dfc_gelu = m->dfc = NULL;
+    graft_transformer_plan_work(&m->layers[0], &m->work, a, Bi, T, lowest <= L, 1);
+    m->dq = m->work.wide_b;
+    m->dlogits = m->dhead_a = m->dhead_b = m->dh_a = m->dh_b = NULL;
     if (lowest > L + 2) return; /* nothing trainable: forward only */
     m->dlogits = classify ? graft_arena_floats(a, B * width) : m->logits;
     m->dhead_a = graft_arena_floats(a, head_rows * C);
@@ -244,42 +200,19 @@ static void plan_activations(graft_bert *m) {
     if (lowest > L) return;
     m->dh_a = graft_arena_floats(a, BT * C);
     m->dh_b = graft_arena_floats(a, BT * C);
-    m->dh1 = graft_arena_floats(a, BT * C);
-    m->dtmp = dropout ? graft_arena_floats(a, BT * C) : NULL;
-    m->datt = graft_arena_floats(a, BT * C);
-    m->dq = graft_arena_floats(a, BT * C);
-    m->dk = graft_arena_floats(a, BT * C);
-    m->dv = graft_arena_floats(a, BT * C);
-    m->dfc_gelu = graft_arena_floats(a, BT * 4 * C);
-    m->dfc = graft_arena_floats(a, BT * 4 * C);
 }
 
 graft_status graft_bert_build(graft_bert *m, int max_batch) {
     if (max_batch <= 0) return GRAFT_ERR_INVALID_ARG;
     GRAFT_ASSERT(m->params.finalized);
-    const int L = m->cfg.n_layer;
     m->max_batch = max_batch;
-    m->lowest = L + 3;
-    for (int s = 0; s <= L + 2; s++)
-        if (stage_trainable(m, s)) {
-            m->lowest = s;
-            break;
-        }
+    GRAFT_TRY(lowest_trainable(m, &m->lowest));
     graft_arena_free(&m->arena);
     graft_arena_init_plan(&m->arena);
     plan_activations(m);
     GRAFT_TRY(graft_arena_commit(&m->arena));
     plan_activations(m);
-    const int T = m->cfg.seq_len;
-    for (size_t r = 0; r < (size_t)max_batch * T; r++)
-        m->pos_ids[r] = (int32_t)(r % (size_t)T);
     return GRAFT_OK;
-}
-
-static void set_ones(graft_bert *m, graft_bert_ln ln) {
-    float *w = graft_params_value(&m->params, ln.weight);
-    for (int c = 0; c < m->cfg.n_embd; c++)
-        w[c] = 1.0f;
 }
 
 void graft_bert_init_weights(graft_bert *m, uint64_t seed) {
@@ -295,12 +228,12 @@ void graft_bert_init_weights(graft_bert *m, uint64_t seed) {
         else
             memset(v, 0, n * sizeof(float));
     }
-    set_ones(m, m->emb_ln);
+    graft_layernorm_layer_init(&m->emb.ln, p);
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        set_ones(m, m->layers[l].attn_ln);
-        set_ones(m, m->layers[l].out_ln);
+        graft_layernorm_layer_init(&m->layers[l].attn_ln, p);
+        graft_layernorm_layer_init(&m->layers[l].out_ln, p);
     }
-    if (m->cfg.num_classes == 0) set_ones(m, m->transform_ln);
+    if (m->cfg.num_classes == 0) graft_layernorm_layer_init(&m->transform_ln, p);
     memset(graft_params_value(p, m->word), 0, (size_t)m->cfg.n_embd * sizeof(float)); /* [PAD] */
     graft_rng_seed(&m->rng, graft_rng_mix(seed, 0xBE27u));
 }
@@ -315,217 +248,12 @@ void graft_bert_free(graft_bert *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* ---- attention for a subset of query rows ---------------------------------------------- */
-
-/* The last layer computes only the rows its head reads ([CLS], or the labelled positions),
- * so its queries are a subset of the rows while keys and values cover every row. These two
- * functions are graft_attention_forward/backward for that case: q/out/dq [R, C] hold rows
- * m->rows[0..R) (ascending, hence grouped by sequence), k/v/dk/dv [BT, C], probs
- * [R, NH, T]; the same masking (a padding key gets probability exactly 0). */
-
-/* Keys visible to some query of sequence b: trailing padding is skipped entirely. */
-static int visible_keys(const graft_bert *m, int b) {
-    const int T = m->cfg.seq_len;
-    int keys = T;
-    while (m->has_key_mask && keys > 0 && !m->key_mask[(size_t)b * T + keys - 1])
-        keys--;
-    return keys;
-}
-
-/* The rows m->rows[j0..*j1) of the sequence that m->rows[j0] belongs to. */
-static int sequence_rows(const graft_bert *m, int j0, int R, int *j1) {
-    const int T = m->cfg.seq_len, b = m->rows[j0] / T;
-    int j = j0;
-    while (j < R && m->rows[j] / T == b)
-        j++;
-    *j1 = j;
-    return b;
-}
-
-static void rows_attention_forward(const graft_bert *m, float *out, float *probs, const float *q,
-                                   const float *k, const float *v, int R,
-                                   const graft_attention_dropout *drop) {
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const size_t words = graft_attention_keep_words(T);
-    for (int j0 = 0, j1; j0 < R; j0 = j1) {
-        const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
-        const uint8_t *mask = m->has_key_mask ? m->key_mask + (size_t)b * T : NULL;
-        for (int h = 0; h < NH; h++) {
-            float *p = probs + ((size_t)j0 * NH + h) * T, *o = out + (size_t)j0 * C + h * HS;
-            const size_t kv = (size_t)b * T * C + (size_t)h * HS;
-            if (keys > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, scale,
-                            q + (size_t)j0 * C + h * HS, C, k + kv, C, 0.0f, p, NH * T);
-            for (int i = 0; i < n; i++) {
-                float *row = p + (size_t)i * NH * T, maxval = -INFINITY, sum = 0.0f;
-                for (int t = 0; t < keys; t++)
-                    if ((!mask || mask[t]) && row[t] > maxval) maxval = row[t];
-                for (int t = 0; t < T; t++) {
-                    row[t] = t < keys && (!mask || mask[t]) ? expf(row[t] - maxval) : 0.0f;
-                    sum += row[t];
-                }
-                for (int t = 0; sum > 0 && t < keys; t++)
-                    row[t] /= sum;
-            }
-            if (keys == 0) {
-                for (int i = 0; i < n; i++)
-                    memset(o + (size_t)i * C, 0, HS * sizeof(float));
-                continue;
-            }
-            /* the probabilities, or the dropped ones [n, keys] / (1 - p), times v */
-            const float *pv = p;
-            int pv_ld = NH * T;
-            if (drop) {
-                for (int i = 0; i < n; i++) {
-                    uint64_t *keep =
-                        drop->keep ? drop->keep + ((size_t)(j0 + i) * NH + h) * words : NULL;
-                    graft_attention_dropout_row(drop->scratch + (size_t)i * keys,
-                                                p + (size_t)i * NH * T, keep, keys, keys, drop->p,
-                                                drop->rng);
-                }
-                pv = drop->scratch;
-                pv_ld = keys;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, keep_scale, pv,
-                        pv_ld, v + kv, C, 0.0f, o, C);
-        }
-    }
-}
-
-/* Accumulates dq, dk, dv (each skipped when NULL); scratch: T * T floats. drop: the
- * forward's dropout (p and keep bits) or NULL, handled as in graft_attention_backward. */
-static void rows_attention_backward(const graft_bert *m, float *dq, float *dk, float *dv,
-                                    const float *dout, const float *q, const float *k,
-                                    const float *v, const float *probs, float *scratch, int R,
-                                    const graft_attention_dropout *drop) {
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float keep_scale = drop ? 1.0f / (1.0f - drop->p) : 1.0f;
-    const size_t words = graft_attention_keep_words(T);
-    for (int j0 = 0, j1; j0 < R; j0 = j1) {
-        const int b = sequence_rows(m, j0, R, &j1), n = j1 - j0, keys = visible_keys(m, b);
-        if (keys == 0) continue;
-        for (int h = 0; h < NH; h++) {
-            const float *p = probs + ((size_t)j0 * NH + h) * T;
-            const float *d = dout + (size_t)j0 * C + h * HS, *qh = q + (size_t)j0 * C + h * HS;
-            const size_t kv = (size_t)b * T * C + (size_t)h * HS;
-            const uint64_t *keep = drop ? drop->keep + ((size_t)j0 * NH + h) * words : NULL;
-            const size_t keep_stride = (size_t)NH * words; /* between query rows */
-            if (dv) {
-                const float *pv = p;
-                int pv_ld = NH * T;
-                if (drop) {
-                    for (int i = 0; i < n; i++)
-                        graft_attention_keep_row(scratch + (size_t)i * keys, p + (size_t)i * NH * T,
-                                                 keep + i * keep_stride, keys);
-                    pv = scratch;
-                    pv_ld = keys;
-                }
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, keep_scale, pv,
-                            pv_ld, d, C, 1.0f, dv + kv, C);
-            }
-            if (!dq && !dk) continue;
-            /* dp = dout v^T (times the keep bits), then the softmax backward in place */
-            float *ds = scratch;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, HS, 1.0f, d, C, v + kv, C,
-                        0.0f, ds, keys);
-            for (int i = 0; i < n; i++) {
-                const float *pi = p + (size_t)i * NH * T;
-                float *dsi = ds + (size_t)i * keys, dot = 0.0f;
-                if (drop) graft_attention_keep_row(dsi, dsi, keep + i * keep_stride, keys);
-                for (int t = 0; t < keys; t++)
-                    dot += pi[t] * dsi[t];
-                for (int t = 0; t < keys; t++)
-                    dsi[t] = pi[t] * (dsi[t] - dot);
-            }
-            const float alpha = scale * keep_scale;
-            if (dq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, keys, alpha, ds, keys,
-                            k + kv, C, 1.0f, dq + (size_t)j0 * C + h * HS, C);
-            if (dk)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, HS, n, alpha, ds, keys,
-                            qh, C, 1.0f, dk + kv, C);
-        }
-    }
-}
-
 /* ---- forward ------------------------------------------------------------------------- */
 
 static const float *value(const graft_bert *m, int index) {
     return graft_params_value(&m->params, index);
 }
 static float *grad(const graft_bert *m, int index) { return graft_params_grad(&m->params, index); }
-
-static void layernorm_forward(const graft_bert *m, graft_bert_ln ln, float *out, float *mean,
-                              float *rstd, const float *inp, int rows) {
-    graft_layernorm_forward(out, mean, rstd, inp, value(m, ln.weight), value(m, ln.bias), rows,
-                            m->cfg.n_embd, BERT_LN_EPS);
-}
-
-static void embeddings_forward(graft_bert *m, int B) {
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd;
-    const size_t BT = (size_t)B * T;
-    const float *word = value(m, m->word), *pos = value(m, m->position);
-    const float *type = value(m, m->token_type);
-    for (size_t r = 0; r < BT; r++) {
-        float *x = m->emb_sum + r * C;
-        const float *w = word + (size_t)m->ids[r] * C, *ty = type + (size_t)m->type_ids[r] * C;
-        const float *ps = pos + (size_t)m->pos_ids[r] * C;
-        for (int c = 0; c < C; c++)
-            x[c] = (w[c] + ty[c]) + ps[c]; /* Hugging Face's order */
-    }
-    layernorm_forward(m, m->emb_ln, m->hidden[0], m->emb_mean, m->emb_rstd, m->emb_sum, (int)BT);
-    if (m->dropout_applied)
-        graft_dropout_forward(m->hidden[0], m->emb_mask, m->hidden[0], BT * C, m->cfg.dropout,
-                              &m->rng);
-}
-
-/* The attention dropout of the last forward for a layer's activations, or NULL. */
-static const graft_attention_dropout *attention_dropout(graft_bert *m, const graft_bert_acts *a,
-                                                        graft_attention_dropout *d) {
-    if (!m->dropout_applied) return NULL;
-    *d = (graft_attention_dropout){
-        .p = m->cfg.dropout, .rng = &m->rng, .keep = a->keep, .scratch = m->att_scratch};
-    return d;
-}
-
-/* res = dropout(res) + skip, in place. */
-static void dropout_residual(graft_bert *m, float *res, float *mask, const float *skip, size_t n) {
-    if (m->dropout_applied) graft_dropout_forward(res, mask, res, n, m->cfg.dropout, &m->rng);
-    graft_residual_forward(res, res, skip, n);
-}
-
-/* Layer l for R query rows: x [R, C] holds those rows of its input hidden[l] (x is
- * hidden[l] itself when R is every row), keys and values come from all of hidden[l]. */
-static void layer_forward(graft_bert *m, int l, int B, const float *x, int R, float *out) {
-    const graft_bert_layer *ly = &m->layers[l];
-    const graft_params *p = &m->params;
-    graft_bert_acts *a = &m->acts[l];
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
-    const int BT = B * T;
-    const size_t n = (size_t)R * C;
-    const float *in = m->hidden[l];
-    graft_linear_layer_forward(&ly->query, p, a->q, x, R);
-    graft_linear_layer_forward(&ly->key, p, a->k, in, BT);
-    graft_linear_layer_forward(&ly->value, p, a->v, in, BT);
-    graft_attention_dropout drop_buf;
-    const graft_attention_dropout *drop = attention_dropout(m, a, &drop_buf);
-    if (R == BT)
-        graft_attention_forward(a->att, a->probs, a->q, a->k, a->v, C,
-                                m->has_key_mask ? m->key_mask : NULL, B, T, NH, C / NH, 0, drop);
-    else
-        rows_attention_forward(m, a->att, a->probs, a->q, a->k, a->v, R, drop);
-    graft_linear_layer_forward(&ly->attn_dense, p, a->res1, a->att, R);
-    dropout_residual(m, a->res1, a->mask1, x, n);
-    layernorm_forward(m, ly->attn_ln, a->h1, a->mean1, a->rstd1, a->res1, R);
-    graft_linear_layer_forward(&ly->intermediate, p, a->fc, a->h1, R);
-    graft_gelu_forward(a->fc_gelu, a->fc, 4 * n, GRAFT_GELU_ERF);
-    graft_linear_layer_forward(&ly->output, p, a->res2, a->fc_gelu, R);
-    dropout_residual(m, a->res2, a->mask2, a->h1, n);
-    layernorm_forward(m, ly->out_ln, out, a->mean2, a->rstd2, a->res2, R);
-}
 
 /* The rows the head reads, in m->rows[0..R): each sequence's [CLS] token (classification),
  * the labelled positions (masked LM; their labels go to m->row_labels), or every position
@@ -559,7 +287,8 @@ static float mlm_forward(graft_bert *m, int M) {
     const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
     graft_linear_layer_forward(&m->transform, &m->params, m->tr_fc, m->hidden[m->cfg.n_layer], M);
     graft_gelu_forward(m->tr_gelu, m->tr_fc, (size_t)M * C, GRAFT_GELU_ERF);
-    layernorm_forward(m, m->transform_ln, m->tr_out, m->tr_mean, m->tr_rstd, m->tr_gelu, M);
+    graft_layernorm_layer_forward(&m->transform_ln, &m->params, m->tr_out, m->tr_mean, m->tr_rstd,
+                                  m->tr_gelu, M);
     graft_linear_forward(m->logits, m->tr_out, value(m, m->word), value(m, m->mlm_bias), M, C, V,
                          GRAFT_W_OUT_IN);
     if (!m->labels) return 0.0f;
@@ -570,8 +299,9 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
                          const int32_t *attention_mask, const int32_t *labels, int B,
                          int training) {
     GRAFT_ASSERT(B > 0 && B <= m->max_batch);
-    const int L = m->cfg.n_layer, C = m->cfg.n_embd;
-    const size_t BT = (size_t)B * m->cfg.seq_len;
+    const graft_params *p = &m->params;
+    const int L = m->cfg.n_layer, C = m->cfg.n_embd, T = m->cfg.seq_len;
+    const size_t BT = (size_t)B * T;
     m->batch = B;
     m->labels = labels;
     m->counted = 0;
@@ -586,18 +316,27 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
     m->has_key_mask = attention_mask != NULL;
     for (size_t r = 0; attention_mask && r < BT; r++)
         m->key_mask[r] = attention_mask[r] != 0;
+    m->pass = (graft_transformer_pass){.B = B,
+                                       .T = T,
+                                       .key_mask = m->has_key_mask ? m->key_mask : NULL,
+                                       .R = (int)BT,
+                                       .rng = m->dropout_applied ? &m->rng : NULL};
+    m->last_pass = m->pass;
+    m->last_pass.R = R;
+    m->last_pass.rows = m->rows;
 
-    embeddings_forward(m, B);
+    graft_embeddings_forward(&m->emb, p, m->hidden[0], m->ids, m->type_ids, B, T, m->pass.rng);
     for (int l = 0; l < L - 1; l++)
-        layer_forward(m, l, B, m->hidden[l], (int)BT, m->hidden[l + 1]);
+        graft_transformer_forward(&m->layers[l], p, &m->acts[l], &m->work, &m->pass,
+                                  m->hidden[l + 1], m->hidden[l], NULL);
+    /* the last layer: only the R query rows its head reads */
     const float *x = m->hidden[L - 1];
-    if ((size_t)R < BT) {
+    if ((size_t)R < BT)
         for (int j = 0; j < R; j++)
             memcpy(m->last_in + (size_t)j * C, x + (size_t)m->rows[j] * C,
                    (size_t)C * sizeof(float));
-        x = m->last_in;
-    }
-    layer_forward(m, L - 1, B, x, R, m->hidden[L]);
+    graft_transformer_forward(&m->layers[L - 1], p, &m->acts[L - 1], &m->work, &m->last_pass,
+                              m->hidden[L], x, (size_t)R < BT ? m->last_in : NULL);
     return m->cfg.num_classes > 0 ? classifier_forward(m, labels, B) : mlm_forward(m, R);
 }
 
@@ -648,25 +387,7 @@ float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int3
 
 /* ---- backward ------------------------------------------------------------------------ */
 
-static void layernorm_backward(const graft_bert *m, graft_bert_ln ln, float *dinp,
-                               const float *dout, const float *inp, const float *mean,
-                               const float *rstd, int rows) {
-    graft_layernorm_backward(dinp, grad(m, ln.weight), grad(m, ln.bias), dout, inp,
-                             value(m, ln.weight), mean, rstd, rows, m->cfg.n_embd);
-    graft_params_grad_ready(&m->params, ln.bias);
-    graft_params_grad_ready(&m->params, ln.weight);
-}
-
 static void zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
-
-/* The gradient through a dropout of the last forward: dout itself without dropout. */
-static const float *dropout_backward(const graft_bert *m, float *scratch, const float *dout,
-                                     const float *mask, size_t n) {
-    if (!m->dropout_applied) return dout;
-    zero(scratch, n);
-    graft_dropout_backward(scratch, dout, mask, n);
-    return scratch;
-}
 
 /* dh [B, C] receives the gradient of the last layer's output rows (the [CLS] tokens) when
  * an encoder stage is trainable, else it is NULL. */
@@ -706,98 +427,16 @@ static void mlm_backward(graft_bert *m, float loss_scale, float *dh) {
     if (!dout) return;
     float *dgelu = m->dhead_b, *dfc = m->dhead_a;
     zero(dgelu, n);
-    layernorm_backward(m, m->transform_ln, dgelu, dout, m->tr_gelu, m->tr_mean, m->tr_rstd, M);
+    graft_layernorm_layer_backward(&m->transform_ln, &m->params, dgelu, dout, m->tr_gelu,
+                                   m->tr_mean, m->tr_rstd, M);
     zero(dfc, n);
     graft_gelu_backward(dfc, dgelu, m->tr_fc, n, GRAFT_GELU_ERF);
     if (dh) zero(dh, n);
     graft_linear_layer_backward(&m->transform, &m->params, dh, dfc, m->hidden[L], M);
 }
 
-/* Layer l over the R query rows of its forward (x: their inputs). dout [R, C]: gradient of
- * its output (consumed); din [BT, C] (zeroed here) receives the gradient of its input
- * hidden[l] when need_din. */
-static void layer_backward(graft_bert *m, int l, float *dout, float *din, int need_din,
-                           const float *x, int R) {
-    const graft_bert_layer *ly = &m->layers[l];
-    const graft_params *p = &m->params;
-    const graft_bert_acts *a = &m->acts[l];
-    const int B = m->batch, T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
-    const int BT = B * T, all_rows = R == BT;
-    const size_t n = (size_t)R * C;
-    /* output.LayerNorm; its input gradient is also the residual's into h1 */
-    zero(m->dh1, n);
-    layernorm_backward(m, ly->out_ln, m->dh1, dout, a->res2, a->mean2, a->rstd2, R);
-    const float *dres = dropout_backward(m, m->dtmp, m->dh1, a->mask2, n);
-    zero(m->dfc_gelu, 4 * n);
-    graft_linear_layer_backward(&ly->output, p, m->dfc_gelu, dres, a->fc_gelu, R);
-    zero(m->dfc, 4 * n);
-    graft_gelu_backward(m->dfc, m->dfc_gelu, a->fc, 4 * n, GRAFT_GELU_ERF);
-    graft_linear_layer_backward(&ly->intermediate, p, m->dh1, m->dfc, a->h1, R);
-    /* attention.output.LayerNorm: the residual's gradient goes straight into din when the
-     * layer covers every row; otherwise into dout's buffer (free now), scattered below */
-    float *dres1 = all_rows && need_din ? din : dout;
-    zero(dres1, n);
-    layernorm_backward(m, ly->attn_ln, dres1, m->dh1, a->res1, a->mean1, a->rstd1, R);
-    dres = dropout_backward(m, m->dtmp, dres1, a->mask1, n);
-    int need_q = need_din || graft_linear_layer_trainable(&ly->query, p);
-    int need_k = need_din || graft_linear_layer_trainable(&ly->key, p);
-    int need_v = need_din || graft_linear_layer_trainable(&ly->value, p);
-    float *datt = NULL;
-    if (need_q || need_k || need_v) zero(datt = m->datt, n);
-    graft_linear_layer_backward(&ly->attn_dense, p, datt, dres, a->att, R);
-    if (!datt) return;
-    float *dq = need_q ? m->dq : NULL, *dk = need_k ? m->dk : NULL, *dv = need_v ? m->dv : NULL;
-    if (dq) zero(dq, n);
-    if (dk) zero(dk, (size_t)BT * C);
-    if (dv) zero(dv, (size_t)BT * C);
-    graft_attention_dropout drop_buf;
-    const graft_attention_dropout *drop = attention_dropout(m, a, &drop_buf);
-    if (all_rows)
-        graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, C, B,
-                                 T, NH, C / NH, drop);
-    else
-        rows_attention_backward(m, dq, dk, dv, datt, a->q, a->k, a->v, a->probs, m->att_scratch, R,
-                                drop);
-    float *dx = need_din ? din : NULL;
-    const float *in = m->hidden[l];
-    if (dx && !all_rows) zero(dx, (size_t)BT * C);
-    if (dv) graft_linear_layer_backward(&ly->value, p, dx, dv, in, BT);
-    if (dk) graft_linear_layer_backward(&ly->key, p, dx, dk, in, BT);
-    if (dq) graft_linear_layer_backward(&ly->query, p, all_rows ? dx : dx ? dres1 : NULL, dq, x, R);
-    for (int j = 0; dx && !all_rows && j < R; j++) { /* the query rows' residual + query part */
-        float *dst = dx + (size_t)m->rows[j] * C;
-        const float *src = dres1 + (size_t)j * C;
-        for (int c = 0; c < C; c++)
-            dst[c] += src[c];
-    }
-}
-
-static void embeddings_backward(graft_bert *m, const float *dout) {
-    const graft_params *p = &m->params;
-    const size_t BT = (size_t)m->batch * m->cfg.seq_len, n = BT * m->cfg.n_embd;
-    const int C = m->cfg.n_embd;
-    const float *d = dropout_backward(m, m->dtmp, dout, m->emb_mask, n);
-    float *dsum = NULL;
-    if (trainable(p, m->word) || trainable(p, m->position) || trainable(p, m->token_type))
-        zero(dsum = m->dh1, n);
-    layernorm_backward(m, m->emb_ln, dsum, d, m->emb_sum, m->emb_mean, m->emb_rstd, (int)BT);
-    if (!dsum) return;
-    graft_embedding_backward(grad(m, m->token_type), dsum, m->type_ids, BT, C);
-    graft_params_grad_ready(p, m->token_type);
-    graft_embedding_backward(grad(m, m->position), dsum, m->pos_ids, BT, C);
-    graft_params_grad_ready(p, m->position);
-    float *dword = grad(m, m->word);
-    for (size_t r = 0; dword && r < BT; r++) {
-        if (m->ids[r] == BERT_PAD_ID) continue; /* nn.Embedding(padding_idx=0): no gradient */
-        float *row = dword + (size_t)m->ids[r] * C;
-        const float *g = dsum + r * C;
-        for (int c = 0; c < C; c++)
-            row[c] += g[c];
-    }
-    graft_params_grad_ready(p, m->word);
-}
-
 void graft_bert_backward(graft_bert *m, float loss_scale) {
+    const graft_params *p = &m->params;
     const int L = m->cfg.n_layer, R = m->n_rows, BT = m->batch * m->cfg.seq_len;
     if (m->lowest > L + 2 || m->counted == 0) return;
     float *dh = m->lowest <= L ? m->dh_a : NULL, *spare = m->dh_b;
@@ -806,14 +445,17 @@ void graft_bert_backward(graft_bert *m, float loss_scale) {
     else
         mlm_backward(m, loss_scale, dh);
     for (int l = L - 1; l >= 0 && l + 1 >= m->lowest; l--) {
-        int last = l == L - 1;
-        layer_backward(m, l, dh, spare, l + 1 > m->lowest,
-                       last && R < BT ? m->last_in : m->hidden[l], last ? R : BT);
+        const int last = l == L - 1;
+        graft_transformer_backward(
+            &m->layers[l], p, &m->acts[l], &m->work, last ? &m->last_pass : &m->pass,
+            l + 1 > m->lowest ? spare : NULL, dh, m->hidden[l], last && R < BT ? m->last_in : NULL);
         float *t = dh;
         dh = spare;
         spare = t;
     }
-    if (m->lowest == 0) embeddings_backward(m, dh);
+    if (m->lowest == 0)
+        graft_embeddings_backward(&m->emb, p, dh, m->ids, m->type_ids, m->batch, m->cfg.seq_len,
+                                  m->dropout_applied, m->work.dtmp, m->work.dln);
 }
 
 /* ---- the model interface --------------------------------------------------------------- */

@@ -29,8 +29,10 @@
 #include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/nn/embeddings.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
+#include "runtime/nn/transformer.h"
 
 typedef struct graft_bert_config {
     int n_layer, n_head, n_embd, n_positions; /* intermediate size is 4 * n_embd */
@@ -46,54 +48,30 @@ typedef struct graft_bert_config {
     float dropout;
 } graft_bert_config;
 
-/* LayerNorm parameters (indices in the table). */
-typedef struct graft_bert_ln {
-    int weight, bias;
-} graft_bert_ln;
-
-typedef struct graft_bert_layer {
-    graft_linear_layer query, key, value, attn_dense, intermediate, output;
-    graft_bert_ln attn_ln, out_ln;
-} graft_bert_layer;
-
-/* One encoder layer's activations for its R query rows (every row but in the last layer):
- * rows of [R, C] unless noted. Layers that backward passes through own a set each; the
- * frozen layers below share one. */
-typedef struct graft_bert_acts {
-    float *q;             /* [R, C] */
-    float *k, *v;         /* [BT, C]: keys and values of every row */
-    float *probs;         /* [R, NH, T] (= [B, NH, T, T] for every row) */
-    uint64_t *keep;       /* attention dropout keep bits, rows as probs' (see ops.h) */
-    float *att;           /* attention output, input of attention.output.dense */
-    float *res1, *mask1;  /* dense (+ dropout) + layer input; the dropout mask */
-    float *mean1, *rstd1; /* [R] */
-    float *h1;            /* attention.output.LayerNorm output */
-    float *fc, *fc_gelu;  /* intermediate dense output and its gelu [R, 4C] */
-    float *res2, *mask2;  /* output dense (+ dropout) + h1 */
-    float *mean2, *rstd2;
-} graft_bert_acts;
-
 typedef struct graft_bert {
     graft_bert_config cfg;
     graft_params params;
-    int word, position, token_type;
-    graft_bert_ln emb_ln;
-    graft_bert_layer *layers;              /* n_layer */
+    graft_embeddings emb;                  /* bert.embeddings.* */
+    int word;                              /* emb.word: also the MLM decoder's weight */
+    graft_transformer *layers;             /* n_layer, bert.encoder.layer.N */
     graft_linear_layer pooler, classifier; /* classification */
     graft_linear_layer transform;          /* masked LM */
-    graft_bert_ln transform_ln;
+    graft_layernorm_layer transform_ln;
     int mlm_bias;
+    /* the head's two blocks: the pooler (MLM: transform and its LayerNorm), then the
+     * classifier (MLM: cls.predictions.bias, the decoder's weight being the word table) */
+    graft_param_range head_ranges[2];
     /* set by build from the trainable set */
     int max_batch;
-    int lowest; /* lowest trainable stage: 0 embeddings, 1..L layers, L+1 pooler/transform,
-                   L+2 classifier/decoder; L+3 when nothing is trainable */
+    int lowest; /* the lowest block with a trainable parameter: 0 the embeddings, 1..L the
+                   layers, L+1 pooler/transform, L+2 classifier/decoder; L+3 when none */
     graft_arena arena;
-    graft_bert_acts *acts; /* n_layer */
-    graft_bert_acts shared;
+    graft_transformer_acts *acts;  /* n_layer */
+    graft_transformer_acts shared; /* the frozen layers' below the lowest trainable one */
+    graft_transformer_work work;
     float **hidden; /* n_layer + 1: embeddings output, then each layer's output */
-    float *emb_sum, *emb_mean, *emb_rstd, *emb_mask;
     float *last_in; /* the last layer's input rows [R, C] when it computes R < BT rows */
-    int32_t *ids, *type_ids, *pos_ids, *mlm_labels, *pad_mask; /* [BT] */
+    int32_t *ids, *type_ids, *mlm_labels, *pad_mask; /* [BT] */
     int32_t *rows, *row_labels; /* the R rows the head reads (and their MLM labels) */
     uint8_t *key_mask;          /* [BT] */
     /* classification head, rows [B] */
@@ -102,14 +80,14 @@ typedef struct graft_bert {
     float *tr_fc, *tr_gelu, *tr_out, *tr_mean, *tr_rstd;
     float *logits, *probs; /* [B, K] or [R, V]; the MLM logits turn into dlogits in backward */
     /* backward scratch */
-    float *dlogits;                         /* [B, K] (classification) */
-    float *dhead_a, *dhead_b;               /* [R, C] */
-    float *dh_a, *dh_b, *dh1, *dtmp, *datt; /* [BT, C] */
-    float *dq, *dk, *dv;                    /* [BT, C] */
-    float *dfc_gelu, *dfc;                  /* [BT, 4C] */
-    float *att_scratch;                     /* attention backward, and forward with dropout */
-    graft_rng rng;                          /* dropout and MLM masking, reseeded every step */
+    float *dlogits;           /* [B, K] (classification) */
+    float *dhead_a, *dhead_b; /* [R, C] */
+    float *dh_a, *dh_b;       /* the residual stream's gradient [BT, C], ping-pong */
+    float *dq;                /* work.wide_b, the layers' q/k/v gradients: NULL when no
+                                 layer runs a backward */
+    graft_rng rng;            /* dropout and MLM masking, reseeded every step */
     /* the last forward */
+    graft_transformer_pass pass, last_pass; /* every layer's but the last, the last's */
     int batch, n_rows /* R */, counted, dropout_applied, has_key_mask;
     const int32_t *labels;
 } graft_bert;

@@ -12,14 +12,14 @@
 
 #define GPT2_LN_EPS 1e-5f
 
-/* Backward walks "units", the parameter groups in forward order: 0 = the embeddings
- * (wte, wpe), then six per block (ln_1, c_attn, attn.c_proj, ln_2, mlp.c_fc,
- * mlp.c_proj), then ln_f. The tied lm_head trains with wte, which sits in unit 0, so a
- * trainable head always means a backward down to the embeddings. */
-enum { UNITS_PER_BLOCK = 6, U_LN_1 = 0, U_C_ATTN, U_ATTN_PROJ, U_LN_2, U_C_FC, U_MLP_PROJ };
-static int block_unit(int l) { return 1 + UNITS_PER_BLOCK * l; }
-static int ln_f_unit(const graft_gpt2 *m) { return block_unit(m->cfg.n_layer); }
-static int no_unit(const graft_gpt2 *m) { return ln_f_unit(m) + 1; }
+/* Hugging Face's names of block N's parameters, under "transformer.h.N". */
+static const graft_transformer_names block_names = {.attn_ln = "ln_1",
+                                                    .qkv_weight = "attn.c_attn.weight",
+                                                    .qkv_bias = "attn.c_attn.bias",
+                                                    .attn_out = "attn.c_proj",
+                                                    .out_ln = "ln_2",
+                                                    .intermediate = "mlp.c_fc",
+                                                    .output = "mlp.c_proj"};
 
 graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg) {
     memset(m, 0, sizeof *m);
@@ -52,66 +52,56 @@ graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg) {
     graft_params_init(&m->params);
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
     m->acts = calloc((size_t)cfg->n_layer, sizeof *m->acts);
-    if (!m->blocks || !m->acts) return GRAFT_ERR_NOMEM;
+    m->hidden = calloc((size_t)cfg->n_layer + 1, sizeof *m->hidden);
+    if (!m->blocks || !m->acts || !m->hidden) return GRAFT_ERR_NOMEM;
 
     const int C = cfg->n_embd;
     graft_params *p = &m->params;
-    char name[GRAFT_NAME_MAX];
-    int64_t wte_shape[2] = {cfg->vocab_size, C}, wpe_shape[2] = {cfg->n_positions, C};
-    int64_t c_shape[1] = {C};
-    m->wte = graft_params_add(p, "transformer.wte.weight", GRAFT_KIND_PARAM, 2, wte_shape);
-    m->wpe = graft_params_add(p, "transformer.wpe.weight", GRAFT_KIND_PARAM, 2, wpe_shape);
-    if (m->wte < 0 || m->wpe < 0) return GRAFT_ERR_INVALID_ARG;
+    const graft_embeddings_config ecfg = {.vocab = cfg->vocab_size,
+                                          .positions = cfg->n_positions,
+                                          .C = C,
+                                          .padding_idx = -1,
+                                          .dropout = cfg->dropout};
+    const graft_embeddings_names enames = {.word = "transformer.wte.weight",
+                                           .position = "transformer.wpe.weight"};
+    GRAFT_TRY(graft_embeddings_add(&m->emb, p, &ecfg, &enames));
+    m->wte = m->emb.word;
+    const graft_transformer_config bcfg = {.C = C,
+                                           .NH = cfg->n_head,
+                                           .mlp = 4 * C,
+                                           .norm = GRAFT_PRE_LN,
+                                           .causal = 1,
+                                           .packed_qkv = 1,
+                                           .layout = GRAFT_W_IN_OUT,
+                                           .gelu = GRAFT_GELU_TANH,
+                                           .ln_eps = GPT2_LN_EPS,
+                                           .dropout = cfg->dropout,
+                                           .attn_dropout = cfg->dropout};
     for (int l = 0; l < cfg->n_layer; l++) {
-        graft_gpt2_block *blk = &m->blocks[l];
-        int *ln[4] = {&blk->ln_1_w, &blk->ln_1_b, &blk->ln_2_w, &blk->ln_2_b};
-        /* state_dict order: ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj */
-        for (int i = 0; i < 2; i++) {
-            snprintf(name, sizeof name, "transformer.h.%d.ln_1.%s", l, i ? "bias" : "weight");
-            if ((*ln[i] = graft_params_add(p, name, GRAFT_KIND_PARAM, 1, c_shape)) < 0)
-                return GRAFT_ERR_INVALID_ARG;
-        }
-        snprintf(name, sizeof name, "transformer.h.%d.attn.c_attn", l);
-        GRAFT_TRY(graft_linear_layer_add(&blk->c_attn, p, name, C, 3 * C, 1, GRAFT_W_IN_OUT));
-        snprintf(name, sizeof name, "transformer.h.%d.attn.c_proj", l);
-        GRAFT_TRY(graft_linear_layer_add(&blk->attn_proj, p, name, C, C, 1, GRAFT_W_IN_OUT));
-        for (int i = 2; i < 4; i++) {
-            snprintf(name, sizeof name, "transformer.h.%d.ln_2.%s", l, i == 3 ? "bias" : "weight");
-            if ((*ln[i] = graft_params_add(p, name, GRAFT_KIND_PARAM, 1, c_shape)) < 0)
-                return GRAFT_ERR_INVALID_ARG;
-        }
-        snprintf(name, sizeof name, "transformer.h.%d.mlp.c_fc", l);
-        GRAFT_TRY(graft_linear_layer_add(&blk->c_fc, p, name, C, 4 * C, 1, GRAFT_W_IN_OUT));
-        snprintf(name, sizeof name, "transformer.h.%d.mlp.c_proj", l);
-        GRAFT_TRY(graft_linear_layer_add(&blk->mlp_proj, p, name, 4 * C, C, 1, GRAFT_W_IN_OUT));
+        char prefix[GRAFT_NAME_MAX];
+        snprintf(prefix, sizeof prefix, "transformer.h.%d", l);
+        GRAFT_TRY(graft_transformer_add(&m->blocks[l], p, &bcfg, prefix, &block_names));
     }
-    m->ln_f_w = graft_params_add(p, "transformer.ln_f.weight", GRAFT_KIND_PARAM, 1, c_shape);
-    m->ln_f_b = graft_params_add(p, "transformer.ln_f.bias", GRAFT_KIND_PARAM, 1, c_shape);
-    if (m->ln_f_w < 0 || m->ln_f_b < 0 || graft_params_add_alias(p, "lm_head.weight", m->wte) < 0)
-        return GRAFT_ERR_INVALID_ARG;
+    m->ln_f_range = graft_param_range_begin(p);
+    GRAFT_TRY(graft_layernorm_layer_add(&m->ln_f, p, "transformer.ln_f", C, GPT2_LN_EPS));
+    graft_param_range_end(&m->ln_f_range, p);
+    if (graft_params_add_alias(p, "lm_head.weight", m->wte) < 0) return GRAFT_ERR_INVALID_ARG;
     return GRAFT_OK;
 }
 
-static int trainable(const graft_gpt2 *m, int index) { return m->params.items[index].trainable; }
-
-/* The lowest unit holding a trainable parameter, or no_unit(m). */
-static int lowest_trainable_unit(const graft_gpt2 *m) {
-    const graft_params *p = &m->params;
-    if (trainable(m, m->wte) || trainable(m, m->wpe)) return 0;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const graft_gpt2_block *blk = &m->blocks[l];
-        int unit[UNITS_PER_BLOCK] = {
-            [U_LN_1] = trainable(m, blk->ln_1_w) || trainable(m, blk->ln_1_b),
-            [U_C_ATTN] = graft_linear_layer_trainable(&blk->c_attn, p),
-            [U_ATTN_PROJ] = graft_linear_layer_trainable(&blk->attn_proj, p),
-            [U_LN_2] = trainable(m, blk->ln_2_w) || trainable(m, blk->ln_2_b),
-            [U_C_FC] = graft_linear_layer_trainable(&blk->c_fc, p),
-            [U_MLP_PROJ] = graft_linear_layer_trainable(&blk->mlp_proj, p)};
-        for (int u = 0; u < UNITS_PER_BLOCK; u++)
-            if (unit[u]) return block_unit(l) + u;
-    }
-    if (trainable(m, m->ln_f_w) || trainable(m, m->ln_f_b)) return ln_f_unit(m);
-    return no_unit(m);
+/* The lowest of the model's blocks (embeddings, h.0 .. h.L-1, ln_f) with a trainable
+ * parameter; n_layer + 2 when none has one. */
+static graft_status lowest_trainable(const graft_gpt2 *m, int *lowest) {
+    const int L = m->cfg.n_layer;
+    graft_param_range *ranges = malloc((size_t)(L + 2) * sizeof *ranges);
+    if (!ranges) return GRAFT_ERR_NOMEM;
+    ranges[0] = m->emb.range;
+    for (int l = 0; l < L; l++)
+        ranges[1 + l] = m->blocks[l].range;
+    ranges[L + 1] = m->ln_f_range;
+    *lowest = graft_nn_lowest_trainable(&m->params, ranges, L + 2);
+    free(ranges);
+    return GRAFT_OK;
 }
 
 /* Activation layout for the current trainable set, identical in the planning and the
@@ -119,66 +109,34 @@ static int lowest_trainable_unit(const graft_gpt2 *m) {
 static void plan_activations(graft_gpt2 *m) {
     graft_arena *a = &m->arena;
     const graft_gpt2_config *c = &m->cfg;
-    const size_t BT = (size_t)m->max_batch * c->seq_len, n = BT * c->n_embd;
-    const size_t probs = (size_t)m->max_batch * c->n_head * c->seq_len * c->seq_len;
-    const size_t keep_bytes = (size_t)m->max_batch * c->n_head * c->seq_len *
-                              graft_attention_keep_words(c->seq_len) * sizeof(uint64_t);
-    const int dropout = c->dropout > 0, has_backward = m->lowest_unit < no_unit(m);
-    m->embd = graft_arena_floats(a, n);
-    /* masks that backward never reads are drawn into one scratch buffer */
-    float *scratch_mask = dropout && m->lowest_unit > 0 ? graft_arena_floats(a, n) : NULL;
-    m->embd_mask = !dropout ? NULL : m->lowest_unit == 0 ? graft_arena_floats(a, n) : scratch_mask;
-    if (m->first_kept > 0) {
-        /* frozen blocks below the lowest trainable one: the residual stream is updated
-         * in place in embd, everything else is overwritten block after block */
-        graft_gpt2_acts f;
-        f.ln_1 = f.ln_2 = graft_arena_floats(a, n);
-        f.ln_1_mean = f.ln_2_mean = graft_arena_floats(a, BT);
-        f.ln_1_rstd = f.ln_2_rstd = graft_arena_floats(a, BT);
-        f.qkv = graft_arena_floats(a, 3 * n);
-        f.att = graft_arena_floats(a, n);
-        f.probs = graft_arena_floats(a, probs);
-        f.att_keep = NULL; /* no backward reads them */
-        f.mask_1 = f.mask_2 = scratch_mask;
-        f.res2 = f.res3 = m->embd;
-        f.fch = f.fch_gelu = graft_arena_floats(a, 4 * n);
-        for (int l = 0; l < m->first_kept; l++)
-            m->acts[l] = f;
+    const int L = c->n_layer, B = m->max_batch, T = c->seq_len;
+    const size_t BT = (size_t)B * T, n = BT * c->n_embd;
+    const int has_backward = m->lowest_unit <= L + 1, blocks_backward = m->lowest_unit <= L;
+    m->hidden[0] = graft_arena_floats(a, n);
+    graft_transformer_acts shared = {0};
+    if (m->first_kept > 0) /* frozen blocks below the lowest trainable one */
+        graft_transformer_plan(&m->blocks[0], &shared, a, B, T, (int)BT, 0);
+    float *spare = NULL; /* the forward-only embeddings' dropout mask */
+    if (m->lowest_unit > 0 && c->dropout > 0)
+        spare = m->first_kept > 0 ? shared.mask_1 : graft_arena_floats(a, n);
+    graft_embeddings_plan(&m->emb, a, BT, m->lowest_unit == 0, spare);
+    for (int l = 0; l < L; l++) {
+        if (l < m->first_kept) {
+            m->acts[l] = shared;
+            m->hidden[l + 1] = m->hidden[0];
+            continue;
+        }
+        graft_transformer_plan(&m->blocks[l], &m->acts[l], a, B, T, (int)BT, 1);
+        m->hidden[l + 1] = graft_arena_floats(a, n);
     }
-    for (int l = m->first_kept; l < c->n_layer; l++) {
-        graft_gpt2_acts *k = &m->acts[l];
-        k->ln_1 = graft_arena_floats(a, n);
-        k->ln_1_mean = graft_arena_floats(a, BT);
-        k->ln_1_rstd = graft_arena_floats(a, BT);
-        k->qkv = graft_arena_floats(a, 3 * n);
-        k->att = graft_arena_floats(a, n);
-        k->probs = graft_arena_floats(a, probs);
-        k->att_keep = dropout ? graft_arena_alloc(a, keep_bytes) : NULL;
-        k->mask_1 = dropout ? graft_arena_floats(a, n) : NULL;
-        k->res2 = graft_arena_floats(a, n);
-        k->ln_2 = graft_arena_floats(a, n);
-        k->ln_2_mean = graft_arena_floats(a, BT);
-        k->ln_2_rstd = graft_arena_floats(a, BT);
-        k->fch = graft_arena_floats(a, 4 * n);
-        k->fch_gelu = graft_arena_floats(a, 4 * n);
-        k->mask_2 = dropout ? graft_arena_floats(a, n) : NULL;
-        k->res3 = graft_arena_floats(a, n);
-    }
-    m->proj = graft_arena_floats(a, n);
-    m->ln_f = graft_arena_floats(a, n);
+    m->ln_f_out = graft_arena_floats(a, n);
     m->ln_f_mean = graft_arena_floats(a, BT);
     m->ln_f_rstd = graft_arena_floats(a, BT);
     m->logits = graft_arena_floats(a, BT * c->vocab_size);
     m->probs = graft_arena_floats(a, BT * c->vocab_size);
-    int blocks_backward = m->lowest_unit < ln_f_unit(m);
+    graft_transformer_plan_work(&m->blocks[0], &m->work, a, B, T, blocks_backward, 0);
     m->dres = has_backward ? graft_arena_floats(a, n) : NULL;
-    m->dln = has_backward ? graft_arena_floats(a, n) : NULL;
-    m->dtmp = blocks_backward && dropout ? graft_arena_floats(a, n) : NULL;
-    m->dwide_a = blocks_backward ? graft_arena_floats(a, 4 * n) : NULL;
-    m->dwide_b = blocks_backward ? graft_arena_floats(a, 4 * n) : NULL;
-    m->att_scratch = blocks_backward || dropout
-                         ? graft_arena_floats(a, graft_attention_scratch_floats(c->seq_len))
-                         : NULL;
+    m->dln = blocks_backward ? m->work.dln : has_backward ? graft_arena_floats(a, n) : NULL;
 }
 
 graft_status graft_gpt2_build(graft_gpt2 *m, int max_batch) {
@@ -188,11 +146,10 @@ graft_status graft_gpt2_build(graft_gpt2 *m, int max_batch) {
         return GRAFT_ERR_INVALID_ARG;
     }
     if (!m->params.finalized) GRAFT_TRY(graft_params_finalize(&m->params));
+    const int L = m->cfg.n_layer;
     m->max_batch = max_batch;
-    m->lowest_unit = lowest_trainable_unit(m);
-    m->first_kept = m->lowest_unit >= ln_f_unit(m) ? m->cfg.n_layer
-                    : m->lowest_unit == 0          ? 0
-                                                   : (m->lowest_unit - 1) / UNITS_PER_BLOCK;
+    GRAFT_TRY(lowest_trainable(m, &m->lowest_unit));
+    m->first_kept = m->lowest_unit > L ? L : m->lowest_unit == 0 ? 0 : m->lowest_unit - 1;
     graft_arena_free(&m->arena);
     graft_arena_init_plan(&m->arena);
     plan_activations(m);
@@ -208,13 +165,6 @@ static void fill_normal(const graft_params *p, int index, float std, graft_rng *
         x[i] = std * graft_rng_normal(rng);
 }
 
-static void fill_layernorm(const graft_params *p, int weight, int bias) {
-    float *w = graft_params_value(p, weight);
-    for (size_t i = 0; i < p->items[weight].numel; i++)
-        w[i] = 1.0f;
-    memset(graft_params_value(p, bias), 0, p->items[bias].numel * sizeof(float));
-}
-
 /* A Conv1D: weight ~ N(0, std), bias 0. */
 static void init_conv1d(const graft_params *p, const graft_linear_layer *l, float std,
                         graft_rng *rng) {
@@ -227,18 +177,18 @@ void graft_gpt2_init_weights(graft_gpt2 *m, uint64_t seed) {
     const float std = 0.02f, proj_std = std / sqrtf(2.0f * (float)m->cfg.n_layer);
     graft_rng rng;
     graft_rng_seed(&rng, seed);
-    fill_normal(p, m->wte, std, &rng);
-    fill_normal(p, m->wpe, std, &rng);
+    fill_normal(p, m->emb.word, std, &rng);
+    fill_normal(p, m->emb.position, std, &rng);
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        const graft_gpt2_block *blk = &m->blocks[l];
-        fill_layernorm(p, blk->ln_1_w, blk->ln_1_b);
-        init_conv1d(p, &blk->c_attn, std, &rng);
-        init_conv1d(p, &blk->attn_proj, proj_std, &rng);
-        fill_layernorm(p, blk->ln_2_w, blk->ln_2_b);
-        init_conv1d(p, &blk->c_fc, std, &rng);
-        init_conv1d(p, &blk->mlp_proj, proj_std, &rng);
+        const graft_transformer *blk = &m->blocks[l];
+        graft_layernorm_layer_init(&blk->attn_ln, p);
+        init_conv1d(p, &blk->qkv, std, &rng);
+        init_conv1d(p, &blk->attn_out, proj_std, &rng);
+        graft_layernorm_layer_init(&blk->out_ln, p);
+        init_conv1d(p, &blk->intermediate, std, &rng);
+        init_conv1d(p, &blk->output, proj_std, &rng);
     }
-    fill_layernorm(p, m->ln_f_w, m->ln_f_b);
+    graft_layernorm_layer_init(&m->ln_f, p);
     graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
 }
 
@@ -248,61 +198,16 @@ void graft_gpt2_free(graft_gpt2 *m) {
     graft_arena_free(&m->arena);
     free(m->blocks);
     free(m->acts);
+    free(m->hidden);
     memset(m, 0, sizeof *m);
-}
-
-/* In place dropout of a projection, when this forward uses it. */
-static void maybe_dropout(graft_gpt2 *m, float *x, float *mask, size_t n) {
-    if (m->dropout_applied) graft_dropout_forward(x, mask, x, n, m->cfg.dropout, &m->dropout_rng);
-}
-
-/* Block l's attention dropout in the last forward, or NULL without. */
-static const graft_attention_dropout *attention_dropout(graft_gpt2 *m, int l,
-                                                        graft_attention_dropout *d) {
-    if (!m->dropout_applied) return NULL;
-    *d = (graft_attention_dropout){.p = m->cfg.dropout,
-                                   .rng = &m->dropout_rng,
-                                   .keep = m->acts[l].att_keep,
-                                   .scratch = m->att_scratch};
-    return d;
-}
-
-static const float *block_input(const graft_gpt2 *m, int l) {
-    return l > 0 ? m->acts[l - 1].res3 : m->embd;
-}
-
-static void block_forward(graft_gpt2 *m, int l, int B) {
-    const graft_params *p = &m->params;
-    const graft_gpt2_block *blk = &m->blocks[l];
-    const graft_gpt2_acts *a = &m->acts[l];
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, BT = B * T;
-    const size_t n = (size_t)BT * C;
-    const float *x = block_input(m, l);
-    graft_layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x,
-                            graft_params_value(p, blk->ln_1_w), graft_params_value(p, blk->ln_1_b),
-                            BT, C, GPT2_LN_EPS);
-    graft_linear_layer_forward(&blk->c_attn, p, a->qkv, a->ln_1, BT);
-    graft_attention_dropout drop;
-    graft_attention_forward(a->att, a->probs, a->qkv, a->qkv + C, a->qkv + 2 * C, 3 * C, NULL, B, T,
-                            NH, C / NH, 1, attention_dropout(m, l, &drop));
-    graft_linear_layer_forward(&blk->attn_proj, p, m->proj, a->att, BT);
-    maybe_dropout(m, m->proj, a->mask_1, n);
-    graft_residual_forward(a->res2, x, m->proj, n);
-    graft_layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->res2,
-                            graft_params_value(p, blk->ln_2_w), graft_params_value(p, blk->ln_2_b),
-                            BT, C, GPT2_LN_EPS);
-    graft_linear_layer_forward(&blk->c_fc, p, a->fch, a->ln_2, BT);
-    graft_gelu_forward(a->fch_gelu, a->fch, 4 * n, GRAFT_GELU_TANH);
-    graft_linear_layer_forward(&blk->mlp_proj, p, m->proj, a->fch_gelu, BT);
-    maybe_dropout(m, m->proj, a->mask_2, n);
-    graft_residual_forward(a->res3, a->res2, m->proj, n);
 }
 
 float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *targets, int B,
                          int training) {
     GRAFT_ASSERT(B > 0 && B <= m->max_batch);
     const graft_params *p = &m->params;
-    const int T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size, BT = B * T;
+    const int L = m->cfg.n_layer, T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    const int BT = B * T;
     for (int i = 0; i < BT; i++)
         GRAFT_ASSERT(tokens[i] >= 0 && tokens[i] < V);
     m->tokens = tokens;
@@ -310,31 +215,20 @@ float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *ta
     m->batch = B;
     m->counted = 0;
     m->dropout_applied = training && m->cfg.dropout > 0;
-    /* embd = drop(wte[tokens] + wpe[0..T)) */
-    graft_embedding_forward(m->embd, tokens, graft_params_value(p, m->wte), (size_t)BT, C);
-    for (int b = 0; b < B; b++) {
-        float *row = m->embd + (size_t)b * T * C;
-        graft_residual_forward(row, row, graft_params_value(p, m->wpe), (size_t)T * C);
-    }
-    maybe_dropout(m, m->embd, m->embd_mask, (size_t)BT * C);
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        block_forward(m, l, B);
-    graft_layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, block_input(m, m->cfg.n_layer),
-                            graft_params_value(p, m->ln_f_w), graft_params_value(p, m->ln_f_b), BT,
-                            C, GPT2_LN_EPS);
+    m->pass = (graft_transformer_pass){
+        .B = B, .T = T, .R = BT, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
+    /* drop(wte[tokens] + wpe[0..T)), the blocks, ln_f */
+    graft_embeddings_forward(&m->emb, p, m->hidden[0], tokens, NULL, B, T, m->pass.rng);
+    for (int l = 0; l < L; l++)
+        graft_transformer_forward(&m->blocks[l], p, &m->acts[l], &m->work, &m->pass,
+                                  m->hidden[l + 1], m->hidden[l], NULL);
+    graft_layernorm_layer_forward(&m->ln_f, p, m->ln_f_out, m->ln_f_mean, m->ln_f_rstd,
+                                  m->hidden[L], BT);
     /* lm_head: logits = ln_f · wte^T (wte is [V, C], nn.Linear's layout) */
-    graft_linear_forward(m->logits, m->ln_f, graft_params_value(p, m->wte), NULL, BT, C, V,
+    graft_linear_forward(m->logits, m->ln_f_out, graft_params_value(p, m->wte), NULL, BT, C, V,
                          GRAFT_W_OUT_IN);
     if (!targets) return 0.0f;
     return graft_cross_entropy_forward(m->probs, m->logits, targets, BT, V, -1, &m->counted);
-}
-
-/* The gradient of a projection's output before its dropout (dres itself without). */
-static const float *undropped(graft_gpt2 *m, const float *mask, size_t n) {
-    if (!m->dropout_applied) return m->dres;
-    memset(m->dtmp, 0, n * sizeof(float));
-    graft_dropout_backward(m->dtmp, m->dres, mask, n);
-    return m->dtmp;
 }
 
 static float *zeroed(float *x, size_t n) {
@@ -342,56 +236,9 @@ static float *zeroed(float *x, size_t n) {
     return x;
 }
 
-/* Backward through block l with the gradient of its output in m->dres, which on return
- * holds the gradient of its input. Returns 0 when backward stops inside this block
- * (nothing below is trainable). */
-static int block_backward(graft_gpt2 *m, int l) {
-    const graft_params *p = &m->params;
-    const graft_gpt2_block *blk = &m->blocks[l];
-    const graft_gpt2_acts *a = &m->acts[l];
-    const int B = m->batch, T = m->cfg.seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
-    const int BT = B * T, u = block_unit(l), lowest = m->lowest_unit;
-    const size_t n = (size_t)BT * C;
-    /* mlp.c_proj, gelu, mlp.c_fc */
-    float *dgelu = lowest < u + U_MLP_PROJ ? zeroed(m->dwide_a, 4 * n) : NULL;
-    graft_linear_layer_backward(&blk->mlp_proj, p, dgelu, undropped(m, a->mask_2, n), a->fch_gelu,
-                                BT);
-    if (lowest == u + U_MLP_PROJ) return 0;
-    graft_gelu_backward(zeroed(m->dwide_b, 4 * n), dgelu, a->fch, 4 * n, GRAFT_GELU_TANH);
-    float *dln_2 = lowest < u + U_C_FC ? zeroed(m->dln, n) : NULL;
-    graft_linear_layer_backward(&blk->c_fc, p, dln_2, m->dwide_b, a->ln_2, BT);
-    if (lowest == u + U_C_FC) return 0;
-    /* ln_2: its input gradient adds to the residual stream's */
-    graft_layernorm_backward(lowest < u + U_LN_2 ? m->dres : NULL,
-                             graft_params_grad(p, blk->ln_2_w), graft_params_grad(p, blk->ln_2_b),
-                             dln_2, a->res2, graft_params_value(p, blk->ln_2_w), a->ln_2_mean,
-                             a->ln_2_rstd, BT, C);
-    graft_params_grad_ready(p, blk->ln_2_b);
-    graft_params_grad_ready(p, blk->ln_2_w);
-    if (lowest == u + U_LN_2) return 0;
-    /* attn.c_proj, attention, attn.c_attn */
-    float *datt = lowest < u + U_ATTN_PROJ ? zeroed(m->dwide_a, n) : NULL;
-    graft_linear_layer_backward(&blk->attn_proj, p, datt, undropped(m, a->mask_1, n), a->att, BT);
-    if (lowest == u + U_ATTN_PROJ) return 0;
-    float *dqkv = zeroed(m->dwide_b, 3 * n);
-    graft_attention_dropout drop;
-    graft_attention_backward(dqkv, dqkv + C, dqkv + 2 * C, datt, a->qkv, a->qkv + C, a->qkv + 2 * C,
-                             a->probs, m->att_scratch, 3 * C, B, T, NH, C / NH,
-                             attention_dropout(m, l, &drop));
-    float *dln_1 = lowest < u + U_C_ATTN ? zeroed(m->dln, n) : NULL;
-    graft_linear_layer_backward(&blk->c_attn, p, dln_1, dqkv, a->ln_1, BT);
-    if (lowest == u + U_C_ATTN) return 0;
-    graft_layernorm_backward(lowest < u + U_LN_1 ? m->dres : NULL,
-                             graft_params_grad(p, blk->ln_1_w), graft_params_grad(p, blk->ln_1_b),
-                             dln_1, block_input(m, l), graft_params_value(p, blk->ln_1_w),
-                             a->ln_1_mean, a->ln_1_rstd, BT, C);
-    graft_params_grad_ready(p, blk->ln_1_b);
-    graft_params_grad_ready(p, blk->ln_1_w);
-    return lowest < u;
-}
-
 void graft_gpt2_backward(graft_gpt2 *m, float loss_scale) {
-    if (m->lowest_unit == no_unit(m) || !m->targets || m->counted == 0) return;
+    const int L = m->cfg.n_layer;
+    if (m->lowest_unit > L + 1 || !m->targets || m->counted == 0) return;
     const graft_params *p = &m->params;
     const int T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size;
     const int B = m->batch, BT = B * T;
@@ -401,31 +248,19 @@ void graft_gpt2_backward(graft_gpt2 *m, float loss_scale) {
     graft_cross_entropy_backward(dlogits, m->probs, m->targets, BT, V, -1,
                                  loss_scale / (float)m->counted);
     /* lm_head: wte's first gradient part; ready once the embedding part is added */
-    graft_linear_backward(zeroed(m->dln, n), graft_params_grad(p, m->wte), NULL, dlogits, m->ln_f,
-                          graft_params_value(p, m->wte), BT, C, V, GRAFT_W_OUT_IN);
-    int below_ln_f = m->lowest_unit < ln_f_unit(m);
-    graft_layernorm_backward(below_ln_f ? zeroed(m->dres, n) : NULL,
-                             graft_params_grad(p, m->ln_f_w), graft_params_grad(p, m->ln_f_b),
-                             m->dln, block_input(m, m->cfg.n_layer),
-                             graft_params_value(p, m->ln_f_w), m->ln_f_mean, m->ln_f_rstd, BT, C);
-    graft_params_grad_ready(p, m->ln_f_b);
-    graft_params_grad_ready(p, m->ln_f_w);
-    if (!below_ln_f) return;
-    for (int l = m->cfg.n_layer - 1; l >= 0; l--)
-        if (!block_backward(m, l)) return;
-    /* the embeddings: through their dropout, then wpe rows 0..T-1 and wte's rows */
-    const float *demb = m->dres;
-    if (m->dropout_applied) {
-        graft_dropout_backward(zeroed(m->dln, n), m->dres, m->embd_mask, n);
-        demb = m->dln;
-    }
-    float *dwpe = graft_params_grad(p, m->wpe);
-    if (dwpe)
-        for (int b = 0; b < B; b++)
-            graft_residual_backward(dwpe, NULL, demb + (size_t)b * T * C, (size_t)T * C);
-    graft_params_grad_ready(p, m->wpe);
-    graft_embedding_backward(graft_params_grad(p, m->wte), demb, m->tokens, (size_t)BT, C);
-    graft_params_grad_ready(p, m->wte);
+    graft_linear_backward(zeroed(m->dln, n), graft_params_grad(p, m->wte), NULL, dlogits,
+                          m->ln_f_out, graft_params_value(p, m->wte), BT, C, V, GRAFT_W_OUT_IN);
+    const int below_ln_f = m->lowest_unit <= L;
+    graft_layernorm_layer_backward(&m->ln_f, p, below_ln_f ? zeroed(m->dres, n) : NULL, m->dln,
+                                   m->hidden[L], m->ln_f_mean, m->ln_f_rstd, BT);
+    /* the blocks down to the lowest trainable one, in place on the stream's gradient */
+    for (int l = L - 1; l >= 0 && 1 + l >= m->lowest_unit; l--)
+        graft_transformer_backward(&m->blocks[l], p, &m->acts[l], &m->work, &m->pass,
+                                   1 + l > m->lowest_unit ? m->dres : NULL, m->dres, m->hidden[l],
+                                   NULL);
+    if (m->lowest_unit == 0)
+        graft_embeddings_backward(&m->emb, p, m->dres, m->tokens, NULL, B, T, m->dropout_applied,
+                                  m->dln, NULL);
 }
 
 const char *graft_gpt2_map_name(const char *file_name, char *buf, size_t size) {

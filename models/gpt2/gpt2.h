@@ -18,8 +18,10 @@
 #include "models/model.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/nn/embeddings.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
+#include "runtime/nn/transformer.h"
 
 typedef struct graft_gpt2_config {
     int n_layer, n_head, n_embd, n_positions;
@@ -30,51 +32,30 @@ typedef struct graft_gpt2_config {
     float dropout;
 } graft_gpt2_config;
 
-/* A block's parameters (indices in the table). */
-typedef struct graft_gpt2_block {
-    int ln_1_w, ln_1_b, ln_2_w, ln_2_b;
-    graft_linear_layer c_attn, attn_proj, c_fc, mlp_proj;
-} graft_gpt2_block;
-
-/* A block's activations for rows of [B*T]. Blocks that backward passes through own a
- * set each; the frozen blocks below them share one set whose residual stream is
- * updated in place (res2 == res3 == the block input) and whose other buffers are
- * overwritten block after block. */
-typedef struct graft_gpt2_acts {
-    float *ln_1, *ln_1_mean, *ln_1_rstd; /* [BT, C], [BT], [BT] */
-    float *qkv;                          /* [BT, 3C] */
-    float *att;                          /* attention output [BT, C] */
-    float *probs;                        /* [B, NH, T, T] */
-    uint64_t *att_keep;                  /* attention dropout keep bits (see ops.h) */
-    float *mask_1;                       /* resid dropout mask [BT, C] */
-    float *res2;                         /* input + attention branch [BT, C] */
-    float *ln_2, *ln_2_mean, *ln_2_rstd;
-    float *fch, *fch_gelu; /* [BT, 4C] */
-    float *mask_2;         /* mlp dropout mask [BT, C] */
-    float *res3;           /* block output [BT, C] */
-} graft_gpt2_acts;
-
 typedef struct graft_gpt2 {
     graft_gpt2_config cfg;
     graft_params params;
-    int wte, wpe, ln_f_w, ln_f_b;
-    graft_gpt2_block *blocks; /* n_layer */
+    graft_embeddings emb;      /* wte, wpe */
+    int wte;                   /* emb.word: also the tied lm_head's weight */
+    graft_transformer *blocks; /* n_layer, transformer.h.N */
+    graft_layernorm_layer ln_f;
+    graft_param_range ln_f_range;
     /* set by build from the trainable set */
     int max_batch;
-    int lowest_unit; /* lowest trainable "unit" (see gpt2.c); > every unit: none */
-    int first_kept;  /* blocks from here up keep activations for backward */
+    int lowest_unit; /* the lowest block with a trainable parameter: 0 the embeddings,
+                        1 + l block l, n_layer + 1 ln_f; n_layer + 2 none */
+    int first_kept;  /* blocks from here up keep activations for backward; the frozen ones
+                        below share one set and update the stream in place in hidden[0] */
     graft_arena arena;
-    graft_gpt2_acts *acts;   /* n_layer */
-    float *embd, *embd_mask; /* block 0's input [BT, C] and its dropout mask */
-    float *proj;             /* a projection before its dropout [BT, C] */
-    float *ln_f, *ln_f_mean, *ln_f_rstd;
+    graft_transformer_acts *acts; /* n_layer */
+    graft_transformer_work work;
+    float **hidden; /* n_layer + 1 [BT, C]: the embeddings, then each block's output */
+    float *ln_f_out, *ln_f_mean, *ln_f_rstd;
     float *logits, *probs; /* [BT, V]; logits turns into dlogits in backward */
-    /* backward scratch */
-    float *dres, *dtmp, *dln; /* [BT, C] */
-    float *dwide_a, *dwide_b; /* [BT, 4C] */
-    float *att_scratch;       /* the attention backward's, and the forward's with dropout */
+    float *dres, *dln;     /* backward: the residual stream's gradient, scratch [BT, C] */
     graft_rng dropout_rng;
     /* the last forward */
+    graft_transformer_pass pass;
     const int32_t *tokens, *targets;
     int batch, counted, dropout_applied;
 } graft_gpt2;

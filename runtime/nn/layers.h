@@ -18,6 +18,11 @@ typedef struct graft_linear_layer {
 
 graft_status graft_linear_layer_add(graft_linear_layer *l, graft_params *p, const char *prefix,
                                     int in, int out, int has_bias, graft_wlayout layout);
+/* The same with whole names (torch's MultiheadAttention.in_proj_weight / in_proj_bias);
+ * bias_name NULL: no bias. */
+graft_status graft_linear_layer_add_named(graft_linear_layer *l, graft_params *p,
+                                          const char *weight_name, const char *bias_name, int in,
+                                          int out, graft_wlayout layout);
 /* torch.nn.Linear's default init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). */
 void graft_linear_layer_init(const graft_linear_layer *l, const graft_params *p, graft_rng *rng);
 void graft_linear_layer_forward(const graft_linear_layer *l, const graft_params *p, float *out,
@@ -27,5 +32,26 @@ void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params
                                  const float *dout, const float *inp, int B);
 /* 1 when the weight or bias is trainable. */
 int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p);
+
+/* LayerNorm over rows of C: "<prefix>.weight" and "<prefix>.bias" [C]. */
+typedef struct graft_layernorm_layer {
+    int weight, bias; /* indices in the table */
+    int C;
+    float eps;
+} graft_layernorm_layer;
+
+graft_status graft_layernorm_layer_add(graft_layernorm_layer *l, graft_params *p,
+                                       const char *prefix, int C, float eps);
+/* weight 1, bias 0 (torch's init). */
+void graft_layernorm_layer_init(const graft_layernorm_layer *l, const graft_params *p);
+/* out [rows, C]; mean and rstd [rows] are saved for the backward. */
+void graft_layernorm_layer_forward(const graft_layernorm_layer *l, const graft_params *p,
+                                   float *out, float *mean, float *rstd, const float *inp,
+                                   int rows);
+/* Accumulates into dinp (NULL: not needed) and the trainable weight and bias, then
+ * reports them ready. */
+void graft_layernorm_layer_backward(const graft_layernorm_layer *l, const graft_params *p,
+                                    float *dinp, const float *dout, const float *inp,
+                                    const float *mean, const float *rstd, int rows);
 
 #endif

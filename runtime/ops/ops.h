@@ -198,6 +198,26 @@ void graft_attention_dropout_row(float *dropped, const float *probs, uint64_t *k
 /* dst[j] = bit j of keep ? src[j] : 0 for j < n (dst may be src). */
 void graft_attention_keep_row(float *dst, const float *src, const uint64_t *keep, int n);
 
+/* Bidirectional attention for a subset of query rows, as graft_attention_forward/backward
+ * with causal = 0 would give on those rows (BERT's last layer computes only the rows its
+ * head reads): rows[0..R) are ascending rows of [B*T] (hence grouped by sequence), q,
+ * out, dq, dout [R, C] hold those rows, k, v, dk, dv [B*T, C] every row (stride C =
+ * NH*HS for all), probs [R, NH, T]. key_mask [B, T] may be NULL; a padding key gets
+ * probability exactly 0, a query with no visible key outputs 0. dropout as for
+ * graft_attention_forward, with keep bits [R, NH] rows of graft_attention_keep_words(T)
+ * words and a scratch of graft_attention_rows_scratch_floats(T) floats. The backward
+ * accumulates into dq, dk, dv (each skipped when NULL); scratch: as many floats. */
+size_t graft_attention_rows_scratch_floats(int T);
+void graft_attention_rows_forward(float *out, float *probs, const float *q, const float *k,
+                                  const float *v, const int32_t *rows, int R,
+                                  const uint8_t *key_mask, int T, int NH, int HS,
+                                  const graft_attention_dropout *dropout);
+void graft_attention_rows_backward(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *q, const float *k, const float *v,
+                                   const float *probs, float *scratch, const int32_t *rows, int R,
+                                   const uint8_t *key_mask, int T, int NH, int HS,
+                                   const graft_attention_dropout *dropout);
+
 /* ---- softmax cross-entropy ---------------------------------------------------- */
 
 /* logits [N, V], targets [N]. Rows whose target == ignore_index are skipped; a target

@@ -1,0 +1,434 @@
+#include "transformer.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/core/check.h"
+
+/* ---- parameters -------------------------------------------------------------------- */
+
+typedef struct names_ctx {
+    const char *prefix;
+    char buf[2][GRAFT_NAME_MAX + 8]; /* a longer name is refused by graft_params_add */
+} names_ctx;
+
+static const char *full_name(names_ctx *n, int which, const char *name) {
+    snprintf(n->buf[which], sizeof n->buf[which], "%s.%s", n->prefix, name);
+    return n->buf[which];
+}
+
+static graft_status add_linear(graft_linear_layer *l, graft_params *p, names_ctx *n,
+                               const char *name, int in, int out, graft_wlayout layout) {
+    return graft_linear_layer_add(l, p, full_name(n, 0, name), in, out, 1, layout);
+}
+
+static graft_status add_qkv(graft_transformer *t, graft_params *p, names_ctx *n,
+                            const graft_transformer_names *names) {
+    const int C = t->cfg.C;
+    const graft_wlayout W = t->cfg.layout;
+    graft_param_range *r = &t->sub[GRAFT_TF_QKV];
+    *r = graft_param_range_begin(p);
+    if (t->cfg.packed_qkv) {
+        GRAFT_TRY(graft_linear_layer_add_named(&t->qkv, p, full_name(n, 0, names->qkv_weight),
+                                               full_name(n, 1, names->qkv_bias), C, 3 * C, W));
+    } else {
+        GRAFT_TRY(add_linear(&t->query, p, n, names->query, C, C, W));
+        GRAFT_TRY(add_linear(&t->key, p, n, names->key, C, C, W));
+        GRAFT_TRY(add_linear(&t->value, p, n, names->value, C, C, W));
+    }
+    graft_param_range_end(r, p);
+    return GRAFT_OK;
+}
+
+static graft_status add_ln(graft_transformer *t, int role, graft_layernorm_layer *ln,
+                           graft_params *p, names_ctx *n, const char *name) {
+    t->sub[role] = graft_param_range_begin(p);
+    GRAFT_TRY(graft_layernorm_layer_add(ln, p, full_name(n, 0, name), t->cfg.C, t->cfg.ln_eps));
+    graft_param_range_end(&t->sub[role], p);
+    return GRAFT_OK;
+}
+
+static graft_status add_dense(graft_transformer *t, int role, graft_linear_layer *l,
+                              graft_params *p, names_ctx *n, const char *name, int in, int out) {
+    t->sub[role] = graft_param_range_begin(p);
+    GRAFT_TRY(add_linear(l, p, n, name, in, out, t->cfg.layout));
+    graft_param_range_end(&t->sub[role], p);
+    return GRAFT_OK;
+}
+
+graft_status graft_transformer_add(graft_transformer *t, graft_params *p,
+                                   const graft_transformer_config *cfg, const char *prefix,
+                                   const graft_transformer_names *names) {
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    GRAFT_ASSERT(cfg->C > 0 && cfg->NH > 0 && cfg->C % cfg->NH == 0 && cfg->mlp > 0);
+    names_ctx n = {.prefix = prefix};
+    const int C = cfg->C, M = cfg->mlp;
+    t->range = graft_param_range_begin(p);
+    if (cfg->norm == GRAFT_PRE_LN) { /* ln_1, attn, ln_2, mlp */
+        GRAFT_TRY(add_ln(t, GRAFT_TF_ATTN_LN, &t->attn_ln, p, &n, names->attn_ln));
+        GRAFT_TRY(add_qkv(t, p, &n, names));
+        GRAFT_TRY(add_dense(t, GRAFT_TF_ATTN_OUT, &t->attn_out, p, &n, names->attn_out, C, C));
+        GRAFT_TRY(add_ln(t, GRAFT_TF_OUT_LN, &t->out_ln, p, &n, names->out_ln));
+    } else { /* attention, its LayerNorm, intermediate, output, its LayerNorm */
+        GRAFT_TRY(add_qkv(t, p, &n, names));
+        GRAFT_TRY(add_dense(t, GRAFT_TF_ATTN_OUT, &t->attn_out, p, &n, names->attn_out, C, C));
+        GRAFT_TRY(add_ln(t, GRAFT_TF_ATTN_LN, &t->attn_ln, p, &n, names->attn_ln));
+    }
+    GRAFT_TRY(
+        add_dense(t, GRAFT_TF_INTERMEDIATE, &t->intermediate, p, &n, names->intermediate, C, M));
+    GRAFT_TRY(add_dense(t, GRAFT_TF_OUTPUT, &t->output, p, &n, names->output, M, C));
+    if (cfg->norm == GRAFT_POST_LN)
+        GRAFT_TRY(add_ln(t, GRAFT_TF_OUT_LN, &t->out_ln, p, &n, names->out_ln));
+    graft_param_range_end(&t->range, p);
+    return GRAFT_OK;
+}
+
+int graft_transformer_trainable(const graft_transformer *t, const graft_params *p) {
+    return graft_param_range_trainable(p, t->range);
+}
+
+/* 1 when the backward must go on below sub-layer `role`: the caller needs the input
+ * gradient, or a parameter the block registered before that sub-layer is trainable. */
+static int below(const graft_transformer *t, const graft_params *p, int role, int need_dinp) {
+    return need_dinp ||
+           graft_param_range_trainable(p, (graft_param_range){t->range.first, t->sub[role].first});
+}
+
+/* ---- activation memory ------------------------------------------------------------- */
+
+void graft_transformer_plan(const graft_transformer *t, graft_transformer_acts *a,
+                            graft_arena *arena, int B, int T, int R, int keep) {
+    const graft_transformer_config *c = &t->cfg;
+    const size_t BT = (size_t)B * T, C = (size_t)c->C, M = (size_t)c->mlp;
+    const size_t rows = c->norm == GRAFT_PRE_LN ? BT : (size_t)R, n = rows * C;
+    const size_t probs = rows * (size_t)c->NH * T;
+    const int dropout = c->dropout > 0;
+    GRAFT_ASSERT(R > 0 && (size_t)R <= BT && (c->norm == GRAFT_POST_LN || (size_t)R == BT) &&
+                 (!c->packed_qkv || (size_t)R == BT));
+    memset(a, 0, sizeof *a);
+    if (c->packed_qkv) {
+        a->q = graft_arena_floats(arena, 3 * BT * C);
+        a->k = a->q + C;
+        a->v = a->q + 2 * C;
+    } else {
+        a->q = graft_arena_floats(arena, n);
+        a->k = graft_arena_floats(arena, BT * C);
+        a->v = graft_arena_floats(arena, BT * C);
+    }
+    a->probs = graft_arena_floats(arena, probs);
+    a->keep = keep && c->attn_dropout > 0
+                  ? graft_arena_alloc(arena, (size_t)probs / T * graft_attention_keep_words(T) *
+                                                 sizeof(uint64_t))
+                  : NULL;
+    a->att = graft_arena_floats(arena, n);
+    a->attn_ln_mean = graft_arena_floats(arena, rows);
+    a->attn_ln_rstd = graft_arena_floats(arena, rows);
+    if (c->norm == GRAFT_PRE_LN && !keep) {
+        /* forward only: the stream updates in place in the output, the two LayerNorms,
+         * the two dropout masks and the MLP's activations share their buffers */
+        a->attn_ln = a->out_ln = graft_arena_floats(arena, n);
+        a->out_ln_mean = a->attn_ln_mean;
+        a->out_ln_rstd = a->attn_ln_rstd;
+        a->fc = a->fc_act = graft_arena_floats(arena, rows * M);
+        a->mask_1 = a->mask_2 = dropout ? graft_arena_floats(arena, n) : NULL;
+        return;
+    }
+    a->out_ln_mean = graft_arena_floats(arena, rows);
+    a->out_ln_rstd = graft_arena_floats(arena, rows);
+    a->attn_ln = graft_arena_floats(arena, n);
+    a->res_1 = graft_arena_floats(arena, n);
+    a->mask_1 = dropout ? graft_arena_floats(arena, n) : NULL;
+    a->out_ln = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
+    a->fc = graft_arena_floats(arena, rows * M);
+    a->fc_act = graft_arena_floats(arena, rows * M);
+    a->mask_2 = dropout ? graft_arena_floats(arena, n) : NULL;
+    a->res_2 = c->norm == GRAFT_POST_LN ? graft_arena_floats(arena, n) : NULL;
+}
+
+void graft_transformer_plan_work(const graft_transformer *t, graft_transformer_work *w,
+                                 graft_arena *arena, int B, int T, int backward, int row_subset) {
+    const graft_transformer_config *c = &t->cfg;
+    const size_t BT = (size_t)B * T, n = BT * (size_t)c->C;
+    const size_t wide = BT * (size_t)(c->mlp > 3 * c->C ? c->mlp : 3 * c->C);
+    memset(w, 0, sizeof *w);
+    w->proj = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
+    if (backward || c->attn_dropout > 0)
+        w->att_scratch =
+            graft_arena_floats(arena, row_subset ? graft_attention_rows_scratch_floats(T)
+                                                 : graft_attention_scratch_floats(T));
+    if (!backward) return;
+    w->dln = graft_arena_floats(arena, n);
+    w->dtmp = c->dropout > 0 ? graft_arena_floats(arena, n) : NULL;
+    w->wide_a = graft_arena_floats(arena, wide);
+    w->wide_b = graft_arena_floats(arena, wide);
+}
+
+/* ---- forward ----------------------------------------------------------------------- */
+
+static int dropout_on(const graft_transformer *t, const graft_transformer_pass *pass) {
+    return pass->rng && t->cfg.dropout > 0;
+}
+
+/* The attention dropout of the pass for these activations, or NULL without. */
+static const graft_attention_dropout *attention_dropout(const graft_transformer *t,
+                                                        const graft_transformer_acts *a,
+                                                        const graft_transformer_work *w,
+                                                        const graft_transformer_pass *pass,
+                                                        graft_attention_dropout *d) {
+    if (!pass->rng || !(t->cfg.attn_dropout > 0)) return NULL;
+    *d = (graft_attention_dropout){
+        .p = t->cfg.attn_dropout, .rng = pass->rng, .keep = a->keep, .scratch = w->att_scratch};
+    return d;
+}
+
+/* In place dropout of a branch, when this pass uses it. */
+static void maybe_dropout(const graft_transformer *t, const graft_transformer_pass *pass, float *x,
+                          float *mask, size_t n) {
+    if (dropout_on(t, pass)) graft_dropout_forward(x, mask, x, n, t->cfg.dropout, pass->rng);
+}
+
+/* q, k, v of every row (a subset of query rows reads xq). */
+static void qkv_forward(const graft_transformer *t, const graft_params *p,
+                        const graft_transformer_acts *a, const float *x, const float *xq, int BT,
+                        int R) {
+    if (t->cfg.packed_qkv) {
+        graft_linear_layer_forward(&t->qkv, p, a->q, x, BT);
+        return;
+    }
+    graft_linear_layer_forward(&t->query, p, a->q, xq, R);
+    graft_linear_layer_forward(&t->key, p, a->k, x, BT);
+    graft_linear_layer_forward(&t->value, p, a->v, x, BT);
+}
+
+static void attention_forward(const graft_transformer *t, const graft_transformer_acts *a,
+                              const graft_transformer_work *w, const graft_transformer_pass *pass) {
+    const int C = t->cfg.C, NH = t->cfg.NH, BT = pass->B * pass->T;
+    graft_attention_dropout buf;
+    const graft_attention_dropout *drop = attention_dropout(t, a, w, pass, &buf);
+    if (pass->R == BT)
+        graft_attention_forward(a->att, a->probs, a->q, a->k, a->v, t->cfg.packed_qkv ? 3 * C : C,
+                                pass->key_mask, pass->B, pass->T, NH, C / NH, t->cfg.causal, drop);
+    else
+        graft_attention_rows_forward(a->att, a->probs, a->q, a->k, a->v, pass->rows, pass->R,
+                                     pass->key_mask, pass->T, NH, C / NH, drop);
+}
+
+static void pre_ln_forward(const graft_transformer *t, const graft_params *p,
+                           const graft_transformer_acts *a, const graft_transformer_work *w,
+                           const graft_transformer_pass *pass, float *out, const float *x) {
+    const int BT = pass->B * pass->T;
+    const size_t n = (size_t)BT * t->cfg.C;
+    float *res_1 = a->res_1 ? a->res_1 : out;
+    graft_layernorm_layer_forward(&t->attn_ln, p, a->attn_ln, a->attn_ln_mean, a->attn_ln_rstd, x,
+                                  BT);
+    qkv_forward(t, p, a, a->attn_ln, a->attn_ln, BT, BT);
+    attention_forward(t, a, w, pass);
+    graft_linear_layer_forward(&t->attn_out, p, w->proj, a->att, BT);
+    maybe_dropout(t, pass, w->proj, a->mask_1, n);
+    graft_residual_forward(res_1, x, w->proj, n);
+    graft_layernorm_layer_forward(&t->out_ln, p, a->out_ln, a->out_ln_mean, a->out_ln_rstd, res_1,
+                                  BT);
+    graft_linear_layer_forward(&t->intermediate, p, a->fc, a->out_ln, BT);
+    graft_gelu_forward(a->fc_act, a->fc, (size_t)BT * t->cfg.mlp, t->cfg.gelu);
+    graft_linear_layer_forward(&t->output, p, w->proj, a->fc_act, BT);
+    maybe_dropout(t, pass, w->proj, a->mask_2, n);
+    graft_residual_forward(out, res_1, w->proj, n);
+}
+
+/* res = dropout(res) + skip, in place. */
+static void dropout_residual(const graft_transformer *t, const graft_transformer_pass *pass,
+                             float *res, float *mask, const float *skip, size_t n) {
+    maybe_dropout(t, pass, res, mask, n);
+    graft_residual_forward(res, res, skip, n);
+}
+
+static void post_ln_forward(const graft_transformer *t, const graft_params *p,
+                            const graft_transformer_acts *a, const graft_transformer_work *w,
+                            const graft_transformer_pass *pass, float *out, const float *x,
+                            const float *xq) {
+    const int BT = pass->B * pass->T, R = pass->R;
+    const size_t n = (size_t)R * t->cfg.C;
+    qkv_forward(t, p, a, x, xq, BT, R);
+    attention_forward(t, a, w, pass);
+    graft_linear_layer_forward(&t->attn_out, p, a->res_1, a->att, R);
+    dropout_residual(t, pass, a->res_1, a->mask_1, xq, n);
+    graft_layernorm_layer_forward(&t->attn_ln, p, a->attn_ln, a->attn_ln_mean, a->attn_ln_rstd,
+                                  a->res_1, R);
+    graft_linear_layer_forward(&t->intermediate, p, a->fc, a->attn_ln, R);
+    graft_gelu_forward(a->fc_act, a->fc, (size_t)R * t->cfg.mlp, t->cfg.gelu);
+    graft_linear_layer_forward(&t->output, p, a->res_2, a->fc_act, R);
+    dropout_residual(t, pass, a->res_2, a->mask_2, a->attn_ln, n);
+    graft_layernorm_layer_forward(&t->out_ln, p, out, a->out_ln_mean, a->out_ln_rstd, a->res_2, R);
+}
+
+void graft_transformer_forward(const graft_transformer *t, const graft_params *p,
+                               const graft_transformer_acts *a, const graft_transformer_work *w,
+                               const graft_transformer_pass *pass, float *out, const float *x,
+                               const float *x_rows) {
+    const int BT = pass->B * pass->T;
+    GRAFT_ASSERT(pass->R == BT || (t->cfg.norm == GRAFT_POST_LN && !t->cfg.packed_qkv &&
+                                   pass->rows && x_rows && pass->R > 0 && pass->R < BT));
+    if (t->cfg.norm == GRAFT_PRE_LN)
+        pre_ln_forward(t, p, a, w, pass, out, x);
+    else
+        post_ln_forward(t, p, a, w, pass, out, x, pass->R < BT ? x_rows : x);
+}
+
+/* ---- backward ---------------------------------------------------------------------- */
+
+static float *zeroed(float *x, size_t n) {
+    memset(x, 0, n * sizeof(float));
+    return x;
+}
+
+/* The gradient of a branch before its dropout: dout itself without dropout. */
+static const float *undropped(const graft_transformer *t, const graft_transformer_pass *pass,
+                              const graft_transformer_work *w, const float *dout, const float *mask,
+                              size_t n) {
+    if (!dropout_on(t, pass)) return dout;
+    graft_dropout_backward(zeroed(w->dtmp, n), dout, mask, n);
+    return w->dtmp;
+}
+
+/* The attention's backward into dq, dk, dv (each NULL when not needed; zeroed here). */
+static void attention_backward(const graft_transformer *t, const graft_transformer_acts *a,
+                               const graft_transformer_work *w, const graft_transformer_pass *pass,
+                               float *dq, float *dk, float *dv, const float *datt) {
+    const int C = t->cfg.C, NH = t->cfg.NH, BT = pass->B * pass->T, R = pass->R;
+    graft_attention_dropout buf;
+    const graft_attention_dropout *drop = attention_dropout(t, a, w, pass, &buf);
+    if (t->cfg.packed_qkv) {
+        zeroed(dq, 3 * (size_t)BT * C);
+        graft_attention_backward(dq, dq + C, dq + 2 * C, datt, a->q, a->k, a->v, a->probs,
+                                 w->att_scratch, 3 * C, pass->B, pass->T, NH, C / NH, drop);
+        return;
+    }
+    if (dq) zeroed(dq, (size_t)R * C);
+    if (dk) zeroed(dk, (size_t)BT * C);
+    if (dv) zeroed(dv, (size_t)BT * C);
+    if (R == BT)
+        graft_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, w->att_scratch, C,
+                                 pass->B, pass->T, NH, C / NH, drop);
+    else
+        graft_attention_rows_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->probs, w->att_scratch,
+                                      pass->rows, R, pass->key_mask, pass->T, NH, C / NH, drop);
+}
+
+/* The q/k/v projections' backward (value, key, query: reverse registration order), adding
+ * the input gradient into dx and the query rows' into dxq (either may be NULL). */
+static void qkv_backward(const graft_transformer *t, const graft_params *p, float *dx, float *dxq,
+                         const float *dq, const float *dk, const float *dv, const float *x,
+                         const float *xq, int BT, int R) {
+    if (t->cfg.packed_qkv) {
+        graft_linear_layer_backward(&t->qkv, p, dx, dq, x, BT);
+        return;
+    }
+    if (dv) graft_linear_layer_backward(&t->value, p, dx, dv, x, BT);
+    if (dk) graft_linear_layer_backward(&t->key, p, dx, dk, x, BT);
+    if (dq) graft_linear_layer_backward(&t->query, p, dxq, dq, xq, R);
+}
+
+/* Pre-LN, every row: d is the stream's gradient (the output's, then h's, then x's). */
+static void pre_ln_backward(const graft_transformer *t, const graft_params *p,
+                            const graft_transformer_acts *a, const graft_transformer_work *w,
+                            const graft_transformer_pass *pass, float *dinp, float *dout,
+                            const float *x) {
+    const int BT = pass->B * pass->T, C = t->cfg.C, all = dinp != NULL;
+    const size_t n = (size_t)BT * C, wide = (size_t)BT * t->cfg.mlp;
+    float *d = dout;
+    if (dinp && dinp != dout) d = memcpy(dinp, dout, n * sizeof(float));
+    /* output, gelu, intermediate */
+    float *dgelu = below(t, p, GRAFT_TF_OUTPUT, all) ? zeroed(w->wide_a, wide) : NULL;
+    graft_linear_layer_backward(&t->output, p, dgelu, undropped(t, pass, w, d, a->mask_2, n),
+                                a->fc_act, BT);
+    if (!dgelu) return;
+    graft_gelu_backward(zeroed(w->wide_b, wide), dgelu, a->fc, wide, t->cfg.gelu);
+    float *dln_2 = below(t, p, GRAFT_TF_INTERMEDIATE, all) ? zeroed(w->dln, n) : NULL;
+    graft_linear_layer_backward(&t->intermediate, p, dln_2, w->wide_b, a->out_ln, BT);
+    if (!dln_2) return;
+    /* out_ln: its input gradient adds to the stream's */
+    const int on = below(t, p, GRAFT_TF_OUT_LN, all);
+    graft_layernorm_layer_backward(&t->out_ln, p, on ? d : NULL, dln_2, a->res_1, a->out_ln_mean,
+                                   a->out_ln_rstd, BT);
+    if (!on) return;
+    /* attn_out, attention, qkv */
+    float *datt = below(t, p, GRAFT_TF_ATTN_OUT, all) ? zeroed(w->wide_a, n) : NULL;
+    graft_linear_layer_backward(&t->attn_out, p, datt, undropped(t, pass, w, d, a->mask_1, n),
+                                a->att, BT);
+    if (!datt) return;
+    float *dq = w->wide_b, *dk = t->cfg.packed_qkv ? NULL : dq + n, *dv = dk ? dk + n : NULL;
+    attention_backward(t, a, w, pass, dq, dk, dv, datt);
+    float *dln_1 = below(t, p, GRAFT_TF_QKV, all) ? zeroed(w->dln, n) : NULL;
+    qkv_backward(t, p, dln_1, dln_1, dq, dk, dv, a->attn_ln, a->attn_ln, BT, BT);
+    if (!dln_1) return;
+    graft_layernorm_layer_backward(&t->attn_ln, p, all ? d : NULL, dln_1, x, a->attn_ln_mean,
+                                   a->attn_ln_rstd, BT);
+}
+
+static void post_ln_backward(const graft_transformer *t, const graft_params *p,
+                             const graft_transformer_acts *a, const graft_transformer_work *w,
+                             const graft_transformer_pass *pass, float *dinp, float *dout,
+                             const float *x, const float *xq) {
+    const int BT = pass->B * pass->T, R = pass->R, C = t->cfg.C, all = dinp != NULL;
+    const int all_rows = R == BT;
+    const size_t n = (size_t)R * C, wide = (size_t)R * t->cfg.mlp;
+    /* out_ln; its input gradient is also the residual's into h */
+    float *dh = below(t, p, GRAFT_TF_OUT_LN, all) ? zeroed(w->dln, n) : NULL;
+    graft_layernorm_layer_backward(&t->out_ln, p, dh, dout, a->res_2, a->out_ln_mean,
+                                   a->out_ln_rstd, R);
+    if (!dh) return;
+    float *dact = below(t, p, GRAFT_TF_OUTPUT, all) ? zeroed(w->wide_a, wide) : NULL;
+    graft_linear_layer_backward(&t->output, p, dact, undropped(t, pass, w, dh, a->mask_2, n),
+                                a->fc_act, R);
+    if (!dact) return;
+    graft_gelu_backward(zeroed(w->wide_b, wide), dact, a->fc, wide, t->cfg.gelu);
+    const int on = below(t, p, GRAFT_TF_INTERMEDIATE, all);
+    graft_linear_layer_backward(&t->intermediate, p, on ? dh : NULL, w->wide_b, a->attn_ln, R);
+    if (!on) return;
+    /* attn_ln: the residual's gradient goes straight into dinp when the block covers every
+     * row; otherwise into dout's buffer (free now), scattered below */
+    float *dres_1 = NULL;
+    if (below(t, p, GRAFT_TF_ATTN_LN, all)) dres_1 = zeroed(all_rows && dinp ? dinp : dout, n);
+    graft_layernorm_layer_backward(&t->attn_ln, p, dres_1, dh, a->res_1, a->attn_ln_mean,
+                                   a->attn_ln_rstd, R);
+    if (!dres_1) return;
+    const float *dres = undropped(t, pass, w, dres_1, a->mask_1, n);
+    int need_q, need_k, need_v;
+    if (t->cfg.packed_qkv) {
+        need_q = need_k = need_v = all || graft_linear_layer_trainable(&t->qkv, p);
+    } else {
+        need_q = all || graft_linear_layer_trainable(&t->query, p);
+        need_k = all || graft_linear_layer_trainable(&t->key, p);
+        need_v = all || graft_linear_layer_trainable(&t->value, p);
+    }
+    float *datt = need_q || need_k || need_v ? zeroed(w->wide_a, n) : NULL;
+    graft_linear_layer_backward(&t->attn_out, p, datt, dres, a->att, R);
+    if (!datt) return;
+    float *dq = need_q ? w->wide_b : NULL;
+    float *dk = need_k ? w->wide_b + (size_t)BT * C : NULL;
+    float *dv = need_v ? w->wide_b + 2 * (size_t)BT * C : NULL;
+    if (t->cfg.packed_qkv) dq = w->wide_b;
+    attention_backward(t, a, w, pass, dq, dk, dv, datt);
+    float *dx = dinp;
+    if (dx && !all_rows) zeroed(dx, (size_t)BT * C);
+    qkv_backward(t, p, dx, all_rows ? dx : dx ? dres_1 : NULL, dq, dk, dv, x, xq, BT, R);
+    for (int j = 0; dx && !all_rows && j < R; j++) { /* the query rows' residual + query part */
+        float *dst = dx + (size_t)pass->rows[j] * C;
+        const float *src = dres_1 + (size_t)j * C;
+        for (int c = 0; c < C; c++)
+            dst[c] += src[c];
+    }
+}
+
+void graft_transformer_backward(const graft_transformer *t, const graft_params *p,
+                                const graft_transformer_acts *a, const graft_transformer_work *w,
+                                const graft_transformer_pass *pass, float *dinp, float *dout,
+                                const float *x, const float *x_rows) {
+    const int BT = pass->B * pass->T;
+    GRAFT_ASSERT(a->res_1 && w->wide_a && (pass->R == BT || dinp != dout));
+    if (t->cfg.norm == GRAFT_PRE_LN)
+        pre_ln_backward(t, p, a, w, pass, dinp, dout, x);
+    else
+        post_ln_backward(t, p, a, w, pass, dinp, dout, x, pass->R < BT ? x_rows : x);
+}
