@@ -7,6 +7,7 @@
 #include "models/gpt2/gpt2.h"
 #include "models/mlp/mlp.h"
 #include "models/resnet/resnet.h"
+#include "models/vit/vit.h"
 #include "runtime/core/log.h"
 
 /* The architectures, by model.arch. Each folder of models/ provides its create function. */
@@ -20,6 +21,7 @@ static const struct {
     {"resnet50", graft_resnet_create},
     {"bert", graft_bert_create},
     {"gpt2", graft_gpt2_create},
+    {"vit", graft_vit_create},
 };
 
 enum { N_ARCHS = sizeof architectures / sizeof architectures[0] };
