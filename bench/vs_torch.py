@@ -5,9 +5,9 @@ shapes as `graft bench model`, full fine-tuning and with only the head trainable
 
     /usr/bin/python3 bench/vs_torch.py CASE [--threads N] [--steps S] [--rounds R]
 
-CASE is resnet18, gpt2 or bert (the shapes are fixed, see CASES). Prints one line per
+CASE is resnet18, gpt2, bert or vit (the shapes are fixed, see CASES). Prints one line per
 variant, "full MS" and "frozen MS": the best round's mean step time. The models are the
-references the fixtures use (torchvision for ResNet, tools/fixtures/{gpt2,bert}.py), in
+references the fixtures use (torchvision for ResNet and ViT, tools/fixtures/{gpt2,bert}.py), in
 train() mode with dropout 0; frozen parameters have requires_grad False and, as graft's
 default freeze.bn=eval does, a batchnorm whose parameters are all frozen runs in eval()."""
 import argparse
@@ -28,6 +28,8 @@ CASES = {
                  vocab=8192, trainable="transformer.ln_f."),
     "bert": dict(batch=16, n_layer=4, n_embd=256, n_head=4, n_positions=128, seq=128,
                  vocab=8192, classes=10, trainable="classifier."),
+    "vit": dict(batch=16, image=(3, 64, 64), patch=8, n_layer=6, n_embd=384, n_head=6,
+                classes=10, trainable="heads."),
 }
 
 
@@ -36,6 +38,15 @@ def build(case, c, gen):
     if case == "resnet18":
         import torchvision
         model = torchvision.models.resnet18(num_classes=c["classes"])
+        x = torch.randn((c["batch"],) + c["image"], generator=gen)
+        y = torch.randint(0, c["classes"], (c["batch"],), generator=gen)
+        return model, lambda: F.cross_entropy(model(x), y)
+    if case == "vit":
+        from torchvision.models.vision_transformer import VisionTransformer
+        model = VisionTransformer(image_size=c["image"][1], patch_size=c["patch"],
+                                  num_layers=c["n_layer"], num_heads=c["n_head"],
+                                  hidden_dim=c["n_embd"], mlp_dim=4 * c["n_embd"],
+                                  num_classes=c["classes"])
         x = torch.randn((c["batch"],) + c["image"], generator=gen)
         y = torch.randint(0, c["classes"], (c["batch"],), generator=gen)
         return model, lambda: F.cross_entropy(model(x), y)

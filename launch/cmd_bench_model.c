@@ -100,7 +100,9 @@ int cmd_bench_model(int argc, char **argv) {
                        "to a model with only --trainable trainable (stop-backward), e.g.\n"
                        "  graft bench model resnet18 --image 3x64x64 --batch 32\n"
                        "  graft bench model gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 "
-                       "--batch 8",
+                       "--batch 8\n"
+                       "  graft bench model vit model.patch_size=8 model.n_layer=6 model.n_embd=384 "
+                       "model.n_head=6 --image 3x64x64 --batch 16",
                        argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_pos);
     if (rc != GRAFT_EXIT_OK) return rc < 0 ? GRAFT_EXIT_OK : rc;
     if (n_pos < 1) {

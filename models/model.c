@@ -7,6 +7,7 @@
 #include "models/gpt2/gpt2.h"
 #include "models/mlp/mlp.h"
 #include "models/resnet/resnet.h"
+#include "models/vit/vit.h"
 #include "runtime/core/log.h"
 
 /* The registry: every architecture graft builds, by model.arch. The default sizes are
@@ -26,6 +27,11 @@ static const graft_model_desc registry[] = {
      .input = GRAFT_INPUT_TOKENS,
      .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024},
      .create = graft_gpt2_create},
+    {.arch = "vit",
+     .input = GRAFT_INPUT_IMAGES,
+     .head = "heads.head",
+     .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768},
+     .create = graft_vit_create},
 };
 
 enum { N_ARCHS = sizeof registry / sizeof registry[0] };

@@ -72,7 +72,7 @@ typedef enum { GRAFT_INPUT_IMAGES = 0, GRAFT_INPUT_TOKENS = 1 } graft_input_kind
 
 /* Sizes an architecture takes when the config leaves them 0 (model.n_layer, ...). */
 typedef struct graft_model_dims {
-    int n_layer, n_head, n_embd, n_positions, patch_size;
+    int n_layer, n_head, n_embd, n_positions;
 } graft_model_dims;
 
 /* One architecture of the registry. */

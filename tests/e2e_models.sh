@@ -5,7 +5,9 @@
 # frozen trunk with batchnorm in eval or train mode, gradual unfreezing on two ranks);
 # a small GPT-2 pretrained on fortunes and fine-tuned with its lower blocks frozen,
 # loaded back from the Hugging Face hub layout; a small BERT pretrained as a masked LM
-# and fine-tuned as a sequence classifier; weights and config errors (exit 2).
+# and fine-tuned as a sequence classifier; a small ViT pretrained on Fashion-MNIST
+# 0-4 and given a new head for 5-9 with its lower layers frozen; weights and config
+# errors (exit 2).
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 tools="$GRAFT_SOURCE_DIR/tests/tools"
@@ -131,6 +133,35 @@ expect_bad_input "sequences longer than the model" "the dataset's sequences have
   -- "$GRAFT" train cls.yaml experiment=x7 model.n_positions=32 model.init=null
 expect_bad_input "language model on labelled rows" "model.arch gpt2 is a language model" \
   -- "$GRAFT" train g.yaml experiment=x6 data.train=s3 data.val=null
+
+# ---- ViT: 7x7 patches of the same Fashion-MNIST classes, then a new head on the others ---
+cat >v.yaml <<YAML
+experiment: vpre
+model: {arch: vit, patch_size: 7, n_layer: 2, n_head: 2, n_embd: 32, dropout: 0.1}
+data: {train: a, batch_size: 32}
+optim: {lr: 0.003}
+train: {max_steps: 40, log_every: 10}
+YAML
+"$GRAFT" train v.yaml >vpre.out 2>&1 || { bad "vit pretraining"; tail -n 5 vpre.out; }
+python3 - runs/vpre/metrics.jsonl <<'PY' && ok "vit pretraining: loss falls" || bad "vit loss did not fall"
+import json, sys
+loss = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+assert loss[-1] < 0.8 * loss[0], loss
+PY
+v=runs/vpre/model.safetensors
+"$GRAFT" train v.yaml experiment=vft model.init=$v model.head.num_classes=5 data.train=b data.val=bt \
+  'freeze.trainable=["encoder.layers.encoder_layer_1.mlp.*", "encoder.ln.*", "heads.*"]' \
+  train.max_steps=10 >vft.out 2>&1 &&
+  grep -q "30 matched, 0 missing, 0 unexpected, 2 replaced (head 'heads.head'" vft.out &&
+  same $v runs/vft/model.safetensors 'encoder.layers.encoder_layer_0.*' &&
+  same $v runs/vft/model.safetensors 'conv_proj.*' &&
+  ! same $v runs/vft/model.safetensors 'encoder.layers.encoder_layer_1.mlp.0.weight' &&
+  ok "vit: heads.head replaced, lower layers and patch embedding untouched, top MLP tuned" ||
+  { bad "vit fine-tune"; grep -i 'init\|error' vft.out; }
+expect_bad_input "vit patch size" "model.patch_size 16 does not divide the 28x28 images" \
+  -- "$GRAFT" train v.yaml experiment=x8 model.patch_size=16
+expect_bad_input "vit on tokens" "model.arch vit needs an image dataset \(got a token dataset\)" \
+  -- "$GRAFT" train v.yaml experiment=x9 data.train=t data.seq_len=64
 
 # ---- bad input: exit 2, one line ----------------------------------------------------------
 "$GRAFT" train pre.yaml experiment=mlp model.arch=mlp train.max_steps=2 >/dev/null 2>&1 || bad "mlp"

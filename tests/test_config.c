@@ -180,7 +180,7 @@ static const bad_case bad_cases[] = {
     {"too many hidden layers", "model:\n  hidden: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n", NULL,
      GRAFT_ERR_CONFIG, "cfg.yaml:2:11: model.hidden: must have at most 8 entries, found 9"},
     {"unknown architecture", "model:\n  arch: resnet99\n", NULL, GRAFT_ERR_CONFIG,
-     "cfg.yaml:2:9: model.arch: unknown architecture 'resnet99' (expected one of: mlp, resnet18, resnet34, resnet50, gpt2, bert)"},
+     "cfg.yaml:2:9: model.arch: unknown architecture 'resnet99' (expected one of: mlp, resnet18, resnet34, resnet50, gpt2, bert, vit)"},
     {"unknown optimizer", "optim:\n  name: adam\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:9: optim.name: unknown optimizer 'adam' (expected one of: adamw, sgd)"},
     {"unknown schedule", "schedule:\n  name: onecycle\n", NULL, GRAFT_ERR_CONFIG,

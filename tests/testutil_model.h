@@ -1,5 +1,6 @@
-/* Helpers shared by the model tests (test_mlp, test_resnet, test_gpt2, test_bert):
- * freezing by a list of globs, the grad-ready hook's log, fixture tensors. */
+/* Helpers shared by the model tests (test_mlp, test_resnet, test_gpt2, test_bert,
+ * test_vit): freezing by a list of globs, the grad-ready hook's log, fixture tensors,
+ * an optimizer step that must leave frozen values alone. */
 #ifndef GRAFT_TESTUTIL_MODEL_H
 #define GRAFT_TESTUTIL_MODEL_H
 
@@ -7,6 +8,7 @@
 
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/params.h"
+#include "runtime/optim/optim.h"
 
 /* Freeze the parameters matching each of the comma-separated globs (NULL or "": none);
  * every glob must match something. Before finalize. */
@@ -56,8 +58,8 @@ static inline double tu_rel_err_floor(const float *a, const float *b, size_t n, 
 /* Every gradient of the table against the fixture's "grad.<name>": frozen parameters
  * must have none (NULL), trainable ones are measured with tu_rel_err_floor. Returns the
  * worst error; *worst_name (may be NULL) names its parameter ("-" when none). */
-static inline double tu_worst_grad_err(const graft_params *p, const graft_st_file *f,
-                                       double floor, const char **worst_name) {
+static inline double tu_worst_grad_err(const graft_params *p, const graft_st_file *f, double floor,
+                                       const char **worst_name) {
     double worst = 0;
     if (worst_name) *worst_name = "-";
     for (int i = 0; i < p->count; i++) {
@@ -80,6 +82,42 @@ static inline double tu_worst_grad_err(const graft_params *p, const graft_st_fil
         }
     }
     return worst;
+}
+
+/* max |a - b| / max |b| of n floats against the fixture tensor `name`. */
+static inline double tu_rel_err_tensor(const graft_st_file *f, const char *name, const float *a,
+                                       size_t n) {
+    size_t numel;
+    float *b = tu_read_tensor(f, name, &numel);
+    assert_int_equal(numel, n);
+    double e = tu_rel_err_floor(a, b, n, 0);
+    free(b);
+    return e;
+}
+
+static inline int tu_count_trainable(const graft_params *p) {
+    int n = 0;
+    for (int i = 0; i < p->count; i++)
+        n += p->items[i].trainable;
+    return n;
+}
+
+/* One AdamW step on the current gradients: exactly the trainable parameters' values move. */
+static inline void tu_adamw_moves_trainable_only(graft_params *p) {
+    float *before = tu_floats(p->n_values);
+    memcpy(before, p->values, p->n_values * sizeof(float));
+    graft_optim_config ocfg;
+    graft_optim_config_default(&ocfg, GRAFT_OPTIM_ADAMW);
+    graft_optim opt;
+    assert_int_equal(graft_optim_init(&opt, &ocfg, p), GRAFT_OK);
+    assert_int_equal(graft_optim_step(&opt, p, 1e-2f), GRAFT_OK);
+    for (int i = 0; i < p->count; i++) {
+        const graft_param *t = &p->items[i];
+        int same = memcmp(before + t->offset, p->values + t->offset, t->numel * sizeof(float)) == 0;
+        assert_int_equal(same, !t->trainable);
+    }
+    graft_optim_free(&opt);
+    free(before);
 }
 
 #endif

@@ -13,7 +13,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHS = ["resnet", "gpt2", "bert"]
+ARCHS = ["resnet", "gpt2", "bert", "vit"]
 
 
 def main():

@@ -59,7 +59,7 @@ const key_spec cfg_keys[] = {
      .def = "0", .doc = "seed of initialisation, data order, augmentation and dropout"},
 
     {.key = "model.arch", .type = KEY_ENUM, .offset = CFG(model.arch), .flags = KEY_REQUIRED,
-     .choices = "mlp|resnet18|resnet34|resnet50|gpt2|bert", .what = "architecture",
+     .choices = "mlp|resnet18|resnet34|resnet50|gpt2|bert|vit", .what = "architecture",
      .doc = "network to build"},
     {.key = "model.init", .type = KEY_STRING, .offset = CFG(model.init), .flags = KEY_NULLABLE,
      .def = "null", .default_doc = "none",
@@ -94,6 +94,12 @@ const key_spec cfg_keys[] = {
     {.key = "model.mask_token_id", .type = KEY_INT, .offset = CFG(model.mask_token_id),
      .flags = KEY_MIN, .min = 0, .def = "103",
      .doc = "bert masked-LM training: id of the mask token ([MASK] in BERT's vocabulary)"},
+    {.key = "model.patch_size", .type = KEY_INT, .offset = CFG(model.patch_size),
+     .flags = KEY_MIN, .min = 1, .def = "16",
+     .doc = "vit: side of the square patches, dividing the image height and width; "
+            "model.n_layer/n_head/n_embd 0 = ViT-B/16's 12/12/768"},
+    {.key = "model.mlp_dim", .type = KEY_INT, .offset = CFG(model.mlp_dim), .flags = KEY_MIN,
+     .min = 0, .def = "0", .doc = "vit: hidden width of the encoder MLPs; 0 = 4 x model.n_embd"},
     {.key = "model.head.num_classes", .type = KEY_INT, .offset = CFG(model.head_num_classes),
      .flags = KEY_MIN, .min = 0, .def = "0",
      .doc = "replace the classifier (resnet `fc`, bert `classifier`, mlp `head`) by a fresh one "

@@ -47,7 +47,7 @@ typedef struct graft_config {
     long seed;        /* default 0 */
 
     struct {
-        char *arch;       /* required: mlp|resnet18|resnet34|resnet50|gpt2|bert */
+        char *arch;       /* required: mlp|resnet18|resnet34|resnet50|gpt2|bert|vit */
         char *init;       /* weights to start from (safetensors file or checkpoint dir); NULL */
         int init_strict;  /* default 0: missing names are warnings */
         int hidden[8];    /* model.hidden: MLP hidden sizes, default [512, 256] */
@@ -59,6 +59,8 @@ typedef struct graft_config {
         int vocab_size;   /* 0 = the dataset's */
         int type_vocab_size; /* bert, default 2 */
         int mask_token_id;   /* bert MLM, default 103 */
+        int patch_size;      /* vit, default 16 */
+        int mlp_dim;         /* vit; 0 = 4 * n_embd */
         int head_num_classes;/* model.head.num_classes: > 0 = replace the classifier */
     } model;
 

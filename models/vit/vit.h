@@ -1,0 +1,130 @@
+/* torchvision's VisionTransformer (ViT-B/16 by default), parameter names exactly as its
+ * state_dict():
+ *   class_token [1, 1, C], conv_proj.{weight [C, in_ch, P, P], bias [C]},
+ *   encoder.pos_embedding [1, S, C] (S = 1 + patches),
+ *   encoder.layers.encoder_layer_N.ln_1.{weight,bias},
+ *   encoder.layers.encoder_layer_N.self_attention.{in_proj_weight [3C, C], in_proj_bias,
+ *   out_proj.weight, out_proj.bias}, encoder.layers.encoder_layer_N.ln_2.*,
+ *   encoder.layers.encoder_layer_N.mlp.{0,3}.{weight,bias} ([mlp_dim, C], [C, mlp_dim]),
+ *   encoder.ln.{weight,bias}, heads.head.{weight,bias}.
+ * The network: a strided patch convolution (kernel = stride = P, with bias) over NCHW
+ * images, the class token prepended, + pos_embedding, dropout, pre-LN encoder layers
+ * (LayerNorm eps 1e-6, bidirectional multi-head attention with dropout on its
+ * probabilities, dropout, residual; LayerNorm, Linear, exact erf GELU, dropout, Linear,
+ * dropout, residual), encoder.ln and the head on the class token. Beyond torchvision:
+ * any input channel count and non-square images (H and W multiples of P).
+ *
+ * Stop-backward as in models/gpt2: nothing below the lowest trainable parameter is
+ * differentiated, and the frozen encoder layers below it run forward in shared memory. */
+#ifndef GRAFT_VIT_H
+#define GRAFT_VIT_H
+
+#include <stddef.h>
+
+#include "models/model.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/rng.h"
+#include "runtime/nn/block.h"
+#include "runtime/nn/layers.h"
+#include "runtime/nn/params.h"
+
+typedef struct graft_vit_config {
+    int n_layer, n_head, n_embd, mlp_dim;
+    int patch_size;
+    int channels, height, width; /* input images [channels, height, width] */
+    int num_classes;
+    /* torchvision's dropout and attention_dropout (one value) while training */
+    float dropout;
+} graft_vit_config;
+
+/* An encoder layer's parameters (indices in the table). in_proj is nn.MultiheadAttention's
+ * packed q, k, v projection [3C, C]. */
+typedef struct graft_vit_layer {
+    int ln_1_w, ln_1_b, ln_2_w, ln_2_b;
+    graft_linear_layer in_proj, out_proj, mlp_0, mlp_3;
+} graft_vit_layer;
+
+/* An encoder layer's activations for rows of [B*S]. Layers that backward passes through
+ * own a set each; the frozen layers below them share one set whose residual stream is
+ * updated in place (res2 == res3 == the layer input). */
+typedef struct graft_vit_acts {
+    float *ln_1, *ln_1_mean, *ln_1_rstd; /* [BS, C], [BS], [BS] */
+    float *qkv;                          /* [BS, 3C] */
+    float *att;                          /* attention output [BS, C] */
+    float *probs;                        /* [B, NH, S, S] */
+    uint64_t *att_keep;                  /* attention dropout keep bits (see ops.h) */
+    float *mask_1;                       /* dropout after the attention [BS, C] */
+    float *res2;                         /* input + attention branch [BS, C] */
+    float *ln_2, *ln_2_mean, *ln_2_rstd;
+    float *fc;     /* mlp.0 output [BS, mlp_dim] */
+    float *hidden; /* its GELU, after dropout [BS, mlp_dim] */
+    float *mask_h; /* that dropout's mask [BS, mlp_dim] */
+    float *mask_2; /* dropout after mlp.3 [BS, C] */
+    float *res3;   /* layer output [BS, C] */
+} graft_vit_acts;
+
+typedef struct graft_vit {
+    graft_vit_config cfg;
+    int seq_len;      /* S = 1 + (H / P) * (W / P) */
+    int patch_floats; /* in_ch * P * P: one patch, a row of the patch GEMM */
+    graft_params params;
+    int class_token, pos_embedding, ln_w, ln_b;
+    graft_linear_layer conv_proj, head; /* conv_proj as a GEMM over patches */
+    graft_vit_layer *layers;            /* n_layer */
+    /* parameter ranges, forward order: see the units in vit.c */
+    graft_param_range *units;
+    int n_units;
+    /* set by build from the trainable set */
+    int max_batch;
+    int lowest_unit; /* lowest unit with a trainable parameter; n_units: none */
+    int first_kept;  /* layers from here up keep activations for backward */
+    graft_arena arena;
+    graft_vit_acts *acts; /* n_layer */
+    float *patches;       /* [B * patches, patch_floats] */
+    float *embd, *embd_mask;
+    float *proj;                               /* a projection before its dropout [BS, C] */
+    float *cls, *cls_ln, *cls_mean, *cls_rstd; /* the class token rows [B, C] at the top */
+    float *logits, *probs, *dlogits;           /* [B, K] */
+    /* backward scratch */
+    float *dcls, *dcls_ln;    /* [B, C] */
+    float *dres, *dtmp, *dln; /* [BS, C] */
+    float *dwide_a, *dwide_b; /* [BS, max(3C, mlp_dim)] */
+    float *att_scratch;
+    graft_rng dropout_rng;
+    /* the last forward */
+    const int32_t *targets;
+    int batch, counted, dropout_applied;
+} graft_vit;
+
+/* model.arch vit for an image dataset: sizes from model.n_layer/n_head/n_embd (0 =
+ * ViT-B/16's 12/12/768), model.mlp_dim (0 = 4 n_embd), model.patch_size; classes from
+ * model.head.num_classes or the dataset. Bad combinations are GRAFT_ERR_CONFIG with one
+ * line. */
+graft_status graft_vit_create(graft_model *out, const graft_config *cfg,
+                              const graft_model_input *input);
+
+/* Check cfg and register the parameters (not allocated). */
+graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg);
+/* Plan activations for the current trainable set and up to max_batch images (finalizes
+ * the table if the caller has not). Callable again after more parameters became
+ * trainable; parameter values are kept. */
+graft_status graft_vit_build(graft_vit *m, int max_batch);
+/* torchvision's init: conv_proj trunc-normal (std sqrt(1 / fan_in), cut at +-2) with zero
+ * bias, class token 0, pos_embedding N(0, 0.02), attention in_proj xavier-uniform and
+ * out_proj U(+-1/sqrt(C)) with zero biases, MLP xavier-uniform with N(0, 1e-6) biases,
+ * LayerNorm 1 and 0, head all zeros. */
+void graft_vit_init_weights(graft_vit *m, uint64_t seed);
+void graft_vit_free(graft_vit *m);
+
+/* Forward over images x [B, in_ch*H*W]; with targets [B] (< 0 ignored) returns the mean
+ * cross-entropy, else 0. Logits [B, K] in m->logits. training=1 applies dropout. */
+float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, int B, int training);
+/* Backward of the last forward's mean loss times loss_scale; adds into the trainable
+ * parameters' gradients, announcing each as it becomes final. */
+void graft_vit_backward(graft_vit *m, float loss_scale);
+
+/* Names of older torchvision files (encoder_layer_N.mlp.linear_1/linear_2, before its
+ * MLPBlock version 2) mapped to mlp.0/mlp.3; other names as they are. */
+const char *graft_vit_map_name(const char *file_name, char *buf, size_t size);
+
+#endif
