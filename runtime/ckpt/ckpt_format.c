@@ -209,15 +209,15 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
 graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size) {
     memset(info, 0, sizeof *info);
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, ckpt_dir, "state.json")) {
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "state.json") != GRAFT_OK) {
         snprintf(why, why_size, "path too long");
         return GRAFT_ERR_INVALID_ARG;
     }
     char *text;
     size_t len;
-    int err = ckpt_read_file(path, 1 << 24, &text, &len);
+    int err = graft_fs_read(path, 1 << 24, &text, &len, NULL);
     if (err != 0) {
-        snprintf(why, why_size, "cannot read state.json: %s", strerror(err));
+        snprintf(why, why_size, "cannot read state.json: %s", graft_fs_strerror(err));
         return err == ENOENT ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     graft_status st = GRAFT_ERR_FORMAT;
@@ -349,19 +349,19 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
         return GRAFT_ERR_FORMAT;
     }
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, ckpt_dir, "MANIFEST")) {
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "MANIFEST") != GRAFT_OK) {
         snprintf(why, why_size, "path too long");
         return GRAFT_ERR_INVALID_ARG;
     }
     char *text;
     size_t len;
-    int err = ckpt_read_file(path, MANIFEST_MAX_BYTES, &text, &len);
+    int err = graft_fs_read(path, MANIFEST_MAX_BYTES, &text, &len, NULL);
     if (err == ENOENT) {
         snprintf(why, why_size, "no MANIFEST (the save did not finish)");
         return GRAFT_ERR_FORMAT;
     }
     if (err != 0) {
-        snprintf(why, why_size, "cannot read MANIFEST: %s", strerror(err));
+        snprintf(why, why_size, "cannot read MANIFEST: %s", graft_fs_strerror(err));
         return err == EFBIG ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     manifest_entry entries[MANIFEST_MAX_ENTRIES];
@@ -382,11 +382,12 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
     /* Sizes first (cheap, and a truncated file says so), then checksums. */
     graft_status st = GRAFT_OK;
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
-        if (!ckpt_join(path, sizeof path, ckpt_dir, entries[k].name)) return GRAFT_ERR_INVALID_ARG;
+        if (graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name) != GRAFT_OK)
+            return GRAFT_ERR_INVALID_ARG;
         st = check_size(path, entries[k].name, entries[k].bytes, "MANIFEST", why, why_size);
     }
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
-        ckpt_join(path, sizeof path, ckpt_dir, entries[k].name);
+        graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name);
         st = check_hash(path, entries[k].name, entries[k].xxh64, why, why_size);
     }
     if (st != GRAFT_OK) return st;
@@ -404,8 +405,8 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
     }
     if (st == GRAFT_OK && info.frozen.present) {
         char root[CKPT_PATH_MAX];
-        if (!ckpt_parent_dir(root, sizeof root, ckpt_dir) ||
-            !ckpt_join(path, sizeof path, root, info.frozen.file)) {
+        if (!graft_fs_parent(root, sizeof root, ckpt_dir) ||
+            graft_fs_path_join(path, sizeof path, root, info.frozen.file) != GRAFT_OK) {
             snprintf(why, why_size, "path too long");
             st = GRAFT_ERR_INVALID_ARG;
         } else {

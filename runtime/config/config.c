@@ -16,6 +16,7 @@
 #include "config_internal.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* A config file larger than this is certainly not a config file. */
 #define CFG_MAX_FILE_BYTES ((size_t)16 << 20)
@@ -1047,55 +1048,23 @@ static void required_sections(char *out, size_t size) {
     }
 }
 
-/* Whole file into a NUL-terminated buffer; errors name the file (GRAFT_ERR_IO). */
+/* Whole file into a NUL-terminated buffer; errors name the file (GRAFT_ERR_IO). A file
+ * of CFG_MAX_FILE_BYTES or more is refused. */
 static graft_status read_file(const char *path, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cfg_set_error("graft_config_load", "%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
+    const char *step;
+    int err = graft_fs_read(path, CFG_MAX_FILE_BYTES - 1, text, len, &step);
+    if (err == 0) return GRAFT_OK;
+    if (err == EFBIG) {
+        cfg_set_error("graft_config_load", "%s: file too large (a config file is at most %zu MiB)",
+                      path, CFG_MAX_FILE_BYTES >> 20);
+        return GRAFT_ERR_CONFIG;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    graft_status s = GRAFT_OK;
-    while (buf) {
-        if (n == cap) {
-            if (cap >= CFG_MAX_FILE_BYTES) {
-                cfg_set_error("graft_config_load",
-                              "%s: file too large (a config file is at most %zu MiB)", path,
-                              CFG_MAX_FILE_BYTES >> 20);
-                s = GRAFT_ERR_CONFIG;
-                break;
-            }
-            char *bigger = realloc(buf, 2 * cap + 1);
-            if (!bigger) break;
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                cfg_set_error("graft_config_load", "%s: cannot read: %s", path, strerror(errno));
-                s = GRAFT_ERR_IO;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (s == GRAFT_OK && !buf) {
+    if (err == ENOMEM) {
         cfg_set_error("graft_config_load", "%s: out of memory", path);
-        s = GRAFT_ERR_NOMEM;
+        return GRAFT_ERR_NOMEM;
     }
-    if (s != GRAFT_OK) {
-        free(buf);
-        return s;
-    }
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return GRAFT_OK;
+    cfg_set_error("graft_config_load", "%s: cannot %s: %s", path, step, graft_fs_strerror(err));
+    return GRAFT_ERR_IO;
 }
 
 /* Read, parse, and apply the top-level mapping on top of the current values. */
@@ -1460,9 +1429,9 @@ int graft_config_equal(const graft_config *a, const graft_config *b, const char 
 /* Keys that may change between a checkpoint and its resume without changing what is
  * trained: bookkeeping, communication and checkpointing itself. */
 static int resume_may_change(const char *key) {
-    static const char *const prefixes[] = {"experiment", "checkpoint.", "comm.", "launch.",
-                                           "model.init", "train.log_every", "train.eval_every",
-                                           "data.prefetch", "data.verify"};
+    static const char *const prefixes[] = {"experiment",       "checkpoint.",   "comm.",
+                                           "launch.",          "model.init",    "train.log_every",
+                                           "train.eval_every", "data.prefetch", "data.verify"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;
@@ -1476,8 +1445,8 @@ int graft_config_resume_diff(const graft_config *saved, const graft_config *now,
     for (int i = 0; i < cfg_n_keys; i++) {
         if (resume_may_change(cfg_keys[i].key) || value_equal(&cfg_keys[i], saved, now)) continue;
         if (used < size)
-            used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "",
-                                     cfg_keys[i].key);
+            used +=
+                (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "", cfg_keys[i].key);
         n++;
     }
     return n;

@@ -17,6 +17,7 @@
 #include "dataset_internal.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* Limits that keep a corrupt index from asking for absurd allocations. */
 #define INDEX_MAX_BYTES ((size_t)64 << 20)
@@ -375,35 +376,25 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
 
 /* Read and validate index.json into d (everything except the shard files). */
 static graft_status parse_index(const char *ipath, graft_dataset *d) {
-    FILE *fp = fopen(ipath, "rb");
-    if (!fp) {
-        OPEN_ERROR("%s: cannot open: %s", ipath, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        OPEN_ERROR("%s: not a regular file", ipath);
-        fclose(fp);
-        return GRAFT_ERR_IO;
-    }
-    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
+    char *buf;
+    size_t len;
+    const char *step;
+    int read_err = graft_fs_read(ipath, INDEX_MAX_BYTES, &buf, &len, &step);
+    if (read_err == ENOMEM) return GRAFT_ERR_NOMEM;
+    if (read_err == EFBIG) {
         OPEN_ERROR("%s: %llu bytes, larger than %zu; not a dataset index", ipath,
-                   (unsigned long long)sb.st_size, INDEX_MAX_BYTES);
-        fclose(fp);
+                   (unsigned long long)len, INDEX_MAX_BYTES);
         return GRAFT_ERR_FORMAT;
     }
-    size_t size = (size_t)sb.st_size;
-    char *buf = malloc(size + 1);
-    if (!buf) {
-        fclose(fp);
-        return GRAFT_ERR_NOMEM;
+    if (read_err == EISDIR || read_err == GRAFT_FS_ENOTREG) {
+        OPEN_ERROR("%s: not a regular file", ipath);
+        return GRAFT_ERR_IO;
     }
-    size_t len = fread(buf, 1, size, fp);
-    int read_error = ferror(fp);
-    fclose(fp);
-    if (read_error) {
-        free(buf);
-        OPEN_ERROR("%s: read error", ipath);
+    if (read_err != 0) {
+        if (strcmp(step, "open") == 0)
+            OPEN_ERROR("%s: cannot open: %s", ipath, strerror(read_err));
+        else
+            OPEN_ERROR("%s: read error", ipath);
         return GRAFT_ERR_IO;
     }
     json_error_t err;

@@ -22,8 +22,8 @@
 
 #include "dataset.h"
 #include "dataset_internal.h"
-#include "runtime/io/atomic_file.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* Errors carry one name whichever helper finds them. */
 #define WRITER_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_writer", __VA_ARGS__)
@@ -145,29 +145,6 @@ static void remove_dataset_dir(const char *path) {
     if (rmdir(path) != 0) GRAFT_WARN("%s: could not remove: %s", path, strerror(errno));
 }
 
-/* The directory holding `path` ("." when it has no slash); malloc'd. */
-static char *parent_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    if (slash == path) return strdup("/");
-    return strndup(path, (size_t)(slash - path));
-}
-
-/* mkdir -p for the parents of `path`. */
-static int make_parents(const char *path) {
-    char *p = strdup(path);
-    if (!p) return ENOMEM;
-    int err = 0;
-    for (char *s = p + 1; *s && !err; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) err = errno;
-        *s = '/';
-    }
-    free(p);
-    return err;
-}
-
 /* Shared start of new_images / new_tokens / new_sequences: check DIR, prepare DIR.tmp. */
 static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_t shard_size) {
     if (!dir || !*dir || shard_size == 0) {
@@ -187,7 +164,9 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     target_state t = inspect_target(w->tmp_dir, 1);
     if (t == TARGET_REFUSED) return GRAFT_ERR_IO;
     if (t != TARGET_ABSENT) remove_dataset_dir(w->tmp_dir);
-    int err = make_parents(w->tmp_dir);
+    char parent[GRAFT_FS_PATH_MAX];
+    int err =
+        graft_fs_parent(parent, sizeof parent, w->tmp_dir) ? graft_fs_mkdirs(parent) : ENAMETOOLONG;
     if (err == 0 && mkdir(w->tmp_dir, 0755) != 0) err = errno;
     if (err != 0) {
         WRITER_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
@@ -566,7 +545,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
 static graft_status write_file_atomic(const char *dir, const char *name, const char *text) {
     char *path = graft_data_join_path(dir, name);
     if (!path) return GRAFT_ERR_NOMEM;
-    graft_status st = graft_write_file_atomic(path, text, strlen(text));
+    graft_status st = graft_fs_write_atomic(path, text, strlen(text));
     free(path);
     return st;
 }
@@ -604,9 +583,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         WRITER_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
-    char *parent = parent_of(w->dir);
-    if (parent) graft_fsync_dir(parent);
-    free(parent);
+    graft_fs_fsync_parent(w->dir);
     return GRAFT_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "runtime/core/check.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
+#include "runtime/io/fs.h"
 #include "train_internal.h"
 
 /* The stored config text as a graft_config (through a temporary file: the config
@@ -47,7 +48,8 @@ static graft_status check_config_change(trainer *t, const char *ckpt, const char
                     ckpt, keys);
         return GRAFT_ERR_MISMATCH;
     }
-    if (t->rank0) GRAFT_WARN("%s: resuming with changed %s (checkpoint.allow_config_change)", ckpt, keys);
+    if (t->rank0)
+        GRAFT_WARN("%s: resuming with changed %s (checkpoint.allow_config_change)", ckpt, keys);
     return GRAFT_OK;
 }
 
@@ -60,7 +62,8 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
     char manifest[PATH_BYTES];
     struct stat sb;
     if (strcmp(resume, "auto") != 0 &&
-        path_join(manifest, resume, "MANIFEST") == GRAFT_OK && stat(manifest, &sb) == 0) {
+        graft_fs_path_join(manifest, sizeof manifest, resume, "MANIFEST") == GRAFT_OK &&
+        stat(manifest, &sb) == 0) {
         snprintf(out, size, "%s", resume); /* a checkpoint itself */
         return GRAFT_OK;
     }
@@ -77,12 +80,14 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
  * the parameters unfrozen by then decide the optimizer state's layout). */
 static graft_status checkpoint_step(const char *ckpt, long *step) {
     char path[PATH_BYTES];
-    GRAFT_TRY(path_join(path, ckpt, "state.json"));
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, ckpt, "state.json"));
     json_t *j = json_load_file(path, 0, NULL);
     json_t *s = j ? json_object_get(j, "step") : NULL;
     graft_status st = json_is_integer(s) ? GRAFT_OK : GRAFT_ERR_FORMAT;
-    if (st == GRAFT_OK) *step = (long)json_integer_value(s);
-    else GRAFT_ERROR("%s: state.json has no step", ckpt);
+    if (st == GRAFT_OK)
+        *step = (long)json_integer_value(s);
+    else
+        GRAFT_ERROR("%s: state.json has no step", ckpt);
     json_decref(j);
     return st;
 }
@@ -150,21 +155,21 @@ char *config_to_text(const graft_config *cfg) {
 graft_status save_checkpoint(trainer *t, long step) {
     graft_comm *comm = t->comm;
     /* the seed every rank will use for the next step's dropout: the per-rank RNG state */
-    uint64_t mine = graft_rng_mix(graft_rng_mix((uint64_t)t->cfg->seed, (uint64_t)step),
-                                  (uint64_t)comm->rank);
+    uint64_t mine =
+        graft_rng_mix(graft_rng_mix((uint64_t)t->cfg->seed, (uint64_t)step), (uint64_t)comm->rank);
     uint64_t *states = calloc((size_t)comm->size, sizeof *states);
     if (!states) return GRAFT_ERR_NOMEM;
     graft_status st = graft_comm_allgather(comm, &mine, states, sizeof mine);
     if (st == GRAFT_OK && t->rank0) {
         double t0 = graft_now_s();
-        graft_ckpt_state state = {.step = step,
-                                  .epoch = (long)(graft_loader_cursor(t->loader) /
-                                                  graft_loader_epoch_samples(t->loader)),
-                                  .cursor = graft_loader_cursor(t->loader),
-                                  .world_size = comm->size,
-                                  .rng_states = states,
-                                  .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
-                                  .config_digest = graft_config_digest(t->cfg)};
+        graft_ckpt_state state = {
+            .step = step,
+            .epoch = (long)(graft_loader_cursor(t->loader) / graft_loader_epoch_samples(t->loader)),
+            .cursor = graft_loader_cursor(t->loader),
+            .world_size = comm->size,
+            .rng_states = states,
+            .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
+            .config_digest = graft_config_digest(t->cfg)};
         snprintf(state.version, sizeof state.version, "%s", GRAFT_VERSION);
         char *text = config_to_text(t->cfg);
         graft_ckpt_save_args args = {.dir = t->ckpt_dir,
@@ -179,8 +184,8 @@ graft_status save_checkpoint(trainer *t, long step) {
         st = text ? graft_ckpt_save(&args, &bytes) : GRAFT_ERR_NOMEM;
         free(text);
         if (st == GRAFT_OK)
-            GRAFT_INFO("checkpoint step-%08ld saved to %s (%.1f MB in %.2f s)", step,
-                       t->ckpt_dir, (double)bytes / 1e6, graft_now_s() - t0);
+            GRAFT_INFO("checkpoint step-%08ld saved to %s (%.1f MB in %.2f s)", step, t->ckpt_dir,
+                       (double)bytes / 1e6, graft_now_s() - t0);
     }
     free(states);
     /* every rank learns whether rank 0 saved (on_error decides what a failure means) */
@@ -193,9 +198,14 @@ graft_status save_checkpoint(trainer *t, long step) {
         return GRAFT_OK;
     }
     if (strcmp(t->cfg->checkpoint.on_error, "stop") == 0) {
-        if (t->rank0) GRAFT_ERROR("checkpoint at step %ld failed: stopping (checkpoint.on_error: stop)", step);
+        if (t->rank0)
+            GRAFT_ERROR("checkpoint at step %ld failed: stopping (checkpoint.on_error: stop)",
+                        step);
         return GRAFT_ERR_IO;
     }
-    if (t->rank0) GRAFT_WARN("checkpoint at step %ld failed: training goes on (checkpoint.on_error: continue)", step);
+    if (t->rank0)
+        GRAFT_WARN(
+            "checkpoint at step %ld failed: training goes on (checkpoint.on_error: continue)",
+            step);
     return GRAFT_OK;
 }

@@ -10,7 +10,7 @@
 
 #include "runtime/ckpt/ckpt.h"
 #include "runtime/core/check.h"
-#include "runtime/io/atomic_file.h"
+#include "runtime/io/fs.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -33,8 +33,8 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
                 return GRAFT_ERR_CONFIG;
             }
     }
-    const graft_strlist *globs = cfg->freeze.trainable.count ? &cfg->freeze.trainable
-                                                             : &cfg->freeze.frozen;
+    const graft_strlist *globs =
+        cfg->freeze.trainable.count ? &cfg->freeze.trainable : &cfg->freeze.frozen;
     int make_trainable = cfg->freeze.trainable.count > 0;
     const char *key = make_trainable ? "freeze.trainable" : "freeze.frozen";
     if (make_trainable) graft_params_set_trainable(p, "*", 0, NULL);
@@ -68,8 +68,10 @@ void log_freeze_table(const graft_params *p) {
         }
         if (i == p->count) break;
         snprintf(module, sizeof module, "%s", name);
-        if (p->items[i].trainable) trainable += p->items[i].numel;
-        else frozen += p->items[i].numel;
+        if (p->items[i].trainable)
+            trainable += p->items[i].numel;
+        else
+            frozen += p->items[i].numel;
     }
     GRAFT_INFO("%-24s %12zu %12zu", "total", graft_params_numel(p, 1),
                graft_params_numel(p, 0) - graft_params_numel(p, 1));
@@ -91,14 +93,16 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
             return st;
         }
     }
-    graft_load_options opt = {.strict = cfg->model.init_strict, .map_name = m->iface.map_name,
+    graft_load_options opt = {.strict = cfg->model.init_strict,
+                              .map_name = m->iface.map_name,
                               .replaced = cfg->model.head_num_classes > 0 ? m->iface.head : NULL};
     graft_load_report r;
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
     if (st == GRAFT_OK)
         GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s, "
-                   "%d skipped", path, r.matched, r.missing, r.unexpected, r.replaced,
+                   "%d skipped",
+                   path, r.matched, r.missing, r.unexpected, r.replaced,
                    opt.replaced ? " (head '" : "", opt.replaced ? opt.replaced : "",
                    opt.replaced ? "', freshly initialised)" : "", r.skipped);
     return st;
@@ -154,7 +158,7 @@ graft_status write_json_atomic(const char *path, json_t *value) {
     }
     text = line;
     text[len++] = '\n';
-    graft_status st = graft_write_file_atomic(path, text, len);
+    graft_status st = graft_fs_write_atomic(path, text, len);
     free(text);
     return st;
 }

@@ -10,41 +10,14 @@
 #include <xxhash.h>
 
 #include "comm/reducer.h"
+#include "runtime/core/check.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
-#include "runtime/core/check.h"
 #include "runtime/data/loader.h"
-#include "runtime/io/atomic_file.h"
+#include "runtime/io/fs.h"
 #include "runtime/nn/params_io.h"
 #include "runtime/optim/optim.h"
 #include "train_internal.h"
-
-/* mkdir -p for a relative or absolute path. */
-graft_status make_dirs(const char *path) {
-    char buf[PATH_BYTES];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return GRAFT_ERR_IO;
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                GRAFT_ERROR("%s: cannot create directory: %s", buf, strerror(errno));
-                return GRAFT_ERR_IO;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    return GRAFT_OK;
-}
-
-graft_status path_join(char *out, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, PATH_BYTES, "%s/%s", dir, name) >= PATH_BYTES) {
-        GRAFT_ERROR("%s/%s: path too long", dir, name);
-        return GRAFT_ERR_IO;
-    }
-    return GRAFT_OK;
-}
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
 static graft_status setup_optimizer(trainer *t) {
@@ -119,7 +92,7 @@ static graft_status setup_data_parallel(trainer *t) {
     graft_params *p = t->model.params;
     GRAFT_TRY(graft_comm_set_watchdog(comm, t->cfg->comm.timeout_s));
     static const char *const what[] = {"parameter names", "parameter shapes", "trainable mask",
-                                       "world size", "config digest", "training set size"};
+                                       "world size",      "config digest",    "training set size"};
     uint64_t values[6];
     model_digests(p, &values[0], &values[1], &values[2]);
     values[3] = (uint64_t)comm->size;
@@ -146,10 +119,10 @@ graft_status make_reducer(trainer *t) {
     int n = 0;
     for (int i = p->count - 1; i >= 0; i--)
         if (p->items[i].trainable) starts[n++] = p->items[i].grad_offset;
-    graft_status st = graft_reducer_new_with_boundaries(
-        &t->reducer, t->comm, p->grads, p->n_grads, starts, n,
-        (size_t)(t->cfg->comm.bucket_mb * 1048576.0),
-        (size_t)(t->cfg->comm.first_bucket_mb * 1048576.0));
+    graft_status st =
+        graft_reducer_new_with_boundaries(&t->reducer, t->comm, p->grads, p->n_grads, starts, n,
+                                          (size_t)(t->cfg->comm.bucket_mb * 1048576.0),
+                                          (size_t)(t->cfg->comm.first_bucket_mb * 1048576.0));
     free(starts);
     if (st != GRAFT_OK) return st;
     if (t->cfg->comm.overlap) { /* else every bucket is marked ready in reducer_wait */
@@ -189,8 +162,9 @@ static graft_status check_replicas_identical(trainer *t) {
     static const char *const what[] = {"final parameter values"};
     uint64_t digest = XXH64(p->values, p->n_values * sizeof(float), 0);
     GRAFT_TRY(graft_comm_check_agreement(t->comm, what, &digest, 1));
-    if (t->rank0) GRAFT_INFO("all %d replicas are bit-identical (xxh64 %016llx)", t->comm->size,
-                             (unsigned long long)digest);
+    if (t->rank0)
+        GRAFT_INFO("all %d replicas are bit-identical (xxh64 %016llx)", t->comm->size,
+                   (unsigned long long)digest);
     return GRAFT_OK;
 }
 
@@ -222,9 +196,9 @@ static graft_status setup(trainer *t) {
         return GRAFT_ERR_CONFIG;
     }
     long per_rank = (cfg->data.batch_size + world - 1) / world;
-    t->micro_batch = (int)(cfg->data.micro_batch > 0 && cfg->data.micro_batch < per_rank
-                               ? cfg->data.micro_batch
-                               : per_rank);
+    t->micro_batch =
+        (int)(cfg->data.micro_batch > 0 && cfg->data.micro_batch < per_rank ? cfg->data.micro_batch
+                                                                            : per_rank);
     graft_loader_config lc = {.batch_size = cfg->data.batch_size,
                               .rank = t->comm->rank,
                               .world = world,
@@ -236,8 +210,8 @@ static graft_status setup(trainer *t) {
                               .hflip = cfg->data.augment_hflip};
     GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, 0));
     t->steps_per_epoch = graft_loader_steps_per_epoch(t->loader);
-    t->total_steps = cfg->train.max_steps > 0 ? cfg->train.max_steps
-                                              : cfg->train.epochs * t->steps_per_epoch;
+    t->total_steps =
+        cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
     GRAFT_TRY(unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
@@ -269,7 +243,7 @@ static graft_status keep_metrics_until(const char *path, long step) {
     }
     if (in) fclose(in);
     fclose(out);
-    graft_status st = graft_write_file_atomic(path, kept, len);
+    graft_status st = graft_fs_write_atomic(path, kept, len);
     free(kept);
     return st;
 }
@@ -281,17 +255,21 @@ static graft_status open_run_dir(trainer *t) {
         sizeof t->run_dir)
         return GRAFT_ERR_CONFIG;
     if (!t->rank0) return GRAFT_OK;
-    GRAFT_TRY(path_join(path, t->run_dir, "eval"));
-    GRAFT_TRY(make_dirs(path));
-    GRAFT_TRY(path_join(path, t->run_dir, "config.yaml"));
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
+    int err = graft_fs_mkdirs(path);
+    if (err != 0) {
+        GRAFT_ERROR("%s: cannot create directory: %s", path, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "config.yaml"));
     char *text = config_to_text(t->cfg);
-    graft_status st = text ? graft_write_file_atomic(path, text, strlen(text)) : GRAFT_ERR_NOMEM;
+    graft_status st = text ? graft_fs_write_atomic(path, text, strlen(text)) : GRAFT_ERR_NOMEM;
     free(text);
     GRAFT_TRY(st);
-    GRAFT_TRY(path_join(path, t->run_dir, "metrics.jsonl"));
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "metrics.jsonl"));
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
     t->metrics = fopen(path, "a");
-    GRAFT_TRY(path_join(path, t->run_dir, "train.log"));
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
     t->log = fopen(path, t->start_step > 0 ? "a" : "w");
     if (!t->metrics || !t->log) {
         GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
@@ -316,9 +294,9 @@ static graft_status evaluate_and_record(trainer *t, long step, int final) {
         json_t *j = eval_to_json(&r, &t->val_set, step);
         char name[64], path[PATH_BYTES];
         snprintf(name, sizeof name, "eval/step-%08ld.json", step);
-        st = path_join(path, t->run_dir, name);
+        st = graft_fs_path_join(path, sizeof path, t->run_dir, name);
         if (st == GRAFT_OK) st = write_json_atomic(path, j);
-        if (st == GRAFT_OK) st = path_join(path, t->run_dir, "eval.json");
+        if (st == GRAFT_OK) st = graft_fs_path_join(path, sizeof path, t->run_dir, "eval.json");
         if (st == GRAFT_OK) st = write_json_atomic(path, j);
         json_decref(j);
         if (final) {
@@ -334,8 +312,8 @@ static graft_status evaluate_and_record(trainer *t, long step, int final) {
     return st;
 }
 
-static void write_metrics(trainer *t, long step, long epoch, double loss, float lr,
-                          float grad_norm, double samples_per_s, const step_times *tm, int steps,
+static void write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
+                          double samples_per_s, const step_times *tm, int steps,
                           double comm_bytes) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
@@ -436,11 +414,12 @@ volatile sig_atomic_t graft_train_stop_signal = 0;
  * so all of them save the same step). *stop = 1 after a signal's checkpoint. */
 static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
     const graft_config *cfg = t->cfg;
-    float flags[2] = {graft_train_stop_signal != 0,
-                      t->rank0 && cfg->checkpoint.every_minutes > 0 &&
-                          graft_now_s() - t->last_save_time >= 60.0 * cfg->checkpoint.every_minutes};
+    float flags[2] = {graft_train_stop_signal != 0, t->rank0 && cfg->checkpoint.every_minutes > 0 &&
+                                                        graft_now_s() - t->last_save_time >=
+                                                            60.0 * cfg->checkpoint.every_minutes};
     if (t->comm->size > 1) GRAFT_TRY(graft_comm_allreduce_sum(t->comm, flags, 2));
-    int due = flags[1] > 0 || (cfg->checkpoint.every_steps > 0 && done % cfg->checkpoint.every_steps == 0);
+    int due = flags[1] > 0 ||
+              (cfg->checkpoint.every_steps > 0 && done % cfg->checkpoint.every_steps == 0);
     *stop = flags[0] > 0;
     if ((due || *stop) && done < t->total_steps && t->last_saved_step != done)
         GRAFT_TRY(save_checkpoint(t, done));
@@ -491,15 +470,16 @@ static graft_status run_loop(trainer *t) {
             if (t->rank0) {
                 write_metrics(t, done, b->epoch, window_loss / window_steps, lr, norm, rate, &tm,
                               window_steps, window_bytes / window_steps);
-                show_progress(done, t->start_step, t->total_steps, window_loss / window_steps,
-                              rate, now - run_start, tty);
+                show_progress(done, t->start_step, t->total_steps, window_loss / window_steps, rate,
+                              now - run_start, tty);
             }
             memset(&tm, 0, sizeof tm);
             window_loss = window_samples = window_bytes = 0;
             window_steps = 0;
             window_start = graft_now_s();
         }
-        if (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0 && done < t->total_steps) {
+        if (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0 &&
+            done < t->total_steps) {
             if (tty) printf("\n");
             st = evaluate_and_record(t, done, 0);
         }
@@ -520,7 +500,7 @@ static graft_status run_loop(trainer *t) {
     if (st == GRAFT_OK) st = evaluate_and_record(t, t->total_steps, 1);
     if (st == GRAFT_OK && t->rank0) {
         char path[PATH_BYTES];
-        st = path_join(path, t->run_dir, "model.safetensors");
+        st = graft_fs_path_join(path, sizeof path, t->run_dir, "model.safetensors");
         if (st == GRAFT_OK) st = graft_params_save(t->model.params, path);
         if (st == GRAFT_OK)
             GRAFT_INFO("done in %.1f s; weights in %s", graft_now_s() - run_start, path);

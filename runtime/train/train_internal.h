@@ -5,9 +5,9 @@
 #include <jansson.h>
 
 #include "comm/comm.h"
+#include "comm/reducer.h"
 #include "models/model.h"
 #include "runtime/config/config.h"
-#include "comm/reducer.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/optim/optim.h"
@@ -15,9 +15,9 @@
 /* Evaluation totals over all ranks. */
 typedef struct eval_result {
     graft_task task;
-    double loss;      /* mean over counted targets */
-    double accuracy;  /* classifiers */
-    double count;     /* counted targets (samples or tokens) */
+    double loss;     /* mean over counted targets */
+    double accuracy; /* classifiers */
+    double count;    /* counted targets (samples or tokens) */
     int num_classes;
     double *confusion; /* [K, K], row = true class, column = predicted (classifiers) */
 } eval_result;
@@ -65,16 +65,13 @@ typedef struct trainer {
     FILE *metrics, *log;
     /* checkpoints */
     char ckpt_dir[PATH_BYTES];
-    long start_step;        /* 0, or the step a checkpoint was resumed at */
-    uint64_t start_cursor;  /* the loader cursor at start_step */
-    long last_saved_step;   /* -1 before any save */
-    double last_save_time;  /* graft_now_s() of the last save (or of the start) */
+    long start_step;       /* 0, or the step a checkpoint was resumed at */
+    uint64_t start_cursor; /* the loader cursor at start_step */
+    long last_saved_step;  /* -1 before any save */
+    double last_save_time; /* graft_now_s() of the last save (or of the start) */
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
 } trainer;
-
-graft_status make_dirs(const char *path);
-graft_status path_join(char *out, const char *dir, const char *name);
 
 /* checkpointing.c: resume (every rank, before the loader starts) and save (every rank
  * calls it at the same step boundary; rank 0 writes). */
