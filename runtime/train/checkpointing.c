@@ -59,7 +59,7 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
     out[0] = '\0';
     if (strcmp(resume, "never") == 0) return GRAFT_OK;
     const char *root = strcmp(resume, "auto") == 0 ? t->ckpt_dir : resume;
-    char manifest[PATH_BYTES];
+    char manifest[TRAIN_PATH_MAX];
     struct stat sb;
     if (strcmp(resume, "auto") != 0 &&
         graft_fs_path_join(manifest, sizeof manifest, resume, "MANIFEST") == GRAFT_OK &&
@@ -79,7 +79,7 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
 /* The step a checkpoint was saved at, from its state.json (before loading anything:
  * the parameters unfrozen by then decide the optimizer state's layout). */
 static graft_status checkpoint_step(const char *ckpt, long *step) {
-    char path[PATH_BYTES];
+    char path[TRAIN_PATH_MAX];
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, ckpt, "state.json"));
     json_t *j = json_load_file(path, 0, NULL);
     json_t *s = j ? json_object_get(j, "step") : NULL;
@@ -92,7 +92,7 @@ static graft_status checkpoint_step(const char *ckpt, long *step) {
     return st;
 }
 
-graft_status resume_from_checkpoint(trainer *t) {
+graft_status train_resume(trainer *t) {
     const graft_config *cfg = t->cfg;
     if (cfg->checkpoint.dir)
         snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cfg->checkpoint.dir);
@@ -100,7 +100,7 @@ graft_status resume_from_checkpoint(trainer *t) {
         snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "runs/%s/checkpoints", cfg->experiment);
     t->last_saved_step = -1;
     t->last_save_time = graft_now_s();
-    char ckpt[PATH_BYTES];
+    char ckpt[TRAIN_PATH_MAX];
     GRAFT_TRY(choose_checkpoint(t, ckpt, sizeof ckpt));
     if (!ckpt[0]) return GRAFT_OK;
     graft_ckpt_state state;
@@ -109,9 +109,9 @@ graft_status resume_from_checkpoint(trainer *t) {
     double t0 = graft_now_s();
     long saved_step = 0;
     GRAFT_TRY(checkpoint_step(ckpt, &saved_step));
-    GRAFT_TRY(unfreeze_apply(t, saved_step, 1));
+    GRAFT_TRY(train_unfreeze_apply(t, saved_step, 1));
     graft_status st = graft_ckpt_load(ckpt, t->model.params, &t->opt, &state, &config_text);
-    if (st == GRAFT_OK) unfreeze_restore_starts(t, state.step);
+    if (st == GRAFT_OK) train_unfreeze_restore_starts(t, state.step);
     double load_s = graft_now_s() - t0;
     if (st == GRAFT_OK && config_text) st = check_config_change(t, ckpt, config_text);
     if (st == GRAFT_OK && state.step > t->total_steps) {
@@ -138,7 +138,7 @@ graft_status resume_from_checkpoint(trainer *t) {
     return st;
 }
 
-char *config_to_text(const graft_config *cfg) {
+char *train_config_text(const graft_config *cfg) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -152,7 +152,7 @@ char *config_to_text(const graft_config *cfg) {
     return buf;
 }
 
-graft_status save_checkpoint(trainer *t, long step) {
+graft_status train_save_checkpoint(trainer *t, long step) {
     graft_comm *comm = t->comm;
     /* the seed every rank will use for the next step's dropout: the per-rank RNG state */
     uint64_t mine =
@@ -171,7 +171,7 @@ graft_status save_checkpoint(trainer *t, long step) {
             .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
             .config_digest = graft_config_digest(t->cfg)};
         snprintf(state.version, sizeof state.version, "%s", GRAFT_VERSION);
-        char *text = config_to_text(t->cfg);
+        char *text = train_config_text(t->cfg);
         graft_ckpt_save_args args = {.dir = t->ckpt_dir,
                                      .params = t->model.params,
                                      .optim = &t->opt,
