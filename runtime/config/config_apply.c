@@ -201,26 +201,12 @@ static int enum_has(const key_spec *k, const char *s) {
     return 0;
 }
 
-/* "adamw, sgd" from "adamw|sgd". */
-static void enum_list(const key_spec *k, char *out, size_t size) {
-    size_t j = 0;
-    for (const char *c = k->choices; *c && j + 3 < size; c++) {
-        if (*c == '|') {
-            out[j++] = ',';
-            out[j++] = ' ';
-        } else {
-            out[j++] = *c;
-        }
-    }
-    out[j] = '\0';
-}
-
 /* Problems of a string value that do not depend on where it came from (NULL if none). */
 const char *cfg_string_problem(const key_spec *k, const char *s, char *buf, size_t size) {
     if (!s[0]) return "must not be empty";
     if (k->type == KEY_ENUM && !enum_has(k, s)) {
         char list[128];
-        enum_list(k, list, sizeof list);
+        cfg_enum_list(k, list, sizeof list);
         snprintf(buf, size, "unknown %s '%.48s%s' (expected one of: %s)", k->what, s,
                  strlen(s) > 48 ? "..." : "", list);
         return buf;

@@ -76,6 +76,8 @@ typedef struct cfg_name_ref {
 /* The candidate closest to `typed` (edit distance <= 2, else the closest prefix match);
  * -1 when none qualifies. */
 int cfg_best_match(const cfg_name_ref *cands, int n, const char *typed, size_t tlen);
+/* An enum key's choices as "adamw, sgd" (from "adamw|sgd"). */
+void cfg_enum_list(const key_spec *k, char *out, size_t size);
 /* "'experiment', 'model', 'data' and 'optim'": the sections holding required keys. */
 void cfg_required_sections(char *out, size_t size);
 

@@ -233,6 +233,22 @@ const key_spec cfg_keys[] = {
 /* clang-format on */
 const int cfg_n_keys = (int)(sizeof cfg_keys / sizeof cfg_keys[0]);
 
+/* ---- enums ---------------------------------------------------------------------------- */
+
+/* "adamw, sgd" from "adamw|sgd". */
+void cfg_enum_list(const key_spec *k, char *out, size_t size) {
+    size_t j = 0;
+    for (const char *c = k->choices; *c && j + 3 < size; c++) {
+        if (*c == '|') {
+            out[j++] = ',';
+            out[j++] = ' ';
+        } else {
+            out[j++] = *c;
+        }
+    }
+    out[j] = '\0';
+}
+
 /* ---- key lookup and suggestions -------------------------------------------------- */
 
 const key_spec *cfg_find_key_n(const char *path, size_t len) {
