@@ -24,6 +24,7 @@
 #include "dataset_internal.h"
 #include "runtime/core/log.h"
 #include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 
 /* Errors carry one name whichever helper finds them. */
 #define WRITER_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_writer", __VA_ARGS__)
@@ -116,7 +117,7 @@ static target_state inspect_target(const char *path, int allow_no_index) {
     }
     if (allow_no_index) return TARGET_DATASET;
     char *ipath = graft_data_join_path(path, "index.json");
-    json_t *root = (has_index && ipath) ? json_load_file(ipath, 0, NULL) : NULL;
+    json_t *root = (has_index && ipath) ? graft_json_try_load_file(ipath, 0) : NULL;
     json_t *format = root ? json_object_get(root, "format") : NULL;
     int ours = json_is_string(format) && strcmp(json_string_value(format), "graft-dataset") == 0;
     json_decref(root);
@@ -531,7 +532,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
     json_t *shards = json_array();
     for (int i = 0; i < w->n_shards; i++) {
         char hex[17];
-        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)w->shards[i].xxh64);
+        graft_json_hex64_text(hex, w->shards[i].xxh64);
         json_array_append_new(shards, json_pack("{sssIsIss}", "file", w->shards[i].file,
                                                 w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples",
                                                 (json_int_t)w->shards[i].count, "bytes",
@@ -539,15 +540,6 @@ static json_t *build_index(const graft_dataset_writer *w) {
     }
     json_object_set_new(root, "shards", shards);
     return root;
-}
-
-/* Write text to dir/name atomically. */
-static graft_status write_file_atomic(const char *dir, const char *name, const char *text) {
-    char *path = graft_data_join_path(dir, name);
-    if (!path) return GRAFT_ERR_NOMEM;
-    graft_status st = graft_fs_write_atomic(path, text, strlen(text));
-    free(path);
-    return st;
 }
 
 /* Put the finished DIR.tmp in DIR's place (see the comment at the top). */
@@ -597,24 +589,16 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     graft_status st = flush_shard(w);
     if (st != GRAFT_OK) return st;
     json_t *root = build_index(w);
-    char *text =
-        root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
-             : NULL;
+    char *path = graft_data_join_path(w->tmp_dir, "index.json");
+    st = root && path
+             ? graft_json_write_atomic(
+                   path, root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
+             : GRAFT_ERR_NOMEM;
     json_decref(root);
-    if (!text) {
-        WRITER_ERROR("%s: out of memory building index.json", w->dir);
-        return GRAFT_ERR_NOMEM;
-    }
-    size_t len = strlen(text);
-    char *with_newline = realloc(text, len + 2);
-    if (!with_newline) {
-        free(text);
-        return GRAFT_ERR_NOMEM;
-    }
-    memcpy(with_newline + len, "\n", 2);
-    st = write_file_atomic(w->tmp_dir, "index.json", with_newline);
-    free(with_newline);
-    if (st == GRAFT_OK) st = move_into_place(w);
+    free(path);
+    if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory building index.json", w->dir);
+    if (st != GRAFT_OK) return st;
+    st = move_into_place(w);
     if (st == GRAFT_OK) w->finished = 1;
     return st;
 }

@@ -257,14 +257,12 @@ static int32_t merge_rank(const graft_tokenizer *t, int32_t left, int32_t right)
  * (for vocab.bpe's lookups) in *root. */
 static graft_status load_encoder(graft_tokenizer *t, const char *path, const int cp_to_byte[512],
                                  const uint32_t byte_to_cp[256], json_t **root) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
+    char *text;
+    size_t len;
+    GRAFT_TRY(graft_fs_read_file(path, 0, &text, &len));
     json_error_t err;
-    *root = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
-    fclose(f);
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    free(text);
     if (!*root) {
         GRAFT_ERROR("%s:%d:%d: not valid JSON: %s", path, err.line, err.column, err.text);
         return GRAFT_ERR_FORMAT;

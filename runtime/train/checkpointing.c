@@ -1,6 +1,7 @@
 /* The training loop's side of checkpoints: what goes into one, when resuming is
  * allowed, and restarting the data stream where the checkpoint left it. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
 #include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 #include "train_internal.h"
 
 /* The stored config text as a graft_config (through a temporary file: the config
@@ -81,11 +83,12 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
 static graft_status checkpoint_step(const char *ckpt, long *step) {
     char path[TRAIN_PATH_MAX];
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, ckpt, "state.json"));
-    json_t *j = json_load_file(path, 0, NULL);
-    json_t *s = j ? json_object_get(j, "step") : NULL;
-    graft_status st = json_is_integer(s) ? GRAFT_OK : GRAFT_ERR_FORMAT;
+    json_t *j = graft_json_try_load_file(path, 0);
+    long long v;
+    graft_status st =
+        graft_json_get_int(j, "step", LLONG_MIN, LLONG_MAX, &v) ? GRAFT_OK : GRAFT_ERR_FORMAT;
     if (st == GRAFT_OK)
-        *step = (long)json_integer_value(s);
+        *step = (long)v;
     else
         GRAFT_ERROR("%s: state.json has no step", ckpt);
     json_decref(j);

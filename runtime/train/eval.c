@@ -7,6 +7,7 @@
 
 #include "runtime/core/log.h"
 #include "runtime/data/loader.h"
+#include "runtime/io/json.h"
 #include "runtime/nn/params_io.h"
 #include "train.h"
 #include "train_internal.h"
@@ -166,7 +167,7 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
         }
         if (json_path) {
             json_t *j = train_eval_to_json(&r, &d, 0);
-            st = train_write_json_atomic(json_path, j);
+            st = graft_json_write_atomic(json_path, j, TRAIN_EVAL_JSON_FLAGS);
             json_decref(j);
         }
     }

@@ -2,6 +2,7 @@
  * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
  * the evaluation files, and the progress line on stdout. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "runtime/core/check.h"
 #include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 #include "train_internal.h"
 
 /* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (work that
@@ -24,8 +26,8 @@ static graft_status keep_metrics_until(const char *path, long step) {
     }
     while (in && fgets(line, sizeof line, in)) {
         json_t *o = json_loads(line, 0, NULL);
-        json_t *s = o ? json_object_get(o, "step") : NULL;
-        if (json_is_integer(s) && json_integer_value(s) <= step) fputs(line, out);
+        long long at;
+        if (graft_json_get_int(o, "step", LLONG_MIN, step, &at)) fputs(line, out);
         json_decref(o);
     }
     if (in) fclose(in);
@@ -90,9 +92,9 @@ graft_status train_record_eval(trainer *t, const train_eval_result *r, long step
     char name[64], path[TRAIN_PATH_MAX];
     snprintf(name, sizeof name, "eval/step-%08ld.json", step);
     st = graft_fs_path_join(path, sizeof path, t->run_dir, name);
-    if (st == GRAFT_OK) st = train_write_json_atomic(path, j);
+    if (st == GRAFT_OK) st = graft_json_write_atomic(path, j, TRAIN_EVAL_JSON_FLAGS);
     if (st == GRAFT_OK) st = graft_fs_path_join(path, sizeof path, t->run_dir, "eval.json");
-    if (st == GRAFT_OK) st = train_write_json_atomic(path, j);
+    if (st == GRAFT_OK) st = graft_json_write_atomic(path, j, TRAIN_EVAL_JSON_FLAGS);
     json_decref(j);
     if (final) {
         if (r->task == GRAFT_TASK_CLASSIFY) {

@@ -1,7 +1,7 @@
 /* Set-up, where every check of the user's input happens: the model (shared by training
  * and evaluation: build for the dataset's shape, freeze by globs, allocate,
  * initialise, load init weights), the optimizer and its groups, and the trainer as a
- * whole (datasets, loader, resume, data parallelism). Also the JSON file writer. */
+ * whole (datasets, loader, resume, data parallelism). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -147,22 +147,6 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     m->iface.init_weights(m->self, (uint64_t)cfg->seed);
     if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
     return GRAFT_OK;
-}
-
-graft_status train_write_json_atomic(const char *path, json_t *value) {
-    char *text = json_dumps(value, JSON_INDENT(1) | JSON_SORT_KEYS);
-    if (!text) return GRAFT_ERR_NOMEM;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2); /* end the file with a newline */
-    if (!line) {
-        free(text);
-        return GRAFT_ERR_NOMEM;
-    }
-    text = line;
-    text[len++] = '\n';
-    graft_status st = graft_fs_write_atomic(path, text, len);
-    free(text);
-    return st;
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */

@@ -39,6 +39,9 @@ json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, l
 /* The per-class table, for the log at the end of a run and for `graft eval`. */
 void train_eval_print_per_class(const train_eval_result *r, const graft_dataset *d);
 void train_eval_result_free(train_eval_result *r);
+/* How evaluation results are written (graft_json_write_atomic): eval/step-N.json,
+ * eval.json and graft eval's --json file. */
+#define TRAIN_EVAL_JSON_FLAGS (JSON_INDENT(1) | JSON_SORT_KEYS)
 
 /* Build the model for a dataset, apply freezing and the init weights of cfg.
  * Everything here is input checking. */
@@ -128,8 +131,5 @@ graft_status train_make_reducer(trainer *t);
 
 /* The resolved config as YAML text (malloc'd), for run directories and checkpoints. */
 char *train_config_text(const graft_config *cfg);
-
-/* Write a JSON value to path atomically (tmp + fsync + rename). */
-graft_status train_write_json_atomic(const char *path, json_t *value);
 
 #endif
