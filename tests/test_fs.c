@@ -1,7 +1,8 @@
 /* Tests for runtime/io/fs: path joining (and its overflow check), parents, mkdir -p
  * (nested, over an existing file), whole-file reads of a regular file and refusals of
  * a FIFO (without hanging), a directory and a missing file, the size bound, atomic
- * writes (content replaced, no temp file left), and paths with spaces and quotes. */
+ * writes (content replaced, no temp file left), file digests, and paths with spaces and
+ * quotes. */
 #include "tests/testutil.h"
 
 #include <dirent.h>
@@ -9,6 +10,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "runtime/io/fs.h"
 
@@ -200,6 +202,28 @@ static void test_read_directory_and_missing(void **state) {
     assert_int_equal(graft_fs_read("/dev/null", 0, &data, &len, NULL), GRAFT_FS_ENOTREG);
 }
 
+static void test_xxh64(void **state) {
+    (void)state;
+    char path[PATH_LEN];
+    under_root(path, "hashed");
+    size_t n = (1 << 20) + 12345; /* more than one chunk */
+    char *data = malloc(n + 1);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)('a' + i % 26);
+    data[n] = '\0';
+    write_plain(path, data);
+    uint64_t h = 0, bytes = 0;
+    const char *step;
+    assert_int_equal(graft_fs_xxh64(path, &h, &bytes, &step), 0);
+    assert_int_equal(bytes, n);
+    assert_true(h == (uint64_t)XXH64(data, n, 0));
+    free(data);
+    under_root(path, "no-such-file");
+    assert_int_equal(graft_fs_xxh64(path, &h, &bytes, &step), ENOENT);
+    assert_string_equal(step, "open");
+}
+
 static void test_write_atomic(void **state) {
     (void)state;
     char dir[PATH_LEN], path[PATH_LEN];
@@ -256,6 +280,7 @@ int main(void) {
         cmocka_unit_test(test_read_regular),
         cmocka_unit_test(test_read_fifo),
         cmocka_unit_test(test_read_directory_and_missing),
+        cmocka_unit_test(test_xxh64),
         cmocka_unit_test(test_write_atomic),
         cmocka_unit_test(test_odd_names),
     };

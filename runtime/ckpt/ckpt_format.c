@@ -281,7 +281,7 @@ static graft_status check_size(const char *path, const char *label, uint64_t byt
 static graft_status check_hash(const char *path, const char *label, uint64_t xxh64, char *why,
                                size_t why_size) {
     uint64_t h = 0, bytes = 0;
-    int err = ckpt_hash_file(path, &h, &bytes);
+    int err = graft_fs_xxh64(path, &h, &bytes, NULL);
     if (err != 0) {
         snprintf(why, why_size, "cannot read %s: %s", label, strerror(err));
         return err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;

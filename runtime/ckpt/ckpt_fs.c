@@ -1,14 +1,12 @@
 /* File-system helpers of the checkpoint module: checkpoint directory names, listing a
- * root, reading "latest", recursive removal, hashing (plain file work is runtime/io/fs). */
+ * root, reading "latest", recursive removal (plain file work is runtime/io/fs). */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "ckpt_internal.h"
 
@@ -125,36 +123,5 @@ int ckpt_remove_tree(const char *path) {
     }
     closedir(d);
     if (err == 0 && rmdir(path) != 0 && errno != ENOENT) err = errno;
-    return err;
-}
-
-int ckpt_hash_file(const char *path, uint64_t *xxh64, uint64_t *bytes) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    enum { CHUNK = 1 << 20 };
-    unsigned char *buf = malloc(CHUNK);
-    XXH64_state_t *h = XXH64_createState();
-    int err = 0;
-    uint64_t total = 0;
-    if (!buf || !h) err = ENOMEM;
-    if (err == 0) XXH64_reset(h, 0);
-    while (err == 0) {
-        ssize_t r = read(fd, buf, CHUNK);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            break;
-        }
-        if (r == 0) break;
-        XXH64_update(h, buf, (size_t)r);
-        total += (uint64_t)r;
-    }
-    if (err == 0) {
-        *xxh64 = (uint64_t)XXH64_digest(h);
-        *bytes = total;
-    }
-    if (h) XXH64_freeState(h);
-    free(buf);
-    close(fd);
     return err;
 }

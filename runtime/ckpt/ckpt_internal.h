@@ -55,8 +55,6 @@ int ckpt_read_latest(const char *root, char *name, size_t size);
 /* Remove path and, for a directory, everything under it (links are not followed).
  * 0 when done or when path did not exist, else errno. */
 int ckpt_remove_tree(const char *path);
-/* xxh64 and size of a file's bytes. 0 or errno. */
-int ckpt_hash_file(const char *path, uint64_t *xxh64, uint64_t *bytes);
 /* state.json text (sorted keys, 2-space indent, trailing newline), malloc'd; NULL when
  * memory ran out. version is always this library's GRAFT_VERSION. */
 char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,

@@ -137,7 +137,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     ckpt_frozen_ref recorded;
     if (existed && find_frozen_ref(root, ref->file, &recorded)) {
         uint64_t h, bytes;
-        if (ckpt_hash_file(path, &h, &bytes) == 0 && h == recorded.xxh64 &&
+        if (graft_fs_xxh64(path, &h, &bytes, NULL) == 0 && h == recorded.xxh64 &&
             bytes == recorded.bytes) {
             *ref = recorded;
             ref->present = 1;
@@ -159,7 +159,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     graft_st_writer_free(&w);
     if (st_ != GRAFT_OK) return st_;
     *created = !existed;
-    int err = ckpt_hash_file(path, &ref->xxh64, &ref->bytes);
+    int err = graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, NULL);
     if (err != 0) {
         SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
         return GRAFT_ERR_IO;
@@ -254,7 +254,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     for (int f = 0; f < CKPT_N_FILES; f++) {
         uint64_t h, bytes;
         graft_fs_path_join(path, sizeof path, tmp_dir, ckpt_files[f]);
-        int err = ckpt_hash_file(path, &h, &bytes);
+        int err = graft_fs_xxh64(path, &h, &bytes, NULL);
         if (err != 0) {
             SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
             return GRAFT_ERR_IO;

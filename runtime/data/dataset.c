@@ -4,7 +4,6 @@
 #include "dataset.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "dataset_internal.h"
 #include "runtime/core/check.h"
@@ -47,38 +45,19 @@ char *graft_data_join_path(const char *dir, const char *name) {
 }
 
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    XXH64_state_t *state = XXH64_createState();
-    unsigned char *buf = malloc((size_t)1 << 20);
-    if (!state || !buf) {
-        XXH64_freeState(state);
-        free(buf);
-        close(fd);
+    uint64_t bytes;
+    const char *step;
+    int err = graft_fs_xxh64(path, out, &bytes, &step);
+    if (err == 0) return GRAFT_OK;
+    if (err == ENOMEM) {
         GRAFT_ERROR("%s: out of memory computing the checksum", path);
         return GRAFT_ERR_NOMEM;
     }
-    XXH64_reset(state, 0);
-    graft_status st = GRAFT_OK;
-    for (;;) {
-        ssize_t got = read(fd, buf, (size_t)1 << 20);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            GRAFT_ERROR("%s: read error: %s", path, strerror(errno));
-            st = GRAFT_ERR_IO;
-            break;
-        }
-        if (got == 0) break;
-        XXH64_update(state, buf, (size_t)got);
-    }
-    if (st == GRAFT_OK) *out = XXH64_digest(state);
-    XXH64_freeState(state);
-    free(buf);
-    close(fd);
-    return st;
+    if (strcmp(step, "open") == 0)
+        GRAFT_ERROR("%s: cannot open: %s", path, strerror(err));
+    else
+        GRAFT_ERROR("%s: read error: %s", path, strerror(err));
+    return GRAFT_ERR_IO;
 }
 
 /* "normalize": {"mean": [C numbers], "std": [C positive numbers]} (optional). */

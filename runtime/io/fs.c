@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "runtime/core/log.h"
 
@@ -143,6 +144,40 @@ graft_status graft_fs_read_file(const char *path, size_t max_bytes, char **data,
     }
     GRAFT_ERROR("%s: cannot %s: %s", path, step, graft_fs_strerror(err));
     return GRAFT_ERR_IO;
+}
+
+int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const char **step) {
+    const char *unused;
+    if (!step) step = &unused;
+    *step = "open";
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno;
+    *step = "read";
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK);
+    XXH64_state_t *h = XXH64_createState();
+    int err = 0;
+    uint64_t total = 0;
+    if (!buf || !h) err = ENOMEM;
+    if (err == 0) XXH64_reset(h, 0);
+    while (err == 0) {
+        ssize_t r = read(fd, buf, CHUNK);
+        if (r < 0) {
+            if (errno != EINTR) err = errno;
+            continue;
+        }
+        if (r == 0) break;
+        XXH64_update(h, buf, (size_t)r);
+        total += (uint64_t)r;
+    }
+    if (err == 0) {
+        *xxh64 = (uint64_t)XXH64_digest(h);
+        *bytes = total;
+    }
+    if (h) XXH64_freeState(h);
+    free(buf);
+    close(fd);
+    return err;
 }
 
 int graft_fs_write(const char *path, const void *data, size_t len, const char **step) {

@@ -9,6 +9,7 @@
 #define GRAFT_FS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "runtime/core/status.h"
 
@@ -50,6 +51,10 @@ int graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len, 
  * "path: cannot read: <reason>", "path: larger than N bytes" (GRAFT_ERR_FORMAT) or
  * "path: out of memory" (GRAFT_ERR_NOMEM); other failures are GRAFT_ERR_IO. */
 graft_status graft_fs_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
+
+/* xxh64 (seed 0) and size of the bytes of the file at path, read in 1 MiB chunks.
+ * 0 or errno, with *step (may be NULL) "open" or "read" for the part that failed. */
+int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const char **step);
 
 /* Create or truncate path, write len bytes, fsync, close. 0 or errno, with *step
  * ("create", "write", "fsync", "close") saying what failed. */
