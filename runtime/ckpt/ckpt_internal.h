@@ -1,5 +1,7 @@
-/* Private to runtime/ckpt: paths, durable file writes, the MANIFEST and state.json
- * formats, and the checkpoint check shared by save, verify, find_resume and load. */
+/* Private to runtime/ckpt: checkpoint names and listing, the MANIFEST and state.json
+ * formats, and the checkpoint check shared by save, verify, find_resume and load.
+ * Plain file work (joining paths, reading, durable writes, fsync, digests) is
+ * runtime/io/fs. */
 #ifndef GRAFT_CKPT_INTERNAL_H
 #define GRAFT_CKPT_INTERNAL_H
 
