@@ -38,8 +38,8 @@
 #define GRAFT_CKPT_H
 
 #include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
+#include <stdint.h>
 
 #include "runtime/core/status.h"
 #include "runtime/nn/params.h"
@@ -63,12 +63,12 @@ typedef struct graft_ckpt_save_args {
     const graft_params *params; /* finalized table */
     const graft_optim *optim;   /* state saved per trainable parameter; may be NULL */
     const graft_ckpt_state *state;
-    const char *config_yaml; /* resolved config text, stored as config.yaml */
-    int save_frozen_once;    /* 1: frozen parameters go to DIR/frozen-<hash>.safetensors once */
-    int keep_last;           /* complete checkpoints to keep (>= 1): the new one and the
-                                keep_last-1 newest older ones; checkpoints of later steps
-                                (left by a run that resumed from an earlier one) are kept
-                                until the run saves their step again */
+    const char *config_yaml;    /* resolved config text, stored as config.yaml */
+    int save_frozen_once;       /* 1: frozen parameters go to DIR/frozen-<hash>.safetensors once */
+    int keep_last;              /* complete checkpoints to keep (>= 1): the new one and the
+                                   keep_last-1 newest older ones; checkpoints of later steps
+                                   (left by a run that resumed from an earlier one) are kept
+                                   until the run saves their step again */
 } graft_ckpt_save_args;
 
 /* Write checkpoint step-<state->step> atomically, point "latest" at it, prune.

@@ -47,19 +47,19 @@ typedef struct graft_config {
     long seed;        /* default 0 */
 
     struct {
-        char *arch;      /* required: mlp|resnet18|resnet34|resnet50|gpt2|bert */
-        char *init;      /* weights to start from (safetensors file or checkpoint dir); NULL */
-        int init_strict; /* default 0: missing names are warnings */
-        int hidden[8];   /* model.hidden: MLP hidden sizes, default [512, 256] */
+        char *arch;       /* required: mlp|resnet18|resnet34|resnet50|gpt2|bert */
+        char *init;       /* weights to start from (safetensors file or checkpoint dir); NULL */
+        int init_strict;  /* default 0: missing names are warnings */
+        int hidden[8];    /* model.hidden: MLP hidden sizes, default [512, 256] */
         int n_hidden;
-        double dropout; /* default 0, in [0, 1) */
-        int small_stem; /* resnet: 3x3 stride-1 conv1, no max-pool; default 0 */
-        int width;      /* resnet: first-stage channels, default 64 */
+        double dropout;   /* default 0, in [0, 1) */
+        int small_stem;   /* resnet: 3x3 stride-1 conv1, no max-pool; default 0 */
+        int width;        /* resnet: first-stage channels, default 64 */
         int n_layer, n_head, n_embd, n_positions; /* gpt2/bert; 0 = the arch's default */
-        int vocab_size;                           /* 0 = the dataset's */
-        int type_vocab_size;                      /* bert, default 2 */
-        int mask_token_id;                        /* bert MLM, default 103 */
-        int head_num_classes; /* model.head.num_classes: > 0 = replace the classifier */
+        int vocab_size;   /* 0 = the dataset's */
+        int type_vocab_size; /* bert, default 2 */
+        int mask_token_id;   /* bert MLM, default 103 */
+        int head_num_classes;/* model.head.num_classes: > 0 = replace the classifier */
     } model;
 
     struct {
@@ -71,17 +71,16 @@ typedef struct graft_config {
     } freeze;
 
     struct {
-        char *train;      /* dataset directory, required */
-        char *val;        /* dataset directory, optional */
-        long batch_size;  /* GLOBAL batch, default 128 */
-        long micro_batch; /* per rank per forward; 0 = batch_size / world (no accumulation) */
-        int shuffle;      /* default 1 */
-        int prefetch;     /* batches prepared ahead by the loader thread, default 2; 0 = none */
-        int seq_len;      /* token datasets: window length, default 128 */
-        int augment_crop_padding; /* data.augment.crop_padding: random crop after zero padding, 0 =
-                                     off */
+        char *train;     /* dataset directory, required */
+        char *val;       /* dataset directory, optional */
+        long batch_size; /* GLOBAL batch, default 128 */
+        long micro_batch;/* per rank per forward; 0 = batch_size / world (no accumulation) */
+        int shuffle;     /* default 1 */
+        int prefetch;    /* batches prepared ahead by the loader thread, default 2; 0 = none */
+        int seq_len;     /* token datasets: window length, default 128 */
+        int augment_crop_padding; /* data.augment.crop_padding: random crop after zero padding, 0 = off */
         int augment_hflip;        /* data.augment.hflip: random horizontal flip, default 0 */
-        int verify;               /* data.verify: check shard checksums at start, default 1 */
+        int verify;      /* data.verify: check shard checksums at start, default 1 */
     } data;
 
     struct {
@@ -113,33 +112,33 @@ typedef struct graft_config {
     } train;
 
     struct {
-        char *dir;               /* NULL (default) = runs/<experiment>/checkpoints */
-        long every_steps;        /* 0 = off */
-        double every_minutes;    /* 0 = off */
-        int keep_last;           /* default 3, >= 1 */
-        char *save_frozen;       /* always|once, default once */
-        char *on_error;          /* continue|stop, default continue */
-        char *resume;            /* auto|never|PATH, default auto */
+        char *dir;            /* NULL (default) = runs/<experiment>/checkpoints */
+        long every_steps;     /* 0 = off */
+        double every_minutes; /* 0 = off */
+        int keep_last;        /* default 3, >= 1 */
+        char *save_frozen;    /* always|once, default once */
+        char *on_error;       /* continue|stop, default continue */
+        char *resume;         /* auto|never|PATH, default auto */
         int allow_config_change; /* resume despite changed training keys, default 0 */
     } checkpoint;
 
     struct {
-        char *backend;          /* auto|local|mpi|nccl, default auto */
-        double bucket_mb;       /* default 25 */
+        char *backend;     /* auto|local|mpi|nccl, default auto */
+        double bucket_mb;  /* default 25 */
         double first_bucket_mb; /* default 1 */
-        int overlap;            /* reduce buckets during backward, default 1 */
-        double timeout_s;       /* default 300 */
+        int overlap;       /* reduce buckets during backward, default 1 */
+        double timeout_s;  /* default 300 */
     } comm;
 
     struct {
         int np;              /* default 1 */
         graft_strlist hosts; /* "host:slots" */
         char *hostfile;
-        int threads_per_rank; /* 0 = auto (cores per node / local ranks) */
-        graft_strlist env;    /* "NAME=value" exported to every rank */
+        int threads_per_rank;/* 0 = auto (cores per node / local ranks) */
+        graft_strlist env;   /* "NAME=value" exported to every rank */
         graft_strlist mpirun_args;
-        int max_restarts; /* default 0 */
-        int requeue_exit; /* on exit 75 stop (for the scheduler to requeue), default 0 */
+        int max_restarts;    /* default 0 */
+        int requeue_exit;    /* on exit 75 stop (for the scheduler to requeue), default 0 */
     } launch;
 } graft_config;
 
