@@ -13,12 +13,11 @@
 #include "runtime/data/idx.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/tokenizer.h"
-
+#include "runtime/io/fs.h"
 
 static const char *const fmnist_class_names[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
-
 
 /* --classes "0-4", "0,2,5" or a mix ("0-2,7") into selected[10]. */
 static int parse_classes(const char *text, int selected[10]) {
@@ -177,34 +176,17 @@ static int data_fmnist(int argc, char **argv) {
 
 /* Read a whole file; NULL with a one-line error. */
 static char *read_file(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "graft data text: %s: cannot open: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, fp);
-        if (n < cap) break;
-        char *grown = realloc(buf, cap * 2);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int failed = !buf || ferror(fp);
-    fclose(fp);
-    if (failed) {
-        fprintf(stderr, "graft data text: %s: %s\n", path, buf ? "read error" : "out of memory");
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
+    char *text;
+    const char *step;
+    int err = graft_fs_read(path, 0, &text, len, &step);
+    if (err == 0) return text;
+    if (err == ENOMEM)
+        fprintf(stderr, "graft data text: %s: out of memory\n", path);
+    else if (strcmp(step, "open") == 0)
+        fprintf(stderr, "graft data text: %s: cannot open: %s\n", path, strerror(err));
+    else
+        fprintf(stderr, "graft data text: %s: cannot read: %s\n", path, graft_fs_strerror(err));
+    return NULL;
 }
 
 /* Does the text hold a fortune separator (a line that is exactly "%")? */

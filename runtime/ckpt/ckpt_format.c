@@ -2,6 +2,7 @@
  * (checked), and the full integrity check of one checkpoint directory. */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,28 +10,10 @@
 #include <sys/stat.h>
 
 #include "ckpt_internal.h"
+#include "runtime/io/json.h"
 
 #define MANIFEST_MAX_BYTES 65536
 #define MANIFEST_MAX_ENTRIES 16
-
-static void hex64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
-
-/* 1 and *v when s is exactly 16 hex digits. */
-static int parse_hex64(const char *s, uint64_t *v) {
-    if (!s || strlen(s) != 16) return 0;
-    uint64_t value = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = s[i];
-        int d = (c >= '0' && c <= '9')   ? c - '0'
-                : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-                                         : -1;
-        if (d < 0) return 0;
-        value = (value << 4) | (uint64_t)d;
-    }
-    *v = value;
-    return 1;
-}
 
 /* A plain file name: [A-Za-z0-9._-], not starting with '.', shorter than CKPT_NAME_MAX. */
 static int safe_file_name(const char *s, size_t len) {
@@ -54,7 +37,7 @@ char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
     json_t *rng = json_array();
     int ok = json_object_set_new(root, "rng_states", rng) == 0;
     for (int r = 0; ok && s->rng_states && r < s->world_size; r++) {
-        hex64(hex, s->rng_states[r]);
+        graft_json_hex64_text(hex, s->rng_states[r]);
         ok = json_array_append_new(rng, json_string(hex)) == 0;
     }
     ok = ok && json_object_set_new(root, "step", json_integer((json_int_t)s->step)) == 0;
@@ -63,7 +46,7 @@ char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
     ok = ok && json_object_set_new(root, "world_size", json_integer(s->world_size)) == 0;
     ok = ok &&
          json_object_set_new(root, "lr", isfinite(s->lr) ? json_real(s->lr) : json_null()) == 0;
-    hex64(hex, s->config_digest);
+    graft_json_hex64_text(hex, s->config_digest);
     ok = ok && json_object_set_new(root, "config_digest", json_string(hex)) == 0;
     ok = ok && json_object_set_new(root, "version", json_string(GRAFT_VERSION)) == 0;
     if (o) {
@@ -78,33 +61,16 @@ char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
     if (frozen && frozen->present) {
         json_t *fz = json_object();
         ok = ok && json_object_set_new(root, "frozen", fz) == 0;
-        hex64(hex, frozen->xxh64);
+        graft_json_hex64_text(hex, frozen->xxh64);
         ok = ok && json_object_set_new(fz, "file", json_string(frozen->file)) == 0;
         ok = ok && json_object_set_new(fz, "bytes", json_integer((json_int_t)frozen->bytes)) == 0;
         ok = ok && json_object_set_new(fz, "xxh64", json_string(hex)) == 0;
     } else {
         ok = ok && json_object_set_new(root, "frozen", json_null()) == 0;
     }
-    char *text = ok ? json_dumps(root, JSON_SORT_KEYS | JSON_INDENT(2)) : NULL;
+    char *text = ok ? graft_json_dumps_line(root, JSON_SORT_KEYS | JSON_INDENT(2), NULL) : NULL;
     json_decref(root);
-    if (!text) return NULL;
-    size_t len = strlen(text);
-    char *with_newline = malloc(len + 2);
-    if (with_newline) {
-        memcpy(with_newline, text, len);
-        with_newline[len] = '\n';
-        with_newline[len + 1] = '\0';
-    }
-    free(text);
-    return with_newline;
-}
-
-/* An integer member >= min; 0 when missing or of another type. */
-static int get_int(json_t *obj, const char *key, long long min, long long *out) {
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v) || json_integer_value(v) < min) return 0;
-    *out = (long long)json_integer_value(v);
-    return 1;
+    return text;
 }
 
 void ckpt_info_free(ckpt_info *info) {
@@ -125,21 +91,22 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
     graft_ckpt_state *s = &info->state;
     if (!json_is_object(root))
         bad = "expected a JSON object";
-    else if (!get_int(root, "step", 0, &v))
+    else if (!graft_json_get_int(root, "step", 0, LLONG_MAX, &v))
         bad = "'step' is missing or not an integer >= 0";
     if (!bad) s->step = (long)v;
-    if (!bad && !get_int(root, "epoch", 0, &v)) bad = "'epoch' is missing or not an integer >= 0";
+    if (!bad && !graft_json_get_int(root, "epoch", 0, LLONG_MAX, &v))
+        bad = "'epoch' is missing or not an integer >= 0";
     if (!bad) s->epoch = (long)v;
-    if (!bad && !get_int(root, "cursor", 0, &v)) bad = "'cursor' is missing or not an integer >= 0";
+    if (!bad && !graft_json_get_int(root, "cursor", 0, LLONG_MAX, &v))
+        bad = "'cursor' is missing or not an integer >= 0";
     if (!bad) s->cursor = (uint64_t)v;
-    if (!bad && (!get_int(root, "world_size", 1, &v) || v > 1000000))
+    if (!bad && !graft_json_get_int(root, "world_size", 1, 1000000, &v))
         bad = "'world_size' is missing or not an integer >= 1";
     if (!bad) s->world_size = (int)v;
     json_t *lr = bad ? NULL : json_object_get(root, "lr");
     if (!bad && !json_is_number(lr) && !json_is_null(lr)) bad = "'lr' is missing or not a number";
     if (!bad) s->lr = json_is_null(lr) ? NAN : json_number_value(lr);
-    if (!bad &&
-        !parse_hex64(json_string_value(json_object_get(root, "config_digest")), &s->config_digest))
+    if (!bad && !graft_json_get_hex64(json_object_get(root, "config_digest"), &s->config_digest))
         bad = "'config_digest' is missing or not 16 hex digits";
     const char *version = bad ? NULL : json_string_value(json_object_get(root, "version"));
     if (!bad && (!version || strlen(version) >= sizeof s->version))
@@ -155,7 +122,7 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
         s->rng_states = malloc(n_rng * sizeof *s->rng_states);
         if (!s->rng_states) bad = "out of memory";
         for (size_t i = 0; !bad && i < n_rng; i++)
-            if (!parse_hex64(json_string_value(json_array_get(rng, i)), &s->rng_states[i]))
+            if (!graft_json_get_hex64(json_array_get(rng, i), &s->rng_states[i]))
                 bad = "'rng_states' entries must be 16 hex digits";
     }
 
@@ -168,7 +135,7 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
             info->optim_kind = GRAFT_OPTIM_ADAMW;
         else
             bad = "'optimizer.kind' is missing or not sgd/adamw";
-        if (!bad && !get_int(opt, "step", 0, &v))
+        if (!bad && !graft_json_get_int(opt, "step", 0, LLONG_MAX, &v))
             bad = "'optimizer.step' is missing or not an integer >= 0";
         if (!bad) {
             info->has_optim = 1;
@@ -184,9 +151,9 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
         size_t len = file ? strlen(file) : 0;
         if (!file || !safe_file_name(file, len) || strncmp(file, "frozen-", 7) != 0)
             bad = "'frozen.file' is missing or not a frozen-*.safetensors name";
-        else if (!get_int(fz, "bytes", 0, &v))
+        else if (!graft_json_get_int(fz, "bytes", 0, LLONG_MAX, &v))
             bad = "'frozen.bytes' is missing or not an integer >= 0";
-        else if (!parse_hex64(json_string_value(json_object_get(fz, "xxh64")), &info->frozen.xxh64))
+        else if (!graft_json_get_hex64(json_object_get(fz, "xxh64"), &info->frozen.xxh64))
             bad = "'frozen.xxh64' is missing or not 16 hex digits";
         if (!bad) {
             info->frozen.present = 1;
@@ -209,15 +176,15 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
 graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size) {
     memset(info, 0, sizeof *info);
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, ckpt_dir, "state.json")) {
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "state.json") != GRAFT_OK) {
         snprintf(why, why_size, "path too long");
         return GRAFT_ERR_INVALID_ARG;
     }
     char *text;
     size_t len;
-    int err = ckpt_read_file(path, 1 << 24, &text, &len);
+    int err = graft_fs_read(path, 1 << 24, &text, &len, NULL);
     if (err != 0) {
-        snprintf(why, why_size, "cannot read state.json: %s", strerror(err));
+        snprintf(why, why_size, "cannot read state.json: %s", graft_fs_strerror(err));
         return err == ENOENT ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     graft_status st = GRAFT_ERR_FORMAT;
@@ -256,7 +223,7 @@ static int parse_manifest(const char *text, manifest_entry *entries, int *n, cha
         if (ok) {
             memcpy(hex, p, 16);
             hex[16] = '\0';
-            ok = parse_hex64(hex, &entries[*n].xxh64);
+            ok = graft_json_parse_hex64(hex, &entries[*n].xxh64);
         }
         const char *name = sp2 + 1;
         if (ok) ok = safe_file_name(name, (size_t)(end - name));
@@ -314,7 +281,7 @@ static graft_status check_size(const char *path, const char *label, uint64_t byt
 static graft_status check_hash(const char *path, const char *label, uint64_t xxh64, char *why,
                                size_t why_size) {
     uint64_t h = 0, bytes = 0;
-    int err = ckpt_hash_file(path, &h, &bytes);
+    int err = graft_fs_xxh64(path, &h, &bytes, NULL);
     if (err != 0) {
         snprintf(why, why_size, "cannot read %s: %s", label, strerror(err));
         return err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
@@ -349,19 +316,19 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
         return GRAFT_ERR_FORMAT;
     }
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, ckpt_dir, "MANIFEST")) {
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "MANIFEST") != GRAFT_OK) {
         snprintf(why, why_size, "path too long");
         return GRAFT_ERR_INVALID_ARG;
     }
     char *text;
     size_t len;
-    int err = ckpt_read_file(path, MANIFEST_MAX_BYTES, &text, &len);
+    int err = graft_fs_read(path, MANIFEST_MAX_BYTES, &text, &len, NULL);
     if (err == ENOENT) {
         snprintf(why, why_size, "no MANIFEST (the save did not finish)");
         return GRAFT_ERR_FORMAT;
     }
     if (err != 0) {
-        snprintf(why, why_size, "cannot read MANIFEST: %s", strerror(err));
+        snprintf(why, why_size, "cannot read MANIFEST: %s", graft_fs_strerror(err));
         return err == EFBIG ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     manifest_entry entries[MANIFEST_MAX_ENTRIES];
@@ -382,11 +349,12 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
     /* Sizes first (cheap, and a truncated file says so), then checksums. */
     graft_status st = GRAFT_OK;
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
-        if (!ckpt_join(path, sizeof path, ckpt_dir, entries[k].name)) return GRAFT_ERR_INVALID_ARG;
+        if (graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name) != GRAFT_OK)
+            return GRAFT_ERR_INVALID_ARG;
         st = check_size(path, entries[k].name, entries[k].bytes, "MANIFEST", why, why_size);
     }
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
-        ckpt_join(path, sizeof path, ckpt_dir, entries[k].name);
+        graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name);
         st = check_hash(path, entries[k].name, entries[k].xxh64, why, why_size);
     }
     if (st != GRAFT_OK) return st;
@@ -404,8 +372,8 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
     }
     if (st == GRAFT_OK && info.frozen.present) {
         char root[CKPT_PATH_MAX];
-        if (!ckpt_parent_dir(root, sizeof root, ckpt_dir) ||
-            !ckpt_join(path, sizeof path, root, info.frozen.file)) {
+        if (!graft_fs_parent(root, sizeof root, ckpt_dir) ||
+            graft_fs_path_join(path, sizeof path, root, info.frozen.file) != GRAFT_OK) {
             snprintf(why, why_size, "path too long");
             st = GRAFT_ERR_INVALID_ARG;
         } else {

@@ -1,44 +1,17 @@
-/* File-system helpers of the checkpoint module: paths, checkpoint directory names,
- * durable writes (write + fsync), directory fsync, recursive removal, hashing. */
+/* File-system helpers of the checkpoint module: checkpoint directory names, listing a
+ * root, reading "latest", recursive removal (plain file work is runtime/io/fs). */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "ckpt_internal.h"
 
 const char *const ckpt_files[CKPT_N_FILES] = {"config.yaml", "model.safetensors",
                                               "optim.safetensors", "state.json"};
-
-int ckpt_join(char *out, size_t size, const char *dir, const char *name) {
-    size_t len = strlen(dir);
-    const char *sep = (len > 0 && dir[len - 1] == '/') ? "" : "/";
-    int n = snprintf(out, size, "%s%s%s", dir, sep, name);
-    return n >= 0 && (size_t)n < size;
-}
-
-int ckpt_parent_dir(char *out, size_t size, const char *ckpt_dir) {
-    size_t len = strlen(ckpt_dir);
-    while (len > 1 && ckpt_dir[len - 1] == '/')
-        len--;
-    size_t slash = len;
-    while (slash > 0 && ckpt_dir[slash - 1] != '/')
-        slash--;
-    if (slash == 0) return snprintf(out, size, ".") < (int)size;
-    size_t keep = slash - 1; /* drop the slash itself, and any run of slashes */
-    while (keep > 0 && ckpt_dir[keep - 1] == '/')
-        keep--;
-    if (keep == 0) return snprintf(out, size, "/") < (int)size;
-    if (keep + 1 > size) return 0;
-    memcpy(out, ckpt_dir, keep);
-    out[keep] = '\0';
-    return 1;
-}
 
 int ckpt_parse_step_name(const char *name, long *step) {
     if (strncmp(name, "step-", 5) != 0) return 0;
@@ -55,11 +28,6 @@ int ckpt_parse_step_name(const char *name, long *step) {
     if (strcmp(canonical, name) != 0) return 0;
     *step = value;
     return 1;
-}
-
-int ckpt_is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static int compare_entries(const void *a, const void *b) {
@@ -86,7 +54,9 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *
         long step;
         if (!ckpt_parse_step_name(e->d_name, &step)) continue;
         char path[CKPT_PATH_MAX];
-        if (!ckpt_join(path, sizeof path, root, e->d_name) || !ckpt_is_dir(path)) continue;
+        if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK ||
+            !graft_fs_is_dir(path))
+            continue;
         if (*n == cap) {
             size_t new_cap = cap ? 2 * cap : 16;
             ckpt_dir_entry *grown = realloc(list, new_cap * sizeof *grown);
@@ -115,13 +85,13 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *
 
 int ckpt_read_latest(const char *root, char *name, size_t size) {
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, root, "latest")) return 0;
+    if (graft_fs_path_join(path, sizeof path, root, "latest") != GRAFT_OK) return 0;
     char *text = NULL;
     size_t len = 0;
-    int err = ckpt_read_file(path, 256, &text, &len);
+    int err = graft_fs_read(path, 256, &text, &len, NULL);
     if (err == ENOENT) return 0;
     if (err != 0) {
-        snprintf(name, size, "(unreadable: %s)", strerror(err));
+        snprintf(name, size, "(unreadable: %s)", graft_fs_strerror(err));
         return -1;
     }
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
@@ -131,47 +101,6 @@ int ckpt_read_latest(const char *root, char *name, size_t size) {
     snprintf(name, size, "%s", text);
     free(text);
     return ok ? 1 : -1;
-}
-
-int ckpt_write_file(const char *path, const void *data, size_t len, const char **step) {
-    *step = "create";
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return errno;
-    *step = "write";
-    const unsigned char *p = data;
-    size_t done = 0;
-    int err = 0;
-    while (done < len) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            break;
-        }
-        if (w == 0) {
-            err = EIO;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (err == 0 && fsync(fd) != 0) {
-        *step = "fsync";
-        err = errno;
-    }
-    if (close(fd) != 0 && err == 0) {
-        *step = "close";
-        err = errno;
-    }
-    return err;
-}
-
-int ckpt_fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    int err = 0;
-    if (fsync(fd) != 0 && errno != EINVAL) err = errno;
-    close(fd);
-    return err;
 }
 
 int ckpt_remove_tree(const char *path) {
@@ -185,7 +114,7 @@ int ckpt_remove_tree(const char *path) {
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         char child[CKPT_PATH_MAX];
-        if (!ckpt_join(child, sizeof child, path, e->d_name)) {
+        if (graft_fs_path_join(child, sizeof child, path, e->d_name) != GRAFT_OK) {
             err = ENAMETOOLONG;
             continue;
         }
@@ -195,83 +124,4 @@ int ckpt_remove_tree(const char *path) {
     closedir(d);
     if (err == 0 && rmdir(path) != 0 && errno != ENOENT) err = errno;
     return err;
-}
-
-int ckpt_hash_file(const char *path, uint64_t *xxh64, uint64_t *bytes) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    enum { CHUNK = 1 << 20 };
-    unsigned char *buf = malloc(CHUNK);
-    XXH64_state_t *h = XXH64_createState();
-    int err = 0;
-    uint64_t total = 0;
-    if (!buf || !h) err = ENOMEM;
-    if (err == 0) XXH64_reset(h, 0);
-    while (err == 0) {
-        ssize_t r = read(fd, buf, CHUNK);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            break;
-        }
-        if (r == 0) break;
-        XXH64_update(h, buf, (size_t)r);
-        total += (uint64_t)r;
-    }
-    if (err == 0) {
-        *xxh64 = (uint64_t)XXH64_digest(h);
-        *bytes = total;
-    }
-    if (h) XXH64_freeState(h);
-    free(buf);
-    close(fd);
-    return err;
-}
-
-int ckpt_read_file(const char *path, size_t max_bytes, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return err;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    }
-    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
-        close(fd);
-        return EFBIG;
-    }
-    size_t size = (size_t)st.st_size;
-    char *buf = malloc(size + 1);
-    if (!buf) {
-        close(fd);
-        return ENOMEM;
-    }
-    size_t done = 0;
-    int err = 0;
-    while (done < size) {
-        ssize_t r = read(fd, buf + done, size - done);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            err = errno;
-            break;
-        }
-        if (r == 0) break; /* shrank while reading: take what is there */
-        done += (size_t)r;
-    }
-    close(fd);
-    if (err != 0) {
-        free(buf);
-        return err;
-    }
-    buf[done] = '\0';
-    *text = buf;
-    *len = done;
-    return 0;
 }

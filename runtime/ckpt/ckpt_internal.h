@@ -1,5 +1,7 @@
-/* Private to runtime/ckpt: paths, durable file writes, the MANIFEST and state.json
- * formats, and the checkpoint check shared by save, verify, find_resume and load. */
+/* Private to runtime/ckpt: checkpoint names and listing, the MANIFEST and state.json
+ * formats, and the checkpoint check shared by save, verify, find_resume and load.
+ * Plain file work (joining paths, reading, durable writes, fsync, digests) is
+ * runtime/io/fs. */
 #ifndef GRAFT_CKPT_INTERNAL_H
 #define GRAFT_CKPT_INTERNAL_H
 
@@ -7,8 +9,9 @@
 #include <stdint.h>
 
 #include "ckpt.h"
+#include "runtime/io/fs.h"
 
-#define CKPT_PATH_MAX 4096
+#define CKPT_PATH_MAX GRAFT_FS_PATH_MAX
 #define CKPT_NAME_MAX 64
 #define CKPT_WHY_MAX 1024
 
@@ -40,15 +43,8 @@ typedef struct ckpt_info {
     ckpt_frozen_ref frozen;
 } ckpt_info;
 
-/* "dir/name" into out (without doubling a trailing slash); 0 when it does not fit. */
-int ckpt_join(char *out, size_t size, const char *dir, const char *name);
-/* The directory holding ckpt_dir (its checkpoint root): "." when there is no slash. */
-int ckpt_parent_dir(char *out, size_t size, const char *ckpt_dir);
 /* 1 when name is a canonical checkpoint name "step-%08ld" (sets *step), else 0. */
 int ckpt_parse_step_name(const char *name, long *step);
-/* 1 when path names an existing directory (following links). */
-int ckpt_is_dir(const char *path);
-
 /* The complete checkpoints under root, ascending by step (*out malloc'd, may be NULL
  * when *n == 0). GRAFT_ERR_NOT_FOUND (not logged) when root does not exist; other
  * errors fill why. */
@@ -58,20 +54,9 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *
  * 0 when the file is missing, -1 when it holds something else (copied to name). */
 int ckpt_read_latest(const char *root, char *name, size_t size);
 
-/* Create/truncate path, write len bytes, fsync, close. Returns 0 or errno, with
- * *step ("create", "write", "fsync", "close") saying what failed. */
-int ckpt_write_file(const char *path, const void *data, size_t len, const char **step);
-/* fsync a directory so renames in it are durable. 0 or errno (EINVAL counts as 0). */
-int ckpt_fsync_dir(const char *dir);
 /* Remove path and, for a directory, everything under it (links are not followed).
  * 0 when done or when path did not exist, else errno. */
 int ckpt_remove_tree(const char *path);
-/* xxh64 and size of a file's bytes. 0 or errno. */
-int ckpt_hash_file(const char *path, uint64_t *xxh64, uint64_t *bytes);
-/* Read a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer.
- * 0 or errno (EFBIG when larger than max_bytes). */
-int ckpt_read_file(const char *path, size_t max_bytes, char **text, size_t *len);
-
 /* state.json text (sorted keys, 2-space indent, trailing newline), malloc'd; NULL when
  * memory ran out. version is always this library's GRAFT_VERSION. */
 char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,

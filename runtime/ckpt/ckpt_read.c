@@ -31,11 +31,14 @@ graft_status graft_ckpt_verify(const char *ckpt_dir) {
 }
 
 int graft_ckpt_is_checkpoint(const char *path) {
-    if (!path || !ckpt_is_dir(path)) return 0;
+    if (!path || !graft_fs_is_dir(path)) return 0;
     char file[CKPT_PATH_MAX];
     struct stat st;
-    if (ckpt_join(file, sizeof file, path, "MANIFEST") && stat(file, &st) == 0) return 1;
-    if (ckpt_join(file, sizeof file, path, "state.json") && stat(file, &st) == 0) return 1;
+    if (graft_fs_path_join(file, sizeof file, path, "MANIFEST") == GRAFT_OK && stat(file, &st) == 0)
+        return 1;
+    if (graft_fs_path_join(file, sizeof file, path, "state.json") == GRAFT_OK &&
+        stat(file, &st) == 0)
+        return 1;
     /* the last component, without trailing slashes */
     size_t len = strlen(path);
     while (len > 1 && path[len - 1] == '/')
@@ -64,7 +67,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     }
     char latest[CKPT_NAME_MAX * 2], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
-    ckpt_join(latest_path, sizeof latest_path, dir, "latest");
+    graft_fs_path_join(latest_path, sizeof latest_path, dir, "latest");
     if (n == 0 && latest_state == 0) {
         free(list);
         return GRAFT_ERR_NOT_FOUND;
@@ -78,8 +81,8 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     size_t n_problems = 0;
     const char *chosen = NULL;
     if (latest_state == 1) {
-        ckpt_join(path, sizeof path, dir, latest);
-        if (!ckpt_is_dir(path))
+        graft_fs_path_join(path, sizeof path, dir, latest);
+        if (!graft_fs_is_dir(path))
             snprintf(problems[n_problems++], PROBLEM_MAX, "%s names %s, which does not exist",
                      latest_path, latest);
         else if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
@@ -94,7 +97,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     }
     for (size_t k = n; !chosen && k-- > 0;) {
         if (latest_state == 1 && strcmp(list[k].name, latest) == 0) continue;
-        ckpt_join(path, sizeof path, dir, list[k].name);
+        graft_fs_path_join(path, sizeof path, dir, list[k].name);
         if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
             chosen = list[k].name;
         else
@@ -103,7 +106,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     if (chosen) {
         for (size_t k = 0; k < n_problems; k++)
             GRAFT_WARN("%s; resuming from %s instead", problems[k], chosen);
-        if (!ckpt_join(out, out_size, dir, chosen)) st = GRAFT_ERR_INVALID_ARG;
+        if (graft_fs_path_join(out, out_size, dir, chosen) != GRAFT_OK) st = GRAFT_ERR_INVALID_ARG;
     } else {
         for (size_t k = 0; k < n_problems; k++)
             GRAFT_WARN("%s", problems[k]);
@@ -235,8 +238,8 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
 /* Open root/<frozen file> of a checkpoint. */
 static graft_status open_frozen(const char *ckpt_dir, const ckpt_info *info, graft_st_file *f) {
     char root[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
-    if (!ckpt_parent_dir(root, sizeof root, ckpt_dir) ||
-        !ckpt_join(path, sizeof path, root, info->frozen.file))
+    if (!graft_fs_parent(root, sizeof root, ckpt_dir) ||
+        graft_fs_path_join(path, sizeof path, root, info->frozen.file) != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
     return graft_st_open(f, path);
 }
@@ -244,7 +247,8 @@ static graft_status open_frozen(const char *ckpt_dir, const ckpt_info *info, gra
 /* Open ckpt_dir/<file>. */
 static graft_status open_in(const char *ckpt_dir, const char *file, graft_st_file *f) {
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, ckpt_dir, file)) return GRAFT_ERR_INVALID_ARG;
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, file) != GRAFT_OK)
+        return GRAFT_ERR_INVALID_ARG;
     return graft_st_open(f, path);
 }
 
@@ -279,10 +283,10 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
     if (st == GRAFT_OK && config_yaml) {
         char path[CKPT_PATH_MAX];
         size_t len;
-        ckpt_join(path, sizeof path, ckpt_dir, "config.yaml");
-        int err = ckpt_read_file(path, CONFIG_MAX_BYTES, &config_text, &len);
+        graft_fs_path_join(path, sizeof path, ckpt_dir, "config.yaml");
+        int err = graft_fs_read(path, CONFIG_MAX_BYTES, &config_text, &len, NULL);
         if (err != 0) {
-            LOAD_ERROR("%s: cannot read it: %s", path, strerror(err));
+            LOAD_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
             st = err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
         }
     }
@@ -357,8 +361,8 @@ static uint64_t dir_bytes(const char *dir) {
     while ((e = readdir(d)) != NULL) {
         char path[CKPT_PATH_MAX];
         struct stat st;
-        if (ckpt_join(path, sizeof path, dir, e->d_name) && lstat(path, &st) == 0 &&
-            S_ISREG(st.st_mode))
+        if (graft_fs_path_join(path, sizeof path, dir, e->d_name) == GRAFT_OK &&
+            lstat(path, &st) == 0 && S_ISREG(st.st_mode))
             total += (uint64_t)st.st_size;
     }
     closedir(d);
@@ -374,7 +378,9 @@ static void list_other_entries(const char *dir, FILE *out, char (*refs)[CKPT_NAM
     while ((e = readdir(d)) != NULL) {
         char path[CKPT_PATH_MAX];
         struct stat st;
-        if (!ckpt_join(path, sizeof path, dir, e->d_name) || lstat(path, &st) != 0) continue;
+        if (graft_fs_path_join(path, sizeof path, dir, e->d_name) != GRAFT_OK ||
+            lstat(path, &st) != 0)
+            continue;
         size_t len = strlen(e->d_name);
         if (strncmp(e->d_name, "step-", 5) == 0 && len > 4 &&
             strcmp(e->d_name + len - 4, ".tmp") == 0 && S_ISDIR(st.st_mode)) {
@@ -417,7 +423,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
     for (size_t k = 0; k < n; k++) {
         char path[CKPT_PATH_MAX];
         ckpt_info info;
-        ckpt_join(path, sizeof path, dir, list[k].name);
+        graft_fs_path_join(path, sizeof path, dir, list[k].name);
         graft_status cst = ckpt_check(path, &info, why, sizeof why);
         int is_latest = latest_state == 1 && strcmp(latest, list[k].name) == 0;
         latest_listed |= is_latest;
@@ -472,7 +478,7 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
     graft_status first_bad = GRAFT_OK;
     for (size_t k = 0; k < n; k++) {
         char path[CKPT_PATH_MAX];
-        ckpt_join(path, sizeof path, dir, list[k].name);
+        graft_fs_path_join(path, sizeof path, dir, list[k].name);
         graft_status cst = ckpt_check(path, NULL, why, sizeof why);
         if (out) fprintf(out, "%s: %s\n", list[k].name, cst == GRAFT_OK ? "ok" : why);
         if (cst == GRAFT_OK) continue;
@@ -489,7 +495,8 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
         latest_problem = "latest is missing";
     else if (latest_state < 0)
         latest_problem = "latest does not name a checkpoint";
-    else if (!ckpt_join(path, sizeof path, dir, latest) || !ckpt_is_dir(path))
+    else if (graft_fs_path_join(path, sizeof path, dir, latest) != GRAFT_OK ||
+             !graft_fs_is_dir(path))
         latest_problem = "latest names a checkpoint that does not exist";
     if (latest_problem && out) fprintf(out, "%s\n", latest_problem);
     free(list);

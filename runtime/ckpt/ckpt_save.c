@@ -26,20 +26,6 @@
 /* The name-length margin for "exp_avg_sq." and similar prefixes. */
 #define OPTIM_NAME_MAX (GRAFT_NAME_MAX + 32)
 
-/* Create dir and its missing parents (like mkdir -p). 0 or errno. */
-static int make_dirs(const char *dir) {
-    char path[CKPT_PATH_MAX];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return ENAMETOOLONG;
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) return errno;
-        *p = '/';
-    }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return errno;
-    return ckpt_is_dir(path) ? 0 : ENOTDIR;
-}
-
 static int path_present(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0;
@@ -61,8 +47,8 @@ static void remove_stale_tmp(const char *root) {
         if (strncmp(e->d_name, "step-", 5) != 0 || !ends_with(e->d_name, ".tmp")) continue;
         char path[CKPT_PATH_MAX];
         struct stat st;
-        if (!ckpt_join(path, sizeof path, root, e->d_name) || lstat(path, &st) != 0 ||
-            !S_ISDIR(st.st_mode))
+        if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK ||
+            lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         if (ends_with(e->d_name, ".old.tmp")) {
             char name[CKPT_NAME_MAX], original[CKPT_PATH_MAX];
@@ -70,8 +56,8 @@ static void remove_stale_tmp(const char *root) {
             size_t len = strlen(e->d_name) - strlen(".old.tmp");
             snprintf(name, sizeof name, "%.*s", (int)len, e->d_name);
             if (ckpt_parse_step_name(name, &step) &&
-                ckpt_join(original, sizeof original, root, name) && !path_present(original) &&
-                rename(path, original) == 0) {
+                graft_fs_path_join(original, sizeof original, root, name) == GRAFT_OK &&
+                !path_present(original) && rename(path, original) == 0) {
                 GRAFT_INFO("put %s back from %s, left by a save that did not finish", original,
                            path);
                 continue;
@@ -119,7 +105,7 @@ static int find_frozen_ref(const char *root, const char *name, ckpt_frozen_ref *
     for (size_t k = n; k-- > 0 && !found;) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
-        if (!ckpt_join(dir, sizeof dir, root, list[k].name) ||
+        if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
             ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK)
             continue;
         if (info.frozen.present && strcmp(info.frozen.file, name) == 0) {
@@ -142,7 +128,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     *created = 0;
     snprintf(ref->file, sizeof ref->file, "frozen-%016llx.safetensors",
              (unsigned long long)values_hash);
-    if (!ckpt_join(path, path_size, root, ref->file)) {
+    if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK) {
         SAVE_ERROR("%s: path too long", root);
         return GRAFT_ERR_INVALID_ARG;
     }
@@ -151,7 +137,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     ckpt_frozen_ref recorded;
     if (existed && find_frozen_ref(root, ref->file, &recorded)) {
         uint64_t h, bytes;
-        if (ckpt_hash_file(path, &h, &bytes) == 0 && h == recorded.xxh64 &&
+        if (graft_fs_xxh64(path, &h, &bytes, NULL) == 0 && h == recorded.xxh64 &&
             bytes == recorded.bytes) {
             *ref = recorded;
             ref->present = 1;
@@ -173,7 +159,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     graft_st_writer_free(&w);
     if (st_ != GRAFT_OK) return st_;
     *created = !existed;
-    int err = ckpt_hash_file(path, &ref->xxh64, &ref->bytes);
+    int err = graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, NULL);
     if (err != 0) {
         SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
         return GRAFT_ERR_IO;
@@ -226,7 +212,7 @@ static graft_status write_optim(const graft_params *p, const graft_optim *o, con
 /* Write a small file durably, logging one line on failure. */
 static graft_status write_text(const char *path, const char *text, size_t len, uint64_t *written) {
     const char *step;
-    int err = ckpt_write_file(path, text, len, &step);
+    int err = graft_fs_write(path, text, len, &step);
     if (err != 0) {
         SAVE_ERROR("%s: cannot %s: %s", path, step, strerror(err));
         return GRAFT_ERR_IO;
@@ -239,15 +225,16 @@ static graft_status write_text(const char *path, const char *text, size_t len, u
 static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const char *tmp_dir,
                                            const ckpt_frozen_ref *frozen, uint64_t *written) {
     char path[CKPT_PATH_MAX];
-    if (!ckpt_join(path, sizeof path, tmp_dir, "model.safetensors")) return GRAFT_ERR_INVALID_ARG;
+    if (graft_fs_path_join(path, sizeof path, tmp_dir, "model.safetensors") != GRAFT_OK)
+        return GRAFT_ERR_INVALID_ARG;
     graft_status st = write_model(a->params, frozen->present, path);
     if (st == GRAFT_OK) {
-        ckpt_join(path, sizeof path, tmp_dir, "optim.safetensors");
+        graft_fs_path_join(path, sizeof path, tmp_dir, "optim.safetensors");
         st = write_optim(a->params, a->optim, path);
     }
     if (st == GRAFT_OK) {
         char *json = ckpt_state_json(a->state, a->optim, frozen);
-        ckpt_join(path, sizeof path, tmp_dir, "state.json");
+        graft_fs_path_join(path, sizeof path, tmp_dir, "state.json");
         if (!json) {
             SAVE_ERROR("%s: out of memory", path);
             return GRAFT_ERR_NOMEM;
@@ -257,7 +244,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     }
     if (st == GRAFT_OK) {
         const char *cfg = a->config_yaml ? a->config_yaml : "";
-        ckpt_join(path, sizeof path, tmp_dir, "config.yaml");
+        graft_fs_path_join(path, sizeof path, tmp_dir, "config.yaml");
         st = write_text(path, cfg, strlen(cfg), written);
     }
     if (st != GRAFT_OK) return st;
@@ -266,8 +253,8 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     size_t used = 0;
     for (int f = 0; f < CKPT_N_FILES; f++) {
         uint64_t h, bytes;
-        ckpt_join(path, sizeof path, tmp_dir, ckpt_files[f]);
-        int err = ckpt_hash_file(path, &h, &bytes);
+        graft_fs_path_join(path, sizeof path, tmp_dir, ckpt_files[f]);
+        int err = graft_fs_xxh64(path, &h, &bytes, NULL);
         if (err != 0) {
             SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
             return GRAFT_ERR_IO;
@@ -276,9 +263,9 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
         used += (size_t)snprintf(manifest + used, sizeof manifest - used, "%016llx %llu %s\n",
                                  (unsigned long long)h, (unsigned long long)bytes, ckpt_files[f]);
     }
-    ckpt_join(path, sizeof path, tmp_dir, "MANIFEST");
+    graft_fs_path_join(path, sizeof path, tmp_dir, "MANIFEST");
     GRAFT_TRY(write_text(path, manifest, used, written));
-    int err = ckpt_fsync_dir(tmp_dir);
+    int err = graft_fs_fsync_dir(tmp_dir);
     if (err != 0) {
         SAVE_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
@@ -290,12 +277,12 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
  * "latest" is unchanged and latest.tmp is gone. */
 static graft_status replace_latest(const char *root, const char *name, uint64_t *written) {
     char tmp[CKPT_PATH_MAX], latest[CKPT_PATH_MAX], text[CKPT_NAME_MAX + 2];
-    if (!ckpt_join(tmp, sizeof tmp, root, "latest.tmp") ||
-        !ckpt_join(latest, sizeof latest, root, "latest"))
+    if (graft_fs_path_join(tmp, sizeof tmp, root, "latest.tmp") != GRAFT_OK ||
+        graft_fs_path_join(latest, sizeof latest, root, "latest") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
     int len = snprintf(text, sizeof text, "%s\n", name);
     const char *step;
-    int err = ckpt_write_file(tmp, text, (size_t)len, &step);
+    int err = graft_fs_write(tmp, text, (size_t)len, &step);
     if (err == 0 && rename(tmp, latest) != 0) {
         err = errno;
         step = "rename it to latest";
@@ -322,7 +309,7 @@ static void prune_frozen(const char *root) {
     for (size_t k = 0; ok && k < n; k++) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
-        if (!ckpt_join(dir, sizeof dir, root, list[k].name) ||
+        if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
             ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK) {
             GRAFT_DEBUG("%s: %s: keeping every frozen file", dir, why);
             ok = 0;
@@ -342,7 +329,7 @@ static void prune_frozen(const char *root) {
             referenced |= strcmp(refs[k], e->d_name) == 0;
         if (referenced) continue;
         char path[CKPT_PATH_MAX];
-        if (!ckpt_join(path, sizeof path, root, e->d_name)) continue;
+        if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK) continue;
         if (unlink(path) != 0)
             SAVE_WARN("%s: cannot remove this unreferenced frozen file: %s", path, strerror(errno));
         else
@@ -368,7 +355,7 @@ static void prune(const char *root, long current_step, int keep_last) {
     size_t removed = 0;
     for (size_t k = 0; older > keep_older && k < older - keep_older; k++) {
         char dir[CKPT_PATH_MAX];
-        if (!ckpt_join(dir, sizeof dir, root, list[k].name)) continue;
+        if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK) continue;
         int err = ckpt_remove_tree(dir);
         if (err != 0)
             SAVE_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
@@ -377,7 +364,7 @@ static void prune(const char *root, long current_step, int keep_last) {
             removed++;
     }
     free(list);
-    if (removed) ckpt_fsync_dir(root);
+    if (removed) graft_fs_fsync_dir(root);
     prune_frozen(root);
 }
 
@@ -413,7 +400,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     if (bytes_written) *bytes_written = 0;
     GRAFT_TRY(check_args(a));
     const char *root = a->dir;
-    int err = make_dirs(root);
+    int err = graft_fs_mkdirs(root);
     if (err != 0) {
         SAVE_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
         return GRAFT_ERR_IO;
@@ -425,9 +412,9 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     snprintf(tmp_name, sizeof tmp_name, "step-%08ld.tmp", a->state->step);
     snprintf(aside_name, sizeof aside_name, "step-%08ld.old.tmp", a->state->step);
     char final_dir[CKPT_PATH_MAX], tmp_dir[CKPT_PATH_MAX], aside_dir[CKPT_PATH_MAX];
-    ckpt_join(final_dir, sizeof final_dir, root, name);
-    ckpt_join(tmp_dir, sizeof tmp_dir, root, tmp_name);
-    ckpt_join(aside_dir, sizeof aside_dir, root, aside_name);
+    graft_fs_path_join(final_dir, sizeof final_dir, root, name);
+    graft_fs_path_join(tmp_dir, sizeof tmp_dir, root, tmp_name);
+    graft_fs_path_join(aside_dir, sizeof aside_dir, root, aside_name);
 
     uint64_t written = 0;
     ckpt_frozen_ref frozen = {0};
@@ -471,7 +458,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
             made_tmp = 0;
         }
     }
-    if (st == GRAFT_OK && (err = ckpt_fsync_dir(root)) != 0) {
+    if (st == GRAFT_OK && (err = graft_fs_fsync_dir(root)) != 0) {
         SAVE_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
         st = GRAFT_ERR_IO;
     }
@@ -485,10 +472,10 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
             SAVE_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
                       final_dir, aside_dir, strerror(errno));
         if (frozen_created) unlink(frozen_path);
-        ckpt_fsync_dir(root);
+        graft_fs_fsync_dir(root);
         return st;
     }
-    if ((err = ckpt_fsync_dir(root)) != 0) {
+    if ((err = graft_fs_fsync_dir(root)) != 0) {
         /* latest already names the new checkpoint: consistent, but maybe not durable */
         SAVE_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
                    strerror(err));

@@ -1,5 +1,7 @@
-/* Private to runtime/config: the key table, the YAML node tree, error reporting
- * and a growable text buffer shared by config.c, config_yaml.c and config_print.c. */
+/* Private to runtime/config: the key table and its lookups (config_keys.c), the YAML
+ * node tree (config_yaml.c), applying nodes to a config (config_apply.c), error
+ * reporting (config.c) and a growable text buffer (config_print.c), shared with
+ * config_validate.c and config_override.c. */
 #ifndef GRAFT_CONFIG_INTERNAL_H
 #define GRAFT_CONFIG_INTERNAL_H
 
@@ -58,6 +60,27 @@ typedef struct key_spec {
 extern const key_spec cfg_keys[];
 extern const int cfg_n_keys;
 
+/* Longest dotted key path handled (longer ones are unknown keys anyway). */
+#define CFG_MAX_PATH 256
+
+/* The table entry for a full dotted key (or its first len characters), or NULL. */
+const key_spec *cfg_find_key(const char *path);
+const key_spec *cfg_find_key_n(const char *path, size_t len);
+/* A section is a proper prefix of some key, ending at a dot ("" is the top level). */
+int cfg_is_section_n(const char *path, size_t len);
+/* A name that is a slice of a longer string (a key's component). */
+typedef struct cfg_name_ref {
+    const char *s;
+    size_t len;
+} cfg_name_ref;
+/* The candidate closest to `typed` (edit distance <= 2, else the closest prefix match);
+ * -1 when none qualifies. */
+int cfg_best_match(const cfg_name_ref *cands, int n, const char *typed, size_t tlen);
+/* An enum key's choices as "adamw, sgd" (from "adamw|sgd"). */
+void cfg_enum_list(const key_spec *k, char *out, size_t size);
+/* "'experiment', 'model', 'data' and 'optim'": the sections holding required keys. */
+void cfg_required_sections(char *out, size_t size);
+
 /* ---- YAML nodes --------------------------------------------------------------------- */
 
 typedef enum { CFG_SCALAR, CFG_SEQ, CFG_MAP } cfg_node_kind;
@@ -95,6 +118,38 @@ graft_status cfg_fail(const cfg_where *w, const cfg_node *at, const char *key, c
 /* Set the last error text and log it (for errors that do not go through cfg_fail). */
 void cfg_set_error(const char *func, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cfg_clear_error(void);
+/* "out of memory" through cfg_fail; returns GRAFT_ERR_NOMEM (not the user's fault). */
+graft_status cfg_fail_nomem(const cfg_where *w);
+/* "KEY: unknown key (did you mean '...'?)". */
+graft_status cfg_fail_unknown_key(const cfg_where *w, const cfg_node *at, const char *full);
+
+/* ---- applying values (config_apply.c) ------------------------------------------------ */
+
+/* YAML's null: an empty plain value, ~ or null. */
+int cfg_is_null(const cfg_node *v);
+/* Check node v against key k and store it at base (the config, or a list entry). */
+graft_status cfg_apply_value(const cfg_where *w, const key_spec *k, const char *path, void *base,
+                             const cfg_node *v);
+/* Apply a mapping node under `section` ("" = top level) key by key. */
+graft_status cfg_apply_mapping(const cfg_where *w, graft_config *cfg, const char *section,
+                               const cfg_node *map);
+/* Store key k's default (its `def` YAML text) at base. */
+void cfg_apply_default(const key_spec *k, void *base);
+/* Release what key k owns at base. */
+void cfg_free_value(const key_spec *k, void *base);
+
+/* Checks shared with validation (config_validate.c) of values already stored. */
+/* A limit or value as text: integers without a fraction, others in shortest form. */
+void cfg_number_text(double x, char *out, size_t size);
+/* Whether x is within the key's limits (NaN never is). */
+int cfg_in_range(const key_spec *k, double x);
+/* "KEY: must be >= 1, found -4". */
+graft_status cfg_fail_range(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                            const char *path, const char *found);
+/* [A-Za-z_][A-Za-z0-9_]*: a name a shell can export. */
+int cfg_is_env_name(const char *s, size_t len);
+/* Problems of a string value that do not depend on where it came from (NULL if none). */
+const char *cfg_string_problem(const key_spec *k, const char *s, char *buf, size_t size);
 
 /* ---- text ----------------------------------------------------------------------------- */
 

@@ -322,15 +322,7 @@ static void type_text(const key_spec *k, char *out, size_t size) {
         break;
     case KEY_ENUM: {
         size_t j = (size_t)snprintf(out, size, "one of: ");
-        for (const char *c = k->choices; *c && j + 3 < size; c++) {
-            if (*c == '|') {
-                out[j++] = ',';
-                out[j++] = ' ';
-            } else {
-                out[j++] = *c;
-            }
-        }
-        out[j] = '\0';
+        cfg_enum_list(k, out + j, size - j);
         break;
     }
     case KEY_STRLIST:

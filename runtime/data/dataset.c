@@ -4,7 +4,6 @@
 #include "dataset.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,11 +11,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "dataset_internal.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 
 /* Limits that keep a corrupt index from asking for absurd allocations. */
 #define INDEX_MAX_BYTES ((size_t)64 << 20)
@@ -45,90 +45,19 @@ char *graft_data_join_path(const char *dir, const char *name) {
 }
 
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    XXH64_state_t *state = XXH64_createState();
-    unsigned char *buf = malloc((size_t)1 << 20);
-    if (!state || !buf) {
-        XXH64_freeState(state);
-        free(buf);
-        close(fd);
+    uint64_t bytes;
+    const char *step;
+    int err = graft_fs_xxh64(path, out, &bytes, &step);
+    if (err == 0) return GRAFT_OK;
+    if (err == ENOMEM) {
         GRAFT_ERROR("%s: out of memory computing the checksum", path);
         return GRAFT_ERR_NOMEM;
     }
-    XXH64_reset(state, 0);
-    graft_status st = GRAFT_OK;
-    for (;;) {
-        ssize_t got = read(fd, buf, (size_t)1 << 20);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            GRAFT_ERROR("%s: read error: %s", path, strerror(errno));
-            st = GRAFT_ERR_IO;
-            break;
-        }
-        if (got == 0) break;
-        XXH64_update(state, buf, (size_t)got);
-    }
-    if (st == GRAFT_OK) *out = XXH64_digest(state);
-    XXH64_freeState(state);
-    free(buf);
-    close(fd);
-    return st;
-}
-
-/* A short printable rendering of a JSON value for error messages. */
-static const char *json_text(const json_t *v, char *buf, size_t cap) {
-    if (!v) return "nothing";
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    if (!s) {
-        snprintf(buf, cap, "?");
-        return buf;
-    }
-    if (strlen(s) > 40)
-        snprintf(buf, cap, "%.37s...", s);
+    if (strcmp(step, "open") == 0)
+        GRAFT_ERROR("%s: cannot open: %s", path, strerror(err));
     else
-        snprintf(buf, cap, "%s", s);
-    free(s);
-    return buf;
-}
-
-/* Read an integer field in [min, max]; logs "<ipath>: "<key>" ..." on failure. */
-static graft_status get_int(const char *ipath, const json_t *obj, const char *key,
-                            const char *shown_key, long long min, long long max, long long *out) {
-    json_t *v = json_object_get(obj, key);
-    char text[64];
-    if (!v) {
-        OPEN_ERROR("%s: missing \"%s\"", ipath, shown_key);
-        return GRAFT_ERR_FORMAT;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        OPEN_ERROR("%s: \"%s\" must be an integer in [%lld, %lld], got %s", ipath, shown_key, min,
-                   max, json_text(v, text, sizeof text));
-        return GRAFT_ERR_FORMAT;
-    }
-    *out = json_integer_value(v);
-    return GRAFT_OK;
-}
-
-/* Read a required string field. */
-static graft_status get_string(const char *ipath, const json_t *obj, const char *key,
-                               const char *shown_key, const char **out) {
-    json_t *v = json_object_get(obj, key);
-    char text[64];
-    if (!v) {
-        OPEN_ERROR("%s: missing \"%s\"", ipath, shown_key);
-        return GRAFT_ERR_FORMAT;
-    }
-    if (!json_is_string(v)) {
-        OPEN_ERROR("%s: \"%s\" must be a string, got %s", ipath, shown_key,
-                   json_text(v, text, sizeof text));
-        return GRAFT_ERR_FORMAT;
-    }
-    *out = json_string_value(v);
-    return GRAFT_OK;
+        GRAFT_ERROR("%s: read error: %s", path, strerror(err));
+    return GRAFT_ERR_IO;
 }
 
 /* "normalize": {"mean": [C numbers], "std": [C positive numbers]} (optional). */
@@ -142,7 +71,7 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
     char text[64];
     if (!json_is_object(norm)) {
         OPEN_ERROR("%s: \"normalize\" must be an object {\"mean\": [...], \"std\": [...]}, got %s",
-                   ipath, json_text(norm, text, sizeof text));
+                   ipath, graft_json_text(norm, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     const char *keys[2] = {"mean", "std"};
@@ -152,7 +81,7 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
         if (!json_is_array(arr) || json_array_size(arr) != (size_t)d->channels) {
             OPEN_ERROR(
                 "%s: \"normalize.%s\" must be an array of %d numbers (one per channel), got %s",
-                ipath, keys[k], d->channels, json_text(arr, text, sizeof text));
+                ipath, keys[k], d->channels, graft_json_text(arr, text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         for (int c = 0; c < d->channels; c++) {
@@ -160,7 +89,7 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
             double x = json_is_number(v) ? json_number_value(v) : NAN;
             if (!isfinite(x) || (k == 1 && !(x > 0))) {
                 OPEN_ERROR("%s: \"normalize.%s[%d]\" must be a %snumber, got %s", ipath, keys[k], c,
-                           k == 1 ? "positive " : "", json_text(v, text, sizeof text));
+                           k == 1 ? "positive " : "", graft_json_text(v, text, sizeof text));
                 return GRAFT_ERR_FORMAT;
             }
             dst[k][c] = (float)x;
@@ -174,9 +103,9 @@ static graft_status parse_samples_and_classes(const char *ipath, const json_t *r
                                               graft_dataset *d) {
     char text[64];
     long long v;
-    GRAFT_TRY(get_int(ipath, root, "num_samples", "num_samples", 1, MAX_COUNT, &v));
+    GRAFT_TRY(graft_json_int(ipath, root, "num_samples", NULL, 1, MAX_COUNT, &v));
     d->num_samples = (size_t)v;
-    GRAFT_TRY(get_int(ipath, root, "num_classes", "num_classes", 1, MAX_CLASSES, &v));
+    GRAFT_TRY(graft_json_int(ipath, root, "num_classes", NULL, 1, MAX_CLASSES, &v));
     d->num_classes = (int)v;
     d->class_counts = calloc((size_t)d->num_classes, sizeof(size_t));
     if (!d->class_counts) return GRAFT_ERR_NOMEM;
@@ -184,7 +113,7 @@ static graft_status parse_samples_and_classes(const char *ipath, const json_t *r
     if (!names) return GRAFT_OK;
     if (!json_is_array(names) || json_array_size(names) != (size_t)d->num_classes) {
         OPEN_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
-                   ipath, d->num_classes, json_text(names, text, sizeof text));
+                   ipath, d->num_classes, graft_json_text(names, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     d->class_names = calloc((size_t)d->num_classes, sizeof(char *));
@@ -193,7 +122,7 @@ static graft_status parse_samples_and_classes(const char *ipath, const json_t *r
         json_t *s = json_array_get(names, (size_t)c);
         if (!json_is_string(s)) {
             OPEN_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
-                       json_text(s, text, sizeof text));
+                       graft_json_text(s, text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         d->class_names[c] = strdup(json_string_value(s));
@@ -217,7 +146,7 @@ static graft_status parse_images_header(const char *ipath, const json_t *root, g
         dims[1] > MAX_SIDE || dims[2] < 1 || dims[2] > MAX_SIDE) {
         OPEN_ERROR(
             "%s: \"sample_shape\" must be [C, H, W] with 1 <= C <= %d and 1 <= H, W <= %d, got %s",
-            ipath, GRAFT_DATASET_MAX_CHANNELS, MAX_SIDE, json_text(shape, text, sizeof text));
+            ipath, GRAFT_DATASET_MAX_CHANNELS, MAX_SIDE, graft_json_text(shape, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     d->channels = (int)dims[0];
@@ -230,10 +159,10 @@ static graft_status parse_images_header(const char *ipath, const json_t *root, g
 /* "vocab_size" and "tokenizer" (tokens, sequences). */
 static graft_status parse_vocabulary(const char *ipath, const json_t *root, graft_dataset *d) {
     long long v;
-    GRAFT_TRY(get_int(ipath, root, "vocab_size", "vocab_size", 1, INT32_MAX, &v));
+    GRAFT_TRY(graft_json_int(ipath, root, "vocab_size", NULL, 1, INT32_MAX, &v));
     d->vocab_size = (int)v;
     const char *tok;
-    GRAFT_TRY(get_string(ipath, root, "tokenizer", "tokenizer", &tok));
+    GRAFT_TRY(graft_json_string(ipath, root, "tokenizer", NULL, &tok));
     d->tokenizer = strdup(tok);
     return d->tokenizer ? GRAFT_OK : GRAFT_ERR_NOMEM;
 }
@@ -241,7 +170,7 @@ static graft_status parse_vocabulary(const char *ipath, const json_t *root, graf
 /* The token-specific top-level fields. */
 static graft_status parse_tokens_header(const char *ipath, const json_t *root, graft_dataset *d) {
     long long v;
-    GRAFT_TRY(get_int(ipath, root, "num_tokens", "num_tokens", 1, MAX_COUNT, &v));
+    GRAFT_TRY(graft_json_int(ipath, root, "num_tokens", NULL, 1, MAX_COUNT, &v));
     d->num_tokens = (size_t)v;
     return parse_vocabulary(ipath, root, d);
 }
@@ -255,14 +184,14 @@ static graft_status parse_sequences_header(const char *ipath, const json_t *root
     if (!json_is_array(shape) || !json_is_integer(len) || json_integer_value(len) < 1 ||
         json_integer_value(len) > MAX_SEQ_LEN) {
         OPEN_ERROR("%s: \"sample_shape\" must be [T] with 1 <= T <= %d, got %s", ipath, MAX_SEQ_LEN,
-                   json_text(shape, text, sizeof text));
+                   graft_json_text(shape, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     d->seq_len = (int)json_integer_value(len);
     GRAFT_TRY(parse_samples_and_classes(ipath, root, d));
     GRAFT_TRY(parse_vocabulary(ipath, root, d));
     long long v;
-    GRAFT_TRY(get_int(ipath, root, "pad_id", "pad_id", 0, d->vocab_size - 1, &v));
+    GRAFT_TRY(graft_json_int(ipath, root, "pad_id", NULL, 0, d->vocab_size - 1, &v));
     d->pad_id = (int)v;
     return GRAFT_OK;
 }
@@ -286,7 +215,7 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
     if (!json_is_array(shards) || json_array_size(shards) == 0 ||
         json_array_size(shards) > MAX_SHARDS) {
         OPEN_ERROR("%s: \"shards\" must be a non-empty array of at most %d entries, got %s", ipath,
-                   MAX_SHARDS, json_text(shards, text, sizeof text));
+                   MAX_SHARDS, graft_json_text(shards, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     int n = (int)json_array_size(shards);
@@ -307,22 +236,22 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
         char key[64];
         if (!json_is_object(s)) {
             OPEN_ERROR("%s: \"shards[%d]\" must be an object, got %s", ipath, i,
-                       json_text(s, text, sizeof text));
+                       graft_json_text(s, text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         const char *file;
         snprintf(key, sizeof key, "shards[%d].file", i);
-        GRAFT_TRY(get_string(ipath, s, "file", key, &file));
+        GRAFT_TRY(graft_json_string(ipath, s, "file", key, &file));
         if (!is_plain_file_name(file)) {
             OPEN_ERROR("%s: \"%s\" must be a plain file name inside the dataset directory, got %s",
-                       ipath, key, json_text(json_object_get(s, "file"), text, sizeof text));
+                       ipath, key, graft_json_text(json_object_get(s, "file"), text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         d->shard_files[i] = strdup(file);
         if (!d->shard_files[i]) return GRAFT_ERR_NOMEM;
         long long v;
         snprintf(key, sizeof key, "shards[%d].%s", i, count_key);
-        GRAFT_TRY(get_int(ipath, s, count_key, key, 1, MAX_COUNT, &v));
+        GRAFT_TRY(graft_json_int(ipath, s, count_key, key, 1, MAX_COUNT, &v));
         d->shard_first[i] = total;
         total += (size_t)v; /* both below 2^48 and total checked below: no overflow */
         if (total > expected_total) {
@@ -331,26 +260,14 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
             return GRAFT_ERR_FORMAT;
         }
         snprintf(key, sizeof key, "shards[%d].bytes", i);
-        GRAFT_TRY(get_int(ipath, s, "bytes", key, 8, (long long)1 << 62, &v));
+        GRAFT_TRY(graft_json_int(ipath, s, "bytes", key, 8, (long long)1 << 62, &v));
         d->shard_bytes[i] = (uint64_t)v;
         d->total_bytes += (uint64_t)v;
-        json_t *sum = json_object_get(s, "xxh64");
-        if (sum) {
-            const char *hex = json_is_string(sum) ? json_string_value(sum) : "";
-            int good = strlen(hex) == 16;
-            for (int k = 0; good && k < 16; k++)
-                good = (hex[k] >= '0' && hex[k] <= '9') || (hex[k] >= 'a' && hex[k] <= 'f') ||
-                       (hex[k] >= 'A' && hex[k] <= 'F');
-            if (!good) {
-                OPEN_ERROR("%s: \"shards[%d].xxh64\" must be 16 hex digits, got %s", ipath, i,
-                           json_text(sum, text, sizeof text));
-                return GRAFT_ERR_FORMAT;
-            }
-            for (int k = 0; k < 16; k++)
-                d->shard_xxh64[i][k] =
-                    (char)(hex[k] >= 'A' && hex[k] <= 'F' ? hex[k] + 32 : hex[k]);
-            d->shard_xxh64[i][16] = '\0';
-        }
+        int has_sum;
+        uint64_t sum;
+        snprintf(key, sizeof key, "shards[%d].xxh64", i);
+        GRAFT_TRY(graft_json_hex64(ipath, s, "xxh64", key, &has_sum, &sum));
+        if (has_sum) graft_json_hex64_text(d->shard_xxh64[i], sum);
     }
     d->shard_first[n] = total;
     if (total != expected_total) {
@@ -375,68 +292,32 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
 
 /* Read and validate index.json into d (everything except the shard files). */
 static graft_status parse_index(const char *ipath, graft_dataset *d) {
-    FILE *fp = fopen(ipath, "rb");
-    if (!fp) {
-        OPEN_ERROR("%s: cannot open: %s", ipath, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        OPEN_ERROR("%s: not a regular file", ipath);
-        fclose(fp);
-        return GRAFT_ERR_IO;
-    }
-    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
-        OPEN_ERROR("%s: %llu bytes, larger than %zu; not a dataset index", ipath,
-                   (unsigned long long)sb.st_size, INDEX_MAX_BYTES);
-        fclose(fp);
-        return GRAFT_ERR_FORMAT;
-    }
-    size_t size = (size_t)sb.st_size;
-    char *buf = malloc(size + 1);
-    if (!buf) {
-        fclose(fp);
-        return GRAFT_ERR_NOMEM;
-    }
-    size_t len = fread(buf, 1, size, fp);
-    int read_error = ferror(fp);
-    fclose(fp);
-    if (read_error) {
-        free(buf);
-        OPEN_ERROR("%s: read error", ipath);
-        return GRAFT_ERR_IO;
-    }
-    json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
-    if (!root) {
-        OPEN_ERROR("%s: invalid JSON at line %d, column %d: %s", ipath, err.line, err.column,
-                   err.text);
-        return GRAFT_ERR_FORMAT;
-    }
-    graft_status st = GRAFT_ERR_FORMAT;
+    graft_status st;
+    json_t *root = graft_json_load_file(ipath, INDEX_MAX_BYTES, &st);
+    if (!root) return st;
+    st = GRAFT_ERR_FORMAT;
     char text[64];
     const char *s;
     long long version;
     if (!json_is_object(root)) {
         OPEN_ERROR("%s: not a graft dataset index (expected a JSON object, got %s)", ipath,
-                   json_text(root, text, sizeof text));
+                   graft_json_text(root, text, sizeof text));
         goto done;
     }
     json_t *format = json_object_get(root, "format");
     if (!json_is_string(format) || strcmp(json_string_value(format), "graft-dataset") != 0) {
         OPEN_ERROR("%s: not a graft dataset index (\"format\" is %s, expected \"graft-dataset\")",
-                   ipath, json_text(format, text, sizeof text));
+                   ipath, graft_json_text(format, text, sizeof text));
         goto done;
     }
     json_t *ver = json_object_get(root, "version");
     version = json_is_integer(ver) ? json_integer_value(ver) : -1;
     if (version != 1) {
         OPEN_ERROR("%s: unsupported version %s (this graft reads version 1)", ipath,
-                   json_text(ver, text, sizeof text));
+                   graft_json_text(ver, text, sizeof text));
         goto done;
     }
-    if ((st = get_string(ipath, root, "kind", "kind", &s)) != GRAFT_OK) goto done;
+    if ((st = graft_json_string(ipath, root, "kind", NULL, &s)) != GRAFT_OK) goto done;
     if (strcmp(s, "images") == 0) {
         d->kind = GRAFT_DATA_IMAGES;
     } else if (strcmp(s, "tokens") == 0) {
@@ -445,7 +326,7 @@ static graft_status parse_index(const char *ipath, graft_dataset *d) {
         d->kind = GRAFT_DATA_SEQUENCES;
     } else {
         OPEN_ERROR("%s: \"kind\" must be \"images\", \"tokens\" or \"sequences\", got %s", ipath,
-                   json_text(json_object_get(root, "kind"), text, sizeof text));
+                   graft_json_text(json_object_get(root, "kind"), text, sizeof text));
         st = GRAFT_ERR_FORMAT;
         goto done;
     }

@@ -22,8 +22,9 @@
 
 #include "dataset.h"
 #include "dataset_internal.h"
-#include "runtime/io/atomic_file.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 
 /* Errors carry one name whichever helper finds them. */
 #define WRITER_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_writer", __VA_ARGS__)
@@ -116,7 +117,7 @@ static target_state inspect_target(const char *path, int allow_no_index) {
     }
     if (allow_no_index) return TARGET_DATASET;
     char *ipath = graft_data_join_path(path, "index.json");
-    json_t *root = (has_index && ipath) ? json_load_file(ipath, 0, NULL) : NULL;
+    json_t *root = (has_index && ipath) ? graft_json_try_load_file(ipath, 0) : NULL;
     json_t *format = root ? json_object_get(root, "format") : NULL;
     int ours = json_is_string(format) && strcmp(json_string_value(format), "graft-dataset") == 0;
     json_decref(root);
@@ -145,29 +146,6 @@ static void remove_dataset_dir(const char *path) {
     if (rmdir(path) != 0) GRAFT_WARN("%s: could not remove: %s", path, strerror(errno));
 }
 
-/* The directory holding `path` ("." when it has no slash); malloc'd. */
-static char *parent_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    if (slash == path) return strdup("/");
-    return strndup(path, (size_t)(slash - path));
-}
-
-/* mkdir -p for the parents of `path`. */
-static int make_parents(const char *path) {
-    char *p = strdup(path);
-    if (!p) return ENOMEM;
-    int err = 0;
-    for (char *s = p + 1; *s && !err; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) err = errno;
-        *s = '/';
-    }
-    free(p);
-    return err;
-}
-
 /* Shared start of new_images / new_tokens / new_sequences: check DIR, prepare DIR.tmp. */
 static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_t shard_size) {
     if (!dir || !*dir || shard_size == 0) {
@@ -187,7 +165,9 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     target_state t = inspect_target(w->tmp_dir, 1);
     if (t == TARGET_REFUSED) return GRAFT_ERR_IO;
     if (t != TARGET_ABSENT) remove_dataset_dir(w->tmp_dir);
-    int err = make_parents(w->tmp_dir);
+    char parent[GRAFT_FS_PATH_MAX];
+    int err =
+        graft_fs_parent(parent, sizeof parent, w->tmp_dir) ? graft_fs_mkdirs(parent) : ENAMETOOLONG;
     if (err == 0 && mkdir(w->tmp_dir, 0755) != 0) err = errno;
     if (err != 0) {
         WRITER_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
@@ -552,7 +532,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
     json_t *shards = json_array();
     for (int i = 0; i < w->n_shards; i++) {
         char hex[17];
-        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)w->shards[i].xxh64);
+        graft_json_hex64_text(hex, w->shards[i].xxh64);
         json_array_append_new(shards, json_pack("{sssIsIss}", "file", w->shards[i].file,
                                                 w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples",
                                                 (json_int_t)w->shards[i].count, "bytes",
@@ -560,15 +540,6 @@ static json_t *build_index(const graft_dataset_writer *w) {
     }
     json_object_set_new(root, "shards", shards);
     return root;
-}
-
-/* Write text to dir/name atomically. */
-static graft_status write_file_atomic(const char *dir, const char *name, const char *text) {
-    char *path = graft_data_join_path(dir, name);
-    if (!path) return GRAFT_ERR_NOMEM;
-    graft_status st = graft_write_file_atomic(path, text, strlen(text));
-    free(path);
-    return st;
 }
 
 /* Put the finished DIR.tmp in DIR's place (see the comment at the top). */
@@ -604,9 +575,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         WRITER_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
-    char *parent = parent_of(w->dir);
-    if (parent) graft_fsync_dir(parent);
-    free(parent);
+    graft_fs_fsync_parent(w->dir);
     return GRAFT_OK;
 }
 
@@ -620,24 +589,16 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     graft_status st = flush_shard(w);
     if (st != GRAFT_OK) return st;
     json_t *root = build_index(w);
-    char *text =
-        root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
-             : NULL;
+    char *path = graft_data_join_path(w->tmp_dir, "index.json");
+    st = root && path
+             ? graft_json_write_atomic(
+                   path, root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
+             : GRAFT_ERR_NOMEM;
     json_decref(root);
-    if (!text) {
-        WRITER_ERROR("%s: out of memory building index.json", w->dir);
-        return GRAFT_ERR_NOMEM;
-    }
-    size_t len = strlen(text);
-    char *with_newline = realloc(text, len + 2);
-    if (!with_newline) {
-        free(text);
-        return GRAFT_ERR_NOMEM;
-    }
-    memcpy(with_newline + len, "\n", 2);
-    st = write_file_atomic(w->tmp_dir, "index.json", with_newline);
-    free(with_newline);
-    if (st == GRAFT_OK) st = move_into_place(w);
+    free(path);
+    if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory building index.json", w->dir);
+    if (st != GRAFT_OK) return st;
+    st = move_into_place(w);
     if (st == GRAFT_OK) w->finished = 1;
     return st;
 }

@@ -26,6 +26,7 @@
 
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 #include "tokenizer_unicode_internal.h"
 
 enum { TOK_KIND_BYTES, TOK_KIND_GPT2 };
@@ -251,59 +252,17 @@ static int32_t merge_rank(const graft_tokenizer *t, int32_t left, int32_t right)
     }
 }
 
-/* Read a whole file; logs "path: cannot open/read: reason" on failure. */
-static graft_status read_file(const char *path, char **out, size_t *len) {
-    *out = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *bigger = realloc(buf, 2 * cap + 1);
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (!buf) {
-        GRAFT_ERROR("%s: out of memory reading the file", path);
-        return GRAFT_ERR_NOMEM;
-    }
-    if (failed) {
-        GRAFT_ERROR("%s: read error", path);
-        free(buf);
-        return GRAFT_ERR_IO;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return GRAFT_OK;
-}
-
 /* encoder.json: {"spelled token": id, ...} with ids 0..n-1, each once, every single
  * byte present and "<|endoftext|>" for the end-of-text id. Returns the parsed object
  * (for vocab.bpe's lookups) in *root. */
 static graft_status load_encoder(graft_tokenizer *t, const char *path, const int cp_to_byte[512],
                                  const uint32_t byte_to_cp[256], json_t **root) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
+    char *text;
+    size_t len;
+    GRAFT_TRY(graft_fs_read_file(path, 0, &text, &len));
     json_error_t err;
-    *root = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
-    fclose(f);
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    free(text);
     if (!*root) {
         GRAFT_ERROR("%s:%d:%d: not valid JSON: %s", path, err.line, err.column, err.text);
         return GRAFT_ERR_FORMAT;
@@ -400,7 +359,7 @@ done:
 static graft_status load_merges(graft_tokenizer *t, const char *path, json_t *encoder) {
     char *text;
     size_t len;
-    GRAFT_TRY(read_file(path, &text, &len));
+    GRAFT_TRY(graft_fs_read_file(path, 0, &text, &len));
     graft_status st = GRAFT_ERR_FORMAT;
     if (len < 8 || strncmp(text, "#version", 8) != 0) {
         GRAFT_ERROR("%s: does not start with a \"#version\" line", path);

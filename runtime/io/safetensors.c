@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "runtime/core/log.h"
 
 /* Tensor bytes are copied between the file and host memory without swapping. */
@@ -445,7 +446,7 @@ graft_status graft_st_open(graft_st_file *f, const char *path) {
         GRAFT_ERROR("no path given");
         return GRAFT_ERR_INVALID_ARG;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
         return GRAFT_ERR_IO;
@@ -806,23 +807,6 @@ static int write_entry_data(FILE *fp, const graft_st_write_entry *e) {
     return 1;
 }
 
-/* fsync the directory holding `path` so a rename in it is durable. Returns 0 or errno;
- * file systems that cannot fsync directories (EINVAL) count as success. */
-static int fsync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return ENOMEM;
-    int err = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        err = errno;
-    else if (fsync(fd) != 0 && errno != EINVAL)
-        err = errno;
-    if (fd >= 0) close(fd);
-    free(dir);
-    return err;
-}
-
 graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
     if (!w || !path || !*path) return GRAFT_ERR_INVALID_ARG;
     const graft_st_write_entry **order = malloc((w->n_entries ? w->n_entries : 1) * sizeof *order);
@@ -889,7 +873,7 @@ graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
     }
     step = "fsync the directory of";
     target = path;
-    err = fsync_parent_dir(path);
+    err = graft_fs_fsync_parent(path);
 done:
     if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, target, strerror(err));
     free(header);

@@ -1,6 +1,7 @@
 /* The training loop's side of checkpoints: what goes into one, when resuming is
  * allowed, and restarting the data stream where the checkpoint left it. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "runtime/core/check.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
+#include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 #include "train_internal.h"
 
 /* The stored config text as a graft_config (through a temporary file: the config
@@ -47,7 +50,8 @@ static graft_status check_config_change(trainer *t, const char *ckpt, const char
                     ckpt, keys);
         return GRAFT_ERR_MISMATCH;
     }
-    if (t->rank0) GRAFT_WARN("%s: resuming with changed %s (checkpoint.allow_config_change)", ckpt, keys);
+    if (t->rank0)
+        GRAFT_WARN("%s: resuming with changed %s (checkpoint.allow_config_change)", ckpt, keys);
     return GRAFT_OK;
 }
 
@@ -57,10 +61,11 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
     out[0] = '\0';
     if (strcmp(resume, "never") == 0) return GRAFT_OK;
     const char *root = strcmp(resume, "auto") == 0 ? t->ckpt_dir : resume;
-    char manifest[PATH_BYTES];
+    char manifest[TRAIN_PATH_MAX];
     struct stat sb;
     if (strcmp(resume, "auto") != 0 &&
-        path_join(manifest, resume, "MANIFEST") == GRAFT_OK && stat(manifest, &sb) == 0) {
+        graft_fs_path_join(manifest, sizeof manifest, resume, "MANIFEST") == GRAFT_OK &&
+        stat(manifest, &sb) == 0) {
         snprintf(out, size, "%s", resume); /* a checkpoint itself */
         return GRAFT_OK;
     }
@@ -76,18 +81,21 @@ static graft_status choose_checkpoint(const trainer *t, char *out, size_t size) 
 /* The step a checkpoint was saved at, from its state.json (before loading anything:
  * the parameters unfrozen by then decide the optimizer state's layout). */
 static graft_status checkpoint_step(const char *ckpt, long *step) {
-    char path[PATH_BYTES];
-    GRAFT_TRY(path_join(path, ckpt, "state.json"));
-    json_t *j = json_load_file(path, 0, NULL);
-    json_t *s = j ? json_object_get(j, "step") : NULL;
-    graft_status st = json_is_integer(s) ? GRAFT_OK : GRAFT_ERR_FORMAT;
-    if (st == GRAFT_OK) *step = (long)json_integer_value(s);
-    else GRAFT_ERROR("%s: state.json has no step", ckpt);
+    char path[TRAIN_PATH_MAX];
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, ckpt, "state.json"));
+    json_t *j = graft_json_try_load_file(path, 0);
+    long long v;
+    graft_status st =
+        graft_json_get_int(j, "step", LLONG_MIN, LLONG_MAX, &v) ? GRAFT_OK : GRAFT_ERR_FORMAT;
+    if (st == GRAFT_OK)
+        *step = (long)v;
+    else
+        GRAFT_ERROR("%s: state.json has no step", ckpt);
     json_decref(j);
     return st;
 }
 
-graft_status resume_from_checkpoint(trainer *t) {
+graft_status train_resume(trainer *t) {
     const graft_config *cfg = t->cfg;
     if (cfg->checkpoint.dir)
         snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cfg->checkpoint.dir);
@@ -95,7 +103,7 @@ graft_status resume_from_checkpoint(trainer *t) {
         snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "runs/%s/checkpoints", cfg->experiment);
     t->last_saved_step = -1;
     t->last_save_time = graft_now_s();
-    char ckpt[PATH_BYTES];
+    char ckpt[TRAIN_PATH_MAX];
     GRAFT_TRY(choose_checkpoint(t, ckpt, sizeof ckpt));
     if (!ckpt[0]) return GRAFT_OK;
     graft_ckpt_state state;
@@ -104,9 +112,9 @@ graft_status resume_from_checkpoint(trainer *t) {
     double t0 = graft_now_s();
     long saved_step = 0;
     GRAFT_TRY(checkpoint_step(ckpt, &saved_step));
-    GRAFT_TRY(unfreeze_apply(t, saved_step, 1));
+    GRAFT_TRY(train_unfreeze_apply(t, saved_step, 1));
     graft_status st = graft_ckpt_load(ckpt, t->model.params, &t->opt, &state, &config_text);
-    if (st == GRAFT_OK) unfreeze_restore_starts(t, state.step);
+    if (st == GRAFT_OK) train_unfreeze_restore_starts(t, state.step);
     double load_s = graft_now_s() - t0;
     if (st == GRAFT_OK && config_text) st = check_config_change(t, ckpt, config_text);
     if (st == GRAFT_OK && state.step > t->total_steps) {
@@ -133,7 +141,7 @@ graft_status resume_from_checkpoint(trainer *t) {
     return st;
 }
 
-char *config_to_text(const graft_config *cfg) {
+char *train_config_text(const graft_config *cfg) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -147,26 +155,26 @@ char *config_to_text(const graft_config *cfg) {
     return buf;
 }
 
-graft_status save_checkpoint(trainer *t, long step) {
+graft_status train_save_checkpoint(trainer *t, long step) {
     graft_comm *comm = t->comm;
     /* the seed every rank will use for the next step's dropout: the per-rank RNG state */
-    uint64_t mine = graft_rng_mix(graft_rng_mix((uint64_t)t->cfg->seed, (uint64_t)step),
-                                  (uint64_t)comm->rank);
+    uint64_t mine =
+        graft_rng_mix(graft_rng_mix((uint64_t)t->cfg->seed, (uint64_t)step), (uint64_t)comm->rank);
     uint64_t *states = calloc((size_t)comm->size, sizeof *states);
     if (!states) return GRAFT_ERR_NOMEM;
     graft_status st = graft_comm_allgather(comm, &mine, states, sizeof mine);
     if (st == GRAFT_OK && t->rank0) {
         double t0 = graft_now_s();
-        graft_ckpt_state state = {.step = step,
-                                  .epoch = (long)(graft_loader_cursor(t->loader) /
-                                                  graft_loader_epoch_samples(t->loader)),
-                                  .cursor = graft_loader_cursor(t->loader),
-                                  .world_size = comm->size,
-                                  .rng_states = states,
-                                  .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
-                                  .config_digest = graft_config_digest(t->cfg)};
+        graft_ckpt_state state = {
+            .step = step,
+            .epoch = (long)(graft_loader_cursor(t->loader) / graft_loader_epoch_samples(t->loader)),
+            .cursor = graft_loader_cursor(t->loader),
+            .world_size = comm->size,
+            .rng_states = states,
+            .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
+            .config_digest = graft_config_digest(t->cfg)};
         snprintf(state.version, sizeof state.version, "%s", GRAFT_VERSION);
-        char *text = config_to_text(t->cfg);
+        char *text = train_config_text(t->cfg);
         graft_ckpt_save_args args = {.dir = t->ckpt_dir,
                                      .params = t->model.params,
                                      .optim = &t->opt,
@@ -179,8 +187,8 @@ graft_status save_checkpoint(trainer *t, long step) {
         st = text ? graft_ckpt_save(&args, &bytes) : GRAFT_ERR_NOMEM;
         free(text);
         if (st == GRAFT_OK)
-            GRAFT_INFO("checkpoint step-%08ld saved to %s (%.1f MB in %.2f s)", step,
-                       t->ckpt_dir, (double)bytes / 1e6, graft_now_s() - t0);
+            GRAFT_INFO("checkpoint step-%08ld saved to %s (%.1f MB in %.2f s)", step, t->ckpt_dir,
+                       (double)bytes / 1e6, graft_now_s() - t0);
     }
     free(states);
     /* every rank learns whether rank 0 saved (on_error decides what a failure means) */
@@ -193,9 +201,14 @@ graft_status save_checkpoint(trainer *t, long step) {
         return GRAFT_OK;
     }
     if (strcmp(t->cfg->checkpoint.on_error, "stop") == 0) {
-        if (t->rank0) GRAFT_ERROR("checkpoint at step %ld failed: stopping (checkpoint.on_error: stop)", step);
+        if (t->rank0)
+            GRAFT_ERROR("checkpoint at step %ld failed: stopping (checkpoint.on_error: stop)",
+                        step);
         return GRAFT_ERR_IO;
     }
-    if (t->rank0) GRAFT_WARN("checkpoint at step %ld failed: training goes on (checkpoint.on_error: continue)", step);
+    if (t->rank0)
+        GRAFT_WARN(
+            "checkpoint at step %ld failed: training goes on (checkpoint.on_error: continue)",
+            step);
     return GRAFT_OK;
 }

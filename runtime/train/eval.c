@@ -1,3 +1,5 @@
+/* Evaluation: the model over a whole dataset (each rank its share, totals summed),
+ * its JSON form and per-class table, and `graft eval` (graft_evaluate). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -5,9 +7,12 @@
 
 #include "runtime/core/log.h"
 #include "runtime/data/loader.h"
+#include "runtime/io/json.h"
+#include "runtime/nn/params_io.h"
+#include "train.h"
 #include "train_internal.h"
 
-void eval_result_free(eval_result *r) {
+void train_eval_result_free(train_eval_result *r) {
     if (!r) return;
     free(r->confusion);
     memset(r, 0, sizeof *r);
@@ -21,8 +26,8 @@ static int argmax(const float *row, int K) {
     return best;
 }
 
-graft_status eval_run(graft_model *m, const graft_dataset *d, int batch, int seq_len,
-                      graft_comm *comm, eval_result *r) {
+graft_status train_eval_run(graft_model *m, const graft_dataset *d, int batch, int seq_len,
+                            graft_comm *comm, train_eval_result *r) {
     memset(r, 0, sizeof *r);
     r->task = m->task;
     int K = m->task == GRAFT_TASK_CLASSIFY ? m->num_outputs : 0;
@@ -53,20 +58,24 @@ graft_status eval_run(graft_model *m, const graft_dataset *d, int batch, int seq
     graft_loader_free(loader);
     /* Sums go over the wire as floats: exact for counts below 2^24 per cell. */
     if (st == GRAFT_OK) {
-        for (size_t i = 0; i < n_totals; i++) reduce[i] = (float)totals[i];
+        for (size_t i = 0; i < n_totals; i++)
+            reduce[i] = (float)totals[i];
         st = graft_comm_allreduce_sum(comm, reduce, n_totals);
     }
     if (st == GRAFT_OK) {
         if (comm->size > 1)
-            for (size_t i = 0; i < n_totals; i++) totals[i] = reduce[i];
+            for (size_t i = 0; i < n_totals; i++)
+                totals[i] = reduce[i];
         r->count = totals[1];
         r->loss = r->count > 0 ? totals[0] / r->count : 0;
         if (K) {
             r->confusion = malloc((size_t)K * K * sizeof *r->confusion);
-            if (!r->confusion) st = GRAFT_ERR_NOMEM;
+            if (!r->confusion)
+                st = GRAFT_ERR_NOMEM;
             else {
                 double correct = 0;
-                for (int k = 0; k < K; k++) correct += totals[2 + (size_t)k * K + k];
+                for (int k = 0; k < K; k++)
+                    correct += totals[2 + (size_t)k * K + k];
                 memcpy(r->confusion, totals + 2, (size_t)K * K * sizeof *r->confusion);
                 r->accuracy = r->count > 0 ? correct / r->count : 0;
             }
@@ -83,7 +92,7 @@ static const char *class_name(const graft_dataset *d, int k, char *buf, size_t s
     return buf;
 }
 
-json_t *eval_to_json(const eval_result *r, const graft_dataset *d, long step) {
+json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, long step) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
     json_object_set_new(o, "loss", json_real(r->loss));
@@ -116,15 +125,54 @@ json_t *eval_to_json(const eval_result *r, const graft_dataset *d, long step) {
     return o;
 }
 
-void eval_print_per_class(const eval_result *r, const graft_dataset *d) {
+void train_eval_print_per_class(const train_eval_result *r, const graft_dataset *d) {
     if (r->task != GRAFT_TASK_CLASSIFY) return;
     int K = r->num_classes;
     printf("  %-20s %8s %9s\n", "class", "samples", "accuracy");
     for (int k = 0; k < K; k++) {
         double total = 0;
-        for (int j = 0; j < K; j++) total += r->confusion[(size_t)k * K + j];
+        for (int j = 0; j < K; j++)
+            total += r->confusion[(size_t)k * K + j];
         char buf[16];
         printf("  %-20s %8.0f %9.4f\n", class_name(d, k, buf, sizeof buf), total,
                total > 0 ? r->confusion[(size_t)k * K + k] / total : 0.0);
     }
+}
+
+/* graft eval: the weights of a file on data.val (or data.train). */
+graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
+                            graft_comm *comm) {
+    const char *dir = cfg->data.val ? cfg->data.val : cfg->data.train;
+    graft_dataset d;
+    memset(&d, 0, sizeof d);
+    graft_model m;
+    memset(&m, 0, sizeof m);
+    train_eval_result r;
+    memset(&r, 0, sizeof r);
+    int batch = (int)(cfg->data.micro_batch > 0 ? cfg->data.micro_batch : cfg->data.batch_size);
+    graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
+    if (st == GRAFT_OK) st = train_model_setup(&m, cfg, &d, batch);
+    if (st == GRAFT_OK) {
+        graft_load_options opt = {.strict = 1, .map_name = m.iface.map_name};
+        st = graft_params_load(m.params, weights, &opt, NULL);
+    }
+    if (st == GRAFT_OK) st = train_eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);
+    if (st == GRAFT_OK && comm->rank == 0) {
+        if (r.task == GRAFT_TASK_CLASSIFY) {
+            printf("%s on %s: loss %.4f, accuracy %.4f (%.0f samples)\n", weights, dir, r.loss,
+                   r.accuracy, r.count);
+            train_eval_print_per_class(&r, &d);
+        } else {
+            printf("%s on %s: loss %.4f, perplexity %.3f\n", weights, dir, r.loss, exp(r.loss));
+        }
+        if (json_path) {
+            json_t *j = train_eval_to_json(&r, &d, 0);
+            st = graft_json_write_atomic(json_path, j, TRAIN_EVAL_JSON_FLAGS);
+            json_decref(j);
+        }
+    }
+    train_eval_result_free(&r);
+    graft_model_free(&m);
+    graft_dataset_close(&d);
+    return st;
 }

@@ -1,5 +1,7 @@
-/* Model set-up shared by training and evaluation: build for the dataset's shape,
- * freeze by globs, allocate, initialise, load init weights. */
+/* Set-up, where every check of the user's input happens: the model (shared by training
+ * and evaluation: build for the dataset's shape, freeze by globs, allocate,
+ * initialise, load init weights), the optimizer and its groups, and the trainer as a
+ * whole (datasets, loader, resume, data parallelism). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -10,7 +12,7 @@
 
 #include "runtime/ckpt/ckpt.h"
 #include "runtime/core/check.h"
-#include "runtime/io/atomic_file.h"
+#include "runtime/io/fs.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -33,8 +35,8 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
                 return GRAFT_ERR_CONFIG;
             }
     }
-    const graft_strlist *globs = cfg->freeze.trainable.count ? &cfg->freeze.trainable
-                                                             : &cfg->freeze.frozen;
+    const graft_strlist *globs =
+        cfg->freeze.trainable.count ? &cfg->freeze.trainable : &cfg->freeze.frozen;
     int make_trainable = cfg->freeze.trainable.count > 0;
     const char *key = make_trainable ? "freeze.trainable" : "freeze.frozen";
     if (make_trainable) graft_params_set_trainable(p, "*", 0, NULL);
@@ -50,7 +52,7 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
 }
 
 /* Log trainable vs frozen parameter counts per top-level module ("hidden", "head"). */
-void log_freeze_table(const graft_params *p) {
+void train_log_freeze_table(const graft_params *p) {
     char module[GRAFT_NAME_MAX] = "";
     size_t trainable = 0, frozen = 0;
     GRAFT_INFO("%-24s %12s %12s", "module", "trainable", "frozen");
@@ -68,8 +70,10 @@ void log_freeze_table(const graft_params *p) {
         }
         if (i == p->count) break;
         snprintf(module, sizeof module, "%s", name);
-        if (p->items[i].trainable) trainable += p->items[i].numel;
-        else frozen += p->items[i].numel;
+        if (p->items[i].trainable)
+            trainable += p->items[i].numel;
+        else
+            frozen += p->items[i].numel;
     }
     GRAFT_INFO("%-24s %12zu %12zu", "total", graft_params_numel(p, 1),
                graft_params_numel(p, 0) - graft_params_numel(p, 1));
@@ -91,21 +95,23 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
             return st;
         }
     }
-    graft_load_options opt = {.strict = cfg->model.init_strict, .map_name = m->iface.map_name,
+    graft_load_options opt = {.strict = cfg->model.init_strict,
+                              .map_name = m->iface.map_name,
                               .replaced = cfg->model.head_num_classes > 0 ? m->iface.head : NULL};
     graft_load_report r;
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
     if (st == GRAFT_OK)
         GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s, "
-                   "%d skipped", path, r.matched, r.missing, r.unexpected, r.replaced,
+                   "%d skipped",
+                   path, r.matched, r.missing, r.unexpected, r.replaced,
                    opt.replaced ? " (head '" : "", opt.replaced ? opt.replaced : "",
                    opt.replaced ? "', freshly initialised)" : "", r.skipped);
     return st;
 }
 
-graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                         int max_batch) {
+graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                               int max_batch) {
     graft_model_input input = {.pad_id = -1};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
@@ -143,18 +149,98 @@ graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_da
     return GRAFT_OK;
 }
 
-graft_status write_json_atomic(const char *path, json_t *value) {
-    char *text = json_dumps(value, JSON_INDENT(1) | JSON_SORT_KEYS);
-    if (!text) return GRAFT_ERR_NOMEM;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2); /* end the file with a newline */
-    if (!line) {
-        free(text);
-        return GRAFT_ERR_NOMEM;
+/* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
+static graft_status setup_optimizer(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    graft_optim_config oc;
+    graft_optim_kind kind;
+    GRAFT_TRY(graft_optim_kind_parse(cfg->optim.name, &kind));
+    graft_optim_config_default(&oc, kind);
+    if (cfg->optim.weight_decay >= 0) oc.weight_decay = cfg->optim.weight_decay;
+    if (kind == GRAFT_OPTIM_SGD) {
+        oc.momentum = cfg->optim.momentum;
+        oc.nesterov = cfg->optim.nesterov;
+    } else {
+        oc.beta1 = cfg->optim.beta1;
+        oc.beta2 = cfg->optim.beta2;
+        oc.eps = cfg->optim.eps;
     }
-    text = line;
-    text[len++] = '\n';
-    graft_status st = graft_write_file_atomic(path, text, len);
-    free(text);
-    return st;
+    for (int g = 0; g < cfg->optim.n_groups; g++) {
+        const graft_cfg_group *cg = &cfg->optim.groups[g];
+        double wd = cg->weight_decay >= 0 ? cg->weight_decay : oc.weight_decay;
+        int index = graft_optim_config_add_group(&oc, cg->lr_scale, wd);
+        if (index < 0) return GRAFT_ERR_CONFIG;
+        int matched = 0;
+        GRAFT_TRY(graft_optim_assign_group(t->model.params, cg->params, index, &matched));
+        if (matched == 0) {
+            GRAFT_ERROR("optim.groups[%d].params: '%s' matches no parameter of the model", g,
+                        cg->params);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    GRAFT_TRY(graft_optim_init(&t->opt, &oc, t->model.params));
+    graft_lr_kind lr_kind;
+    GRAFT_TRY(graft_lr_kind_parse(cfg->schedule.name, &lr_kind));
+    graft_lr_schedule s = {lr_kind, cfg->optim.lr, cfg->schedule.warmup_steps, t->total_steps,
+                           cfg->schedule.min_lr};
+    t->sched = s;
+    return graft_lr_schedule_check(&t->sched);
+}
+
+/* The trainer: datasets, loader, model, optimizer and schedule, a checkpoint to resume
+ * from, and with several ranks the data-parallel set-up. Everything that can fail on
+ * bad input happens here, before the run directory is created. */
+graft_status train_setup(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    int world = t->comm->size;
+    GRAFT_TRY(graft_dataset_open(&t->train_set, cfg->data.train, cfg->data.verify));
+    if (cfg->data.val) {
+        GRAFT_TRY(graft_dataset_open(&t->val_set, cfg->data.val, cfg->data.verify));
+        t->have_val = 1;
+        const graft_dataset *tr = &t->train_set, *va = &t->val_set;
+        graft_data_kind kind = tr->kind;
+        if (va->kind != kind ||
+            (kind == GRAFT_DATA_IMAGES && (va->channels != tr->channels ||
+                                           va->height != tr->height || va->width != tr->width)) ||
+            (kind != GRAFT_DATA_IMAGES && va->vocab_size != tr->vocab_size) ||
+            (kind == GRAFT_DATA_SEQUENCES && va->seq_len != tr->seq_len) ||
+            (kind != GRAFT_DATA_TOKENS && va->num_classes != tr->num_classes)) {
+            GRAFT_ERROR("data.val %s does not match data.train %s (kind, sample shape, "
+                        "vocabulary or classes)",
+                        cfg->data.val, cfg->data.train);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    if (cfg->data.batch_size < world) {
+        GRAFT_ERROR("data.batch_size %ld is smaller than the number of ranks %d",
+                    cfg->data.batch_size, world);
+        return GRAFT_ERR_CONFIG;
+    }
+    long per_rank = (cfg->data.batch_size + world - 1) / world;
+    t->micro_batch =
+        (int)(cfg->data.micro_batch > 0 && cfg->data.micro_batch < per_rank ? cfg->data.micro_batch
+                                                                            : per_rank);
+    graft_loader_config lc = {.batch_size = cfg->data.batch_size,
+                              .rank = t->comm->rank,
+                              .world = world,
+                              .seed = (uint64_t)cfg->seed,
+                              .shuffle = cfg->data.shuffle,
+                              .prefetch = cfg->data.prefetch,
+                              .seq_len = cfg->data.seq_len,
+                              .crop_padding = cfg->data.augment_crop_padding,
+                              .hflip = cfg->data.augment_hflip};
+    GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, 0));
+    t->steps_per_epoch = graft_loader_steps_per_epoch(t->loader);
+    t->total_steps =
+        cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
+    GRAFT_TRY(train_model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
+    GRAFT_TRY(train_unfreeze_check(t));
+    GRAFT_TRY(setup_optimizer(t));
+    GRAFT_TRY(train_resume(t));
+    if (t->start_cursor != 0) { /* continue the sample stream where the checkpoint left it */
+        graft_loader_free(t->loader);
+        t->loader = NULL;
+        GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, t->start_cursor));
+    }
+    return world > 1 ? train_setup_data_parallel(t) : GRAFT_OK;
 }

@@ -1,50 +1,61 @@
-/* Pieces of runtime/train shared between its files. */
+/* Pieces of runtime/train shared between its files:
+ *   train.c          the loop (graft_train): steps, logging, evaluation, checkpoints
+ *   setup.c          the trainer and model set-up (everything checked before a run)
+ *   step.c           one step, gradient reduction, buffer and replica agreement
+ *   run_dir.c        runs/<experiment>/: config, metrics.jsonl, train.log, eval files
+ *   eval.c           evaluation (and graft_evaluate)
+ *   checkpointing.c  resume and save, the loop's side of runtime/ckpt
+ *   unfreeze.c       freeze.schedule */
 #ifndef GRAFT_TRAIN_INTERNAL_H
 #define GRAFT_TRAIN_INTERNAL_H
 
 #include <jansson.h>
 
 #include "comm/comm.h"
+#include "comm/reducer.h"
 #include "models/model.h"
 #include "runtime/config/config.h"
-#include "comm/reducer.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
+#include "runtime/io/fs.h"
 #include "runtime/optim/optim.h"
 
 /* Evaluation totals over all ranks. */
-typedef struct eval_result {
+typedef struct train_eval_result {
     graft_task task;
-    double loss;      /* mean over counted targets */
-    double accuracy;  /* classifiers */
-    double count;     /* counted targets (samples or tokens) */
+    double loss;     /* mean over counted targets */
+    double accuracy; /* classifiers */
+    double count;    /* counted targets (samples or tokens) */
     int num_classes;
     double *confusion; /* [K, K], row = true class, column = predicted (classifiers) */
-} eval_result;
+} train_eval_result;
 
 /* Run the model over the whole dataset (each rank its share) in batches of `batch`. */
-graft_status eval_run(graft_model *m, const graft_dataset *d, int batch, int seq_len,
-                      graft_comm *comm, eval_result *r);
+graft_status train_eval_run(graft_model *m, const graft_dataset *d, int batch, int seq_len,
+                            graft_comm *comm, train_eval_result *r);
 /* {"step", "loss", "accuracy", "per_class": [...], "confusion": [[...]]} or, for
  * language models, {"step", "loss", "perplexity"}. */
-json_t *eval_to_json(const eval_result *r, const graft_dataset *d, long step);
+json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, long step);
 /* The per-class table, for the log at the end of a run and for `graft eval`. */
-void eval_print_per_class(const eval_result *r, const graft_dataset *d);
-void eval_result_free(eval_result *r);
+void train_eval_print_per_class(const train_eval_result *r, const graft_dataset *d);
+void train_eval_result_free(train_eval_result *r);
+/* How evaluation results are written (graft_json_write_atomic): eval/step-N.json,
+ * eval.json and graft eval's --json file. */
+#define TRAIN_EVAL_JSON_FLAGS (JSON_INDENT(1) | JSON_SORT_KEYS)
 
 /* Build the model for a dataset, apply freezing and the init weights of cfg.
  * Everything here is input checking. */
-graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                         int max_batch);
+graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                               int max_batch);
 /* Log trainable vs frozen parameter counts per top-level module. */
-void log_freeze_table(const graft_params *p);
+void train_log_freeze_table(const graft_params *p);
 
-#define PATH_BYTES 4096
+#define TRAIN_PATH_MAX GRAFT_FS_PATH_MAX
 
 /* Seconds spent in each part of a step, summed over a log window. */
-typedef struct step_times {
+typedef struct train_step_times {
     double data, forward, backward, comm, optim;
-} step_times;
+} train_step_times;
 
 typedef struct trainer {
     const graft_config *cfg;
@@ -61,43 +72,64 @@ typedef struct trainer {
     size_t buffer_floats;
     int micro_batch;
     long total_steps, steps_per_epoch;
-    char run_dir[PATH_BYTES];
+    char run_dir[TRAIN_PATH_MAX];
     FILE *metrics, *log;
     /* checkpoints */
-    char ckpt_dir[PATH_BYTES];
-    long start_step;        /* 0, or the step a checkpoint was resumed at */
-    uint64_t start_cursor;  /* the loader cursor at start_step */
-    long last_saved_step;   /* -1 before any save */
-    double last_save_time;  /* graft_now_s() of the last save (or of the start) */
+    char ckpt_dir[TRAIN_PATH_MAX];
+    long start_step;       /* 0, or the step a checkpoint was resumed at */
+    uint64_t start_cursor; /* the loader cursor at start_step */
+    long last_saved_step;  /* -1 before any save */
+    double last_save_time; /* graft_now_s() of the last save (or of the start) */
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
 } trainer;
 
-graft_status make_dirs(const char *path);
-graft_status path_join(char *out, const char *dir, const char *name);
+/* setup.c: datasets, loader, model, optimizer, resume, data parallelism. */
+graft_status train_setup(trainer *t);
+
+/* step.c: several ranks agree on what they train, start from rank 0's parameters and
+ * get a reducer. */
+graft_status train_setup_data_parallel(trainer *t);
+/* One optimizer step over the global batch b at learning rate lr: the global mean
+ * loss, the gradient norm and the bytes the reducer moved; times added into tm. */
+graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
+                        float *norm_out, double *comm_bytes, train_step_times *tm);
+/* Broadcast rank 0's buffers (batchnorm running statistics) after a step. */
+graft_status train_sync_buffers(trainer *t);
+/* Check that every replica holds the same parameter bits (end of training). */
+graft_status train_check_replicas(trainer *t);
+
+/* run_dir.c (rank 0 writes; other ranks only learn run_dir). */
+graft_status train_open_run_dir(trainer *t);
+void train_close_run_dir(trainer *t);
+/* One metrics.jsonl line for a log window of `steps` steps. */
+void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
+                         double samples_per_s, const train_step_times *tm, int steps,
+                         double comm_bytes);
+/* One updating line on a terminal, plain lines otherwise. */
+void train_show_progress(long step, long first, long total, double loss, double samples_per_s,
+                         double elapsed, int tty);
+graft_status train_record_eval(trainer *t, const train_eval_result *r, long step, int final);
 
 /* checkpointing.c: resume (every rank, before the loader starts) and save (every rank
  * calls it at the same step boundary; rank 0 writes). */
-graft_status resume_from_checkpoint(trainer *t);
-graft_status save_checkpoint(trainer *t, long step);
+graft_status train_resume(trainer *t);
+graft_status train_save_checkpoint(trainer *t, long step);
 
 /* unfreeze.c: freeze.schedule. Check that every glob matches a parameter (setup). */
-graft_status unfreeze_check(trainer *t);
+graft_status train_unfreeze_check(trainer *t);
 /* Apply the schedule's entries with at_step == step (before = 0, at the top of the
  * step), or with at_step < step (before = 1, when resuming at `step`): parameters
  * become trainable, and gradients, optimizer state, activations and reducer buckets
  * grow to match, identically on every rank. */
-graft_status unfreeze_apply(trainer *t, long step, int before);
+graft_status train_unfreeze_apply(trainer *t, long step, int before);
 /* After a checkpoint restored the optimizer's step: the per-parameter step counts of
  * the parameters unfrozen before `resume_step`. */
-void unfreeze_restore_starts(trainer *t, long resume_step);
-/* setup_data_parallel's reducer over the current gradient buffer (rebuilt on unfreeze). */
-graft_status make_reducer(trainer *t);
+void train_unfreeze_restore_starts(trainer *t, long resume_step);
+/* train_setup_data_parallel's reducer over the current gradient buffer (rebuilt on unfreeze). */
+graft_status train_make_reducer(trainer *t);
 
 /* The resolved config as YAML text (malloc'd), for run directories and checkpoints. */
-char *config_to_text(const graft_config *cfg);
-
-/* Write a JSON value to path atomically (tmp + fsync + rename). */
-graft_status write_json_atomic(const char *path, json_t *value);
+char *train_config_text(const graft_config *cfg);
 
 #endif

@@ -11,16 +11,17 @@
 #include "runtime/core/check.h"
 #include "train_internal.h"
 
-/* (model_setup has checked that every glob of the schedule matches a parameter.) */
-graft_status unfreeze_check(trainer *t) {
+/* (train_model_setup has checked that every glob of the schedule matches a parameter.) */
+graft_status train_unfreeze_check(trainer *t) {
     const graft_params *p = t->model.params;
     t->unfrozen_at = malloc(((size_t)p->count + 1) * sizeof *t->unfrozen_at);
     if (!t->unfrozen_at) return GRAFT_ERR_NOMEM;
-    for (int i = 0; i < p->count; i++) t->unfrozen_at[i] = -1;
+    for (int i = 0; i < p->count; i++)
+        t->unfrozen_at[i] = -1;
     return GRAFT_OK;
 }
 
-graft_status unfreeze_apply(trainer *t, long step, int before) {
+graft_status train_unfreeze_apply(trainer *t, long step, int before) {
     const graft_config *cfg = t->cfg;
     graft_params *p = t->model.params;
     size_t *old = NULL;
@@ -59,16 +60,16 @@ graft_status unfreeze_apply(trainer *t, long step, int before) {
     if (t->reducer) {
         graft_reducer_free(t->reducer);
         t->reducer = NULL;
-        GRAFT_TRY(make_reducer(t));
+        GRAFT_TRY(train_make_reducer(t));
     }
     if (t->rank0) {
         GRAFT_INFO("trainable floats: %zu -> %zu", floats_before, p->n_grads);
-        log_freeze_table(p);
+        train_log_freeze_table(p);
     }
     return GRAFT_OK;
 }
 
-void unfreeze_restore_starts(trainer *t, long resume_step) {
+void train_unfreeze_restore_starts(trainer *t, long resume_step) {
     const graft_params *p = t->model.params;
     for (int i = 0; i < p->count; i++) {
         if (t->unfrozen_at[i] < 0) continue;

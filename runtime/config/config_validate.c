@@ -1,0 +1,215 @@
+/* Validation of a loaded config: required keys, every stored value against the table
+ * (values from overrides or code bypass the loader's checks), then rules across keys. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_internal.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+
+static graft_status check_stored(const cfg_where *w, const key_spec *k, const char *path,
+                                 const void *base);
+
+/* Range error for a value already in the struct (no position to name). */
+static graft_status fail_stored_range(const cfg_where *w, const key_spec *k, const char *path,
+                                      double x) {
+    char found[40];
+    cfg_number_text(x, found, sizeof found);
+    return cfg_fail_range(w, NULL, k, path, found);
+}
+
+/* A stored string: set unless nullable, non-empty, a known enum name, a valid dir name. */
+static graft_status check_stored_string(const cfg_where *w, const key_spec *k, const char *path,
+                                        const char *s) {
+    if (!s) {
+        if (k->flags & (KEY_NULLABLE | KEY_REQUIRED)) return GRAFT_OK; /* required: see caller */
+        return cfg_fail(w, NULL, path, "must be set");
+    }
+    char buf[256];
+    const char *problem = cfg_string_problem(k, s, buf, sizeof buf);
+    if (problem) return cfg_fail(w, NULL, path, "%s", problem);
+    return GRAFT_OK;
+}
+
+/* A stored list of strings (or NAME=value entries): counts and items. */
+static graft_status check_stored_list(const cfg_where *w, const key_spec *k, const char *path,
+                                      const graft_strlist *l) {
+    if (l->count < k->min_items)
+        return cfg_fail(w, NULL, path, "must have at least %d entr%s, found %d", k->min_items,
+                        k->min_items == 1 ? "y" : "ies", l->count);
+    if (k->max_items && l->count > k->max_items)
+        return cfg_fail(w, NULL, path, "must have at most %d entries, found %d", k->max_items,
+                        l->count);
+    key_spec item = *k;
+    item.type = KEY_STRING;
+    item.flags &= ~(unsigned)(KEY_NULLABLE | KEY_REQUIRED);
+    for (int i = 0; i < l->count; i++) {
+        char item_path[CFG_MAX_PATH + 32];
+        snprintf(item_path, sizeof item_path, "%s[%d]", path, i);
+        if (k->type == KEY_ENVMAP) {
+            const char *s = l->items[i], *eq = s ? strchr(s, '=') : NULL;
+            if (!eq || !cfg_is_env_name(s, (size_t)(eq - s)))
+                return cfg_fail(w, NULL, item_path, "expected NAME=value, found '%.64s'",
+                                s ? s : "(null)");
+        } else {
+            GRAFT_TRY(check_stored_string(w, &item, item_path, l->items[i]));
+        }
+    }
+    return GRAFT_OK;
+}
+
+/* Re-check a stored value against the table (the struct may have been edited in code). */
+static graft_status check_stored(const cfg_where *w, const key_spec *k, const char *path,
+                                 const void *base) {
+    const char *field = (const char *)base + k->offset;
+    switch (k->type) {
+    case KEY_INT: {
+        int x = *(const int *)field;
+        return cfg_in_range(k, x) ? GRAFT_OK : fail_stored_range(w, k, path, x);
+    }
+    case KEY_LONG: {
+        long x = *(const long *)field;
+        return cfg_in_range(k, (double)x) ? GRAFT_OK : fail_stored_range(w, k, path, (double)x);
+    }
+    case KEY_DOUBLE: {
+        double x = *(const double *)field;
+        if ((k->flags & KEY_NULLABLE) && x < 0) return GRAFT_OK; /* not given */
+        if (!isfinite(x)) return cfg_fail(w, NULL, path, "must be a finite number");
+        return cfg_in_range(k, x) ? GRAFT_OK : fail_stored_range(w, k, path, x);
+    }
+    case KEY_BOOL: {
+        int x = *(const int *)field;
+        if (x != 0 && x != 1) return cfg_fail(w, NULL, path, "must be true or false, found %d", x);
+        return GRAFT_OK;
+    }
+    case KEY_STRING:
+    case KEY_ENUM:
+        return check_stored_string(w, k, path, *(char *const *)field);
+    case KEY_STRLIST:
+    case KEY_ENVMAP:
+        return check_stored_list(w, k, path, (const graft_strlist *)field);
+    case KEY_INTLIST: {
+        int n = *(const int *)((const char *)base + k->aux_offset);
+        if (n < 0 || n > k->max_items)
+            return cfg_fail(w, NULL, path, "must have at most %d entries, found %d", k->max_items,
+                            n);
+        for (int i = 0; i < n; i++) {
+            int x = ((const int *)field)[i];
+            if (!cfg_in_range(k, x)) {
+                char item_path[CFG_MAX_PATH + 32];
+                snprintf(item_path, sizeof item_path, "%s[%d]", path, i);
+                return fail_stored_range(w, k, item_path, x);
+            }
+        }
+        return GRAFT_OK;
+    }
+    case KEY_DOUBLE_PAIR: {
+        double x[2] = {*(const double *)field,
+                       *(const double *)((const char *)base + k->aux_offset)};
+        for (int i = 0; i < 2; i++) {
+            if (!cfg_in_range(k, x[i])) {
+                char item_path[CFG_MAX_PATH + 32];
+                snprintf(item_path, sizeof item_path, "%s[%d]", path, i);
+                return fail_stored_range(w, k, item_path, x[i]);
+            }
+        }
+        return GRAFT_OK;
+    }
+    case KEY_MAPLIST: {
+        const char *items = *(char *const *)field;
+        int n = *(const int *)((const char *)base + k->aux_offset);
+        if (n < 0 || (n > 0 && !items) || (k->max_items && n > k->max_items))
+            return cfg_fail(w, NULL, path, "must have at most %d entries, found %d", k->max_items,
+                            n);
+        for (int i = 0; i < n; i++) {
+            const char *entry = items + (size_t)i * k->elem_size;
+            for (int f = 0; f < k->n_fields; f++) {
+                const key_spec *fk = &k->fields[f];
+                char field_path[CFG_MAX_PATH + 64];
+                snprintf(field_path, sizeof field_path, "%s[%d].%s", path, i, fk->key);
+                if (fk->type == KEY_STRING && (fk->flags & KEY_REQUIRED) &&
+                    !*(char *const *)(entry + fk->offset)) {
+                    snprintf(field_path, sizeof field_path, "%s[%d]", path, i);
+                    return cfg_fail(w, NULL, field_path, "missing required key '%s'", fk->key);
+                }
+                GRAFT_TRY(check_stored(w, fk, field_path, entry));
+            }
+        }
+        return GRAFT_OK;
+    }
+    }
+    return GRAFT_ERR_INTERNAL;
+}
+
+/* Whether a required key has a value (numbers: non-zero, since 0 is out of range). */
+static int is_given(const key_spec *k, const void *base) {
+    const char *field = (const char *)base + k->offset;
+    switch (k->type) {
+    case KEY_STRING:
+    case KEY_ENUM:
+        return *(char *const *)field != NULL;
+    case KEY_DOUBLE:
+        return *(const double *)field != 0.0;
+    case KEY_INT:
+    case KEY_BOOL:
+        return *(const int *)field != 0;
+    case KEY_LONG:
+        return *(const long *)field != 0;
+    default:
+        return 1;
+    }
+}
+
+/* Required keys first, then every key against the table, then rules across keys. */
+graft_status graft_config_validate(const graft_config *cfg) {
+    cfg_clear_error();
+    cfg_where w = {"graft_config_validate", cfg->source && cfg->source[0] ? cfg->source : "config",
+                   NULL};
+    for (int i = 0; i < cfg_n_keys; i++)
+        if ((cfg_keys[i].flags & KEY_REQUIRED) && !is_given(&cfg_keys[i], cfg))
+            return cfg_fail(&w, NULL, NULL, "missing required key '%s'", cfg_keys[i].key);
+    for (int i = 0; i < cfg_n_keys; i++)
+        GRAFT_TRY(check_stored(&w, &cfg_keys[i], cfg_keys[i].key, cfg));
+
+    char a[40], b[40];
+    if (cfg->train.epochs == 0 && cfg->train.max_steps == 0)
+        return cfg_fail(&w, NULL, "train", "set train.epochs or train.max_steps");
+    if (cfg->data.micro_batch > cfg->data.batch_size)
+        return cfg_fail(&w, NULL, "data.micro_batch", "must be <= data.batch_size (%ld), found %ld",
+                        cfg->data.batch_size, cfg->data.micro_batch);
+    if (cfg->freeze.trainable.count > 0 && cfg->freeze.frozen.count > 0)
+        return cfg_fail(&w, NULL, "freeze", "give freeze.trainable or freeze.frozen, not both");
+    for (int i = 1; i < cfg->freeze.n_schedule; i++) {
+        long prev = cfg->freeze.schedule[i - 1].at_step, at = cfg->freeze.schedule[i].at_step;
+        if (at <= prev) {
+            char path[64];
+            snprintf(path, sizeof path, "freeze.schedule[%d].at_step", i);
+            return cfg_fail(&w, NULL, path,
+                            "must be > freeze.schedule[%d].at_step (%ld), found %ld", i - 1, prev,
+                            at);
+        }
+    }
+    if (cfg->train.max_steps > 0 && cfg->schedule.warmup_steps >= cfg->train.max_steps)
+        return cfg_fail(&w, NULL, "schedule.warmup_steps",
+                        "must be < train.max_steps (%ld), found %ld", cfg->train.max_steps,
+                        cfg->schedule.warmup_steps);
+    if (cfg->schedule.min_lr > cfg->optim.lr) {
+        cfg_number_text(cfg->optim.lr, a, sizeof a);
+        cfg_number_text(cfg->schedule.min_lr, b, sizeof b);
+        return cfg_fail(&w, NULL, "schedule.min_lr", "must be <= optim.lr (%s), found %s", a, b);
+    }
+    if (cfg->optim.nesterov && strcmp(cfg->optim.name, "sgd") != 0)
+        return cfg_fail(&w, NULL, "optim.nesterov", "only applies to optim.name: sgd");
+    if (cfg->optim.nesterov && !(cfg->optim.momentum > 0))
+        return cfg_fail(&w, NULL, "optim.nesterov", "needs optim.momentum > 0");
+    if (cfg->launch.hosts.count > 0 && cfg->launch.hostfile)
+        return cfg_fail(&w, NULL, "launch", "give launch.hosts or launch.hostfile, not both");
+    return GRAFT_OK;
+}

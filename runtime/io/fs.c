@@ -1,0 +1,242 @@
+/* File-system plumbing: paths, mkdir -p, whole-file reads, durable and atomic writes,
+ * directory fsync (see fs.h). */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "runtime/core/log.h"
+
+const char *graft_fs_strerror(int err) {
+    return err == GRAFT_FS_ENOTREG ? "not a regular file" : strerror(err);
+}
+
+graft_status graft_fs_path_join(char *out, size_t size, const char *dir, const char *name) {
+    size_t len = strlen(dir);
+    const char *sep = (len > 0 && dir[len - 1] == '/') ? "" : "/";
+    int n = snprintf(out, size, "%s%s%s", dir, sep, name);
+    if (n < 0 || (size_t)n >= size) {
+        GRAFT_ERROR("%s%s%s: path too long", dir, sep, name);
+        return GRAFT_ERR_IO;
+    }
+    return GRAFT_OK;
+}
+
+int graft_fs_parent(char *out, size_t size, const char *path) {
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    size_t slash = len;
+    while (slash > 0 && path[slash - 1] != '/')
+        slash--;
+    if (slash == 0) return snprintf(out, size, ".") < (int)size;
+    size_t keep = slash - 1; /* drop the slash itself, and any run of slashes */
+    while (keep > 0 && path[keep - 1] == '/')
+        keep--;
+    if (keep == 0) return snprintf(out, size, "/") < (int)size;
+    if (keep + 1 > size) return 0;
+    memcpy(out, path, keep);
+    out[keep] = '\0';
+    return 1;
+}
+
+int graft_fs_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* mkdir one component; an existing directory is fine, anything else in the way is
+ * ENOTDIR. */
+static int make_one_dir(const char *path) {
+    if (mkdir(path, 0755) == 0) return 0;
+    int err = errno;
+    if (err != EEXIST) return err;
+    return graft_fs_is_dir(path) ? 0 : ENOTDIR;
+}
+
+int graft_fs_mkdirs(const char *path) {
+    char buf[GRAFT_FS_PATH_MAX];
+    int n = snprintf(buf, sizeof buf, "%s", path);
+    if (n < 0 || (size_t)n >= sizeof buf) return ENAMETOOLONG;
+    if (n == 0) return ENOENT;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/' || p[-1] == '/') continue;
+        *p = '\0';
+        int err = make_one_dir(buf);
+        *p = '/';
+        if (err != 0) return err;
+    }
+    return make_one_dir(buf);
+}
+
+int graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len, const char **step) {
+    const char *unused;
+    if (!step) step = &unused;
+    *data = NULL;
+    *len = 0;
+    *step = "open";
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno;
+    *step = "read";
+    struct stat st;
+    int err = 0;
+    if (fstat(fd, &st) != 0)
+        err = errno;
+    else if (S_ISDIR(st.st_mode))
+        err = EISDIR;
+    else if (!S_ISREG(st.st_mode))
+        err = GRAFT_FS_ENOTREG;
+    else if (max_bytes > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes)
+        err = EFBIG, *len = (size_t)st.st_size;
+    /* The size is a hint: read to the end, growing when the file did. */
+    size_t cap = err == 0 ? (size_t)st.st_size + 1 : 0, done = 0;
+    if (cap < 4096) cap = 4096;
+    char *buf = err == 0 ? malloc(cap + 1) : NULL;
+    if (err == 0 && !buf) err = ENOMEM;
+    while (err == 0) {
+        if (done == cap) {
+            char *bigger = realloc(buf, 2 * cap + 1);
+            if (!bigger) {
+                err = ENOMEM;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + done, cap - done);
+        if (r < 0) {
+            if (errno != EINTR) err = errno;
+            continue;
+        }
+        if (r == 0) break;
+        done += (size_t)r;
+        if (max_bytes > 0 && done > max_bytes) err = EFBIG, *len = done;
+    }
+    close(fd);
+    if (err != 0) {
+        free(buf);
+        return err;
+    }
+    buf[done] = '\0';
+    *data = buf;
+    *len = done;
+    return 0;
+}
+
+graft_status graft_fs_read_file(const char *path, size_t max_bytes, char **data, size_t *len) {
+    const char *step;
+    int err = graft_fs_read(path, max_bytes, data, len, &step);
+    if (err == 0) return GRAFT_OK;
+    if (err == ENOMEM) {
+        GRAFT_ERROR("%s: out of memory", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    if (err == EFBIG) {
+        GRAFT_ERROR("%s: larger than %zu bytes", path, max_bytes);
+        return GRAFT_ERR_FORMAT;
+    }
+    GRAFT_ERROR("%s: cannot %s: %s", path, step, graft_fs_strerror(err));
+    return GRAFT_ERR_IO;
+}
+
+int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const char **step) {
+    const char *unused;
+    if (!step) step = &unused;
+    *step = "open";
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno;
+    *step = "read";
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK);
+    XXH64_state_t *h = XXH64_createState();
+    int err = 0;
+    uint64_t total = 0;
+    if (!buf || !h) err = ENOMEM;
+    if (err == 0) XXH64_reset(h, 0);
+    while (err == 0) {
+        ssize_t r = read(fd, buf, CHUNK);
+        if (r < 0) {
+            if (errno != EINTR) err = errno;
+            continue;
+        }
+        if (r == 0) break;
+        XXH64_update(h, buf, (size_t)r);
+        total += (uint64_t)r;
+    }
+    if (err == 0) {
+        *xxh64 = (uint64_t)XXH64_digest(h);
+        *bytes = total;
+    }
+    if (h) XXH64_freeState(h);
+    free(buf);
+    close(fd);
+    return err;
+}
+
+int graft_fs_write(const char *path, const void *data, size_t len, const char **step) {
+    *step = "create";
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return errno;
+    *step = "write";
+    const unsigned char *p = data;
+    size_t done = 0;
+    int err = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            err = errno;
+            break;
+        }
+        if (w == 0) {
+            err = EIO;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (err == 0 && fsync(fd) != 0) {
+        *step = "fsync";
+        err = errno;
+    }
+    if (close(fd) != 0 && err == 0) {
+        *step = "close";
+        err = errno;
+    }
+    return err;
+}
+
+graft_status graft_fs_write_atomic(const char *path, const void *data, size_t len) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return GRAFT_ERR_NOMEM;
+    snprintf(tmp, plen + 5, "%s.tmp", path);
+    const char *step;
+    int err = graft_fs_write(tmp, data, len, &step);
+    if (err == 0 && rename(tmp, path) != 0) step = "rename", err = errno;
+    if (err != 0 && strcmp(step, "create") != 0) unlink(tmp);
+    if (err == 0 && (err = graft_fs_fsync_parent(path)) != 0) step = "fsync the directory of";
+    if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, tmp, strerror(err));
+    free(tmp);
+    return err == 0 ? GRAFT_OK : GRAFT_ERR_IO;
+}
+
+int graft_fs_fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int err = (fsync(fd) != 0 && errno != EINVAL) ? errno : 0;
+    close(fd);
+    return err;
+}
+
+int graft_fs_fsync_parent(const char *path) {
+    char dir[GRAFT_FS_PATH_MAX];
+    if (!graft_fs_parent(dir, sizeof dir, path)) return ENAMETOOLONG;
+    return graft_fs_fsync_dir(dir);
+}

@@ -1,0 +1,146 @@
+/* The run directory runs/<experiment>/: creating it with the resolved config,
+ * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
+ * the evaluation files, and the progress line on stdout. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/check.h"
+#include "runtime/io/fs.h"
+#include "runtime/io/json.h"
+#include "train_internal.h"
+
+/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (work that
+ * is being redone) are dropped, so no step is counted twice. step 0 empties it. */
+static graft_status keep_metrics_until(const char *path, long step) {
+    FILE *in = step > 0 ? fopen(path, "r") : NULL;
+    char *kept = NULL, line[8192];
+    size_t len = 0;
+    FILE *out = open_memstream(&kept, &len);
+    if (!out) {
+        if (in) fclose(in);
+        return GRAFT_ERR_NOMEM;
+    }
+    while (in && fgets(line, sizeof line, in)) {
+        json_t *o = json_loads(line, 0, NULL);
+        long long at;
+        if (graft_json_get_int(o, "step", LLONG_MIN, step, &at)) fputs(line, out);
+        json_decref(o);
+    }
+    if (in) fclose(in);
+    fclose(out);
+    graft_status st = graft_fs_write_atomic(path, kept, len);
+    free(kept);
+    return st;
+}
+
+/* runs/<experiment>/ with the resolved config, metrics.jsonl and train.log (rank 0). */
+graft_status train_open_run_dir(trainer *t) {
+    char path[TRAIN_PATH_MAX];
+    if ((size_t)snprintf(t->run_dir, sizeof t->run_dir, "runs/%s", t->cfg->experiment) >=
+        sizeof t->run_dir)
+        return GRAFT_ERR_CONFIG;
+    if (!t->rank0) return GRAFT_OK;
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
+    int err = graft_fs_mkdirs(path);
+    if (err != 0) {
+        GRAFT_ERROR("%s: cannot create directory: %s", path, strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "config.yaml"));
+    char *text = train_config_text(t->cfg);
+    graft_status st = text ? graft_fs_write_atomic(path, text, strlen(text)) : GRAFT_ERR_NOMEM;
+    free(text);
+    GRAFT_TRY(st);
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "metrics.jsonl"));
+    GRAFT_TRY(keep_metrics_until(path, t->start_step));
+    t->metrics = fopen(path, "a");
+    GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
+    t->log = fopen(path, t->start_step > 0 ? "a" : "w");
+    if (!t->metrics || !t->log) {
+        GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
+    graft_log_set_file(t->log);
+    return GRAFT_OK;
+}
+
+/* Close metrics.jsonl and train.log (and stop copying the log there). */
+void train_close_run_dir(trainer *t) {
+    if (t->metrics) fclose(t->metrics);
+    t->metrics = NULL;
+    if (t->log) {
+        graft_log_set_file(NULL);
+        fclose(t->log);
+    }
+    t->log = NULL;
+}
+
+/* The file side of an evaluation (rank 0): the log line, eval/step-N.json and
+ * eval.json, and at the end of the run the summary on stdout. */
+graft_status train_record_eval(trainer *t, const train_eval_result *r, long step, int final) {
+    graft_status st = GRAFT_OK;
+    if (r->task == GRAFT_TASK_CLASSIFY)
+        GRAFT_INFO("eval step %ld: loss %.4f accuracy %.4f (%.0f samples)", step, r->loss,
+                   r->accuracy, r->count);
+    else
+        GRAFT_INFO("eval step %ld: loss %.4f perplexity %.2f", step, r->loss, exp(r->loss));
+    json_t *j = train_eval_to_json(r, &t->val_set, step);
+    char name[64], path[TRAIN_PATH_MAX];
+    snprintf(name, sizeof name, "eval/step-%08ld.json", step);
+    st = graft_fs_path_join(path, sizeof path, t->run_dir, name);
+    if (st == GRAFT_OK) st = graft_json_write_atomic(path, j, TRAIN_EVAL_JSON_FLAGS);
+    if (st == GRAFT_OK) st = graft_fs_path_join(path, sizeof path, t->run_dir, "eval.json");
+    if (st == GRAFT_OK) st = graft_json_write_atomic(path, j, TRAIN_EVAL_JSON_FLAGS);
+    json_decref(j);
+    if (final) {
+        if (r->task == GRAFT_TASK_CLASSIFY) {
+            printf("test accuracy: %.4f\n", r->accuracy);
+            train_eval_print_per_class(r, &t->val_set);
+        } else {
+            printf("test perplexity: %.3f\n", exp(r->loss));
+        }
+    }
+    return st;
+}
+
+void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
+                         double samples_per_s, const train_step_times *tm, int steps,
+                         double comm_bytes) {
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(step));
+    json_object_set_new(o, "epoch", json_integer(epoch));
+    json_object_set_new(o, "loss", json_real(loss));
+    json_object_set_new(o, "lr", json_real(lr));
+    json_object_set_new(o, "grad_norm", json_real(grad_norm));
+    json_object_set_new(o, "samples_per_s", json_real(samples_per_s));
+    json_object_set_new(o, "time_data", json_real(tm->data / steps));
+    json_object_set_new(o, "time_forward", json_real(tm->forward / steps));
+    json_object_set_new(o, "time_backward", json_real(tm->backward / steps));
+    json_object_set_new(o, "time_comm", json_real(tm->comm / steps));
+    json_object_set_new(o, "time_optim", json_real(tm->optim / steps));
+    json_object_set_new(o, "comm_bytes", json_integer((json_int_t)comm_bytes));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (line) {
+        fprintf(t->metrics, "%s\n", line);
+        fflush(t->metrics);
+        free(line);
+    }
+    json_decref(o);
+}
+
+/* One updating line on a terminal, plain lines otherwise. */
+void train_show_progress(long step, long first, long total, double loss, double samples_per_s,
+                         double elapsed, int tty) {
+    double eta = step > first ? elapsed / (double)(step - first) * (double)(total - step) : 0;
+    if (tty)
+        printf("\rstep %ld/%ld  loss %.4f  %.0f samples/s  ETA %02d:%02d   ", step, total, loss,
+               samples_per_s, (int)(eta / 60), (int)eta % 60);
+    else
+        printf("step %ld/%ld  loss %.4f  %.0f samples/s  ETA %02d:%02d\n", step, total, loss,
+               samples_per_s, (int)(eta / 60), (int)eta % 60);
+    fflush(stdout);
+}
