@@ -9,7 +9,8 @@
  *
  * Activations are channel-major [C, N, H, W]. A block planned with keep holds what its
  * backward needs; one planned without runs forward only, through three buffers its owner
- * shares among all such blocks, and keeps nothing.
+ * shares among all such blocks, and keeps nothing (docs/DESIGN.md, Note [Activation sharing
+ * under frozen layers]).
  *
  * With frozen_bn_eval (freeze.bn=eval) a unit whose BN weight and bias are both frozen
  * uses its running statistics even while training, folded into a per-channel scale and

@@ -1,5 +1,7 @@
 /* The training loop's side of checkpoints: what goes into one, when resuming is
- * allowed, and restarting the data stream where the checkpoint left it. */
+ * allowed, and restarting the data stream where the checkpoint left it, so that a
+ * resumed run writes the bytes the uninterrupted one would (docs/DESIGN.md,
+ * Note [Exact resume]). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>

@@ -46,11 +46,11 @@ graft_status train_eval_run(graft_model *m, const graft_dataset *d, int batch, i
         if (st != GRAFT_OK || b->global_n == 0) break;
         if (b->n == 0) continue;
         int counted = 0;
-        float loss = m->iface.forward(m->self, b->inputs, b->tokens, b->labels, b->n, 0, &counted);
+        float loss = graft_model_forward(m, b->inputs, b->tokens, b->labels, b->n, 0, &counted);
         totals[0] += (double)loss * counted;
         totals[1] += counted;
         if (K) {
-            const float *logits = m->iface.logits(m->self);
+            const float *logits = graft_model_logits(m);
             for (int i = 0; i < b->n; i++)
                 totals[2 + (size_t)b->labels[i] * K + argmax(logits + (size_t)i * K, K)] += 1;
         }
@@ -153,7 +153,7 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
     graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
     if (st == GRAFT_OK) st = train_model_setup(&m, cfg, &d, batch);
     if (st == GRAFT_OK) {
-        graft_load_options opt = {.strict = 1, .map_name = m.iface.map_name};
+        graft_load_options opt = graft_model_load_options(&m, 1, 0);
         st = graft_params_load(m.params, weights, &opt, NULL);
     }
     if (st == GRAFT_OK) st = train_eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);

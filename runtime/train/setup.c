@@ -95,9 +95,8 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
             return st;
         }
     }
-    graft_load_options opt = {.strict = cfg->model.init_strict,
-                              .map_name = m->iface.map_name,
-                              .replaced = cfg->model.head_num_classes > 0 ? m->iface.head : NULL};
+    graft_load_options opt =
+        graft_model_load_options(m, cfg->model.init_strict, cfg->model.head_num_classes > 0);
     graft_load_report r;
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
@@ -143,8 +142,8 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     }
     GRAFT_TRY(apply_freezing(m->params, cfg));
     GRAFT_TRY(graft_params_finalize(m->params));
-    GRAFT_TRY(m->iface.build(m->self, max_batch));
-    m->iface.init_weights(m->self, (uint64_t)cfg->seed);
+    GRAFT_TRY(graft_model_build(m, max_batch));
+    graft_model_init_weights(m, (uint64_t)cfg->seed);
     if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
     return GRAFT_OK;
 }

@@ -30,7 +30,8 @@ volatile sig_atomic_t graft_train_stop_signal = 0;
 
 /* At every step boundary: save when checkpoint.every_steps / every_minutes say so, or
  * when a stop signal arrived on any rank (the ranks agree through one small allreduce,
- * so all of them save the same step). *stop = 1 after a signal's checkpoint. */
+ * so all of them save the same step: docs/DESIGN.md, Note [The stop agreement]).
+ * *stop = 1 after a signal's checkpoint. */
 static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
     const graft_config *cfg = t->cfg;
     float flags[2] = {graft_train_stop_signal != 0, t->rank0 && cfg->checkpoint.every_minutes > 0 &&
@@ -64,9 +65,9 @@ static graft_status run_loop(trainer *t) {
     for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
         st = train_unfreeze_apply(t, step, 0);
         if (st != GRAFT_OK) break;
-        t->model.iface.seed_step(t->model.self,
-                                 graft_rng_mix(graft_rng_mix((uint64_t)cfg->seed, (uint64_t)step),
-                                               (uint64_t)t->comm->rank));
+        graft_model_seed_step(&t->model,
+                              graft_rng_mix(graft_rng_mix((uint64_t)cfg->seed, (uint64_t)step),
+                                            (uint64_t)t->comm->rank));
         graft_batch *b;
         double wait = 0;
         st = graft_loader_next(t->loader, &b, &wait);

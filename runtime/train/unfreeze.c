@@ -56,7 +56,7 @@ graft_status train_unfreeze_apply(trainer *t, long step, int before) {
     free(old);
     GRAFT_TRY(st);
     /* more layers now need activations kept for backward */
-    GRAFT_TRY(t->model.iface.build(t->model.self, t->micro_batch));
+    GRAFT_TRY(graft_model_build(&t->model, t->micro_batch));
     if (t->reducer) {
         graft_reducer_free(t->reducer);
         t->reducer = NULL;
