@@ -22,13 +22,7 @@ fi
 [ -x "$graft" ] || { echo "bench/vs_torch.sh: no graft binary at $graft" >&2; exit 2; }
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
-# case name, graft bench model arguments, label of the frozen variant
-cases=(
-  "resnet18|resnet18 --image 3x64x64 --batch 32|fc only"
-  "gpt2|gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 model.n_positions=128 --seq 128 --vocab 8192 --batch 8|ln_f only"
-  "bert|bert model.n_layer=4 model.n_embd=256 model.n_head=4 model.n_positions=128 --seq 128 --vocab 8192 --classes 10 --batch 16|classifier only"
-  "vit|vit model.patch_size=8 model.n_layer=6 model.n_embd=384 model.n_head=6 --image 3x64x64 --classes 10 --batch 16|head only"
-)
+. "$here/model_cases.sh"
 declare -A best
 keep() { # keep KEY MS: the smaller time
   local old=${best[$1]:-}
