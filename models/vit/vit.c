@@ -31,16 +31,6 @@ static int head_unit(const graft_vit *m) { return ln_unit(m) + 1; }
 
 /* ---- parameters --------------------------------------------------------------------- */
 
-static graft_status add_layernorm(graft_params *p, const char *prefix, int C, int *w, int *b) {
-    char name[GRAFT_NAME_MAX];
-    int64_t shape[1] = {C};
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    *w = graft_params_add(p, name, GRAFT_KIND_PARAM, 1, shape);
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    *b = *w < 0 ? -1 : graft_params_add(p, name, GRAFT_KIND_PARAM, 1, shape);
-    return *b < 0 ? GRAFT_ERR_INVALID_ARG : GRAFT_OK;
-}
-
 /* A linear layer (nn.Linear's [out, in] layout) whose parameters torch names otherwise:
  * weight `wname` of shape wshape (out * in values) and bias `bname` [out]. */
 static graft_status add_linear(graft_linear_layer *l, graft_params *p, const char *wname,
@@ -131,9 +121,12 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
         for (int s = 0; s < GRAFT_TF_SUBLAYERS; s++)
             m->units[layer_unit(l) + s] = m->blocks[l].sub[s];
     }
+    graft_layernorm_layer ln;
     m->units[ln_unit(m)] = graft_param_range_begin(p);
-    GRAFT_TRY(add_layernorm(p, "encoder.ln", C, &m->ln_w, &m->ln_b));
+    GRAFT_TRY(graft_layernorm_layer_add(&ln, p, "encoder.ln", C, VIT_LN_EPS));
     graft_param_range_end(&m->units[ln_unit(m)], p);
+    m->ln_w = ln.weight;
+    m->ln_b = ln.bias;
     m->units[head_unit(m)] = graft_param_range_begin(p);
     GRAFT_TRY(
         graft_linear_layer_add(&m->head, p, "heads.head", C, cfg->num_classes, 1, GRAFT_W_OUT_IN));
