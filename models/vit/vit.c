@@ -464,11 +464,11 @@ graft_status graft_vit_create(graft_model *out, const graft_config *cfg,
                     "model.head.num_classes)");
         return GRAFT_ERR_CONFIG;
     }
-    /* 0 = ViT-B/16: 12 layers, 12 heads, width 768, MLP 3072 */
-    const int C = cfg->model.n_embd > 0 ? cfg->model.n_embd : 768;
-    graft_vit_config vc = {.n_layer = cfg->model.n_layer > 0 ? cfg->model.n_layer : 12,
-                           .n_head = cfg->model.n_head > 0 ? cfg->model.n_head : 12,
+    const int C = cfg->model.n_embd;
+    graft_vit_config vc = {.n_layer = cfg->model.n_layer,
+                           .n_head = cfg->model.n_head,
                            .n_embd = C,
+                           /* model.mlp_dim 0: 4 n_embd, as in every ViT */
                            .mlp_dim = cfg->model.mlp_dim > 0 ? cfg->model.mlp_dim
                                       : C <= INT_MAX / 4     ? 4 * C
                                                              : INT_MAX,
