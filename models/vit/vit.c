@@ -302,7 +302,8 @@ float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, in
     m->dropout_applied = training && m->cfg.dropout > 0;
     m->pass = (graft_transformer_pass){
         .B = B, .T = S, .R = B * S, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
-    /* embd [B, S, C] = drop([class_token; conv_proj(patches)] + pos_embedding) */
+    /* embd [B, S, C]: per image the class token, then the patch embedding (conv_proj as
+     * one GEMM over the patches), + pos_embedding; then dropout */
     patchify(m->patches, x, &m->cfg, B);
     for (int b = 0; b < B; b++) {
         float *row = m->embd + (size_t)b * S * C;
@@ -314,11 +315,11 @@ float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, in
     if (m->dropout_applied)
         graft_dropout_forward(m->embd, m->embd_mask, m->embd, (size_t)B * S * C, m->cfg.dropout,
                               &m->dropout_rng);
-    /* the encoder layers */
+    /* the encoder blocks */
     for (int l = 0; l < L; l++)
         graft_transformer_forward(&m->blocks[l], p, &m->acts[l].block, &m->work, &m->pass,
                                   m->acts[l].res3, layer_input(m, l), NULL);
-    /* encoder.ln and the head see only the class token rows: no other row reaches the
+    /* encoder.ln and the head, on the class token rows only: no other row reaches the
      * logits */
     const float *top = layer_input(m, L);
     for (int b = 0; b < B; b++)
@@ -393,8 +394,9 @@ void graft_vit_backward(graft_vit *m, float loss_scale) {
     zeroed(m->dres, (size_t)B * S * C);
     for (int b = 0; b < B; b++)
         memcpy(m->dres + (size_t)b * S * C, m->dcls + (size_t)b * C, (size_t)C * sizeof(float));
-    /* the encoder layers down to the lowest trainable one, in place on the stream's
-     * gradient; the input gradient only where something below trains */
+    /* the encoder blocks down to the lowest trainable one, in place on the stream's
+     * gradient (a block's input gradient only when something below it trains), then the
+     * embedding */
     for (int l = m->cfg.n_layer - 1; l >= m->first_kept; l--)
         graft_transformer_backward(&m->blocks[l], p, &m->acts[l].block, &m->work, &m->pass,
                                    m->lowest_unit < layer_unit(l) ? m->dres : NULL, m->dres,
