@@ -26,7 +26,7 @@ static const graft_model_desc registry[] = {
     {.arch = "gpt2",
      .input = GRAFT_INPUT_TOKENS,
      .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024},
-     .create = graft_gpt2_create},
+     .create = graft_gpt2_create_sized},
     {.arch = "vit",
      .input = GRAFT_INPUT_IMAGES,
      .head = "heads.head",

@@ -515,10 +515,10 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         return GRAFT_ERR_CONFIG;
     }
     graft_bert_config bc = {
-        .n_layer = cfg->model.n_layer ? cfg->model.n_layer : 12,
-        .n_head = cfg->model.n_head ? cfg->model.n_head : 12,
-        .n_embd = cfg->model.n_embd ? cfg->model.n_embd : 768,
-        .n_positions = cfg->model.n_positions ? cfg->model.n_positions : 512,
+        .n_layer = cfg->model.n_layer,
+        .n_head = cfg->model.n_head,
+        .n_embd = cfg->model.n_embd,
+        .n_positions = cfg->model.n_positions,
         .vocab_size = cfg->model.vocab_size ? cfg->model.vocab_size : input->vocab_size,
         .type_vocab_size = cfg->model.type_vocab_size,
         .seq_len = input->seq_len,
@@ -546,7 +546,7 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
                         bc.n_positions);
         return GRAFT_ERR_CONFIG;
     }
-    if (bc.n_embd % bc.n_head != 0) {
+    if (bc.n_head > 0 && bc.n_embd % bc.n_head != 0) { /* n_head < 1: graft_bert_init */
         GRAFT_ERROR("model.n_embd %d is not divisible by model.n_head %d", bc.n_embd, bc.n_head);
         return GRAFT_ERR_CONFIG;
     }

@@ -126,9 +126,9 @@ float graft_bert_forward_tokens(graft_bert *m, const int32_t *tokens, const int3
 void graft_bert_backward(graft_bert *m, float loss_scale);
 
 /* model.arch bert for a token dataset: sizes from model.n_layer/n_head/n_embd/n_positions
- * (0 = BERT-base's 12/12/768/512), vocabulary from model.vocab_size or the dataset,
- * sequence classification when the dataset has classes or model.head.num_classes > 0,
- * otherwise masked LM. */
+ * (the registry resolves 0 to BERT-base's 12/12/768/512), vocabulary from model.vocab_size
+ * or the dataset, sequence classification when the dataset has classes or
+ * model.head.num_classes > 0, otherwise masked LM. */
 graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input);
 

@@ -311,6 +311,13 @@ static void gpt2_free(void *self) {
 
 graft_status graft_gpt2_create(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input) {
+    graft_config gpt2 = *cfg; /* shallow, read-only: only the architecture differs */
+    gpt2.model.arch = "gpt2";
+    return graft_model_create(out, &gpt2, input);
+}
+
+graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
+                                     const graft_model_input *input) {
     static const graft_model_i iface = {.name = "gpt2",
                                         .head = NULL,
                                         .build = gpt2_build,
@@ -331,11 +338,10 @@ graft_status graft_gpt2_create(graft_model *out, const graft_config *cfg,
                     want_vocab, input->vocab_size);
         return GRAFT_ERR_CONFIG;
     }
-    graft_gpt2_config gc = {.n_layer = cfg->model.n_layer > 0 ? cfg->model.n_layer : 12,
-                            .n_head = cfg->model.n_head > 0 ? cfg->model.n_head : 12,
-                            .n_embd = cfg->model.n_embd > 0 ? cfg->model.n_embd : 768,
-                            .n_positions =
-                                cfg->model.n_positions > 0 ? cfg->model.n_positions : 1024,
+    graft_gpt2_config gc = {.n_layer = cfg->model.n_layer,
+                            .n_head = cfg->model.n_head,
+                            .n_embd = cfg->model.n_embd,
+                            .n_positions = cfg->model.n_positions,
                             .vocab_size = input->vocab_size,
                             .seq_len = input->seq_len,
                             .dropout = (float)cfg->model.dropout};

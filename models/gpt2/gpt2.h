@@ -60,11 +60,15 @@ typedef struct graft_gpt2 {
     int batch, counted, dropout_applied;
 } graft_gpt2;
 
-/* model.arch gpt2 for a token dataset: sizes from model.n_layer/n_head/n_embd/
- * n_positions (0 = GPT-2 small's 12/12/768/1024), vocabulary from model.vocab_size or
- * the dataset, T = data.seq_len. Bad combinations are GRAFT_ERR_CONFIG with one line. */
+/* model.arch gpt2 for a token dataset, made by the registry (graft_model_create): sizes
+ * from model.n_layer/n_head/n_embd/n_positions, 0 taking the registry's GPT-2 small
+ * defaults (12/12/768/1024), vocabulary from model.vocab_size or the dataset, T =
+ * data.seq_len. Bad combinations are GRAFT_ERR_CONFIG with one line. */
 graft_status graft_gpt2_create(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input);
+/* The registry's create function: the same with every size given. */
+graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
+                                     const graft_model_input *input);
 
 /* Check cfg and register the parameters (not allocated). */
 graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg);

@@ -11,32 +11,25 @@
 
 #define VIT_LN_EPS 1e-6f
 
-/* Backward walks "units", the parameter ranges in forward order: 0 = the embedding
- * (class_token, conv_proj, encoder.pos_embedding), then six per encoder layer (ln_1,
- * self_attention's in_proj, its out_proj, ln_2, mlp.0, mlp.3), then encoder.ln and
- * heads.head. The lowest unit with a trainable parameter is where backward stops. */
-enum { UNITS_PER_LAYER = 6, U_LN_1 = 0, U_IN_PROJ, U_OUT_PROJ, U_LN_2, U_MLP_0, U_MLP_3 };
-static int layer_unit(int l) { return 1 + UNITS_PER_LAYER * l; }
+/* torchvision's names of encoder layer N's parameters, under
+ * "encoder.layers.encoder_layer_N". */
+static const graft_transformer_names block_names = {.attn_ln = "ln_1",
+                                                    .qkv_weight = "self_attention.in_proj_weight",
+                                                    .qkv_bias = "self_attention.in_proj_bias",
+                                                    .attn_out = "self_attention.out_proj",
+                                                    .out_ln = "ln_2",
+                                                    .intermediate = "mlp.0",
+                                                    .output = "mlp.3"};
+
+/* Backward walks "units", the parameter ranges in forward order: 0 = the embedding, then
+ * each encoder layer's sub-layers (a pre-LN block registers them in the order of their
+ * roles: ln_1, in_proj, out_proj, ln_2, mlp.0, mlp.3), then encoder.ln and heads.head.
+ * The lowest unit with a trainable parameter is where backward stops. */
+static int layer_unit(int l) { return 1 + GRAFT_TF_SUBLAYERS * l; }
 static int ln_unit(const graft_vit *m) { return layer_unit(m->cfg.n_layer); }
 static int head_unit(const graft_vit *m) { return ln_unit(m) + 1; }
 
 /* ---- parameters --------------------------------------------------------------------- */
-
-/* Opens unit u's parameter range, closing the one before it. */
-static void next_unit(graft_vit *m, int u) {
-    if (u > 0) graft_param_range_end(&m->units[u - 1], &m->params);
-    m->units[u] = graft_param_range_begin(&m->params);
-}
-
-static graft_status add_layernorm(graft_params *p, const char *prefix, int C, int *w, int *b) {
-    char name[GRAFT_NAME_MAX];
-    int64_t shape[1] = {C};
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    *w = graft_params_add(p, name, GRAFT_KIND_PARAM, 1, shape);
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    *b = *w < 0 ? -1 : graft_params_add(p, name, GRAFT_KIND_PARAM, 1, shape);
-    return *b < 0 ? GRAFT_ERR_INVALID_ARG : GRAFT_OK;
-}
 
 /* A linear layer (nn.Linear's [out, in] layout) whose parameters torch names otherwise:
  * weight `wname` of shape wshape (out * in values) and bias `bname` [out]. */
@@ -48,37 +41,6 @@ static graft_status add_linear(graft_linear_layer *l, graft_params *p, const cha
     l->weight = graft_params_add(p, wname, GRAFT_KIND_PARAM, ndim, wshape);
     l->bias = l->weight < 0 ? -1 : graft_params_add(p, bname, GRAFT_KIND_PARAM, 1, bshape);
     return l->bias < 0 ? GRAFT_ERR_INVALID_ARG : GRAFT_OK;
-}
-
-/* encoder.layers.encoder_layer_<l>.*, in state_dict order, one unit per part. */
-static graft_status add_layer(graft_vit *m, int l) {
-    graft_params *p = &m->params;
-    graft_vit_layer *ly = &m->layers[l];
-    const int C = m->cfg.n_embd, M = m->cfg.mlp_dim, u = layer_unit(l);
-    char prefix[64], name[GRAFT_NAME_MAX];
-    snprintf(prefix, sizeof prefix, "encoder.layers.encoder_layer_%d", l);
-    next_unit(m, u + U_LN_1);
-    snprintf(name, sizeof name, "%s.ln_1", prefix);
-    GRAFT_TRY(add_layernorm(p, name, C, &ly->ln_1_w, &ly->ln_1_b));
-    next_unit(m, u + U_IN_PROJ);
-    /* nn.MultiheadAttention's packed q, k, v projection */
-    char bias[GRAFT_NAME_MAX];
-    const int64_t in_proj_shape[2] = {3 * C, C};
-    snprintf(name, sizeof name, "%s.self_attention.in_proj_weight", prefix);
-    snprintf(bias, sizeof bias, "%s.self_attention.in_proj_bias", prefix);
-    GRAFT_TRY(add_linear(&ly->in_proj, p, name, bias, C, 3 * C, 2, in_proj_shape));
-    next_unit(m, u + U_OUT_PROJ);
-    snprintf(name, sizeof name, "%s.self_attention.out_proj", prefix);
-    GRAFT_TRY(graft_linear_layer_add(&ly->out_proj, p, name, C, C, 1, GRAFT_W_OUT_IN));
-    next_unit(m, u + U_LN_2);
-    snprintf(name, sizeof name, "%s.ln_2", prefix);
-    GRAFT_TRY(add_layernorm(p, name, C, &ly->ln_2_w, &ly->ln_2_b));
-    next_unit(m, u + U_MLP_0);
-    snprintf(name, sizeof name, "%s.mlp.0", prefix);
-    GRAFT_TRY(graft_linear_layer_add(&ly->mlp_0, p, name, C, M, 1, GRAFT_W_OUT_IN));
-    next_unit(m, u + U_MLP_3);
-    snprintf(name, sizeof name, "%s.mlp.3", prefix);
-    return graft_linear_layer_add(&ly->mlp_3, p, name, M, C, 1, GRAFT_W_OUT_IN);
 }
 
 static graft_status check_config(const graft_vit_config *c) {
@@ -119,19 +81,19 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
     memset(m, 0, sizeof *m);
     GRAFT_TRY(check_config(cfg));
     m->cfg = *cfg;
-    const int P = cfg->patch_size, C = cfg->n_embd;
+    const int P = cfg->patch_size, C = cfg->n_embd, L = cfg->n_layer;
     m->seq_len = 1 + (cfg->height / P) * (cfg->width / P);
     m->patch_floats = cfg->channels * P * P;
-    m->n_units = layer_unit(cfg->n_layer) + 2;
+    m->n_units = layer_unit(L) + 2;
     graft_params_init(&m->params);
-    m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
-    m->acts = calloc((size_t)cfg->n_layer, sizeof *m->acts);
+    m->blocks = calloc((size_t)L, sizeof *m->blocks);
+    m->acts = calloc((size_t)L, sizeof *m->acts);
     m->units = calloc((size_t)m->n_units, sizeof *m->units);
-    if (!m->layers || !m->acts || !m->units) return GRAFT_ERR_NOMEM;
+    if (!m->blocks || !m->acts || !m->units) return GRAFT_ERR_NOMEM;
 
     graft_params *p = &m->params;
     int64_t token_shape[3] = {1, 1, C}, pos_shape[3] = {1, m->seq_len, C};
-    next_unit(m, 0);
+    m->units[0] = graft_param_range_begin(p);
     m->class_token = graft_params_add(p, "class_token", GRAFT_KIND_PARAM, 3, token_shape);
     if (m->class_token < 0) return GRAFT_ERR_INVALID_ARG;
     /* conv_proj [C, in_ch, P, P]: a linear map of flattened patches */
@@ -140,11 +102,32 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
                          4, conv_shape));
     m->pos_embedding = graft_params_add(p, "encoder.pos_embedding", GRAFT_KIND_PARAM, 3, pos_shape);
     if (m->pos_embedding < 0) return GRAFT_ERR_INVALID_ARG;
-    for (int l = 0; l < cfg->n_layer; l++)
-        GRAFT_TRY(add_layer(m, l));
-    next_unit(m, ln_unit(m));
-    GRAFT_TRY(add_layernorm(p, "encoder.ln", C, &m->ln_w, &m->ln_b));
-    next_unit(m, head_unit(m));
+    graft_param_range_end(&m->units[0], p);
+    const graft_transformer_config bcfg = {.C = C,
+                                           .NH = cfg->n_head,
+                                           .mlp = cfg->mlp_dim,
+                                           .norm = GRAFT_PRE_LN,
+                                           .packed_qkv = 1,
+                                           .layout = GRAFT_W_OUT_IN,
+                                           .gelu = GRAFT_GELU_ERF,
+                                           .ln_eps = VIT_LN_EPS,
+                                           .dropout = cfg->dropout,
+                                           .attn_dropout = cfg->dropout,
+                                           .mlp_dropout = cfg->dropout};
+    for (int l = 0; l < L; l++) {
+        char prefix[GRAFT_NAME_MAX];
+        snprintf(prefix, sizeof prefix, "encoder.layers.encoder_layer_%d", l);
+        GRAFT_TRY(graft_transformer_add(&m->blocks[l], p, &bcfg, prefix, &block_names));
+        for (int s = 0; s < GRAFT_TF_SUBLAYERS; s++)
+            m->units[layer_unit(l) + s] = m->blocks[l].sub[s];
+    }
+    graft_layernorm_layer ln;
+    m->units[ln_unit(m)] = graft_param_range_begin(p);
+    GRAFT_TRY(graft_layernorm_layer_add(&ln, p, "encoder.ln", C, VIT_LN_EPS));
+    graft_param_range_end(&m->units[ln_unit(m)], p);
+    m->ln_w = ln.weight;
+    m->ln_b = ln.bias;
+    m->units[head_unit(m)] = graft_param_range_begin(p);
     GRAFT_TRY(
         graft_linear_layer_add(&m->head, p, "heads.head", C, cfg->num_classes, 1, GRAFT_W_OUT_IN));
     graft_param_range_end(&m->units[head_unit(m)], p);
@@ -158,76 +141,37 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
 static void plan_activations(graft_vit *m) {
     graft_arena *a = &m->arena;
     const graft_vit_config *c = &m->cfg;
-    const size_t B = (size_t)m->max_batch, S = (size_t)m->seq_len, C = (size_t)c->n_embd;
-    const size_t BS = B * S, n = BS * C, wide = BS * (size_t)c->mlp_dim;
-    const size_t probs = B * (size_t)c->n_head * S * S;
-    const size_t keep_bytes =
-        B * (size_t)c->n_head * S * graft_attention_keep_words((int)S) * sizeof(uint64_t);
-    const int dropout = c->dropout > 0, lowest = m->lowest_unit;
-    m->patches = graft_arena_floats(a, B * (S - 1) * (size_t)m->patch_floats);
+    const int B = m->max_batch, S = m->seq_len, lowest = m->lowest_unit;
+    const size_t BS = (size_t)B * S, C = (size_t)c->n_embd, n = BS * C, K = (size_t)c->num_classes;
+    const int layers_backward = lowest < ln_unit(m);
+    m->patches = graft_arena_floats(a, (size_t)B * (S - 1) * (size_t)m->patch_floats);
     m->embd = graft_arena_floats(a, n);
-    /* masks that backward never reads are drawn into one scratch buffer */
-    float *scratch_mask = dropout && lowest > 0 ? graft_arena_floats(a, n) : NULL;
-    m->embd_mask = !dropout ? NULL : lowest == 0 ? graft_arena_floats(a, n) : scratch_mask;
-    if (m->first_kept > 0) {
-        /* frozen layers below the lowest trainable one: the residual stream is updated
-         * in place in embd, everything else is overwritten layer after layer */
-        graft_vit_acts f;
-        f.ln_1 = f.ln_2 = graft_arena_floats(a, n);
-        f.ln_1_mean = f.ln_2_mean = graft_arena_floats(a, BS);
-        f.ln_1_rstd = f.ln_2_rstd = graft_arena_floats(a, BS);
-        f.qkv = graft_arena_floats(a, 3 * n);
-        f.att = graft_arena_floats(a, n);
-        f.probs = graft_arena_floats(a, probs);
-        f.att_keep = NULL; /* no backward reads them */
-        f.mask_1 = f.mask_2 = scratch_mask;
-        f.res2 = f.res3 = m->embd;
-        f.fc = f.hidden = graft_arena_floats(a, wide);
-        f.mask_h = dropout ? graft_arena_floats(a, wide) : NULL;
-        for (int l = 0; l < m->first_kept; l++)
-            m->acts[l] = f;
+    graft_transformer_acts shared = {0};
+    if (m->first_kept > 0) /* frozen layers below the lowest trainable one */
+        graft_transformer_plan(&m->blocks[0], &shared, a, B, S, (int)BS, 0);
+    /* a dropout mask no backward reads goes into the shared set's */
+    m->embd_mask = NULL;
+    if (c->dropout > 0)
+        m->embd_mask = lowest > 0 && m->first_kept > 0 ? shared.mask_1 : graft_arena_floats(a, n);
+    for (int l = 0; l < c->n_layer; l++) {
+        if (l < m->first_kept) {
+            m->acts[l] = (graft_vit_acts){.block = shared, .res3 = m->embd};
+            continue;
+        }
+        graft_transformer_plan(&m->blocks[l], &m->acts[l].block, a, B, S, (int)BS, 1);
+        m->acts[l].res3 = graft_arena_floats(a, n);
     }
-    for (int l = m->first_kept; l < c->n_layer; l++) {
-        graft_vit_acts *k = &m->acts[l];
-        k->ln_1 = graft_arena_floats(a, n);
-        k->ln_1_mean = graft_arena_floats(a, BS);
-        k->ln_1_rstd = graft_arena_floats(a, BS);
-        k->qkv = graft_arena_floats(a, 3 * n);
-        k->att = graft_arena_floats(a, n);
-        k->probs = graft_arena_floats(a, probs);
-        k->att_keep = dropout ? graft_arena_alloc(a, keep_bytes) : NULL;
-        k->mask_1 = dropout ? graft_arena_floats(a, n) : NULL;
-        k->res2 = graft_arena_floats(a, n);
-        k->ln_2 = graft_arena_floats(a, n);
-        k->ln_2_mean = graft_arena_floats(a, BS);
-        k->ln_2_rstd = graft_arena_floats(a, BS);
-        k->fc = graft_arena_floats(a, wide);
-        k->hidden = graft_arena_floats(a, wide);
-        k->mask_h = dropout ? graft_arena_floats(a, wide) : NULL;
-        k->mask_2 = dropout ? graft_arena_floats(a, n) : NULL;
-        k->res3 = graft_arena_floats(a, n);
-    }
-    m->proj = graft_arena_floats(a, n);
-    m->cls = graft_arena_floats(a, B * C);
-    m->cls_ln = graft_arena_floats(a, B * C);
-    m->cls_mean = graft_arena_floats(a, B);
-    m->cls_rstd = graft_arena_floats(a, B);
-    const size_t K = (size_t)c->num_classes;
-    m->logits = graft_arena_floats(a, B * K);
-    m->probs = graft_arena_floats(a, B * K);
-    m->dlogits = graft_arena_floats(a, B * K);
-    const int below_head = lowest < head_unit(m), layers_backward = lowest < ln_unit(m);
-    const size_t dwide = BS * (size_t)(3 * c->n_embd > c->mlp_dim ? 3 * c->n_embd : c->mlp_dim);
-    m->dcls_ln = below_head ? graft_arena_floats(a, B * C) : NULL;
-    m->dcls = layers_backward ? graft_arena_floats(a, B * C) : NULL;
+    m->cls = graft_arena_floats(a, (size_t)B * C);
+    m->cls_ln = graft_arena_floats(a, (size_t)B * C);
+    m->cls_mean = graft_arena_floats(a, (size_t)B);
+    m->cls_rstd = graft_arena_floats(a, (size_t)B);
+    m->logits = graft_arena_floats(a, (size_t)B * K);
+    m->probs = graft_arena_floats(a, (size_t)B * K);
+    m->dlogits = graft_arena_floats(a, (size_t)B * K);
+    graft_transformer_plan_work(&m->blocks[0], &m->work, a, B, S, layers_backward, 0);
+    m->dcls_ln = lowest < head_unit(m) ? graft_arena_floats(a, (size_t)B * C) : NULL;
+    m->dcls = layers_backward ? graft_arena_floats(a, (size_t)B * C) : NULL;
     m->dres = layers_backward ? graft_arena_floats(a, n) : NULL;
-    m->dln = layers_backward ? graft_arena_floats(a, n) : NULL;
-    m->dtmp = layers_backward && dropout ? graft_arena_floats(a, n) : NULL;
-    m->dwide_a = layers_backward ? graft_arena_floats(a, dwide) : NULL;
-    m->dwide_b = layers_backward ? graft_arena_floats(a, dwide) : NULL;
-    m->att_scratch = layers_backward || dropout
-                         ? graft_arena_floats(a, graft_attention_scratch_floats((int)S))
-                         : NULL;
 }
 
 graft_status graft_vit_build(graft_vit *m, int max_batch) {
@@ -241,7 +185,7 @@ graft_status graft_vit_build(graft_vit *m, int max_batch) {
     m->lowest_unit = graft_nn_lowest_trainable(&m->params, m->units, m->n_units);
     m->first_kept = m->lowest_unit >= ln_unit(m) ? m->cfg.n_layer
                     : m->lowest_unit == 0        ? 0
-                                                 : (m->lowest_unit - 1) / UNITS_PER_LAYER;
+                                                 : (m->lowest_unit - 1) / GRAFT_TF_SUBLAYERS;
     graft_arena_free(&m->arena);
     graft_arena_init_plan(&m->arena);
     plan_activations(m);
@@ -285,11 +229,6 @@ static float xavier_bound(const graft_linear_layer *l) {
     return sqrtf(6.0f / (float)(l->in + l->out));
 }
 
-static void init_layernorm(const graft_params *p, int weight, int bias) {
-    fill(p, weight, 1.0f);
-    fill(p, bias, 0.0f);
-}
-
 void graft_vit_init_weights(graft_vit *m, uint64_t seed) {
     const graft_params *p = &m->params;
     graft_rng rng;
@@ -299,21 +238,22 @@ void graft_vit_init_weights(graft_vit *m, uint64_t seed) {
     fill(p, m->conv_proj.bias, 0.0f);
     fill_normal(p, m->pos_embedding, 0.02f, &rng);
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        const graft_vit_layer *ly = &m->layers[l];
-        init_layernorm(p, ly->ln_1_w, ly->ln_1_b);
-        fill_uniform(p, ly->in_proj.weight, xavier_bound(&ly->in_proj), &rng);
-        fill(p, ly->in_proj.bias, 0.0f);
+        const graft_transformer *blk = &m->blocks[l];
+        graft_layernorm_layer_init(&blk->attn_ln, p);
+        fill_uniform(p, blk->qkv.weight, xavier_bound(&blk->qkv), &rng);
+        fill(p, blk->qkv.bias, 0.0f);
         /* out_proj keeps nn.Linear's weight init; MultiheadAttention zeroes its bias */
-        fill_uniform(p, ly->out_proj.weight, 1.0f / sqrtf((float)m->cfg.n_embd), &rng);
-        fill(p, ly->out_proj.bias, 0.0f);
-        init_layernorm(p, ly->ln_2_w, ly->ln_2_b);
-        const graft_linear_layer *mlp[2] = {&ly->mlp_0, &ly->mlp_3};
+        fill_uniform(p, blk->attn_out.weight, 1.0f / sqrtf((float)m->cfg.n_embd), &rng);
+        fill(p, blk->attn_out.bias, 0.0f);
+        graft_layernorm_layer_init(&blk->out_ln, p);
+        const graft_linear_layer *mlp[2] = {&blk->intermediate, &blk->output};
         for (int i = 0; i < 2; i++) {
             fill_uniform(p, mlp[i]->weight, xavier_bound(mlp[i]), &rng);
             fill_normal(p, mlp[i]->bias, 1e-6f, &rng);
         }
     }
-    init_layernorm(p, m->ln_w, m->ln_b);
+    fill(p, m->ln_w, 1.0f);
+    fill(p, m->ln_b, 0.0f);
     fill(p, m->head.weight, 0.0f);
     fill(p, m->head.bias, 0.0f);
     graft_rng_seed(&m->dropout_rng, graft_rng_mix(seed, 0xD50u));
@@ -323,29 +263,13 @@ void graft_vit_free(graft_vit *m) {
     if (!m) return;
     graft_params_free(&m->params);
     graft_arena_free(&m->arena);
-    free(m->layers);
+    free(m->blocks);
     free(m->acts);
     free(m->units);
     memset(m, 0, sizeof *m);
 }
 
 /* ---- forward ------------------------------------------------------------------------ */
-
-/* In place dropout of x, when this forward uses dropout. */
-static void maybe_dropout(graft_vit *m, float *x, float *mask, size_t n) {
-    if (m->dropout_applied) graft_dropout_forward(x, mask, x, n, m->cfg.dropout, &m->dropout_rng);
-}
-
-/* Layer l's attention dropout in the last forward, or NULL without. */
-static const graft_attention_dropout *attention_dropout(graft_vit *m, int l,
-                                                        graft_attention_dropout *d) {
-    if (!m->dropout_applied) return NULL;
-    *d = (graft_attention_dropout){.p = m->cfg.dropout,
-                                   .rng = &m->dropout_rng,
-                                   .keep = m->acts[l].att_keep,
-                                   .scratch = m->att_scratch};
-    return d;
-}
 
 static const float *layer_input(const graft_vit *m, int l) {
     return l > 0 ? m->acts[l - 1].res3 : m->embd;
@@ -368,10 +292,18 @@ static void patchify(float *patches, const float *x, const graft_vit_config *c, 
             }
 }
 
-/* embd [B, S, C] = drop([class_token; conv_proj(patches)] + pos_embedding). */
-static void embed_forward(graft_vit *m, const float *x, int B) {
+float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, int B, int training) {
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
     const graft_params *p = &m->params;
-    const int S = m->seq_len, C = m->cfg.n_embd;
+    const int L = m->cfg.n_layer, S = m->seq_len, C = m->cfg.n_embd, K = m->cfg.num_classes;
+    m->targets = targets;
+    m->batch = B;
+    m->counted = 0;
+    m->dropout_applied = training && m->cfg.dropout > 0;
+    m->pass = (graft_transformer_pass){
+        .B = B, .T = S, .R = B * S, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
+    /* embd [B, S, C]: per image the class token, then the patch embedding (conv_proj as
+     * one GEMM over the patches), + pos_embedding; then dropout */
     patchify(m->patches, x, &m->cfg, B);
     for (int b = 0; b < B; b++) {
         float *row = m->embd + (size_t)b * S * C;
@@ -380,53 +312,16 @@ static void embed_forward(graft_vit *m, const float *x, int B) {
                                    m->patches + (size_t)b * (S - 1) * m->patch_floats, S - 1);
         graft_residual_forward(row, row, graft_params_value(p, m->pos_embedding), (size_t)S * C);
     }
-    maybe_dropout(m, m->embd, m->embd_mask, (size_t)B * S * C);
-}
-
-/* torchvision's EncoderBlock: x + drop(attention(ln_1(x))), then
- * + drop(mlp.3(drop(gelu(mlp.0(ln_2(.)))))). */
-static void encoder_layer_forward(graft_vit *m, int l, int B) {
-    const graft_params *p = &m->params;
-    const graft_vit_layer *ly = &m->layers[l];
-    const graft_vit_acts *a = &m->acts[l];
-    const int S = m->seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head, BS = B * S;
-    const size_t n = (size_t)BS * C, wide = (size_t)BS * m->cfg.mlp_dim;
-    const float *x = layer_input(m, l);
-    graft_layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x,
-                            graft_params_value(p, ly->ln_1_w), graft_params_value(p, ly->ln_1_b),
-                            BS, C, VIT_LN_EPS);
-    graft_linear_layer_forward(&ly->in_proj, p, a->qkv, a->ln_1, BS);
-    graft_attention_dropout drop;
-    graft_attention_forward(a->att, a->probs, a->qkv, a->qkv + C, a->qkv + 2 * C, 3 * C, NULL, B, S,
-                            NH, C / NH, 0, attention_dropout(m, l, &drop));
-    graft_linear_layer_forward(&ly->out_proj, p, m->proj, a->att, BS);
-    maybe_dropout(m, m->proj, a->mask_1, n);
-    graft_residual_forward(a->res2, x, m->proj, n);
-    graft_layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->res2,
-                            graft_params_value(p, ly->ln_2_w), graft_params_value(p, ly->ln_2_b),
-                            BS, C, VIT_LN_EPS);
-    graft_linear_layer_forward(&ly->mlp_0, p, a->fc, a->ln_2, BS);
-    graft_gelu_forward(a->hidden, a->fc, wide, GRAFT_GELU_ERF);
-    maybe_dropout(m, a->hidden, a->mask_h, wide);
-    graft_linear_layer_forward(&ly->mlp_3, p, m->proj, a->hidden, BS);
-    maybe_dropout(m, m->proj, a->mask_2, n);
-    graft_residual_forward(a->res3, a->res2, m->proj, n);
-}
-
-float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, int B, int training) {
-    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
-    const graft_params *p = &m->params;
-    const int S = m->seq_len, C = m->cfg.n_embd, K = m->cfg.num_classes;
-    m->targets = targets;
-    m->batch = B;
-    m->counted = 0;
-    m->dropout_applied = training && m->cfg.dropout > 0;
-    embed_forward(m, x, B);
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        encoder_layer_forward(m, l, B);
-    /* encoder.ln and the head see only the class token rows: no other row reaches the
+    if (m->dropout_applied)
+        graft_dropout_forward(m->embd, m->embd_mask, m->embd, (size_t)B * S * C, m->cfg.dropout,
+                              &m->dropout_rng);
+    /* the encoder blocks */
+    for (int l = 0; l < L; l++)
+        graft_transformer_forward(&m->blocks[l], p, &m->acts[l].block, &m->work, &m->pass,
+                                  m->acts[l].res3, layer_input(m, l), NULL);
+    /* encoder.ln and the head, on the class token rows only: no other row reaches the
      * logits */
-    const float *top = layer_input(m, m->cfg.n_layer);
+    const float *top = layer_input(m, L);
     for (int b = 0; b < B; b++)
         memcpy(m->cls + (size_t)b * C, top + (size_t)b * S * C, (size_t)C * sizeof(float));
     graft_layernorm_forward(m->cls_ln, m->cls_mean, m->cls_rstd, m->cls,
@@ -444,64 +339,6 @@ static float *zeroed(float *x, size_t n) {
     return x;
 }
 
-/* The gradient of a projection's output before its dropout (dres itself without). */
-static const float *undropped(graft_vit *m, const float *mask, size_t n) {
-    if (!m->dropout_applied) return m->dres;
-    graft_dropout_backward(zeroed(m->dtmp, n), m->dres, mask, n);
-    return m->dtmp;
-}
-
-/* Backward through encoder layer l with the gradient of its output in m->dres, which on
- * return holds the gradient of its input. Returns 0 when backward stops inside this
- * layer (nothing below is trainable). */
-static int encoder_layer_backward(graft_vit *m, int l) {
-    const graft_params *p = &m->params;
-    const graft_vit_layer *ly = &m->layers[l];
-    const graft_vit_acts *a = &m->acts[l];
-    const int B = m->batch, S = m->seq_len, C = m->cfg.n_embd, NH = m->cfg.n_head;
-    const int BS = B * S, u = layer_unit(l), lowest = m->lowest_unit;
-    const size_t n = (size_t)BS * C, wide = (size_t)BS * m->cfg.mlp_dim;
-    /* mlp.3, the hidden dropout, GELU, mlp.0 */
-    float *dhidden = lowest < u + U_MLP_3 ? zeroed(m->dwide_a, wide) : NULL;
-    graft_linear_layer_backward(&ly->mlp_3, p, dhidden, undropped(m, a->mask_2, n), a->hidden, BS);
-    if (lowest == u + U_MLP_3) return 0;
-    float *dfc = zeroed(m->dwide_b, wide);
-    if (m->dropout_applied) {
-        graft_dropout_backward(dfc, dhidden, a->mask_h, wide);
-        dhidden = dfc;
-        dfc = zeroed(m->dwide_a, wide);
-    }
-    graft_gelu_backward(dfc, dhidden, a->fc, wide, GRAFT_GELU_ERF);
-    float *dln_2 = lowest < u + U_MLP_0 ? zeroed(m->dln, n) : NULL;
-    graft_linear_layer_backward(&ly->mlp_0, p, dln_2, dfc, a->ln_2, BS);
-    if (lowest == u + U_MLP_0) return 0;
-    /* ln_2: its input gradient adds to the residual stream's */
-    graft_layernorm_backward(lowest < u + U_LN_2 ? m->dres : NULL, graft_params_grad(p, ly->ln_2_w),
-                             graft_params_grad(p, ly->ln_2_b), dln_2, a->res2,
-                             graft_params_value(p, ly->ln_2_w), a->ln_2_mean, a->ln_2_rstd, BS, C);
-    graft_params_grad_ready(p, ly->ln_2_b);
-    graft_params_grad_ready(p, ly->ln_2_w);
-    if (lowest == u + U_LN_2) return 0;
-    /* out_proj, attention, in_proj */
-    float *datt = lowest < u + U_OUT_PROJ ? zeroed(m->dwide_a, n) : NULL;
-    graft_linear_layer_backward(&ly->out_proj, p, datt, undropped(m, a->mask_1, n), a->att, BS);
-    if (lowest == u + U_OUT_PROJ) return 0;
-    float *dqkv = zeroed(m->dwide_b, 3 * n);
-    graft_attention_dropout drop;
-    graft_attention_backward(dqkv, dqkv + C, dqkv + 2 * C, datt, a->qkv, a->qkv + C, a->qkv + 2 * C,
-                             a->probs, m->att_scratch, 3 * C, B, S, NH, C / NH,
-                             attention_dropout(m, l, &drop));
-    float *dln_1 = lowest < u + U_IN_PROJ ? zeroed(m->dln, n) : NULL;
-    graft_linear_layer_backward(&ly->in_proj, p, dln_1, dqkv, a->ln_1, BS);
-    if (lowest == u + U_IN_PROJ) return 0;
-    graft_layernorm_backward(lowest < u + U_LN_1 ? m->dres : NULL, graft_params_grad(p, ly->ln_1_w),
-                             graft_params_grad(p, ly->ln_1_b), dln_1, layer_input(m, l),
-                             graft_params_value(p, ly->ln_1_w), a->ln_1_mean, a->ln_1_rstd, BS, C);
-    graft_params_grad_ready(p, ly->ln_1_b);
-    graft_params_grad_ready(p, ly->ln_1_w);
-    return lowest < u;
-}
-
 /* The embedding from the gradient of its output in m->dres: pos_embedding, conv_proj
  * (only when trainable: its input is the images) and the class token. */
 static void embed_backward(graft_vit *m) {
@@ -510,8 +347,8 @@ static void embed_backward(graft_vit *m) {
     const size_t n = (size_t)B * S * C;
     const float *demb = m->dres;
     if (m->dropout_applied) {
-        graft_dropout_backward(zeroed(m->dln, n), m->dres, m->embd_mask, n);
-        demb = m->dln;
+        graft_dropout_backward(zeroed(m->work.dln, n), m->dres, m->embd_mask, n);
+        demb = m->work.dln;
     }
     float *dpos = graft_params_grad(p, m->pos_embedding);
     float *dtoken = graft_params_grad(p, m->class_token);
@@ -557,9 +394,14 @@ void graft_vit_backward(graft_vit *m, float loss_scale) {
     zeroed(m->dres, (size_t)B * S * C);
     for (int b = 0; b < B; b++)
         memcpy(m->dres + (size_t)b * S * C, m->dcls + (size_t)b * C, (size_t)C * sizeof(float));
-    for (int l = m->cfg.n_layer - 1; l >= 0; l--)
-        if (!encoder_layer_backward(m, l)) return;
-    embed_backward(m);
+    /* the encoder blocks down to the lowest trainable one, in place on the stream's
+     * gradient (a block's input gradient only when something below it trains), then the
+     * embedding */
+    for (int l = m->cfg.n_layer - 1; l >= m->first_kept; l--)
+        graft_transformer_backward(&m->blocks[l], p, &m->acts[l].block, &m->work, &m->pass,
+                                   m->lowest_unit < layer_unit(l) ? m->dres : NULL, m->dres,
+                                   layer_input(m, l), NULL);
+    if (m->lowest_unit == 0) embed_backward(m);
 }
 
 const char *graft_vit_map_name(const char *file_name, char *buf, size_t size) {
@@ -624,11 +466,11 @@ graft_status graft_vit_create(graft_model *out, const graft_config *cfg,
                     "model.head.num_classes)");
         return GRAFT_ERR_CONFIG;
     }
-    /* 0 = ViT-B/16: 12 layers, 12 heads, width 768, MLP 3072 */
-    const int C = cfg->model.n_embd > 0 ? cfg->model.n_embd : 768;
-    graft_vit_config vc = {.n_layer = cfg->model.n_layer > 0 ? cfg->model.n_layer : 12,
-                           .n_head = cfg->model.n_head > 0 ? cfg->model.n_head : 12,
+    const int C = cfg->model.n_embd;
+    graft_vit_config vc = {.n_layer = cfg->model.n_layer,
+                           .n_head = cfg->model.n_head,
                            .n_embd = C,
+                           /* model.mlp_dim 0: 4 n_embd, as in every ViT */
                            .mlp_dim = cfg->model.mlp_dim > 0 ? cfg->model.mlp_dim
                                       : C <= INT_MAX / 4     ? 4 * C
                                                              : INT_MAX,

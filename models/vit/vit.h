@@ -14,6 +14,7 @@
  * dropout, residual), encoder.ln and the head on the class token. Beyond torchvision:
  * any input channel count and non-square images (H and W multiples of P).
  *
+ * The encoder layers are the nn pre-LN transformer block (runtime/nn/transformer.h).
  * Stop-backward as in models/gpt2: nothing below the lowest trainable parameter is
  * differentiated, and the frozen encoder layers below it run forward in shared memory. */
 #ifndef GRAFT_VIT_H
@@ -27,6 +28,7 @@
 #include "runtime/nn/block.h"
 #include "runtime/nn/layers.h"
 #include "runtime/nn/params.h"
+#include "runtime/nn/transformer.h"
 
 typedef struct graft_vit_config {
     int n_layer, n_head, n_embd, mlp_dim;
@@ -37,30 +39,12 @@ typedef struct graft_vit_config {
     float dropout;
 } graft_vit_config;
 
-/* An encoder layer's parameters (indices in the table). in_proj is nn.MultiheadAttention's
- * packed q, k, v projection [3C, C]. */
-typedef struct graft_vit_layer {
-    int ln_1_w, ln_1_b, ln_2_w, ln_2_b;
-    graft_linear_layer in_proj, out_proj, mlp_0, mlp_3;
-} graft_vit_layer;
-
-/* An encoder layer's activations for rows of [B*S]. Layers that backward passes through
- * own a set each; the frozen layers below them share one set whose residual stream is
- * updated in place (res2 == res3 == the layer input). */
+/* An encoder layer's activations: the block's, and its output, the next layer's input.
+ * The frozen layers below the lowest trainable one share one forward-only set whose
+ * residual stream is updated in place (res3 is then embd for all of them). */
 typedef struct graft_vit_acts {
-    float *ln_1, *ln_1_mean, *ln_1_rstd; /* [BS, C], [BS], [BS] */
-    float *qkv;                          /* [BS, 3C] */
-    float *att;                          /* attention output [BS, C] */
-    float *probs;                        /* [B, NH, S, S] */
-    uint64_t *att_keep;                  /* attention dropout keep bits (see ops.h) */
-    float *mask_1;                       /* dropout after the attention [BS, C] */
-    float *res2;                         /* input + attention branch [BS, C] */
-    float *ln_2, *ln_2_mean, *ln_2_rstd;
-    float *fc;     /* mlp.0 output [BS, mlp_dim] */
-    float *hidden; /* its GELU, after dropout [BS, mlp_dim] */
-    float *mask_h; /* that dropout's mask [BS, mlp_dim] */
-    float *mask_2; /* dropout after mlp.3 [BS, C] */
-    float *res3;   /* layer output [BS, C] */
+    graft_transformer_acts block;
+    float *res3; /* the layer output [BS, C] */
 } graft_vit_acts;
 
 typedef struct graft_vit {
@@ -70,8 +54,9 @@ typedef struct graft_vit {
     graft_params params;
     int class_token, pos_embedding, ln_w, ln_b;
     graft_linear_layer conv_proj, head; /* conv_proj as a GEMM over patches */
-    graft_vit_layer *layers;            /* n_layer */
-    /* parameter ranges, forward order: see the units in vit.c */
+    graft_transformer *blocks;          /* n_layer encoder layers */
+    /* parameter ranges in forward order: the embedding (class_token, conv_proj,
+     * encoder.pos_embedding), each block's sub-layers, encoder.ln, heads.head */
     graft_param_range *units;
     int n_units;
     /* set by build from the trainable set */
@@ -79,25 +64,23 @@ typedef struct graft_vit {
     int lowest_unit; /* lowest unit with a trainable parameter; n_units: none */
     int first_kept;  /* layers from here up keep activations for backward */
     graft_arena arena;
-    graft_vit_acts *acts; /* n_layer */
-    float *patches;       /* [B * patches, patch_floats] */
-    float *embd, *embd_mask;
-    float *proj;                               /* a projection before its dropout [BS, C] */
+    graft_vit_acts *acts;        /* n_layer */
+    graft_transformer_work work; /* the blocks' scratch */
+    float *patches;              /* [B * patches, patch_floats] */
+    float *embd, *embd_mask;     /* the embedding output [BS, C] and its dropout mask */
     float *cls, *cls_ln, *cls_mean, *cls_rstd; /* the class token rows [B, C] at the top */
     float *logits, *probs, *dlogits;           /* [B, K] */
-    /* backward scratch */
-    float *dcls, *dcls_ln;    /* [B, C] */
-    float *dres, *dtmp, *dln; /* [BS, C] */
-    float *dwide_a, *dwide_b; /* [BS, max(3C, mlp_dim)] */
-    float *att_scratch;
+    float *dcls, *dcls_ln, *dres;              /* backward: [B, C], [B, C], [BS, C] */
     graft_rng dropout_rng;
     /* the last forward */
+    graft_transformer_pass pass;
     const int32_t *targets;
     int batch, counted, dropout_applied;
 } graft_vit;
 
-/* model.arch vit for an image dataset: sizes from model.n_layer/n_head/n_embd (0 =
- * ViT-B/16's 12/12/768), model.mlp_dim (0 = 4 n_embd), model.patch_size; classes from
+/* model.arch vit for an image dataset: sizes from model.n_layer/n_head/n_embd (the
+ * registry resolves 0 to ViT-B/16's 12/12/768), model.mlp_dim (0 = 4 n_embd),
+ * model.patch_size; classes from
  * model.head.num_classes or the dataset. Bad combinations are GRAFT_ERR_CONFIG with one
  * line. */
 graft_status graft_vit_create(graft_model *out, const graft_config *cfg,

@@ -131,6 +131,7 @@ void graft_transformer_plan(const graft_transformer *t, graft_transformer_acts *
         a->out_ln_mean = a->attn_ln_mean;
         a->out_ln_rstd = a->attn_ln_rstd;
         a->fc = a->fc_act = graft_arena_floats(arena, rows * M);
+        a->mask_h = c->mlp_dropout > 0 ? graft_arena_floats(arena, rows * M) : NULL;
         a->mask_1 = a->mask_2 = dropout ? graft_arena_floats(arena, n) : NULL;
         return;
     }
@@ -142,6 +143,7 @@ void graft_transformer_plan(const graft_transformer *t, graft_transformer_acts *
     a->out_ln = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
     a->fc = graft_arena_floats(arena, rows * M);
     a->fc_act = graft_arena_floats(arena, rows * M);
+    a->mask_h = c->mlp_dropout > 0 ? graft_arena_floats(arena, rows * M) : NULL;
     a->mask_2 = dropout ? graft_arena_floats(arena, n) : NULL;
     a->res_2 = c->norm == GRAFT_POST_LN ? graft_arena_floats(arena, n) : NULL;
 }
@@ -188,6 +190,14 @@ static void maybe_dropout(const graft_transformer *t, const graft_transformer_pa
     if (dropout_on(t, pass)) graft_dropout_forward(x, mask, x, n, t->cfg.dropout, pass->rng);
 }
 
+/* The MLP's hidden activation: fc_act = mlp_drop(gelu(fc)) over `wide` values. */
+static void mlp_act_forward(const graft_transformer *t, const graft_transformer_pass *pass,
+                            const graft_transformer_acts *a, size_t wide) {
+    graft_gelu_forward(a->fc_act, a->fc, wide, t->cfg.gelu);
+    if (pass->rng && t->cfg.mlp_dropout > 0)
+        graft_dropout_forward(a->fc_act, a->mask_h, a->fc_act, wide, t->cfg.mlp_dropout, pass->rng);
+}
+
 /* q, k, v of every row (a subset of query rows reads xq). */
 static void qkv_forward(const graft_transformer *t, const graft_params *p,
                         const graft_transformer_acts *a, const float *x, const float *xq, int BT,
@@ -230,7 +240,7 @@ static void pre_ln_forward(const graft_transformer *t, const graft_params *p,
     graft_layernorm_layer_forward(&t->out_ln, p, a->out_ln, a->out_ln_mean, a->out_ln_rstd, res_1,
                                   BT);
     graft_linear_layer_forward(&t->intermediate, p, a->fc, a->out_ln, BT);
-    graft_gelu_forward(a->fc_act, a->fc, (size_t)BT * t->cfg.mlp, t->cfg.gelu);
+    mlp_act_forward(t, pass, a, (size_t)BT * t->cfg.mlp);
     graft_linear_layer_forward(&t->output, p, w->proj, a->fc_act, BT);
     maybe_dropout(t, pass, w->proj, a->mask_2, n);
     graft_residual_forward(out, res_1, w->proj, n);
@@ -256,7 +266,7 @@ static void post_ln_forward(const graft_transformer *t, const graft_params *p,
     graft_layernorm_layer_forward(&t->attn_ln, p, a->attn_ln, a->attn_ln_mean, a->attn_ln_rstd,
                                   a->res_1, R);
     graft_linear_layer_forward(&t->intermediate, p, a->fc, a->attn_ln, R);
-    graft_gelu_forward(a->fc_act, a->fc, (size_t)R * t->cfg.mlp, t->cfg.gelu);
+    mlp_act_forward(t, pass, a, (size_t)R * t->cfg.mlp);
     graft_linear_layer_forward(&t->output, p, a->res_2, a->fc_act, R);
     dropout_residual(t, pass, a->res_2, a->mask_2, a->attn_ln, n);
     graft_layernorm_layer_forward(&t->out_ln, p, out, a->out_ln_mean, a->out_ln_rstd, a->res_2, R);
@@ -289,6 +299,22 @@ static const float *undropped(const graft_transformer *t, const graft_transforme
     if (!dropout_on(t, pass)) return dout;
     graft_dropout_backward(zeroed(w->dtmp, n), dout, mask, n);
     return w->dtmp;
+}
+
+/* The MLP activation's backward from the gradient of fc_act in w->wide_a: returns the
+ * gradient of fc (in wide_b, or in wide_a after the MLP dropout's). */
+static float *mlp_act_backward(const graft_transformer *t, const graft_transformer_acts *a,
+                               const graft_transformer_work *w, const graft_transformer_pass *pass,
+                               size_t wide) {
+    const float *dact = w->wide_a;
+    float *dfc = zeroed(w->wide_b, wide);
+    if (pass->rng && t->cfg.mlp_dropout > 0) {
+        graft_dropout_backward(dfc, dact, a->mask_h, wide);
+        dact = dfc;
+        dfc = zeroed(w->wide_a, wide);
+    }
+    graft_gelu_backward(dfc, dact, a->fc, wide, t->cfg.gelu);
+    return dfc;
 }
 
 /* The attention's backward into dq, dk, dv (each NULL when not needed; zeroed here). */
@@ -343,9 +369,9 @@ static void pre_ln_backward(const graft_transformer *t, const graft_params *p,
     graft_linear_layer_backward(&t->output, p, dgelu, undropped(t, pass, w, d, a->mask_2, n),
                                 a->fc_act, BT);
     if (!dgelu) return;
-    graft_gelu_backward(zeroed(w->wide_b, wide), dgelu, a->fc, wide, t->cfg.gelu);
+    const float *dfc = mlp_act_backward(t, a, w, pass, wide);
     float *dln_2 = below(t, p, GRAFT_TF_INTERMEDIATE, all) ? zeroed(w->dln, n) : NULL;
-    graft_linear_layer_backward(&t->intermediate, p, dln_2, w->wide_b, a->out_ln, BT);
+    graft_linear_layer_backward(&t->intermediate, p, dln_2, dfc, a->out_ln, BT);
     if (!dln_2) return;
     /* out_ln: its input gradient adds to the stream's */
     const int on = below(t, p, GRAFT_TF_OUT_LN, all);
@@ -382,9 +408,9 @@ static void post_ln_backward(const graft_transformer *t, const graft_params *p,
     graft_linear_layer_backward(&t->output, p, dact, undropped(t, pass, w, dh, a->mask_2, n),
                                 a->fc_act, R);
     if (!dact) return;
-    graft_gelu_backward(zeroed(w->wide_b, wide), dact, a->fc, wide, t->cfg.gelu);
+    const float *dfc = mlp_act_backward(t, a, w, pass, wide);
     const int on = below(t, p, GRAFT_TF_INTERMEDIATE, all);
-    graft_linear_layer_backward(&t->intermediate, p, on ? dh : NULL, w->wide_b, a->attn_ln, R);
+    graft_linear_layer_backward(&t->intermediate, p, on ? dh : NULL, dfc, a->attn_ln, R);
     if (!on) return;
     /* attn_ln: the residual's gradient goes straight into dinp when the block covers every
      * row; otherwise into dout's buffer (free now), scattered below */

@@ -1,14 +1,15 @@
 /* One transformer encoder/decoder layer: multi-head self-attention and a GELU MLP, each
  * a sub-layer with a residual connection and a LayerNorm, in one of two arrangements:
  *   pre-LN  (GPT-2, ViT):  h = x + drop(attn_out(attention(qkv(attn_ln(x)))))
- *                          out = h + drop(output(gelu(intermediate(out_ln(h)))))
+ *                          out = h + drop(output(mlp_drop(gelu(intermediate(out_ln(h))))))
  *   post-LN (BERT):        h = attn_ln(x + drop(attn_out(attention(qkv(x)))))
- *                          out = out_ln(h + drop(output(gelu(intermediate(h)))))
+ *                          out = out_ln(h + drop(output(mlp_drop(gelu(intermediate(h))))))
  * attn_ln and out_ln are the LayerNorms of the attention and of the output (MLP)
  * sub-layer: GPT-2's ln_1 and ln_2, BERT's attention.output.LayerNorm and
  * output.LayerNorm. The attention is causal or bidirectional, with an optional key
  * padding mask, and its q/k/v come from one packed projection (GPT-2's c_attn, ViT's
- * in_proj) or from three (BERT's query, key, value).
+ * in_proj) or from three (BERT's query, key, value). mlp_drop is a dropout on the MLP's
+ * hidden activation (ViT's MLPBlock has one; GPT-2 and BERT none).
  *
  * Parameters are registered in the state_dict order of the arrangement, under the
  * caller's names (graft_transformer_names), and the block records the range of each
@@ -42,6 +43,7 @@ typedef struct graft_transformer_config {
     float ln_eps;
     float dropout;      /* on the two residual branches while training */
     float attn_dropout; /* on the attention probabilities while training */
+    float mlp_dropout;  /* on the MLP's hidden activation (after the GELU) while training */
 } graft_transformer_config;
 
 /* Names relative to the block's prefix ("transformer.h.3"); a LayerNorm or linear name
@@ -90,7 +92,9 @@ typedef struct graft_transformer_acts {
     float *mask_1; /* the attention branch's dropout mask [R, C] */
     float *res_1;  /* x + attention branch [R, C]; NULL: in place in the output */
     float *out_ln, *out_ln_mean, *out_ln_rstd; /* pre-LN: ln(h) [BT, C]; post-LN: stats only */
-    float *fc, *fc_act; /* intermediate output and its GELU [R, mlp] (fc_act may be fc) */
+    float *fc, *fc_act; /* intermediate output and its GELU [R, mlp] (fc_act may be fc),
+                           after the MLP dropout */
+    float *mask_h;      /* the MLP dropout's mask [R, mlp] */
     float *mask_2;      /* the MLP branch's dropout mask [R, C] */
     float *res_2;       /* post-LN: h + MLP branch [R, C], out_ln's input */
 } graft_transformer_acts;
