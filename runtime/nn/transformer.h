@@ -18,7 +18,8 @@
  *
  * Activations: a block that runs a backward owns one graft_transformer_acts; frozen
  * blocks below the lowest trainable one may all share one set planned with keep = 0
- * (pre-LN: the residual stream then updates in place in the caller's output). One
+ * (pre-LN: the residual stream then updates in place in the caller's output; see
+ * docs/DESIGN.md, Note [Activation sharing under frozen layers]). One
  * graft_transformer_work, shared by all blocks of a model, holds the scratch of their
  * forwards and backwards. A post-LN block may compute only some query rows (BERT's last
  * layer: the rows its head reads); keys and values still come from every row. */
