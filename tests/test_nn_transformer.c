@@ -62,7 +62,7 @@ static void bench_make(bench *b, const graft_transformer_config *cfg,
     tu_fill_uniform(b->G, n, -1, 1, 13);
     b->pass = (graft_transformer_pass){.B = NB, .T = NT, .R = R, .rows = R < BT ? b->rows : NULL};
     if (cfg->norm == GRAFT_POST_LN) b->pass.key_mask = b->key_mask;
-    b->dropout = cfg->dropout > 0 || cfg->attn_dropout > 0;
+    b->dropout = cfg->dropout > 0 || cfg->attn_dropout > 0 || cfg->mlp_dropout > 0;
 }
 
 static void bench_free(bench *b) {
@@ -190,6 +190,27 @@ static void test_pre_ln_vit(void **state) {
     assert_int_equal(b.p.items[2].shape[0], 24); /* [3C, C] */
     assert_int_equal(b.p.items[8].shape[0], 12); /* mlp.0 [mlp, C] */
     check_fd(&b, "pre-LN, bidirectional, torch layout");
+    bench_free(&b);
+}
+
+/* ViT's three dropouts (residual, attention, and MLPBlock's on the GELU output) against
+ * finite differences, the masks redrawn identically for every evaluation. */
+static void test_pre_ln_vit_dropout(void **state) {
+    (void)state;
+    const graft_transformer_config cfg = {.C = 8,
+                                          .NH = 2,
+                                          .mlp = 12,
+                                          .norm = GRAFT_PRE_LN,
+                                          .packed_qkv = 1,
+                                          .layout = GRAFT_W_OUT_IN,
+                                          .gelu = GRAFT_GELU_ERF,
+                                          .ln_eps = 1e-6f,
+                                          .dropout = 0.2f,
+                                          .attn_dropout = 0.2f,
+                                          .mlp_dropout = 0.3f};
+    bench b;
+    bench_make(&b, &cfg, &gpt2_names, NULL, BT);
+    check_fd(&b, "pre-LN with residual, attention and MLP dropout");
     bench_free(&b);
 }
 
@@ -347,9 +368,10 @@ static void test_embeddings(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pre_ln_gpt2),  cmocka_unit_test(test_pre_ln_vit),
-        cmocka_unit_test(test_post_ln_bert), cmocka_unit_test(test_post_ln_rows),
-        cmocka_unit_test(test_stop_inside),  cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_pre_ln_gpt2),        cmocka_unit_test(test_pre_ln_vit),
+        cmocka_unit_test(test_pre_ln_vit_dropout), cmocka_unit_test(test_post_ln_bert),
+        cmocka_unit_test(test_post_ln_rows),       cmocka_unit_test(test_stop_inside),
+        cmocka_unit_test(test_embeddings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
