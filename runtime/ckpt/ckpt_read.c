@@ -11,7 +11,6 @@
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
-#define LOAD_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_ckpt_load", __VA_ARGS__)
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a path, ": ", a reason. */
 #define PROBLEM_MAX (CKPT_PATH_MAX + CKPT_WHY_MAX + 256)
@@ -129,15 +128,15 @@ static int same_shape(const graft_param *t, const graft_st_tensor *s) {
 static graft_status check_tensor(const char *ckpt_dir, const char *what, const graft_param *t,
                                  const graft_st_tensor *s) {
     if (s->dtype != GRAFT_DTYPE_F32) {
-        LOAD_ERROR("%s: %s is %s, checkpoints hold F32", ckpt_dir, what,
-                   graft_dtype_name(s->dtype));
+        GRAFT_ERROR("%s: %s is %s, checkpoints hold F32", ckpt_dir, what,
+                    graft_dtype_name(s->dtype));
         return GRAFT_ERR_FORMAT;
     }
     if (!same_shape(t, s)) {
         char want[96], got[96];
-        LOAD_ERROR("%s: %s has shape %s in the checkpoint, the model has %s", ckpt_dir, what,
-                   graft_format_shape(got, sizeof got, s->ndim, s->shape),
-                   graft_format_shape(want, sizeof want, t->ndim, t->shape));
+        GRAFT_ERROR("%s: %s has shape %s in the checkpoint, the model has %s", ckpt_dir, what,
+                    graft_format_shape(got, sizeof got, s->ndim, s->shape),
+                    graft_format_shape(want, sizeof want, t->ndim, t->shape));
         return GRAFT_ERR_MISMATCH;
     }
     return GRAFT_OK;
@@ -155,8 +154,8 @@ static graft_status check_weights(const char *ckpt_dir, const graft_params *p,
         char what[GRAFT_NAME_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
         if (!s) {
-            LOAD_ERROR("%s: no tensor '%s' in the checkpoint (a checkpoint of another model?)",
-                       ckpt_dir, t->name);
+            GRAFT_ERROR("%s: no tensor '%s' in the checkpoint (a checkpoint of another model?)",
+                        ckpt_dir, t->name);
             return GRAFT_ERR_MISMATCH;
         }
         graft_status st = check_tensor(ckpt_dir, what, t, s);
@@ -168,14 +167,14 @@ static graft_status check_weights(const char *ckpt_dir, const graft_params *p,
         for (size_t k = 0; k < files[f]->n_tensors; k++) {
             const char *name = files[f]->tensors[k].name;
             if (graft_params_find(p, name) < 0) {
-                LOAD_ERROR("%s: tensor '%s' of the checkpoint is not in the model (a checkpoint "
-                           "of another model?)",
-                           ckpt_dir, name);
+                GRAFT_ERROR("%s: tensor '%s' of the checkpoint is not in the model (a checkpoint "
+                            "of another model?)",
+                            ckpt_dir, name);
                 return GRAFT_ERR_MISMATCH;
             }
             if (f == 1 && graft_st_find(model, name)) {
-                LOAD_ERROR("%s: tensor '%s' is both in model.safetensors and in %s", ckpt_dir, name,
-                           frozen->path);
+                GRAFT_ERROR("%s: tensor '%s' is both in model.safetensors and in %s", ckpt_dir,
+                            name, frozen->path);
                 return GRAFT_ERR_FORMAT;
             }
         }
@@ -188,13 +187,13 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
                                 const graft_optim *o, const graft_st_file *f) {
     const char *run_kind = graft_optim_kind_name(o->cfg.kind);
     if (!info->has_optim) {
-        LOAD_ERROR("%s: the checkpoint holds no optimizer state (the run uses %s)", ckpt_dir,
-                   run_kind);
+        GRAFT_ERROR("%s: the checkpoint holds no optimizer state (the run uses %s)", ckpt_dir,
+                    run_kind);
         return GRAFT_ERR_MISMATCH;
     }
     if (info->optim_kind != o->cfg.kind) {
-        LOAD_ERROR("%s: the checkpoint's optimizer is %s, the run uses %s", ckpt_dir,
-                   graft_optim_kind_name(info->optim_kind), run_kind);
+        GRAFT_ERROR("%s: the checkpoint's optimizer is %s, the run uses %s", ckpt_dir,
+                    graft_optim_kind_name(info->optim_kind), run_kind);
         return GRAFT_ERR_MISMATCH;
     }
     for (int b = 0; b < o->n_bufs; b++)
@@ -206,9 +205,9 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
             snprintf(what, sizeof what, "optimizer state '%s'", name);
             const graft_st_tensor *s = graft_st_find(f, name);
             if (!s) {
-                LOAD_ERROR("%s: no %s in the checkpoint (trainable parameters or %s settings "
-                           "differ)",
-                           ckpt_dir, what, run_kind);
+                GRAFT_ERROR("%s: no %s in the checkpoint (trainable parameters or %s settings "
+                            "differ)",
+                            ckpt_dir, what, run_kind);
                 return GRAFT_ERR_MISMATCH;
             }
             graft_status st = check_tensor(ckpt_dir, what, t, s);
@@ -226,9 +225,9 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
             belongs = i >= 0 && p->items[i].kind == GRAFT_KIND_PARAM && p->items[i].trainable;
         }
         if (!belongs) {
-            LOAD_ERROR("%s: optimizer state '%s' belongs to no trainable parameter of the run's "
-                       "%s (trainable parameters or %s settings differ)",
-                       ckpt_dir, name, run_kind, run_kind);
+            GRAFT_ERROR("%s: optimizer state '%s' belongs to no trainable parameter of the run's "
+                        "%s (trainable parameters or %s settings differ)",
+                        ckpt_dir, name, run_kind, run_kind);
             return GRAFT_ERR_MISMATCH;
         }
     }
@@ -256,18 +255,18 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
                              graft_ckpt_state *state, char **config_yaml) {
     if (config_yaml) *config_yaml = NULL;
     if (!ckpt_dir || !*ckpt_dir || !params || !params->finalized) {
-        LOAD_ERROR("missing checkpoint directory or finalized parameter table");
+        GRAFT_ERROR("missing checkpoint directory or finalized parameter table");
         return GRAFT_ERR_INVALID_ARG;
     }
     if (optim && optim->n != params->n_grads) {
-        LOAD_ERROR("%s: the optimizer was set up for another parameter table", ckpt_dir);
+        GRAFT_ERROR("%s: the optimizer was set up for another parameter table", ckpt_dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     char why[CKPT_WHY_MAX];
     ckpt_info info;
     graft_status st = ckpt_check(ckpt_dir, &info, why, sizeof why);
     if (st != GRAFT_OK) {
-        LOAD_ERROR("%s: %s", ckpt_dir, why);
+        GRAFT_ERROR("%s: %s", ckpt_dir, why);
         return st;
     }
     graft_st_file model = {0}, frozen = {0}, opt = {0};
@@ -286,11 +285,11 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
         graft_fs_path_join(path, sizeof path, ckpt_dir, "config.yaml");
         int err = graft_fs_read(path, CONFIG_MAX_BYTES, &config_text, &len, NULL);
         if (err != 0) {
-            LOAD_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
+            GRAFT_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
             st = err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
         }
     }
-    if (st == GRAFT_ERR_NOMEM) LOAD_ERROR("%s: out of memory", ckpt_dir);
+    if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", ckpt_dir);
 
     /* Everything is checked: from here on nothing can fail. */
     for (int i = 0; st == GRAFT_OK && i < params->count; i++)

@@ -19,10 +19,6 @@
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
-/* Errors carry the public function's name whichever helper finds them. */
-#define SAVE_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_ckpt_save", __VA_ARGS__)
-#define SAVE_WARN(...) graft_log(GRAFT_LOG_WARN, "graft_ckpt_save", __VA_ARGS__)
-
 /* The name-length margin for "exp_avg_sq." and similar prefixes. */
 #define OPTIM_NAME_MAX (GRAFT_NAME_MAX + 32)
 
@@ -67,8 +63,8 @@ static void remove_stale_tmp(const char *root) {
         if (err == 0)
             GRAFT_INFO("removed %s, left by a save that did not finish", path);
         else
-            SAVE_WARN("%s: cannot remove this leftover of an unfinished save: %s", path,
-                      strerror(err));
+            GRAFT_WARN("%s: cannot remove this leftover of an unfinished save: %s", path,
+                       strerror(err));
     }
     closedir(d);
 }
@@ -129,7 +125,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     snprintf(ref->file, sizeof ref->file, "frozen-%016llx.safetensors",
              (unsigned long long)values_hash);
     if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK) {
-        SAVE_ERROR("%s: path too long", root);
+        GRAFT_ERROR("%s: path too long", root);
         return GRAFT_ERR_INVALID_ARG;
     }
     struct stat st;
@@ -143,7 +139,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
             ref->present = 1;
             return GRAFT_OK;
         }
-        SAVE_WARN("%s does not match its checksum: writing it again", path);
+        GRAFT_WARN("%s does not match its checksum: writing it again", path);
     }
     graft_st_writer w;
     graft_st_writer_init(&w);
@@ -161,7 +157,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     *created = !existed;
     int err = graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, NULL);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+        GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
         return GRAFT_ERR_IO;
     }
     ref->present = 1;
@@ -214,7 +210,7 @@ static graft_status write_text(const char *path, const char *text, size_t len, u
     const char *step;
     int err = graft_fs_write(path, text, len, &step);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot %s: %s", path, step, strerror(err));
+        GRAFT_ERROR("%s: cannot %s: %s", path, step, strerror(err));
         return GRAFT_ERR_IO;
     }
     *written += len;
@@ -236,7 +232,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
         char *json = ckpt_state_json(a->state, a->optim, frozen);
         graft_fs_path_join(path, sizeof path, tmp_dir, "state.json");
         if (!json) {
-            SAVE_ERROR("%s: out of memory", path);
+            GRAFT_ERROR("%s: out of memory", path);
             return GRAFT_ERR_NOMEM;
         }
         st = write_text(path, json, strlen(json), written);
@@ -256,7 +252,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
         graft_fs_path_join(path, sizeof path, tmp_dir, ckpt_files[f]);
         int err = graft_fs_xxh64(path, &h, &bytes, NULL);
         if (err != 0) {
-            SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+            GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
             return GRAFT_ERR_IO;
         }
         if (ends_with(ckpt_files[f], ".safetensors")) *written += bytes;
@@ -267,7 +263,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     GRAFT_TRY(write_text(path, manifest, used, written));
     int err = graft_fs_fsync_dir(tmp_dir);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
     return GRAFT_OK;
@@ -288,7 +284,7 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
         step = "rename it to latest";
     }
     if (err != 0) {
-        SAVE_ERROR("%s: cannot %s: %s", tmp, step, strerror(err));
+        GRAFT_ERROR("%s: cannot %s: %s", tmp, step, strerror(err));
         unlink(tmp);
         return GRAFT_ERR_IO;
     }
@@ -331,7 +327,8 @@ static void prune_frozen(const char *root) {
         char path[CKPT_PATH_MAX];
         if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK) continue;
         if (unlink(path) != 0)
-            SAVE_WARN("%s: cannot remove this unreferenced frozen file: %s", path, strerror(errno));
+            GRAFT_WARN("%s: cannot remove this unreferenced frozen file: %s", path,
+                       strerror(errno));
         else
             GRAFT_DEBUG("removed %s (no kept checkpoint references it)", path);
     }
@@ -358,8 +355,8 @@ static void prune(const char *root, long current_step, int keep_last) {
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK) continue;
         int err = ckpt_remove_tree(dir);
         if (err != 0)
-            SAVE_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
-                      strerror(err));
+            GRAFT_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
+                       strerror(err));
         else
             removed++;
     }
@@ -371,26 +368,26 @@ static void prune(const char *root, long current_step, int keep_last) {
 /* The arguments make sense (programmer errors, logged). */
 static graft_status check_args(const graft_ckpt_save_args *a) {
     if (!a || !a->dir || !*a->dir || !a->params || !a->state) {
-        SAVE_ERROR("missing dir, params or state");
+        GRAFT_ERROR("missing dir, params or state");
         return GRAFT_ERR_INVALID_ARG;
     }
     const graft_ckpt_state *s = a->state;
     if (!a->params->finalized) {
-        SAVE_ERROR("%s: the parameter table is not finalized", a->dir);
+        GRAFT_ERROR("%s: the parameter table is not finalized", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (a->keep_last < 1 || s->step < 0 || s->epoch < 0 || s->world_size < 1 ||
         s->cursor > (uint64_t)INT64_MAX) {
-        SAVE_ERROR("%s: bad arguments (keep_last %d, step %ld, epoch %ld, world_size %d)", a->dir,
-                   a->keep_last, s->step, s->epoch, s->world_size);
+        GRAFT_ERROR("%s: bad arguments (keep_last %d, step %ld, epoch %ld, world_size %d)", a->dir,
+                    a->keep_last, s->step, s->epoch, s->world_size);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (a->optim && a->optim->n != a->params->n_grads) {
-        SAVE_ERROR("%s: the optimizer was set up for another parameter table", a->dir);
+        GRAFT_ERROR("%s: the optimizer was set up for another parameter table", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (strlen(a->dir) > CKPT_PATH_MAX - 2 * CKPT_NAME_MAX) {
-        SAVE_ERROR("%s: path too long", a->dir);
+        GRAFT_ERROR("%s: path too long", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     return GRAFT_OK;
@@ -402,7 +399,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     const char *root = a->dir;
     int err = graft_fs_mkdirs(root);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
+        GRAFT_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
         return GRAFT_ERR_IO;
     }
     remove_stale_tmp(root);
@@ -425,14 +422,14 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
         uint64_t values_hash;
         int n_frozen;
         st = frozen_values_hash(a->params, &values_hash, &n_frozen);
-        if (st == GRAFT_ERR_NOMEM) SAVE_ERROR("%s: out of memory", root);
+        if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", root);
         if (st == GRAFT_OK && n_frozen > 0)
             st = prepare_frozen(a->params, root, values_hash, &frozen, frozen_path,
                                 sizeof frozen_path, &frozen_created, &written);
     }
     if (st == GRAFT_OK) {
         if (mkdir(tmp_dir, 0755) != 0) {
-            SAVE_ERROR("%s: cannot create the directory: %s", tmp_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot create the directory: %s", tmp_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             made_tmp = 1;
@@ -442,8 +439,8 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     struct stat old;
     if (st == GRAFT_OK && lstat(final_dir, &old) == 0) {
         if (rename(final_dir, aside_dir) != 0) {
-            SAVE_ERROR("%s: cannot move the previous checkpoint of this step aside to %s: %s",
-                       final_dir, aside_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot move the previous checkpoint of this step aside to %s: %s",
+                        final_dir, aside_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             moved_aside = 1;
@@ -451,7 +448,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     }
     if (st == GRAFT_OK) {
         if (rename(tmp_dir, final_dir) != 0) {
-            SAVE_ERROR("%s: cannot rename it to %s: %s", tmp_dir, final_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot rename it to %s: %s", tmp_dir, final_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             renamed = 1;
@@ -459,7 +456,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
         }
     }
     if (st == GRAFT_OK && (err = graft_fs_fsync_dir(root)) != 0) {
-        SAVE_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
         st = GRAFT_ERR_IO;
     }
     if (st == GRAFT_OK) st = replace_latest(root, name, &written);
@@ -469,20 +466,20 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
         if (renamed && rename(final_dir, tmp_dir) == 0) made_tmp = 1;
         if (made_tmp) ckpt_remove_tree(tmp_dir);
         if (moved_aside && rename(aside_dir, final_dir) != 0)
-            SAVE_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
-                      final_dir, aside_dir, strerror(errno));
+            GRAFT_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
+                       final_dir, aside_dir, strerror(errno));
         if (frozen_created) unlink(frozen_path);
         graft_fs_fsync_dir(root);
         return st;
     }
     if ((err = graft_fs_fsync_dir(root)) != 0) {
         /* latest already names the new checkpoint: consistent, but maybe not durable */
-        SAVE_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
-                   strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
+                    strerror(err));
         return GRAFT_ERR_IO;
     }
     if (moved_aside && (err = ckpt_remove_tree(aside_dir)) != 0)
-        SAVE_WARN("%s: cannot remove the replaced checkpoint: %s", aside_dir, strerror(err));
+        GRAFT_WARN("%s: cannot remove the replaced checkpoint: %s", aside_dir, strerror(err));
     prune(root, a->state->step, a->keep_last);
     if (bytes_written) *bytes_written = written;
     return GRAFT_OK;
