@@ -35,15 +35,14 @@ static int compare_entries(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *why,
-                       size_t why_size) {
+graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_log_level level) {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(root);
     if (!d) {
         int err = errno;
         if (err == ENOENT) return GRAFT_ERR_NOT_FOUND;
-        snprintf(why, why_size, "cannot list the directory: %s", strerror(err));
+        graft_log(level, __func__, "%s: cannot list the directory: %s", root, strerror(err));
         return err == ENOTDIR ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     size_t cap = 0;
@@ -61,7 +60,7 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *
             size_t new_cap = cap ? 2 * cap : 16;
             ckpt_dir_entry *grown = realloc(list, new_cap * sizeof *grown);
             if (!grown) {
-                snprintf(why, why_size, "out of memory listing the directory");
+                graft_log(level, __func__, "%s: out of memory listing the directory", root);
                 st = GRAFT_ERR_NOMEM;
                 break;
             }

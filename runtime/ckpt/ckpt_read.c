@@ -8,12 +8,13 @@
 #include <sys/stat.h>
 
 #include "ckpt_internal.h"
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a path, ": ", a reason. */
-#define PROBLEM_MAX (CKPT_PATH_MAX + CKPT_WHY_MAX + 256)
+#define PROBLEM_MAX (CKPT_PATH_MAX + 1024 + 256)
 
 void graft_ckpt_state_free(graft_ckpt_state *s) {
     if (!s) return;
@@ -23,10 +24,7 @@ void graft_ckpt_state_free(graft_ckpt_state *s) {
 
 graft_status graft_ckpt_verify(const char *ckpt_dir) {
     if (!ckpt_dir || !*ckpt_dir) return GRAFT_ERR_INVALID_ARG;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_check(ckpt_dir, NULL, why, sizeof why);
-    if (st != GRAFT_OK) GRAFT_ERROR("%s: %s", ckpt_dir, why);
-    return st;
+    return ckpt_check(ckpt_dir, NULL, GRAFT_LOG_ERROR);
 }
 
 int graft_ckpt_is_checkpoint(const char *path) {
@@ -57,13 +55,9 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     if (!dir || !*dir || !out || out_size == 0) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) return st; /* no directory yet: a fresh run */
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     char latest[CKPT_NAME_MAX * 2], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     graft_fs_path_join(latest_path, sizeof latest_path, dir, "latest");
@@ -84,10 +78,10 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
         if (!graft_fs_is_dir(path))
             snprintf(problems[n_problems++], PROBLEM_MAX, "%s names %s, which does not exist",
                      latest_path, latest);
-        else if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
+        else if (ckpt_check(path, NULL, GRAFT_LOG_QUIET) == GRAFT_OK)
             chosen = latest;
         else
-            snprintf(problems[n_problems++], PROBLEM_MAX, "%s: %s", path, why);
+            snprintf(problems[n_problems++], PROBLEM_MAX, "%s", graft_log_last_error());
     } else if (latest_state == 0) {
         snprintf(problems[n_problems++], PROBLEM_MAX, "%s is missing", latest_path);
     } else {
@@ -97,10 +91,10 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     for (size_t k = n; !chosen && k-- > 0;) {
         if (latest_state == 1 && strcmp(list[k].name, latest) == 0) continue;
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
+        if (ckpt_check(path, NULL, GRAFT_LOG_QUIET) == GRAFT_OK)
             chosen = list[k].name;
         else
-            snprintf(problems[n_problems++], PROBLEM_MAX, "%s: %s", path, why);
+            snprintf(problems[n_problems++], PROBLEM_MAX, "%s", graft_log_last_error());
     }
     if (chosen) {
         for (size_t k = 0; k < n_problems; k++)
@@ -262,13 +256,9 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
         GRAFT_ERROR("%s: the optimizer was set up for another parameter table", ckpt_dir);
         return GRAFT_ERR_INVALID_ARG;
     }
-    char why[CKPT_WHY_MAX];
     ckpt_info info;
-    graft_status st = ckpt_check(ckpt_dir, &info, why, sizeof why);
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", ckpt_dir, why);
-        return st;
-    }
+    graft_status st = ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR);
+    if (st != GRAFT_OK) return st;
     graft_st_file model = {0}, frozen = {0}, opt = {0};
     const graft_st_tensor **src = calloc(params->count ? (size_t)params->count : 1, sizeof *src);
     char *config_text = NULL;
@@ -323,15 +313,10 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
 
 graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file) {
     if (!ckpt_dir || !out_file || !*out_file) return GRAFT_ERR_INVALID_ARG;
-    char why[CKPT_WHY_MAX];
     ckpt_info info;
-    graft_status st = ckpt_check(ckpt_dir, &info, why, sizeof why);
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", ckpt_dir, why);
-        return st;
-    }
+    GRAFT_TRY(ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR));
     graft_st_file model = {0}, frozen = {0};
-    st = open_in(ckpt_dir, "model.safetensors", &model);
+    graft_status st = open_in(ckpt_dir, "model.safetensors", &model);
     if (st == GRAFT_OK && info.frozen.present) st = open_frozen(ckpt_dir, &info, &frozen);
     graft_st_writer w;
     graft_st_writer_init(&w);
@@ -400,16 +385,12 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
     if (!dir || !*dir || !out) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) {
         GRAFT_ERROR("%s: no such checkpoint directory", dir);
         return st;
     }
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
     if (!refs) {
         free(list);
@@ -423,7 +404,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
         char path[CKPT_PATH_MAX];
         ckpt_info info;
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        graft_status cst = ckpt_check(path, &info, why, sizeof why);
+        graft_status cst = ckpt_check(path, &info, GRAFT_LOG_QUIET);
         int is_latest = latest_state == 1 && strcmp(latest, list[k].name) == 0;
         latest_listed |= is_latest;
         fprintf(out, "%-13s %12llu bytes  ", list[k].name, (unsigned long long)dir_bytes(path));
@@ -431,7 +412,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
             fprintf(out, "ok: step %ld, epoch %ld, cursor %llu", info.state.step, info.state.epoch,
                     (unsigned long long)info.state.cursor);
         else
-            fprintf(out, "DAMAGED: %s", why);
+            fprintf(out, "DAMAGED: %s", ckpt_problem(path));
         fprintf(out, "%s\n", is_latest ? "  <- latest" : "");
         if (cst == GRAFT_OK && info.frozen.present)
             snprintf(refs[k], sizeof refs[k], "%s", info.frozen.file);
@@ -457,16 +438,12 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
     if (!dir || !*dir) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) {
         GRAFT_ERROR("%s: no such checkpoint directory", dir);
         return st;
     }
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     if (n == 0) {
         free(list);
         GRAFT_ERROR("%s: no checkpoints", dir);
@@ -478,14 +455,15 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
     for (size_t k = 0; k < n; k++) {
         char path[CKPT_PATH_MAX];
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        graft_status cst = ckpt_check(path, NULL, why, sizeof why);
-        if (out) fprintf(out, "%s: %s\n", list[k].name, cst == GRAFT_OK ? "ok" : why);
+        graft_status cst = ckpt_check(path, NULL, GRAFT_LOG_QUIET);
+        if (out)
+            fprintf(out, "%s: %s\n", list[k].name, cst == GRAFT_OK ? "ok" : ckpt_problem(path));
         if (cst == GRAFT_OK) continue;
         if (first_bad == GRAFT_OK) first_bad = cst;
         damaged++;
         if (used < sizeof summary)
             used += (size_t)snprintf(summary + used, sizeof summary - used, "%s%s (%s)",
-                                     damaged > 1 ? ", " : "", list[k].name, why);
+                                     damaged > 1 ? ", " : "", list[k].name, ckpt_problem(path));
     }
     char latest[CKPT_NAME_MAX * 2], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);

@@ -95,14 +95,13 @@ static graft_status frozen_values_hash(const graft_params *p, uint64_t *hash, in
 static int find_frozen_ref(const char *root, const char *name, ckpt_frozen_ref *ref) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return 0;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return 0;
     int found = 0;
     for (size_t k = n; k-- > 0 && !found;) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK)
+            ckpt_read_state(dir, &info, GRAFT_LOG_QUIET) != GRAFT_OK)
             continue;
         if (info.frozen.present && strcmp(info.frozen.file, name) == 0) {
             *ref = info.frozen;
@@ -298,16 +297,15 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
 static void prune_frozen(const char *root) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return;
     char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
     int ok = refs != NULL;
     for (size_t k = 0; ok && k < n; k++) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK) {
-            GRAFT_DEBUG("%s: %s: keeping every frozen file", dir, why);
+            ckpt_read_state(dir, &info, GRAFT_LOG_QUIET) != GRAFT_OK) {
+            GRAFT_DEBUG("%s: keeping every frozen file", graft_log_last_error());
             ok = 0;
             break;
         }
@@ -343,8 +341,7 @@ static void prune_frozen(const char *root) {
 static void prune(const char *root, long current_step, int keep_last) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return;
     size_t older = 0;
     while (older < n && list[older].step < current_step)
         older++;
