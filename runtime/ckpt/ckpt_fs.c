@@ -102,7 +102,8 @@ int ckpt_read_latest(const char *root, char *name, size_t size) {
     return ok ? 1 : -1;
 }
 
-int ckpt_remove_tree(const char *path) {
+/* Remove path and everything under it; 0 or the first errno met. */
+static int remove_tree(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : errno;
     if (!S_ISDIR(st.st_mode)) return unlink(path) == 0 || errno == ENOENT ? 0 : errno;
@@ -117,10 +118,17 @@ int ckpt_remove_tree(const char *path) {
             err = ENAMETOOLONG;
             continue;
         }
-        int child_err = ckpt_remove_tree(child);
+        int child_err = remove_tree(child);
         if (child_err != 0 && err == 0) err = child_err;
     }
     closedir(d);
     if (err == 0 && rmdir(path) != 0 && errno != ENOENT) err = errno;
     return err;
+}
+
+graft_status ckpt_remove_tree(const char *path, graft_log_level level, const char *what) {
+    int err = remove_tree(path);
+    if (err == 0) return GRAFT_OK;
+    graft_log(level, __func__, "%s: cannot remove %s: %s", path, what, strerror(err));
+    return GRAFT_ERR_IO;
 }

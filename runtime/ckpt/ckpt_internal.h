@@ -50,16 +50,19 @@ int ckpt_parse_step_name(const char *name, long *step);
  * errors are logged at `level`, naming root.
  *
  * `level` here and below: how the function logs the problem it finds (one line naming
- * the directory); GRAFT_LOG_QUIET keeps it for graft_log_last_error without printing,
- * for a caller that reports it in its own words. */
+ * the directory): GRAFT_LOG_ERROR when it ends the call, GRAFT_LOG_QUIET to keep it for
+ * graft_log_last_error without printing (a caller that reports it in its own words),
+ * GRAFT_LOG_DEBUG for best-effort work that goes on without it. */
 graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_log_level level);
 /* What root/latest says: 1 and the name when it holds a canonical checkpoint name,
  * 0 when the file is missing, -1 when it holds something else (copied to name). */
 int ckpt_read_latest(const char *root, char *name, size_t size);
 
 /* Remove path and, for a directory, everything under it (links are not followed).
- * 0 when done or when path did not exist, else errno. */
-int ckpt_remove_tree(const char *path);
+ * GRAFT_OK when done or when path did not exist; else "PATH: cannot remove WHAT: <errno
+ * text>" is logged at `level` (WHAT: "the replaced checkpoint") and GRAFT_ERR_IO
+ * returned. */
+graft_status ckpt_remove_tree(const char *path, graft_log_level level, const char *what);
 /* state.json text (sorted keys, 2-space indent, trailing newline), malloc'd; NULL when
  * memory ran out. version is always this library's GRAFT_VERSION. */
 char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,

@@ -59,12 +59,9 @@ static void remove_stale_tmp(const char *root) {
                 continue;
             }
         }
-        int err = ckpt_remove_tree(path);
-        if (err == 0)
+        if (ckpt_remove_tree(path, GRAFT_LOG_WARN, "this leftover of an unfinished save") ==
+            GRAFT_OK)
             GRAFT_INFO("removed %s, left by a save that did not finish", path);
-        else
-            GRAFT_WARN("%s: cannot remove this leftover of an unfinished save: %s", path,
-                       strerror(err));
     }
     closedir(d);
 }
@@ -95,13 +92,13 @@ static graft_status frozen_values_hash(const graft_params *p, uint64_t *hash, in
 static int find_frozen_ref(const char *root, const char *name, ckpt_frozen_ref *ref) {
     ckpt_dir_entry *list;
     size_t n;
-    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return 0;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return 0;
     int found = 0;
     for (size_t k = n; k-- > 0 && !found;) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, GRAFT_LOG_QUIET) != GRAFT_OK)
+            ckpt_read_state(dir, &info, GRAFT_LOG_DEBUG) != GRAFT_OK)
             continue;
         if (info.frozen.present && strcmp(info.frozen.file, name) == 0) {
             *ref = info.frozen;
@@ -297,15 +294,15 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
 static void prune_frozen(const char *root) {
     ckpt_dir_entry *list;
     size_t n;
-    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return;
     char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
     int ok = refs != NULL;
     for (size_t k = 0; ok && k < n; k++) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, GRAFT_LOG_QUIET) != GRAFT_OK) {
-            GRAFT_DEBUG("%s: keeping every frozen file", graft_log_last_error());
+            ckpt_read_state(dir, &info, GRAFT_LOG_DEBUG) != GRAFT_OK) {
+            GRAFT_DEBUG("%s: keeping every frozen file", dir);
             ok = 0;
             break;
         }
@@ -341,7 +338,7 @@ static void prune_frozen(const char *root) {
 static void prune(const char *root, long current_step, int keep_last) {
     ckpt_dir_entry *list;
     size_t n;
-    if (ckpt_scan(root, &list, &n, GRAFT_LOG_QUIET) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return;
     size_t older = 0;
     while (older < n && list[older].step < current_step)
         older++;
@@ -350,12 +347,9 @@ static void prune(const char *root, long current_step, int keep_last) {
     for (size_t k = 0; older > keep_older && k < older - keep_older; k++) {
         char dir[CKPT_PATH_MAX];
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK) continue;
-        int err = ckpt_remove_tree(dir);
-        if (err != 0)
-            GRAFT_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
-                       strerror(err));
-        else
-            removed++;
+        char what[64];
+        snprintf(what, sizeof what, "this old checkpoint (keep_last %d)", keep_last);
+        if (ckpt_remove_tree(dir, GRAFT_LOG_WARN, what) == GRAFT_OK) removed++;
     }
     free(list);
     if (removed) graft_fs_fsync_dir(root);
@@ -461,7 +455,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     if (st != GRAFT_OK) {
         /* Undo: the new checkpoint goes, the one it replaced comes back. */
         if (renamed && rename(final_dir, tmp_dir) == 0) made_tmp = 1;
-        if (made_tmp) ckpt_remove_tree(tmp_dir);
+        if (made_tmp) ckpt_remove_tree(tmp_dir, GRAFT_LOG_DEBUG, "the unfinished save");
         if (moved_aside && rename(aside_dir, final_dir) != 0)
             GRAFT_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
                        final_dir, aside_dir, strerror(errno));
@@ -475,8 +469,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
                     strerror(err));
         return GRAFT_ERR_IO;
     }
-    if (moved_aside && (err = ckpt_remove_tree(aside_dir)) != 0)
-        GRAFT_WARN("%s: cannot remove the replaced checkpoint: %s", aside_dir, strerror(err));
+    if (moved_aside) ckpt_remove_tree(aside_dir, GRAFT_LOG_WARN, "the replaced checkpoint");
     prune(root, a->state->step, a->keep_last);
     if (bytes_written) *bytes_written = written;
     return GRAFT_OK;
