@@ -120,10 +120,8 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     *created = 0;
     snprintf(ref->file, sizeof ref->file, "frozen-%016llx.safetensors",
              (unsigned long long)values_hash);
-    if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK) {
-        GRAFT_ERROR("%s: path too long", root);
-        return GRAFT_ERR_INVALID_ARG;
-    }
+    if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK)
+        return GRAFT_ERR_INVALID_ARG; /* logged */
     struct stat st;
     int existed = stat(path, &st) == 0;
     ckpt_frozen_ref recorded;
