@@ -201,12 +201,7 @@ static graft_status write_optim(const graft_params *p, const graft_optim *o, con
 
 /* Write a small file durably, logging one line on failure. */
 static graft_status write_text(const char *path, const char *text, size_t len, uint64_t *written) {
-    const char *step;
-    int err = graft_fs_write(path, text, len, &step);
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot %s: %s", path, step, strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_write_file(path, text, len));
     *written += len;
     return GRAFT_OK;
 }
@@ -271,16 +266,14 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
         graft_fs_path_join(latest, sizeof latest, root, "latest") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
     int len = snprintf(text, sizeof text, "%s\n", name);
-    const char *step;
-    int err = graft_fs_write(tmp, text, (size_t)len, &step);
-    if (err == 0 && rename(tmp, latest) != 0) {
-        err = errno;
-        step = "rename it to latest";
+    graft_status st = graft_fs_write_file(tmp, text, (size_t)len);
+    if (st == GRAFT_OK && rename(tmp, latest) != 0) {
+        GRAFT_ERROR("%s: cannot rename it to latest: %s", tmp, strerror(errno));
+        st = GRAFT_ERR_IO;
     }
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot %s: %s", tmp, step, strerror(err));
+    if (st != GRAFT_OK) {
         unlink(tmp);
-        return GRAFT_ERR_IO;
+        return st;
     }
     *written += (uint64_t)len;
     return GRAFT_OK;
