@@ -151,8 +151,11 @@ graft_status cfg_fail_range(const cfg_where *w, const cfg_node *at, const key_sp
                             const char *path, const char *found);
 /* [A-Za-z_][A-Za-z0-9_]*: a name a shell can export. */
 int cfg_is_env_name(const char *s, size_t len);
-/* Problems of a string value that do not depend on where it came from (NULL if none). */
-const char *cfg_string_problem(const key_spec *k, const char *s, char *buf, size_t size);
+/* Problems of a string value that do not depend on where it came from (empty, not one
+ * of an enum's names, not a directory name), reported through cfg_fail at node `at`
+ * (may be NULL). */
+graft_status cfg_check_string(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                              const char *path, const char *s);
 
 /* ---- text ----------------------------------------------------------------------------- */
 

@@ -32,10 +32,7 @@ static graft_status check_stored_string(const cfg_where *w, const key_spec *k, c
         if (k->flags & (KEY_NULLABLE | KEY_REQUIRED)) return GRAFT_OK; /* required: see caller */
         return cfg_fail(w, NULL, path, "must be set");
     }
-    char buf[256];
-    const char *problem = cfg_string_problem(k, s, buf, sizeof buf);
-    if (problem) return cfg_fail(w, NULL, path, "%s", problem);
-    return GRAFT_OK;
+    return cfg_check_string(w, NULL, k, path, s);
 }
 
 /* A stored list of strings (or NAME=value entries): counts and items. */
