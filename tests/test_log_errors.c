@@ -106,11 +106,33 @@ static void test_config_view(void **state) {
     graft_config_free(&cfg);
 }
 
+/* Config text held in memory: the error names the name given, in one line. */
+static void test_config_text_named(void **state) {
+    (void)state;
+    graft_config cfg;
+    graft_config_defaults(&cfg);
+    char text[4096];
+    capture_start();
+    assert_int_equal(graft_config_load_text(&cfg, "ckpt/config.yaml", "optim:\n  lr: fast\n"),
+                     GRAFT_ERR_CONFIG);
+    capture_stop(text, sizeof text);
+    printf("  %s", text);
+    assert_non_null(strstr(text, "ckpt/config.yaml:2:"));
+    assert_non_null(strstr(text, "optim.lr"));
+    int lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, 1);
+    text[strcspn(text, "\n")] = '\0';
+    assert_string_equal(graft_config_last_error(), strstr(text, "ckpt/config.yaml"));
+    graft_config_free(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kept_and_cleared), cmocka_unit_test(test_quiet),
         cmocka_unit_test(test_long_message_cut), cmocka_unit_test(test_per_thread),
-        cmocka_unit_test(test_config_view),
+        cmocka_unit_test(test_config_view),      cmocka_unit_test(test_config_text_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -115,37 +115,49 @@ static graft_status read_file(const cfg_where *w, char **text, size_t *len) {
     return GRAFT_ERR_IO;
 }
 
-/* Read, parse, and apply the top-level mapping on top of the current values. */
-graft_status graft_config_load(graft_config *cfg, const char *path) {
-    graft_log_clear_last_error();
-    cfg_where w = {__func__, path, NULL};
-    char *text = NULL;
-    size_t len = 0;
-    GRAFT_TRY(read_file(&w, &text, &len));
+/* Parse text (named w->file) and apply its top-level mapping on top of the current
+ * values; the config's source becomes w->file. */
+static graft_status load_text(const cfg_where *w, graft_config *cfg, const char *text, size_t len) {
     cfg_node *root = NULL;
-    graft_status s = cfg_parse_yaml(&w, text, len, &root);
+    graft_status s = cfg_parse_yaml(w, text, len, &root);
     if (s == GRAFT_OK && (!root || (root->kind == CFG_SCALAR && cfg_is_null(root)))) {
         int only_space = 1;
         for (size_t i = 0; i < len; i++)
             if (!isspace((unsigned char)text[i])) only_space = 0;
         char sections[160];
         cfg_required_sections(sections, sizeof sections);
-        s = cfg_fail(&w, NULL, NULL, "%s (expected a mapping with at least %s)",
+        s = cfg_fail(w, NULL, NULL, "%s (expected a mapping with at least %s)",
                      only_space ? "empty file" : "no settings, only comments", sections);
     }
-    if (s == GRAFT_OK) s = cfg_apply_mapping(&w, cfg, "", root);
+    if (s == GRAFT_OK) s = cfg_apply_mapping(w, cfg, "", root);
     if (s == GRAFT_OK) {
-        char *source = strdup(path);
+        char *source = strdup(w->file);
         if (!source) {
-            s = cfg_fail_nomem(&w);
+            s = cfg_fail_nomem(w);
         } else {
             free(cfg->source);
             cfg->source = source;
         }
     }
     cfg_node_free(root);
+    return s;
+}
+
+graft_status graft_config_load(graft_config *cfg, const char *path) {
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, path, NULL};
+    char *text = NULL;
+    size_t len = 0;
+    GRAFT_TRY(read_file(&w, &text, &len));
+    graft_status s = load_text(&w, cfg, text, len);
     free(text);
     return s;
+}
+
+graft_status graft_config_load_text(graft_config *cfg, const char *name, const char *text) {
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, name, NULL};
+    return load_text(&w, cfg, text, strlen(text));
 }
 
 /* ---- equality, release -------------------------------------------------------------- */
