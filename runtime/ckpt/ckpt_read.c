@@ -262,7 +262,10 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
     graft_st_file model = {0}, frozen = {0}, opt = {0};
     const graft_st_tensor **src = calloc(params->count ? (size_t)params->count : 1, sizeof *src);
     char *config_text = NULL;
-    if (!src) st = GRAFT_ERR_NOMEM;
+    if (!src) {
+        GRAFT_ERROR("%s: out of memory", ckpt_dir);
+        st = GRAFT_ERR_NOMEM;
+    }
     if (st == GRAFT_OK) st = open_in(ckpt_dir, "model.safetensors", &model);
     if (st == GRAFT_OK && info.frozen.present) st = open_frozen(ckpt_dir, &info, &frozen);
     if (st == GRAFT_OK)
@@ -279,7 +282,6 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
             st = err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
         }
     }
-    if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", ckpt_dir);
 
     /* Everything is checked: from here on nothing can fail. */
     for (int i = 0; st == GRAFT_OK && i < params->count; i++)
