@@ -13,8 +13,8 @@
 #include "runtime/io/safetensors.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
-/* A problem line: a path, ": ", a reason. */
-#define PROBLEM_MAX (CKPT_PATH_MAX + 1024 + 256)
+/* A problem line: a logged message, or a path and what is wrong with it. */
+#define PROBLEM_MAX (CKPT_PATH_MAX + 2048)
 
 void graft_ckpt_state_free(graft_ckpt_state *s) {
     if (!s) return;
