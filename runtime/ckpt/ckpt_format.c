@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "ckpt_internal.h"
+#include "runtime/core/check.h"
 #include "runtime/io/json.h"
 
 #define MANIFEST_MAX_BYTES 65536
@@ -78,12 +79,14 @@ void ckpt_info_free(ckpt_info *info) {
     graft_ckpt_state_free(&info->state);
 }
 
-graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size_t why_size) {
+graft_status ckpt_parse_state(const char *ckpt_dir, const char *text, ckpt_info *info,
+                              graft_log_level level) {
     memset(info, 0, sizeof *info);
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        snprintf(why, why_size, "state.json: not valid JSON (line %d: %s)", jerr.line, jerr.text);
+        graft_log(level, __func__, "%s: state.json: not valid JSON (line %d: %s)", ckpt_dir,
+                  jerr.line, jerr.text);
         return GRAFT_ERR_FORMAT;
     }
     const char *bad = NULL;
@@ -165,7 +168,7 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
     }
     json_decref(root);
     if (bad) {
-        snprintf(why, why_size, "state.json: %s", bad);
+        graft_log(level, __func__, "%s: state.json: %s", ckpt_dir, bad);
         ckpt_info_free(info);
         memset(info, 0, sizeof *info);
         return GRAFT_ERR_FORMAT;
@@ -173,25 +176,24 @@ graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size
     return GRAFT_OK;
 }
 
-graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size) {
+graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, graft_log_level level) {
     memset(info, 0, sizeof *info);
     char path[CKPT_PATH_MAX];
-    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "state.json") != GRAFT_OK) {
-        snprintf(why, why_size, "path too long");
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "state.json") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
-    }
     char *text;
     size_t len;
     int err = graft_fs_read(path, 1 << 24, &text, &len, NULL);
     if (err != 0) {
-        snprintf(why, why_size, "cannot read state.json: %s", graft_fs_strerror(err));
+        graft_log(level, __func__, "%s: cannot read state.json: %s", ckpt_dir,
+                  graft_fs_strerror(err));
         return err == ENOENT ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     graft_status st = GRAFT_ERR_FORMAT;
     if (strlen(text) != len)
-        snprintf(why, why_size, "state.json: holds a NUL byte");
+        graft_log(level, __func__, "%s: state.json: holds a NUL byte", ckpt_dir);
     else
-        st = ckpt_parse_state(text, info, why, why_size);
+        st = ckpt_parse_state(ckpt_dir, text, info, level);
     free(text);
     return st;
 }
@@ -202,9 +204,9 @@ typedef struct manifest_entry {
     uint64_t xxh64;
 } manifest_entry;
 
-/* Parse MANIFEST text: lines "<16 hex> <bytes> <name>\n". 0 on success. */
-static int parse_manifest(const char *text, manifest_entry *entries, int *n, char *why,
-                          size_t why_size) {
+/* Parse the MANIFEST text of ckpt_dir: lines "<16 hex> <bytes> <name>\n". */
+static graft_status parse_manifest(const char *ckpt_dir, const char *text, manifest_entry *entries,
+                                   int *n, graft_log_level level) {
     *n = 0;
     int line_no = 0;
     const char *p = text;
@@ -212,8 +214,8 @@ static int parse_manifest(const char *text, manifest_entry *entries, int *n, cha
         line_no++;
         const char *end = strchr(p, '\n');
         if (!end) {
-            snprintf(why, why_size, "MANIFEST line %d is cut short", line_no);
-            return -1;
+            graft_log(level, __func__, "%s: MANIFEST line %d is cut short", ckpt_dir, line_no);
+            return GRAFT_ERR_FORMAT;
         }
         const char *sp1 = p + 16, *digits = sp1 + 1, *sp2 = digits;
         while (sp2 < end && *sp2 >= '0' && *sp2 <= '9')
@@ -228,8 +230,9 @@ static int parse_manifest(const char *text, manifest_entry *entries, int *n, cha
         const char *name = sp2 + 1;
         if (ok) ok = safe_file_name(name, (size_t)(end - name));
         if (ok && *n == MANIFEST_MAX_ENTRIES) {
-            snprintf(why, why_size, "MANIFEST lists more than %d files", MANIFEST_MAX_ENTRIES);
-            return -1;
+            graft_log(level, __func__, "%s: MANIFEST lists more than %d files", ckpt_dir,
+                      MANIFEST_MAX_ENTRIES);
+            return GRAFT_ERR_FORMAT;
         }
         if (ok) {
             errno = 0;
@@ -240,54 +243,56 @@ static int parse_manifest(const char *text, manifest_entry *entries, int *n, cha
             entries[*n].name[end - name] = '\0';
         }
         if (!ok) {
-            snprintf(why, why_size, "MANIFEST line %d is malformed", line_no);
-            return -1;
+            graft_log(level, __func__, "%s: MANIFEST line %d is malformed", ckpt_dir, line_no);
+            return GRAFT_ERR_FORMAT;
         }
         for (int k = 0; k < *n; k++)
             if (strcmp(entries[k].name, entries[*n].name) == 0) {
-                snprintf(why, why_size, "MANIFEST lists %s twice", entries[k].name);
-                return -1;
+                graft_log(level, __func__, "%s: MANIFEST lists %s twice", ckpt_dir,
+                          entries[k].name);
+                return GRAFT_ERR_FORMAT;
             }
         (*n)++;
         p = end + 1;
     }
-    return 0;
+    return GRAFT_OK;
 }
 
-/* Compare a file's size then its xxh64 with what is expected; label names it in why. */
-static graft_status check_size(const char *path, const char *label, uint64_t bytes,
-                               const char *source, char *why, size_t why_size) {
+/* Compare a file of ckpt_dir (at path) with the size, then the xxh64, that source
+ * records for it; label names it in the message. */
+static graft_status check_size(const char *ckpt_dir, const char *path, const char *label,
+                               uint64_t bytes, const char *source, graft_log_level level) {
     struct stat st;
     if (stat(path, &st) != 0) {
         if (errno == ENOENT) {
-            snprintf(why, why_size, "%s is missing", label);
+            graft_log(level, __func__, "%s: %s is missing", ckpt_dir, label);
             return GRAFT_ERR_FORMAT;
         }
-        snprintf(why, why_size, "cannot stat %s: %s", label, strerror(errno));
+        graft_log(level, __func__, "%s: cannot stat %s: %s", ckpt_dir, label, strerror(errno));
         return GRAFT_ERR_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(why, why_size, "%s is not a regular file", label);
+        graft_log(level, __func__, "%s: %s is not a regular file", ckpt_dir, label);
         return GRAFT_ERR_FORMAT;
     }
     if ((uint64_t)st.st_size != bytes) {
-        snprintf(why, why_size, "%s has %llu bytes, %s says %llu", label,
-                 (unsigned long long)st.st_size, source, (unsigned long long)bytes);
+        graft_log(level, __func__, "%s: %s has %llu bytes, %s says %llu", ckpt_dir, label,
+                  (unsigned long long)st.st_size, source, (unsigned long long)bytes);
         return GRAFT_ERR_FORMAT;
     }
     return GRAFT_OK;
 }
 
-static graft_status check_hash(const char *path, const char *label, uint64_t xxh64, char *why,
-                               size_t why_size) {
+static graft_status check_hash(const char *ckpt_dir, const char *path, const char *label,
+                               uint64_t xxh64, graft_log_level level) {
     uint64_t h = 0, bytes = 0;
     int err = graft_fs_xxh64(path, &h, &bytes, NULL);
     if (err != 0) {
-        snprintf(why, why_size, "cannot read %s: %s", label, strerror(err));
+        graft_log(level, __func__, "%s: cannot read %s: %s", ckpt_dir, label, strerror(err));
         return err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
     }
     if (h != xxh64) {
-        snprintf(why, why_size, "%s checksum mismatch", label);
+        graft_log(level, __func__, "%s: %s checksum mismatch", ckpt_dir, label);
         return GRAFT_ERR_FORMAT;
     }
     return GRAFT_OK;
@@ -304,83 +309,85 @@ static void base_name(char *out, size_t size, const char *dir) {
     snprintf(out, size, "%.*s", (int)(len - start), dir + start);
 }
 
-graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, size_t why_size) {
+graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, graft_log_level level) {
     if (info_out) memset(info_out, 0, sizeof *info_out);
     struct stat dst;
     if (stat(ckpt_dir, &dst) != 0) {
-        snprintf(why, why_size, "no such checkpoint directory");
+        graft_log(level, __func__, "%s: no such checkpoint directory", ckpt_dir);
         return GRAFT_ERR_NOT_FOUND;
     }
     if (!S_ISDIR(dst.st_mode)) {
-        snprintf(why, why_size, "not a checkpoint directory");
+        graft_log(level, __func__, "%s: not a checkpoint directory", ckpt_dir);
         return GRAFT_ERR_FORMAT;
     }
     char path[CKPT_PATH_MAX];
-    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "MANIFEST") != GRAFT_OK) {
-        snprintf(why, why_size, "path too long");
+    if (graft_fs_path_join(path, sizeof path, ckpt_dir, "MANIFEST") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
-    }
     char *text;
     size_t len;
     int err = graft_fs_read(path, MANIFEST_MAX_BYTES, &text, &len, NULL);
     if (err == ENOENT) {
-        snprintf(why, why_size, "no MANIFEST (the save did not finish)");
+        graft_log(level, __func__, "%s: no MANIFEST (the save did not finish)", ckpt_dir);
         return GRAFT_ERR_FORMAT;
     }
     if (err != 0) {
-        snprintf(why, why_size, "cannot read MANIFEST: %s", graft_fs_strerror(err));
+        graft_log(level, __func__, "%s: cannot read MANIFEST: %s", ckpt_dir,
+                  graft_fs_strerror(err));
         return err == EFBIG ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     manifest_entry entries[MANIFEST_MAX_ENTRIES];
     int n = 0;
-    int parsed = strlen(text) == len ? parse_manifest(text, entries, &n, why, why_size) : -1;
-    if (strlen(text) != len) snprintf(why, why_size, "MANIFEST holds a NUL byte");
+    graft_status st = GRAFT_ERR_FORMAT;
+    if (strlen(text) != len)
+        graft_log(level, __func__, "%s: MANIFEST holds a NUL byte", ckpt_dir);
+    else
+        st = parse_manifest(ckpt_dir, text, entries, &n, level);
     free(text);
-    if (parsed != 0) return GRAFT_ERR_FORMAT;
+    if (st != GRAFT_OK) return st;
     for (int f = 0; f < CKPT_N_FILES; f++) {
         int listed = 0;
         for (int k = 0; k < n; k++)
             listed |= strcmp(entries[k].name, ckpt_files[f]) == 0;
         if (!listed) {
-            snprintf(why, why_size, "MANIFEST does not list %s", ckpt_files[f]);
+            graft_log(level, __func__, "%s: MANIFEST does not list %s", ckpt_dir, ckpt_files[f]);
             return GRAFT_ERR_FORMAT;
         }
     }
     /* Sizes first (cheap, and a truncated file says so), then checksums. */
-    graft_status st = GRAFT_OK;
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
         if (graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name) != GRAFT_OK)
             return GRAFT_ERR_INVALID_ARG;
-        st = check_size(path, entries[k].name, entries[k].bytes, "MANIFEST", why, why_size);
+        st = check_size(ckpt_dir, path, entries[k].name, entries[k].bytes, "MANIFEST", level);
     }
     for (int k = 0; k < n && st == GRAFT_OK; k++) {
         graft_fs_path_join(path, sizeof path, ckpt_dir, entries[k].name);
-        st = check_hash(path, entries[k].name, entries[k].xxh64, why, why_size);
+        st = check_hash(ckpt_dir, path, entries[k].name, entries[k].xxh64, level);
     }
     if (st != GRAFT_OK) return st;
 
     ckpt_info info;
-    st = ckpt_read_state(ckpt_dir, &info, why, why_size);
-    if (st != GRAFT_OK) return st;
+    GRAFT_TRY(ckpt_read_state(ckpt_dir, &info, level));
     char base[CKPT_PATH_MAX];
     long dir_step;
     base_name(base, sizeof base, ckpt_dir);
     if (ckpt_parse_step_name(base, &dir_step) && dir_step != info.state.step) {
-        snprintf(why, why_size, "state.json says step %ld, the directory name says %ld",
-                 info.state.step, dir_step);
+        graft_log(level, __func__, "%s: state.json says step %ld, the directory name says %ld",
+                  ckpt_dir, info.state.step, dir_step);
         st = GRAFT_ERR_FORMAT;
     }
     if (st == GRAFT_OK && info.frozen.present) {
         char root[CKPT_PATH_MAX];
-        if (!graft_fs_parent(root, sizeof root, ckpt_dir) ||
-            graft_fs_path_join(path, sizeof path, root, info.frozen.file) != GRAFT_OK) {
-            snprintf(why, why_size, "path too long");
+        if (!graft_fs_parent(root, sizeof root, ckpt_dir)) {
+            graft_log(level, __func__, "%s: path too long", ckpt_dir);
             st = GRAFT_ERR_INVALID_ARG;
-        } else {
+        } else if (graft_fs_path_join(path, sizeof path, root, info.frozen.file) != GRAFT_OK) {
+            st = GRAFT_ERR_INVALID_ARG;
+        }
+        if (st == GRAFT_OK) {
             char label[CKPT_PATH_MAX + 16];
             snprintf(label, sizeof label, "frozen file %s", path);
-            st = check_size(path, label, info.frozen.bytes, "state.json", why, why_size);
-            if (st == GRAFT_OK) st = check_hash(path, label, info.frozen.xxh64, why, why_size);
+            st = check_size(ckpt_dir, path, label, info.frozen.bytes, "state.json", level);
+            if (st == GRAFT_OK) st = check_hash(ckpt_dir, path, label, info.frozen.xxh64, level);
         }
     }
     if (st == GRAFT_OK && info_out)
@@ -388,4 +395,10 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, char *why, si
     else
         ckpt_info_free(&info);
     return st;
+}
+
+const char *ckpt_problem(const char *ckpt_dir) {
+    const char *msg = graft_log_last_error();
+    size_t n = strlen(ckpt_dir);
+    return strncmp(msg, ckpt_dir, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
 }

@@ -35,15 +35,14 @@ static int compare_entries(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *why,
-                       size_t why_size) {
+graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_log_level level) {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(root);
     if (!d) {
         int err = errno;
         if (err == ENOENT) return GRAFT_ERR_NOT_FOUND;
-        snprintf(why, why_size, "cannot list the directory: %s", strerror(err));
+        graft_log(level, __func__, "%s: cannot list the directory: %s", root, strerror(err));
         return err == ENOTDIR ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
     }
     size_t cap = 0;
@@ -61,7 +60,7 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *
             size_t new_cap = cap ? 2 * cap : 16;
             ckpt_dir_entry *grown = realloc(list, new_cap * sizeof *grown);
             if (!grown) {
-                snprintf(why, why_size, "out of memory listing the directory");
+                graft_log(level, __func__, "%s: out of memory listing the directory", root);
                 st = GRAFT_ERR_NOMEM;
                 break;
             }
@@ -103,7 +102,8 @@ int ckpt_read_latest(const char *root, char *name, size_t size) {
     return ok ? 1 : -1;
 }
 
-int ckpt_remove_tree(const char *path) {
+/* Remove path and everything under it; 0 or the first errno met. */
+static int remove_tree(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : errno;
     if (!S_ISDIR(st.st_mode)) return unlink(path) == 0 || errno == ENOENT ? 0 : errno;
@@ -118,10 +118,17 @@ int ckpt_remove_tree(const char *path) {
             err = ENAMETOOLONG;
             continue;
         }
-        int child_err = ckpt_remove_tree(child);
+        int child_err = remove_tree(child);
         if (child_err != 0 && err == 0) err = child_err;
     }
     closedir(d);
     if (err == 0 && rmdir(path) != 0 && errno != ENOENT) err = errno;
     return err;
+}
+
+graft_status ckpt_remove_tree(const char *path, graft_log_level level, const char *what) {
+    int err = remove_tree(path);
+    if (err == 0) return GRAFT_OK;
+    graft_log(level, __func__, "%s: cannot remove %s: %s", path, what, strerror(err));
+    return GRAFT_ERR_IO;
 }

@@ -9,11 +9,11 @@
 #include <stdint.h>
 
 #include "ckpt.h"
+#include "runtime/core/log.h"
 #include "runtime/io/fs.h"
 
 #define CKPT_PATH_MAX GRAFT_FS_PATH_MAX
 #define CKPT_NAME_MAX 64
-#define CKPT_WHY_MAX 1024
 
 /* The files of a checkpoint directory, in MANIFEST order (sorted by name). */
 #define CKPT_N_FILES 4
@@ -47,32 +47,43 @@ typedef struct ckpt_info {
 int ckpt_parse_step_name(const char *name, long *step);
 /* The complete checkpoints under root, ascending by step (*out malloc'd, may be NULL
  * when *n == 0). GRAFT_ERR_NOT_FOUND (not logged) when root does not exist; other
- * errors fill why. */
-graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, char *why,
-                       size_t why_size);
+ * errors are logged at `level`, naming root.
+ *
+ * `level` here and below: how the function logs the problem it finds (one line naming
+ * the directory): GRAFT_LOG_ERROR when it ends the call, GRAFT_LOG_QUIET to keep it for
+ * graft_log_last_error without printing (a caller that reports it in its own words),
+ * GRAFT_LOG_DEBUG for best-effort work that goes on without it. */
+graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_log_level level);
 /* What root/latest says: 1 and the name when it holds a canonical checkpoint name,
  * 0 when the file is missing, -1 when it holds something else (copied to name). */
 int ckpt_read_latest(const char *root, char *name, size_t size);
 
 /* Remove path and, for a directory, everything under it (links are not followed).
- * 0 when done or when path did not exist, else errno. */
-int ckpt_remove_tree(const char *path);
+ * GRAFT_OK when done or when path did not exist; else "PATH: cannot remove WHAT: <errno
+ * text>" is logged at `level` (WHAT: "the replaced checkpoint") and GRAFT_ERR_IO
+ * returned. */
+graft_status ckpt_remove_tree(const char *path, graft_log_level level, const char *what);
 /* state.json text (sorted keys, 2-space indent, trailing newline), malloc'd; NULL when
  * memory ran out. version is always this library's GRAFT_VERSION. */
 char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
                       const ckpt_frozen_ref *frozen);
-/* Parse state.json text into *info (zeroed first; free with ckpt_info_free).
- * GRAFT_ERR_FORMAT with why ("state.json: ...") when it is not what save writes. */
-graft_status ckpt_parse_state(const char *text, ckpt_info *info, char *why, size_t why_size);
+/* Parse the state.json text of ckpt_dir into *info (zeroed first; free with
+ * ckpt_info_free). GRAFT_ERR_FORMAT ("CKPT_DIR: state.json: ...") when it is not what
+ * save writes. */
+graft_status ckpt_parse_state(const char *ckpt_dir, const char *text, ckpt_info *info,
+                              graft_log_level level);
 /* Read and parse ckpt_dir/state.json without checking the MANIFEST. */
-graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size);
+graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, graft_log_level level);
 void ckpt_info_free(ckpt_info *info);
 
-/* Full check of one checkpoint without logging: MANIFEST sizes then xxh64s, state.json,
- * the frozen file it references. On failure why says what is wrong (without the
- * directory: "model.safetensors checksum mismatch") and the result is GRAFT_ERR_FORMAT
- * (damaged), GRAFT_ERR_NOT_FOUND (no such directory) or GRAFT_ERR_IO (unreadable).
- * info (may be NULL) receives state.json on success. */
-graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info, char *why, size_t why_size);
+/* Full check of one checkpoint: MANIFEST sizes then xxh64s, state.json, the frozen
+ * file it references. On failure one line "CKPT_DIR: what is wrong" ("...: model.
+ * safetensors checksum mismatch") is logged at `level` and the result is
+ * GRAFT_ERR_FORMAT (damaged), GRAFT_ERR_NOT_FOUND (no such directory) or GRAFT_ERR_IO
+ * (unreadable). info (may be NULL) receives state.json on success. */
+graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info, graft_log_level level);
+/* The problem the last failed ckpt_check of ckpt_dir kept (at GRAFT_LOG_QUIET), without
+ * the "CKPT_DIR: " it starts with. */
+const char *ckpt_problem(const char *ckpt_dir);
 
 #endif

@@ -8,13 +8,13 @@
 #include <sys/stat.h>
 
 #include "ckpt_internal.h"
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
-#define LOAD_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_ckpt_load", __VA_ARGS__)
 #define CONFIG_MAX_BYTES (64u << 20)
-/* A problem line: a path, ": ", a reason. */
-#define PROBLEM_MAX (CKPT_PATH_MAX + CKPT_WHY_MAX + 256)
+/* A problem line: a logged message, or a path and what is wrong with it. */
+#define PROBLEM_MAX (CKPT_PATH_MAX + 2048)
 
 void graft_ckpt_state_free(graft_ckpt_state *s) {
     if (!s) return;
@@ -24,10 +24,7 @@ void graft_ckpt_state_free(graft_ckpt_state *s) {
 
 graft_status graft_ckpt_verify(const char *ckpt_dir) {
     if (!ckpt_dir || !*ckpt_dir) return GRAFT_ERR_INVALID_ARG;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_check(ckpt_dir, NULL, why, sizeof why);
-    if (st != GRAFT_OK) GRAFT_ERROR("%s: %s", ckpt_dir, why);
-    return st;
+    return ckpt_check(ckpt_dir, NULL, GRAFT_LOG_ERROR);
 }
 
 int graft_ckpt_is_checkpoint(const char *path) {
@@ -58,13 +55,9 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     if (!dir || !*dir || !out || out_size == 0) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) return st; /* no directory yet: a fresh run */
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     char latest[CKPT_NAME_MAX * 2], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     graft_fs_path_join(latest_path, sizeof latest_path, dir, "latest");
@@ -85,10 +78,10 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
         if (!graft_fs_is_dir(path))
             snprintf(problems[n_problems++], PROBLEM_MAX, "%s names %s, which does not exist",
                      latest_path, latest);
-        else if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
+        else if (ckpt_check(path, NULL, GRAFT_LOG_QUIET) == GRAFT_OK)
             chosen = latest;
         else
-            snprintf(problems[n_problems++], PROBLEM_MAX, "%s: %s", path, why);
+            snprintf(problems[n_problems++], PROBLEM_MAX, "%s", graft_log_last_error());
     } else if (latest_state == 0) {
         snprintf(problems[n_problems++], PROBLEM_MAX, "%s is missing", latest_path);
     } else {
@@ -98,10 +91,10 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     for (size_t k = n; !chosen && k-- > 0;) {
         if (latest_state == 1 && strcmp(list[k].name, latest) == 0) continue;
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        if (ckpt_check(path, NULL, why, sizeof why) == GRAFT_OK)
+        if (ckpt_check(path, NULL, GRAFT_LOG_QUIET) == GRAFT_OK)
             chosen = list[k].name;
         else
-            snprintf(problems[n_problems++], PROBLEM_MAX, "%s: %s", path, why);
+            snprintf(problems[n_problems++], PROBLEM_MAX, "%s", graft_log_last_error());
     }
     if (chosen) {
         for (size_t k = 0; k < n_problems; k++)
@@ -129,15 +122,15 @@ static int same_shape(const graft_param *t, const graft_st_tensor *s) {
 static graft_status check_tensor(const char *ckpt_dir, const char *what, const graft_param *t,
                                  const graft_st_tensor *s) {
     if (s->dtype != GRAFT_DTYPE_F32) {
-        LOAD_ERROR("%s: %s is %s, checkpoints hold F32", ckpt_dir, what,
-                   graft_dtype_name(s->dtype));
+        GRAFT_ERROR("%s: %s is %s, checkpoints hold F32", ckpt_dir, what,
+                    graft_dtype_name(s->dtype));
         return GRAFT_ERR_FORMAT;
     }
     if (!same_shape(t, s)) {
         char want[96], got[96];
-        LOAD_ERROR("%s: %s has shape %s in the checkpoint, the model has %s", ckpt_dir, what,
-                   graft_format_shape(got, sizeof got, s->ndim, s->shape),
-                   graft_format_shape(want, sizeof want, t->ndim, t->shape));
+        GRAFT_ERROR("%s: %s has shape %s in the checkpoint, the model has %s", ckpt_dir, what,
+                    graft_format_shape(got, sizeof got, s->ndim, s->shape),
+                    graft_format_shape(want, sizeof want, t->ndim, t->shape));
         return GRAFT_ERR_MISMATCH;
     }
     return GRAFT_OK;
@@ -155,8 +148,8 @@ static graft_status check_weights(const char *ckpt_dir, const graft_params *p,
         char what[GRAFT_NAME_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
         if (!s) {
-            LOAD_ERROR("%s: no tensor '%s' in the checkpoint (a checkpoint of another model?)",
-                       ckpt_dir, t->name);
+            GRAFT_ERROR("%s: no tensor '%s' in the checkpoint (a checkpoint of another model?)",
+                        ckpt_dir, t->name);
             return GRAFT_ERR_MISMATCH;
         }
         graft_status st = check_tensor(ckpt_dir, what, t, s);
@@ -168,14 +161,14 @@ static graft_status check_weights(const char *ckpt_dir, const graft_params *p,
         for (size_t k = 0; k < files[f]->n_tensors; k++) {
             const char *name = files[f]->tensors[k].name;
             if (graft_params_find(p, name) < 0) {
-                LOAD_ERROR("%s: tensor '%s' of the checkpoint is not in the model (a checkpoint "
-                           "of another model?)",
-                           ckpt_dir, name);
+                GRAFT_ERROR("%s: tensor '%s' of the checkpoint is not in the model (a checkpoint "
+                            "of another model?)",
+                            ckpt_dir, name);
                 return GRAFT_ERR_MISMATCH;
             }
             if (f == 1 && graft_st_find(model, name)) {
-                LOAD_ERROR("%s: tensor '%s' is both in model.safetensors and in %s", ckpt_dir, name,
-                           frozen->path);
+                GRAFT_ERROR("%s: tensor '%s' is both in model.safetensors and in %s", ckpt_dir,
+                            name, frozen->path);
                 return GRAFT_ERR_FORMAT;
             }
         }
@@ -188,13 +181,13 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
                                 const graft_optim *o, const graft_st_file *f) {
     const char *run_kind = graft_optim_kind_name(o->cfg.kind);
     if (!info->has_optim) {
-        LOAD_ERROR("%s: the checkpoint holds no optimizer state (the run uses %s)", ckpt_dir,
-                   run_kind);
+        GRAFT_ERROR("%s: the checkpoint holds no optimizer state (the run uses %s)", ckpt_dir,
+                    run_kind);
         return GRAFT_ERR_MISMATCH;
     }
     if (info->optim_kind != o->cfg.kind) {
-        LOAD_ERROR("%s: the checkpoint's optimizer is %s, the run uses %s", ckpt_dir,
-                   graft_optim_kind_name(info->optim_kind), run_kind);
+        GRAFT_ERROR("%s: the checkpoint's optimizer is %s, the run uses %s", ckpt_dir,
+                    graft_optim_kind_name(info->optim_kind), run_kind);
         return GRAFT_ERR_MISMATCH;
     }
     for (int b = 0; b < o->n_bufs; b++)
@@ -206,9 +199,9 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
             snprintf(what, sizeof what, "optimizer state '%s'", name);
             const graft_st_tensor *s = graft_st_find(f, name);
             if (!s) {
-                LOAD_ERROR("%s: no %s in the checkpoint (trainable parameters or %s settings "
-                           "differ)",
-                           ckpt_dir, what, run_kind);
+                GRAFT_ERROR("%s: no %s in the checkpoint (trainable parameters or %s settings "
+                            "differ)",
+                            ckpt_dir, what, run_kind);
                 return GRAFT_ERR_MISMATCH;
             }
             graft_status st = check_tensor(ckpt_dir, what, t, s);
@@ -226,9 +219,9 @@ static graft_status check_optim(const char *ckpt_dir, const ckpt_info *info, con
             belongs = i >= 0 && p->items[i].kind == GRAFT_KIND_PARAM && p->items[i].trainable;
         }
         if (!belongs) {
-            LOAD_ERROR("%s: optimizer state '%s' belongs to no trainable parameter of the run's "
-                       "%s (trainable parameters or %s settings differ)",
-                       ckpt_dir, name, run_kind, run_kind);
+            GRAFT_ERROR("%s: optimizer state '%s' belongs to no trainable parameter of the run's "
+                        "%s (trainable parameters or %s settings differ)",
+                        ckpt_dir, name, run_kind, run_kind);
             return GRAFT_ERR_MISMATCH;
         }
     }
@@ -256,24 +249,23 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
                              graft_ckpt_state *state, char **config_yaml) {
     if (config_yaml) *config_yaml = NULL;
     if (!ckpt_dir || !*ckpt_dir || !params || !params->finalized) {
-        LOAD_ERROR("missing checkpoint directory or finalized parameter table");
+        GRAFT_ERROR("missing checkpoint directory or finalized parameter table");
         return GRAFT_ERR_INVALID_ARG;
     }
     if (optim && optim->n != params->n_grads) {
-        LOAD_ERROR("%s: the optimizer was set up for another parameter table", ckpt_dir);
+        GRAFT_ERROR("%s: the optimizer was set up for another parameter table", ckpt_dir);
         return GRAFT_ERR_INVALID_ARG;
     }
-    char why[CKPT_WHY_MAX];
     ckpt_info info;
-    graft_status st = ckpt_check(ckpt_dir, &info, why, sizeof why);
-    if (st != GRAFT_OK) {
-        LOAD_ERROR("%s: %s", ckpt_dir, why);
-        return st;
-    }
+    graft_status st = ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR);
+    if (st != GRAFT_OK) return st;
     graft_st_file model = {0}, frozen = {0}, opt = {0};
     const graft_st_tensor **src = calloc(params->count ? (size_t)params->count : 1, sizeof *src);
     char *config_text = NULL;
-    if (!src) st = GRAFT_ERR_NOMEM;
+    if (!src) {
+        GRAFT_ERROR("%s: out of memory", ckpt_dir);
+        st = GRAFT_ERR_NOMEM;
+    }
     if (st == GRAFT_OK) st = open_in(ckpt_dir, "model.safetensors", &model);
     if (st == GRAFT_OK && info.frozen.present) st = open_frozen(ckpt_dir, &info, &frozen);
     if (st == GRAFT_OK)
@@ -286,11 +278,10 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
         graft_fs_path_join(path, sizeof path, ckpt_dir, "config.yaml");
         int err = graft_fs_read(path, CONFIG_MAX_BYTES, &config_text, &len, NULL);
         if (err != 0) {
-            LOAD_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
+            GRAFT_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
             st = err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
         }
     }
-    if (st == GRAFT_ERR_NOMEM) LOAD_ERROR("%s: out of memory", ckpt_dir);
 
     /* Everything is checked: from here on nothing can fail. */
     for (int i = 0; st == GRAFT_OK && i < params->count; i++)
@@ -324,15 +315,10 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
 
 graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file) {
     if (!ckpt_dir || !out_file || !*out_file) return GRAFT_ERR_INVALID_ARG;
-    char why[CKPT_WHY_MAX];
     ckpt_info info;
-    graft_status st = ckpt_check(ckpt_dir, &info, why, sizeof why);
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", ckpt_dir, why);
-        return st;
-    }
+    GRAFT_TRY(ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR));
     graft_st_file model = {0}, frozen = {0};
-    st = open_in(ckpt_dir, "model.safetensors", &model);
+    graft_status st = open_in(ckpt_dir, "model.safetensors", &model);
     if (st == GRAFT_OK && info.frozen.present) st = open_frozen(ckpt_dir, &info, &frozen);
     graft_st_writer w;
     graft_st_writer_init(&w);
@@ -401,16 +387,12 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
     if (!dir || !*dir || !out) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) {
         GRAFT_ERROR("%s: no such checkpoint directory", dir);
         return st;
     }
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
     if (!refs) {
         free(list);
@@ -424,7 +406,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
         char path[CKPT_PATH_MAX];
         ckpt_info info;
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        graft_status cst = ckpt_check(path, &info, why, sizeof why);
+        graft_status cst = ckpt_check(path, &info, GRAFT_LOG_QUIET);
         int is_latest = latest_state == 1 && strcmp(latest, list[k].name) == 0;
         latest_listed |= is_latest;
         fprintf(out, "%-13s %12llu bytes  ", list[k].name, (unsigned long long)dir_bytes(path));
@@ -432,7 +414,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
             fprintf(out, "ok: step %ld, epoch %ld, cursor %llu", info.state.step, info.state.epoch,
                     (unsigned long long)info.state.cursor);
         else
-            fprintf(out, "DAMAGED: %s", why);
+            fprintf(out, "DAMAGED: %s", ckpt_problem(path));
         fprintf(out, "%s\n", is_latest ? "  <- latest" : "");
         if (cst == GRAFT_OK && info.frozen.present)
             snprintf(refs[k], sizeof refs[k], "%s", info.frozen.file);
@@ -458,16 +440,12 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
     if (!dir || !*dir) return GRAFT_ERR_INVALID_ARG;
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    graft_status st = ckpt_scan(dir, &list, &n, why, sizeof why);
+    graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) {
         GRAFT_ERROR("%s: no such checkpoint directory", dir);
         return st;
     }
-    if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: %s", dir, why);
-        return st;
-    }
+    if (st != GRAFT_OK) return st;
     if (n == 0) {
         free(list);
         GRAFT_ERROR("%s: no checkpoints", dir);
@@ -479,14 +457,15 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
     for (size_t k = 0; k < n; k++) {
         char path[CKPT_PATH_MAX];
         graft_fs_path_join(path, sizeof path, dir, list[k].name);
-        graft_status cst = ckpt_check(path, NULL, why, sizeof why);
-        if (out) fprintf(out, "%s: %s\n", list[k].name, cst == GRAFT_OK ? "ok" : why);
+        graft_status cst = ckpt_check(path, NULL, GRAFT_LOG_QUIET);
+        if (out)
+            fprintf(out, "%s: %s\n", list[k].name, cst == GRAFT_OK ? "ok" : ckpt_problem(path));
         if (cst == GRAFT_OK) continue;
         if (first_bad == GRAFT_OK) first_bad = cst;
         damaged++;
         if (used < sizeof summary)
             used += (size_t)snprintf(summary + used, sizeof summary - used, "%s%s (%s)",
-                                     damaged > 1 ? ", " : "", list[k].name, why);
+                                     damaged > 1 ? ", " : "", list[k].name, ckpt_problem(path));
     }
     char latest[CKPT_NAME_MAX * 2], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);

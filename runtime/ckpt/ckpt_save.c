@@ -19,10 +19,6 @@
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
-/* Errors carry the public function's name whichever helper finds them. */
-#define SAVE_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_ckpt_save", __VA_ARGS__)
-#define SAVE_WARN(...) graft_log(GRAFT_LOG_WARN, "graft_ckpt_save", __VA_ARGS__)
-
 /* The name-length margin for "exp_avg_sq." and similar prefixes. */
 #define OPTIM_NAME_MAX (GRAFT_NAME_MAX + 32)
 
@@ -63,12 +59,9 @@ static void remove_stale_tmp(const char *root) {
                 continue;
             }
         }
-        int err = ckpt_remove_tree(path);
-        if (err == 0)
+        if (ckpt_remove_tree(path, GRAFT_LOG_WARN, "this leftover of an unfinished save") ==
+            GRAFT_OK)
             GRAFT_INFO("removed %s, left by a save that did not finish", path);
-        else
-            SAVE_WARN("%s: cannot remove this leftover of an unfinished save: %s", path,
-                      strerror(err));
     }
     closedir(d);
 }
@@ -99,14 +92,13 @@ static graft_status frozen_values_hash(const graft_params *p, uint64_t *hash, in
 static int find_frozen_ref(const char *root, const char *name, ckpt_frozen_ref *ref) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return 0;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return 0;
     int found = 0;
     for (size_t k = n; k-- > 0 && !found;) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK)
+            ckpt_read_state(dir, &info, GRAFT_LOG_DEBUG) != GRAFT_OK)
             continue;
         if (info.frozen.present && strcmp(info.frozen.file, name) == 0) {
             *ref = info.frozen;
@@ -128,10 +120,8 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     *created = 0;
     snprintf(ref->file, sizeof ref->file, "frozen-%016llx.safetensors",
              (unsigned long long)values_hash);
-    if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK) {
-        SAVE_ERROR("%s: path too long", root);
-        return GRAFT_ERR_INVALID_ARG;
-    }
+    if (graft_fs_path_join(path, path_size, root, ref->file) != GRAFT_OK)
+        return GRAFT_ERR_INVALID_ARG; /* logged */
     struct stat st;
     int existed = stat(path, &st) == 0;
     ckpt_frozen_ref recorded;
@@ -143,7 +133,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
             ref->present = 1;
             return GRAFT_OK;
         }
-        SAVE_WARN("%s does not match its checksum: writing it again", path);
+        GRAFT_WARN("%s does not match its checksum: writing it again", path);
     }
     graft_st_writer w;
     graft_st_writer_init(&w);
@@ -161,7 +151,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     *created = !existed;
     int err = graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, NULL);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+        GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
         return GRAFT_ERR_IO;
     }
     ref->present = 1;
@@ -211,12 +201,7 @@ static graft_status write_optim(const graft_params *p, const graft_optim *o, con
 
 /* Write a small file durably, logging one line on failure. */
 static graft_status write_text(const char *path, const char *text, size_t len, uint64_t *written) {
-    const char *step;
-    int err = graft_fs_write(path, text, len, &step);
-    if (err != 0) {
-        SAVE_ERROR("%s: cannot %s: %s", path, step, strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_write_file(path, text, len));
     *written += len;
     return GRAFT_OK;
 }
@@ -236,7 +221,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
         char *json = ckpt_state_json(a->state, a->optim, frozen);
         graft_fs_path_join(path, sizeof path, tmp_dir, "state.json");
         if (!json) {
-            SAVE_ERROR("%s: out of memory", path);
+            GRAFT_ERROR("%s: out of memory", path);
             return GRAFT_ERR_NOMEM;
         }
         st = write_text(path, json, strlen(json), written);
@@ -256,7 +241,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
         graft_fs_path_join(path, sizeof path, tmp_dir, ckpt_files[f]);
         int err = graft_fs_xxh64(path, &h, &bytes, NULL);
         if (err != 0) {
-            SAVE_ERROR("%s: cannot read it back: %s", path, strerror(err));
+            GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
             return GRAFT_ERR_IO;
         }
         if (ends_with(ckpt_files[f], ".safetensors")) *written += bytes;
@@ -267,7 +252,7 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     GRAFT_TRY(write_text(path, manifest, used, written));
     int err = graft_fs_fsync_dir(tmp_dir);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
     return GRAFT_OK;
@@ -281,16 +266,14 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
         graft_fs_path_join(latest, sizeof latest, root, "latest") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
     int len = snprintf(text, sizeof text, "%s\n", name);
-    const char *step;
-    int err = graft_fs_write(tmp, text, (size_t)len, &step);
-    if (err == 0 && rename(tmp, latest) != 0) {
-        err = errno;
-        step = "rename it to latest";
+    graft_status st = graft_fs_write_file(tmp, text, (size_t)len);
+    if (st == GRAFT_OK && rename(tmp, latest) != 0) {
+        GRAFT_ERROR("%s: cannot rename it to latest: %s", tmp, strerror(errno));
+        st = GRAFT_ERR_IO;
     }
-    if (err != 0) {
-        SAVE_ERROR("%s: cannot %s: %s", tmp, step, strerror(err));
+    if (st != GRAFT_OK) {
         unlink(tmp);
-        return GRAFT_ERR_IO;
+        return st;
     }
     *written += (uint64_t)len;
     return GRAFT_OK;
@@ -302,16 +285,15 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
 static void prune_frozen(const char *root) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return;
     char(*refs)[CKPT_NAME_MAX] = calloc(n ? n : 1, sizeof *refs);
     int ok = refs != NULL;
     for (size_t k = 0; ok && k < n; k++) {
         char dir[CKPT_PATH_MAX];
         ckpt_info info;
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK ||
-            ckpt_read_state(dir, &info, why, sizeof why) != GRAFT_OK) {
-            GRAFT_DEBUG("%s: %s: keeping every frozen file", dir, why);
+            ckpt_read_state(dir, &info, GRAFT_LOG_DEBUG) != GRAFT_OK) {
+            GRAFT_DEBUG("%s: keeping every frozen file", dir);
             ok = 0;
             break;
         }
@@ -331,7 +313,8 @@ static void prune_frozen(const char *root) {
         char path[CKPT_PATH_MAX];
         if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK) continue;
         if (unlink(path) != 0)
-            SAVE_WARN("%s: cannot remove this unreferenced frozen file: %s", path, strerror(errno));
+            GRAFT_WARN("%s: cannot remove this unreferenced frozen file: %s", path,
+                       strerror(errno));
         else
             GRAFT_DEBUG("removed %s (no kept checkpoint references it)", path);
     }
@@ -346,8 +329,7 @@ static void prune_frozen(const char *root) {
 static void prune(const char *root, long current_step, int keep_last) {
     ckpt_dir_entry *list;
     size_t n;
-    char why[CKPT_WHY_MAX];
-    if (ckpt_scan(root, &list, &n, why, sizeof why) != GRAFT_OK) return;
+    if (ckpt_scan(root, &list, &n, GRAFT_LOG_DEBUG) != GRAFT_OK) return;
     size_t older = 0;
     while (older < n && list[older].step < current_step)
         older++;
@@ -356,12 +338,9 @@ static void prune(const char *root, long current_step, int keep_last) {
     for (size_t k = 0; older > keep_older && k < older - keep_older; k++) {
         char dir[CKPT_PATH_MAX];
         if (graft_fs_path_join(dir, sizeof dir, root, list[k].name) != GRAFT_OK) continue;
-        int err = ckpt_remove_tree(dir);
-        if (err != 0)
-            SAVE_WARN("%s: cannot remove this old checkpoint (keep_last %d): %s", dir, keep_last,
-                      strerror(err));
-        else
-            removed++;
+        char what[64];
+        snprintf(what, sizeof what, "this old checkpoint (keep_last %d)", keep_last);
+        if (ckpt_remove_tree(dir, GRAFT_LOG_WARN, what) == GRAFT_OK) removed++;
     }
     free(list);
     if (removed) graft_fs_fsync_dir(root);
@@ -371,26 +350,26 @@ static void prune(const char *root, long current_step, int keep_last) {
 /* The arguments make sense (programmer errors, logged). */
 static graft_status check_args(const graft_ckpt_save_args *a) {
     if (!a || !a->dir || !*a->dir || !a->params || !a->state) {
-        SAVE_ERROR("missing dir, params or state");
+        GRAFT_ERROR("missing dir, params or state");
         return GRAFT_ERR_INVALID_ARG;
     }
     const graft_ckpt_state *s = a->state;
     if (!a->params->finalized) {
-        SAVE_ERROR("%s: the parameter table is not finalized", a->dir);
+        GRAFT_ERROR("%s: the parameter table is not finalized", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (a->keep_last < 1 || s->step < 0 || s->epoch < 0 || s->world_size < 1 ||
         s->cursor > (uint64_t)INT64_MAX) {
-        SAVE_ERROR("%s: bad arguments (keep_last %d, step %ld, epoch %ld, world_size %d)", a->dir,
-                   a->keep_last, s->step, s->epoch, s->world_size);
+        GRAFT_ERROR("%s: bad arguments (keep_last %d, step %ld, epoch %ld, world_size %d)", a->dir,
+                    a->keep_last, s->step, s->epoch, s->world_size);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (a->optim && a->optim->n != a->params->n_grads) {
-        SAVE_ERROR("%s: the optimizer was set up for another parameter table", a->dir);
+        GRAFT_ERROR("%s: the optimizer was set up for another parameter table", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (strlen(a->dir) > CKPT_PATH_MAX - 2 * CKPT_NAME_MAX) {
-        SAVE_ERROR("%s: path too long", a->dir);
+        GRAFT_ERROR("%s: path too long", a->dir);
         return GRAFT_ERR_INVALID_ARG;
     }
     return GRAFT_OK;
@@ -402,7 +381,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     const char *root = a->dir;
     int err = graft_fs_mkdirs(root);
     if (err != 0) {
-        SAVE_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
+        GRAFT_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
         return GRAFT_ERR_IO;
     }
     remove_stale_tmp(root);
@@ -425,14 +404,14 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
         uint64_t values_hash;
         int n_frozen;
         st = frozen_values_hash(a->params, &values_hash, &n_frozen);
-        if (st == GRAFT_ERR_NOMEM) SAVE_ERROR("%s: out of memory", root);
+        if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", root);
         if (st == GRAFT_OK && n_frozen > 0)
             st = prepare_frozen(a->params, root, values_hash, &frozen, frozen_path,
                                 sizeof frozen_path, &frozen_created, &written);
     }
     if (st == GRAFT_OK) {
         if (mkdir(tmp_dir, 0755) != 0) {
-            SAVE_ERROR("%s: cannot create the directory: %s", tmp_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot create the directory: %s", tmp_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             made_tmp = 1;
@@ -442,8 +421,8 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     struct stat old;
     if (st == GRAFT_OK && lstat(final_dir, &old) == 0) {
         if (rename(final_dir, aside_dir) != 0) {
-            SAVE_ERROR("%s: cannot move the previous checkpoint of this step aside to %s: %s",
-                       final_dir, aside_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot move the previous checkpoint of this step aside to %s: %s",
+                        final_dir, aside_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             moved_aside = 1;
@@ -451,7 +430,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     }
     if (st == GRAFT_OK) {
         if (rename(tmp_dir, final_dir) != 0) {
-            SAVE_ERROR("%s: cannot rename it to %s: %s", tmp_dir, final_dir, strerror(errno));
+            GRAFT_ERROR("%s: cannot rename it to %s: %s", tmp_dir, final_dir, strerror(errno));
             st = GRAFT_ERR_IO;
         } else {
             renamed = 1;
@@ -459,7 +438,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
         }
     }
     if (st == GRAFT_OK && (err = graft_fs_fsync_dir(root)) != 0) {
-        SAVE_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
         st = GRAFT_ERR_IO;
     }
     if (st == GRAFT_OK) st = replace_latest(root, name, &written);
@@ -467,22 +446,21 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     if (st != GRAFT_OK) {
         /* Undo: the new checkpoint goes, the one it replaced comes back. */
         if (renamed && rename(final_dir, tmp_dir) == 0) made_tmp = 1;
-        if (made_tmp) ckpt_remove_tree(tmp_dir);
+        if (made_tmp) ckpt_remove_tree(tmp_dir, GRAFT_LOG_DEBUG, "the unfinished save");
         if (moved_aside && rename(aside_dir, final_dir) != 0)
-            SAVE_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
-                      final_dir, aside_dir, strerror(errno));
+            GRAFT_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
+                       final_dir, aside_dir, strerror(errno));
         if (frozen_created) unlink(frozen_path);
         graft_fs_fsync_dir(root);
         return st;
     }
     if ((err = graft_fs_fsync_dir(root)) != 0) {
         /* latest already names the new checkpoint: consistent, but maybe not durable */
-        SAVE_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
-                   strerror(err));
+        GRAFT_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
+                    strerror(err));
         return GRAFT_ERR_IO;
     }
-    if (moved_aside && (err = ckpt_remove_tree(aside_dir)) != 0)
-        SAVE_WARN("%s: cannot remove the replaced checkpoint: %s", aside_dir, strerror(err));
+    if (moved_aside) ckpt_remove_tree(aside_dir, GRAFT_LOG_WARN, "the replaced checkpoint");
     prune(root, a->state->step, a->keep_last);
     if (bytes_written) *bytes_written = written;
     return GRAFT_OK;

@@ -25,27 +25,23 @@
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
-static _Thread_local char last_error[1024];
-
-/* The message kept by the last failing call on this thread. */
-const char *graft_config_last_error(void) { return last_error; }
-
-/* Public calls start with no error. */
-void cfg_clear_error(void) { last_error[0] = '\0'; }
+/* The logger keeps each thread's last error: a config error is the last one. */
+const char *graft_config_last_error(void) { return graft_log_last_error(); }
 
 /* A message with no "where" prefix of its own (I/O errors name the file themselves). */
 void cfg_set_error(const char *func, const char *fmt, ...) {
+    char msg[CFG_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    graft_log(GRAFT_LOG_ERROR, func, "%s", last_error);
+    graft_log(GRAFT_LOG_ERROR, func, "%s", msg);
 }
 
 /* The message body after the location: "[KEY: ]message". */
 static graft_status vfail(const cfg_where *w, unsigned long line, unsigned long col,
                           const char *key, const char *fmt, va_list ap) {
-    char where[320];
+    char where[320], msg[CFG_ERROR_MAX];
     if (w->file && line)
         snprintf(where, sizeof where, "%.280s:%lu:%lu", w->file, line, col);
     else if (w->file)
@@ -56,12 +52,11 @@ static graft_status vfail(const cfg_where *w, unsigned long line, unsigned long 
         snprintf(where, sizeof where, "config");
     int n;
     if (key)
-        n = snprintf(last_error, sizeof last_error, "%s: %.300s: ", where, key);
+        n = snprintf(msg, sizeof msg, "%s: %.300s: ", where, key);
     else
-        n = snprintf(last_error, sizeof last_error, "%s: ", where);
-    if (n > 0 && (size_t)n < sizeof last_error)
-        vsnprintf(last_error + n, sizeof last_error - (size_t)n, fmt, ap);
-    graft_log(GRAFT_LOG_ERROR, w->func, "%s", last_error);
+        n = snprintf(msg, sizeof msg, "%s: ", where);
+    if (n > 0 && (size_t)n < sizeof msg) vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    graft_log(GRAFT_LOG_ERROR, w->func, "%s", msg);
     return GRAFT_ERR_CONFIG;
 }
 
@@ -103,54 +98,66 @@ void graft_config_defaults(graft_config *cfg) {
 
 /* Whole file into a NUL-terminated buffer; errors name the file (GRAFT_ERR_IO). A file
  * of CFG_MAX_FILE_BYTES or more is refused. */
-static graft_status read_file(const char *path, char **text, size_t *len) {
+static graft_status read_file(const cfg_where *w, char **text, size_t *len) {
     const char *step;
-    int err = graft_fs_read(path, CFG_MAX_FILE_BYTES - 1, text, len, &step);
+    int err = graft_fs_read(w->file, CFG_MAX_FILE_BYTES - 1, text, len, &step);
     if (err == 0) return GRAFT_OK;
     if (err == EFBIG) {
-        cfg_set_error("graft_config_load", "%s: file too large (a config file is at most %zu MiB)",
-                      path, CFG_MAX_FILE_BYTES >> 20);
+        cfg_set_error(w->func, "%s: file too large (a config file is at most %zu MiB)", w->file,
+                      CFG_MAX_FILE_BYTES >> 20);
         return GRAFT_ERR_CONFIG;
     }
     if (err == ENOMEM) {
-        cfg_set_error("graft_config_load", "%s: out of memory", path);
+        cfg_set_error(w->func, "%s: out of memory", w->file);
         return GRAFT_ERR_NOMEM;
     }
-    cfg_set_error("graft_config_load", "%s: cannot %s: %s", path, step, graft_fs_strerror(err));
+    cfg_set_error(w->func, "%s: cannot %s: %s", w->file, step, graft_fs_strerror(err));
     return GRAFT_ERR_IO;
 }
 
-/* Read, parse, and apply the top-level mapping on top of the current values. */
-graft_status graft_config_load(graft_config *cfg, const char *path) {
-    cfg_clear_error();
-    char *text = NULL;
-    size_t len = 0;
-    GRAFT_TRY(read_file(path, &text, &len));
-    cfg_where w = {"graft_config_load", path, NULL};
+/* Parse text (named w->file) and apply its top-level mapping on top of the current
+ * values; the config's source becomes w->file. */
+static graft_status load_text(const cfg_where *w, graft_config *cfg, const char *text, size_t len) {
     cfg_node *root = NULL;
-    graft_status s = cfg_parse_yaml(&w, text, len, &root);
+    graft_status s = cfg_parse_yaml(w, text, len, &root);
     if (s == GRAFT_OK && (!root || (root->kind == CFG_SCALAR && cfg_is_null(root)))) {
         int only_space = 1;
         for (size_t i = 0; i < len; i++)
             if (!isspace((unsigned char)text[i])) only_space = 0;
         char sections[160];
         cfg_required_sections(sections, sizeof sections);
-        s = cfg_fail(&w, NULL, NULL, "%s (expected a mapping with at least %s)",
+        s = cfg_fail(w, NULL, NULL, "%s (expected a mapping with at least %s)",
                      only_space ? "empty file" : "no settings, only comments", sections);
     }
-    if (s == GRAFT_OK) s = cfg_apply_mapping(&w, cfg, "", root);
+    if (s == GRAFT_OK) s = cfg_apply_mapping(w, cfg, "", root);
     if (s == GRAFT_OK) {
-        char *source = strdup(path);
+        char *source = strdup(w->file);
         if (!source) {
-            s = cfg_fail_nomem(&w);
+            s = cfg_fail_nomem(w);
         } else {
             free(cfg->source);
             cfg->source = source;
         }
     }
     cfg_node_free(root);
+    return s;
+}
+
+graft_status graft_config_load(graft_config *cfg, const char *path) {
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, path, NULL};
+    char *text = NULL;
+    size_t len = 0;
+    GRAFT_TRY(read_file(&w, &text, &len));
+    graft_status s = load_text(&w, cfg, text, len);
     free(text);
     return s;
+}
+
+graft_status graft_config_load_text(graft_config *cfg, const char *name, const char *text) {
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, name, NULL};
+    return load_text(&w, cfg, text, strlen(text));
 }
 
 /* ---- equality, release -------------------------------------------------------------- */

@@ -152,6 +152,9 @@ void graft_config_defaults(graft_config *cfg);
  * GRAFT_ERR_CONFIG (GRAFT_ERR_IO when the file cannot be read). Unknown keys are
  * errors with a did-you-mean suggestion; duplicate keys are errors. */
 graft_status graft_config_load(graft_config *cfg, const char *path);
+/* The same for YAML text held in memory (a checkpoint's config.yaml); errors name it
+ * as `name` ("runs/x/checkpoints/step-00000100/config.yaml:3:1: ..."). */
+graft_status graft_config_load_text(graft_config *cfg, const char *name, const char *text);
 /* Apply "dotted.key=value" (value parsed as YAML: 3e-4, true, [a, b], {x: 1}); a section
  * takes a mapping ("data={batch_size: 64}"). Errors name "override 'ASSIGNMENT'" instead
  * of a file position; GRAFT_ERR_CONFIG. Lists are replaced, not appended to. On error the

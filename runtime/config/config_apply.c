@@ -201,25 +201,24 @@ static int enum_has(const key_spec *k, const char *s) {
     return 0;
 }
 
-/* Problems of a string value that do not depend on where it came from (NULL if none). */
-const char *cfg_string_problem(const key_spec *k, const char *s, char *buf, size_t size) {
-    if (!s[0]) return "must not be empty";
+/* Problems of a string value that do not depend on where it came from, reported at
+ * node `at` (may be NULL). */
+graft_status cfg_check_string(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                              const char *path, const char *s) {
+    if (!s[0]) return cfg_fail(w, at, path, "must not be empty");
     if (k->type == KEY_ENUM && !enum_has(k, s)) {
         char list[128];
         cfg_enum_list(k, list, sizeof list);
-        snprintf(buf, size, "unknown %s '%.48s%s' (expected one of: %s)", k->what, s,
-                 strlen(s) > 48 ? "..." : "", list);
-        return buf;
+        return cfg_fail(w, at, path, "unknown %s '%.48s%s' (expected one of: %s)", k->what, s,
+                        strlen(s) > 48 ? "..." : "", list);
     }
     if ((k->flags & KEY_DIRNAME) && !is_dirname(s)) {
         if (!strcmp(s, ".") || !strcmp(s, ".."))
-            snprintf(buf, size, "must not be '%s' (it names a directory)", s);
-        else
-            snprintf(buf, size, "must match [A-Za-z0-9._-]+ (it names a directory), found '%.48s'",
-                     s);
-        return buf;
+            return cfg_fail(w, at, path, "must not be '%s' (it names a directory)", s);
+        return cfg_fail(w, at, path,
+                        "must match [A-Za-z0-9._-]+ (it names a directory), found '%.48s'", s);
     }
-    return NULL;
+    return GRAFT_OK;
 }
 
 /* Owned copy of the string in node v for key k; NULL for null on a nullable key. */
@@ -228,9 +227,7 @@ static graft_status read_string(const cfg_where *w, const key_spec *k, const cha
     *out = NULL;
     if ((k->flags & KEY_NULLABLE) && cfg_is_null(v)) return GRAFT_OK;
     if (v->kind != CFG_SCALAR || cfg_is_null(v)) return fail_expected(w, path, v, "a string");
-    char buf[256];
-    const char *problem = cfg_string_problem(k, v->text, buf, sizeof buf);
-    if (problem) return cfg_fail(w, v, path, "%s", problem);
+    GRAFT_TRY(cfg_check_string(w, v, k, path, v->text));
     *out = strdup(v->text);
     if (!*out) return cfg_fail_nomem(w);
     return GRAFT_OK;

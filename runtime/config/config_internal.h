@@ -108,16 +108,19 @@ typedef struct cfg_where {
 graft_status cfg_parse_yaml(const cfg_where *w, const char *text, size_t len, cfg_node **root);
 void cfg_node_free(cfg_node *n);
 
-/* Report one error: "WHERE[:LINE:COL]: [KEY: ]message", logged and kept for
- * graft_config_last_error. line 0 = no position. Returns GRAFT_ERR_CONFIG. */
+/* Longest error message (longer ones are cut). */
+#define CFG_ERROR_MAX 1024
+
+/* Report one error: "WHERE[:LINE:COL]: [KEY: ]message", logged (the logger keeps it for
+ * graft_config_last_error). line 0 = no position. Returns GRAFT_ERR_CONFIG. */
 graft_status cfg_fail_at(const cfg_where *w, unsigned long line, unsigned long col, const char *key,
                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Same, at a node's position (node may be NULL). */
 graft_status cfg_fail(const cfg_where *w, const cfg_node *at, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Set the last error text and log it (for errors that do not go through cfg_fail). */
+/* Log an error that does not go through cfg_fail (it names its file itself). Public
+ * entry points clear the last error first (graft_log_clear_last_error). */
 void cfg_set_error(const char *func, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cfg_clear_error(void);
 /* "out of memory" through cfg_fail; returns GRAFT_ERR_NOMEM (not the user's fault). */
 graft_status cfg_fail_nomem(const cfg_where *w);
 /* "KEY: unknown key (did you mean '...'?)". */
@@ -148,8 +151,11 @@ graft_status cfg_fail_range(const cfg_where *w, const cfg_node *at, const key_sp
                             const char *path, const char *found);
 /* [A-Za-z_][A-Za-z0-9_]*: a name a shell can export. */
 int cfg_is_env_name(const char *s, size_t len);
-/* Problems of a string value that do not depend on where it came from (NULL if none). */
-const char *cfg_string_problem(const key_spec *k, const char *s, char *buf, size_t size);
+/* Problems of a string value that do not depend on where it came from (empty, not one
+ * of an enum's names, not a directory name), reported through cfg_fail at node `at`
+ * (may be NULL). */
+graft_status cfg_check_string(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                              const char *path, const char *s);
 
 /* ---- text ----------------------------------------------------------------------------- */
 

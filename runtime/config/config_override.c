@@ -26,8 +26,8 @@ static int is_key_path(const char *s, size_t len) {
 
 /* Split KEY=VALUE, parse VALUE as YAML, and apply it like a file's value. */
 graft_status graft_config_override(graft_config *cfg, const char *assignment) {
-    cfg_clear_error();
-    cfg_where w = {"graft_config_override", NULL, assignment ? assignment : ""};
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, NULL, assignment ? assignment : ""};
     if (!assignment) {
         cfg_fail(&w, NULL, NULL, "expected KEY=VALUE (e.g. optim.lr=3e-4)");
         return GRAFT_ERR_INVALID_ARG;

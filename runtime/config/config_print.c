@@ -245,7 +245,7 @@ static int section_parts(const char *key, const char **part, size_t *part_len, i
 
 /* Build the whole text first, so a failure writes nothing half-way. */
 graft_status graft_config_print(const graft_config *cfg, FILE *out) {
-    cfg_clear_error();
+    graft_log_clear_last_error();
     cfg_buf b = {0};
     if (cfg->source && cfg->source[0] && !strpbrk(cfg->source, "\r\n"))
         cfg_buf_printf(&b, "# resolved config (from %s)\n", cfg->source);
@@ -274,10 +274,10 @@ graft_status graft_config_print(const graft_config *cfg, FILE *out) {
     }
     graft_status s = GRAFT_OK;
     if (b.oom) {
-        cfg_set_error("graft_config_print", "out of memory");
+        cfg_set_error(__func__, "out of memory");
         s = GRAFT_ERR_NOMEM;
     } else if (fwrite(b.text, 1, b.len, out) != b.len || fflush(out) != 0) {
-        cfg_set_error("graft_config_print", "cannot write the config");
+        cfg_set_error(__func__, "cannot write the config");
         s = GRAFT_ERR_IO;
     }
     cfg_buf_free(&b);

@@ -32,10 +32,7 @@ static graft_status check_stored_string(const cfg_where *w, const key_spec *k, c
         if (k->flags & (KEY_NULLABLE | KEY_REQUIRED)) return GRAFT_OK; /* required: see caller */
         return cfg_fail(w, NULL, path, "must be set");
     }
-    char buf[256];
-    const char *problem = cfg_string_problem(k, s, buf, sizeof buf);
-    if (problem) return cfg_fail(w, NULL, path, "%s", problem);
-    return GRAFT_OK;
+    return cfg_check_string(w, NULL, k, path, s);
 }
 
 /* A stored list of strings (or NAME=value entries): counts and items. */
@@ -169,9 +166,8 @@ static int is_given(const key_spec *k, const void *base) {
 
 /* Required keys first, then every key against the table, then rules across keys. */
 graft_status graft_config_validate(const graft_config *cfg) {
-    cfg_clear_error();
-    cfg_where w = {"graft_config_validate", cfg->source && cfg->source[0] ? cfg->source : "config",
-                   NULL};
+    graft_log_clear_last_error();
+    cfg_where w = {__func__, cfg->source && cfg->source[0] ? cfg->source : "config", NULL};
     for (int i = 0; i < cfg_n_keys; i++)
         if ((cfg_keys[i].flags & KEY_REQUIRED) && !is_given(&cfg_keys[i], cfg))
             return cfg_fail(&w, NULL, NULL, "missing required key '%s'", cfg_keys[i].key);

@@ -17,7 +17,14 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_file = NULL; /* guarded by file_lock */
 
-static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR", "ERROR"};
+
+/* The message of this thread's last ERROR (or QUIET) line. */
+static _Thread_local char last_error[2048];
+
+const char *graft_log_last_error(void) { return last_error; }
+
+void graft_log_clear_last_error(void) { last_error[0] = '\0'; }
 
 /* GRAFT_LOG=debug and GRAFT_LOG_ALL_RANKS=1, read once before the first setting or line
  * (so an explicit setter call always wins over the environment). */
@@ -48,16 +55,33 @@ void graft_log_set_file(FILE *f) {
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     pthread_once(&env_once, read_env);
+    if (level >= GRAFT_LOG_ERROR) {
+        /* errors are always kept; QUIET ones only kept */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(last_error, sizeof last_error, fmt, ap);
+        va_end(ap);
+        if (level == GRAFT_LOG_QUIET) return;
+    }
     if ((int)level < atomic_load(&log_level)) return;
     const int rank = atomic_load(&log_rank);
     if (level < GRAFT_LOG_WARN && rank != 0 && !atomic_load(&log_all_ranks)) return;
     /* Build the whole line first so lines from several ranks do not interleave. */
     char line[2048];
     int n = snprintf(line, sizeof line, "[rank %d] %s %s: ", rank, level_names[level], func);
-    va_list ap;
-    va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    va_end(ap);
+    if (level == GRAFT_LOG_ERROR) {
+        if (n > 0 && (size_t)n < sizeof line) {
+            size_t room = sizeof line - (size_t)n - 1, len = strlen(last_error);
+            if (len > room) len = room;
+            memcpy(line + n, last_error, len);
+            line[(size_t)n + len] = '\0';
+        }
+    } else {
+        va_list ap;
+        va_start(ap, fmt);
+        if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
     pthread_mutex_lock(&file_lock);
     fprintf(stderr, "%s\n", line);
     if (log_file) {

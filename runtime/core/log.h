@@ -7,7 +7,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum { GRAFT_LOG_DEBUG, GRAFT_LOG_INFO, GRAFT_LOG_WARN, GRAFT_LOG_ERROR } graft_log_level;
+/* GRAFT_LOG_QUIET is an error that is not printed, only kept as the thread's last error
+ * (graft_log_last_error): for a caller that reports the problem in its own words (a
+ * listing, a warning before falling back to something else). */
+typedef enum {
+    GRAFT_LOG_DEBUG,
+    GRAFT_LOG_INFO,
+    GRAFT_LOG_WARN,
+    GRAFT_LOG_ERROR,
+    GRAFT_LOG_QUIET
+} graft_log_level;
 
 /* Set the rank shown in the prefix (default 0) and whether non-zero ranks print INFO. */
 void graft_log_set_rank(int rank);
@@ -21,6 +30,12 @@ void graft_log_set_file(FILE *f);
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The message of the last ERROR (or QUIET) line of the calling thread, without the
+ * "[rank r] LEVEL func: " prefix; "" when there was none since the last clear. Each
+ * thread has its own. */
+const char *graft_log_last_error(void);
+void graft_log_clear_last_error(void);
 
 /* Format a shape as "[d0, d1, ...]" into buf (always NUL-terminated); returns buf. */
 const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape);

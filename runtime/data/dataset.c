@@ -26,10 +26,6 @@
 #define MAX_SIDE 65536
 #define MAX_SEQ_LEN (1 << 20)
 
-/* Errors found while opening carry the public entry point's name, whichever helper
- * finds them: "[rank 0] ERROR graft_dataset_open: <file>: <problem>". */
-#define OPEN_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_open", __VA_ARGS__)
-
 char *graft_data_join_path(const char *dir, const char *name) {
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/')
@@ -70,8 +66,8 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
     if (!norm) return GRAFT_OK;
     char text[64];
     if (!json_is_object(norm)) {
-        OPEN_ERROR("%s: \"normalize\" must be an object {\"mean\": [...], \"std\": [...]}, got %s",
-                   ipath, graft_json_text(norm, text, sizeof text));
+        GRAFT_ERROR("%s: \"normalize\" must be an object {\"mean\": [...], \"std\": [...]}, got %s",
+                    ipath, graft_json_text(norm, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     const char *keys[2] = {"mean", "std"};
@@ -79,7 +75,7 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
     for (int k = 0; k < 2; k++) {
         json_t *arr = json_object_get(norm, keys[k]);
         if (!json_is_array(arr) || json_array_size(arr) != (size_t)d->channels) {
-            OPEN_ERROR(
+            GRAFT_ERROR(
                 "%s: \"normalize.%s\" must be an array of %d numbers (one per channel), got %s",
                 ipath, keys[k], d->channels, graft_json_text(arr, text, sizeof text));
             return GRAFT_ERR_FORMAT;
@@ -88,8 +84,8 @@ static graft_status parse_normalize(const char *ipath, const json_t *root, graft
             json_t *v = json_array_get(arr, (size_t)c);
             double x = json_is_number(v) ? json_number_value(v) : NAN;
             if (!isfinite(x) || (k == 1 && !(x > 0))) {
-                OPEN_ERROR("%s: \"normalize.%s[%d]\" must be a %snumber, got %s", ipath, keys[k], c,
-                           k == 1 ? "positive " : "", graft_json_text(v, text, sizeof text));
+                GRAFT_ERROR("%s: \"normalize.%s[%d]\" must be a %snumber, got %s", ipath, keys[k],
+                            c, k == 1 ? "positive " : "", graft_json_text(v, text, sizeof text));
                 return GRAFT_ERR_FORMAT;
             }
             dst[k][c] = (float)x;
@@ -112,8 +108,8 @@ static graft_status parse_samples_and_classes(const char *ipath, const json_t *r
     json_t *names = json_object_get(root, "class_names");
     if (!names) return GRAFT_OK;
     if (!json_is_array(names) || json_array_size(names) != (size_t)d->num_classes) {
-        OPEN_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
-                   ipath, d->num_classes, graft_json_text(names, text, sizeof text));
+        GRAFT_ERROR("%s: \"class_names\" must be an array of num_classes = %d strings, got %s",
+                    ipath, d->num_classes, graft_json_text(names, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     d->class_names = calloc((size_t)d->num_classes, sizeof(char *));
@@ -121,8 +117,8 @@ static graft_status parse_samples_and_classes(const char *ipath, const json_t *r
     for (int c = 0; c < d->num_classes; c++) {
         json_t *s = json_array_get(names, (size_t)c);
         if (!json_is_string(s)) {
-            OPEN_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
-                       graft_json_text(s, text, sizeof text));
+            GRAFT_ERROR("%s: \"class_names[%d]\" must be a string, got %s", ipath, c,
+                        graft_json_text(s, text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         d->class_names[c] = strdup(json_string_value(s));
@@ -144,7 +140,7 @@ static graft_status parse_images_header(const char *ipath, const json_t *root, g
     }
     if (!ok || dims[0] < 1 || dims[0] > GRAFT_DATASET_MAX_CHANNELS || dims[1] < 1 ||
         dims[1] > MAX_SIDE || dims[2] < 1 || dims[2] > MAX_SIDE) {
-        OPEN_ERROR(
+        GRAFT_ERROR(
             "%s: \"sample_shape\" must be [C, H, W] with 1 <= C <= %d and 1 <= H, W <= %d, got %s",
             ipath, GRAFT_DATASET_MAX_CHANNELS, MAX_SIDE, graft_json_text(shape, text, sizeof text));
         return GRAFT_ERR_FORMAT;
@@ -183,8 +179,8 @@ static graft_status parse_sequences_header(const char *ipath, const json_t *root
     char text[64];
     if (!json_is_array(shape) || !json_is_integer(len) || json_integer_value(len) < 1 ||
         json_integer_value(len) > MAX_SEQ_LEN) {
-        OPEN_ERROR("%s: \"sample_shape\" must be [T] with 1 <= T <= %d, got %s", ipath, MAX_SEQ_LEN,
-                   graft_json_text(shape, text, sizeof text));
+        GRAFT_ERROR("%s: \"sample_shape\" must be [T] with 1 <= T <= %d, got %s", ipath,
+                    MAX_SEQ_LEN, graft_json_text(shape, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     d->seq_len = (int)json_integer_value(len);
@@ -214,8 +210,8 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
     char text[64];
     if (!json_is_array(shards) || json_array_size(shards) == 0 ||
         json_array_size(shards) > MAX_SHARDS) {
-        OPEN_ERROR("%s: \"shards\" must be a non-empty array of at most %d entries, got %s", ipath,
-                   MAX_SHARDS, graft_json_text(shards, text, sizeof text));
+        GRAFT_ERROR("%s: \"shards\" must be a non-empty array of at most %d entries, got %s", ipath,
+                    MAX_SHARDS, graft_json_text(shards, text, sizeof text));
         return GRAFT_ERR_FORMAT;
     }
     int n = (int)json_array_size(shards);
@@ -235,16 +231,16 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
         json_t *s = json_array_get(shards, (size_t)i);
         char key[64];
         if (!json_is_object(s)) {
-            OPEN_ERROR("%s: \"shards[%d]\" must be an object, got %s", ipath, i,
-                       graft_json_text(s, text, sizeof text));
+            GRAFT_ERROR("%s: \"shards[%d]\" must be an object, got %s", ipath, i,
+                        graft_json_text(s, text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         const char *file;
         snprintf(key, sizeof key, "shards[%d].file", i);
         GRAFT_TRY(graft_json_string(ipath, s, "file", key, &file));
         if (!is_plain_file_name(file)) {
-            OPEN_ERROR("%s: \"%s\" must be a plain file name inside the dataset directory, got %s",
-                       ipath, key, graft_json_text(json_object_get(s, "file"), text, sizeof text));
+            GRAFT_ERROR("%s: \"%s\" must be a plain file name inside the dataset directory, got %s",
+                        ipath, key, graft_json_text(json_object_get(s, "file"), text, sizeof text));
             return GRAFT_ERR_FORMAT;
         }
         d->shard_files[i] = strdup(file);
@@ -255,8 +251,8 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
         d->shard_first[i] = total;
         total += (size_t)v; /* both below 2^48 and total checked below: no overflow */
         if (total > expected_total) {
-            OPEN_ERROR("%s: the first %d shards already hold %zu %s, more than \"%s\" = %zu", ipath,
-                       i + 1, total, count_key, total_key, expected_total);
+            GRAFT_ERROR("%s: the first %d shards already hold %zu %s, more than \"%s\" = %zu",
+                        ipath, i + 1, total, count_key, total_key, expected_total);
             return GRAFT_ERR_FORMAT;
         }
         snprintf(key, sizeof key, "shards[%d].bytes", i);
@@ -271,8 +267,8 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
     }
     d->shard_first[n] = total;
     if (total != expected_total) {
-        OPEN_ERROR("%s: the %d shards hold %zu %s in total, \"%s\" says %zu", ipath, n, total,
-                   count_key, total_key, expected_total);
+        GRAFT_ERROR("%s: the %d shards hold %zu %s in total, \"%s\" says %zu", ipath, n, total,
+                    count_key, total_key, expected_total);
         return GRAFT_ERR_FORMAT;
     }
     char **sorted = malloc((size_t)n * sizeof(char *));
@@ -281,7 +277,7 @@ static graft_status parse_shard_list(const char *ipath, const json_t *root, graf
     qsort(sorted, (size_t)n, sizeof(char *), compare_strings);
     for (int i = 1; i < n; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            OPEN_ERROR("%s: shard '%s' is listed twice", ipath, sorted[i]);
+            GRAFT_ERROR("%s: shard '%s' is listed twice", ipath, sorted[i]);
             free(sorted);
             return GRAFT_ERR_FORMAT;
         }
@@ -300,21 +296,21 @@ static graft_status parse_index(const char *ipath, graft_dataset *d) {
     const char *s;
     long long version;
     if (!json_is_object(root)) {
-        OPEN_ERROR("%s: not a graft dataset index (expected a JSON object, got %s)", ipath,
-                   graft_json_text(root, text, sizeof text));
+        GRAFT_ERROR("%s: not a graft dataset index (expected a JSON object, got %s)", ipath,
+                    graft_json_text(root, text, sizeof text));
         goto done;
     }
     json_t *format = json_object_get(root, "format");
     if (!json_is_string(format) || strcmp(json_string_value(format), "graft-dataset") != 0) {
-        OPEN_ERROR("%s: not a graft dataset index (\"format\" is %s, expected \"graft-dataset\")",
-                   ipath, graft_json_text(format, text, sizeof text));
+        GRAFT_ERROR("%s: not a graft dataset index (\"format\" is %s, expected \"graft-dataset\")",
+                    ipath, graft_json_text(format, text, sizeof text));
         goto done;
     }
     json_t *ver = json_object_get(root, "version");
     version = json_is_integer(ver) ? json_integer_value(ver) : -1;
     if (version != 1) {
-        OPEN_ERROR("%s: unsupported version %s (this graft reads version 1)", ipath,
-                   graft_json_text(ver, text, sizeof text));
+        GRAFT_ERROR("%s: unsupported version %s (this graft reads version 1)", ipath,
+                    graft_json_text(ver, text, sizeof text));
         goto done;
     }
     if ((st = graft_json_string(ipath, root, "kind", NULL, &s)) != GRAFT_OK) goto done;
@@ -325,8 +321,8 @@ static graft_status parse_index(const char *ipath, graft_dataset *d) {
     } else if (strcmp(s, "sequences") == 0) {
         d->kind = GRAFT_DATA_SEQUENCES;
     } else {
-        OPEN_ERROR("%s: \"kind\" must be \"images\", \"tokens\" or \"sequences\", got %s", ipath,
-                   graft_json_text(json_object_get(root, "kind"), text, sizeof text));
+        GRAFT_ERROR("%s: \"kind\" must be \"images\", \"tokens\" or \"sequences\", got %s", ipath,
+                    graft_json_text(json_object_get(root, "kind"), text, sizeof text));
         st = GRAFT_ERR_FORMAT;
         goto done;
     }
@@ -355,22 +351,22 @@ static const graft_st_tensor *find_tensor(const char *path, const graft_st_file 
     const graft_st_tensor *t = graft_st_find(f, name);
     char shape[160];
     if (!t) {
-        OPEN_ERROR("%s: no tensor '%s'", path, name);
+        GRAFT_ERROR("%s: no tensor '%s'", path, name);
         return NULL;
     }
     if (t->dtype != want1 && t->dtype != want2) {
         if (want1 == want2)
-            OPEN_ERROR("%s: tensor '%s' is %s, expected %s", path, name, graft_dtype_name(t->dtype),
-                       graft_dtype_name(want1));
+            GRAFT_ERROR("%s: tensor '%s' is %s, expected %s", path, name,
+                        graft_dtype_name(t->dtype), graft_dtype_name(want1));
         else
-            OPEN_ERROR("%s: tensor '%s' is %s, expected %s or %s", path, name,
-                       graft_dtype_name(t->dtype), graft_dtype_name(want1),
-                       graft_dtype_name(want2));
+            GRAFT_ERROR("%s: tensor '%s' is %s, expected %s or %s", path, name,
+                        graft_dtype_name(t->dtype), graft_dtype_name(want1),
+                        graft_dtype_name(want2));
         return NULL;
     }
     if (t->ndim != ndim) {
-        OPEN_ERROR("%s: tensor '%s' has shape %s, expected %d dimensions", path, name,
-                   dims_text(shape, sizeof shape, t), ndim);
+        GRAFT_ERROR("%s: tensor '%s' has shape %s, expected %d dimensions", path, name,
+                    dims_text(shape, sizeof shape, t), ndim);
         return NULL;
     }
     return t;
@@ -384,8 +380,8 @@ static graft_status check_labels(const char *path, graft_dataset *d, int i, size
         find_tensor(path, &d->shards[i], "labels", 1, GRAFT_DTYPE_I64, GRAFT_DTYPE_I64);
     if (!lab) return GRAFT_ERR_FORMAT;
     if ((uint64_t)lab->shape[0] != expect) {
-        OPEN_ERROR("%s: tensor 'labels' has %lld entries, '%s' has %zu samples", path,
-                   (long long)lab->shape[0], samples_tensor, expect);
+        GRAFT_ERROR("%s: tensor 'labels' has %lld entries, '%s' has %zu samples", path,
+                    (long long)lab->shape[0], samples_tensor, expect);
         return GRAFT_ERR_FORMAT;
     }
     const unsigned char *bytes = lab->data;
@@ -393,8 +389,8 @@ static graft_status check_labels(const char *path, graft_dataset *d, int i, size
         int64_t label;
         memcpy(&label, bytes + 8 * k, 8);
         if (label < 0 || label >= d->num_classes) {
-            OPEN_ERROR("%s: label %lld at sample %zu is outside [0, %d)", path, (long long)label, k,
-                       d->num_classes);
+            GRAFT_ERROR("%s: label %lld at sample %zu is outside [0, %d)", path, (long long)label,
+                        k, d->num_classes);
             return GRAFT_ERR_FORMAT;
         }
         d->class_counts[label]++;
@@ -430,13 +426,13 @@ static graft_status check_image_shard(const char *path, graft_dataset *d, int i)
     const graft_st_tensor *in = find_tensor(path, f, "inputs", 4, GRAFT_DTYPE_U8, GRAFT_DTYPE_U8);
     if (!in) return GRAFT_ERR_FORMAT;
     if (in->shape[1] != d->channels || in->shape[2] != d->height || in->shape[3] != d->width) {
-        OPEN_ERROR("%s: tensor 'inputs' has shape %s, index.json says samples are [%d, %d, %d]",
-                   path, dims_text(shape, sizeof shape, in), d->channels, d->height, d->width);
+        GRAFT_ERROR("%s: tensor 'inputs' has shape %s, index.json says samples are [%d, %d, %d]",
+                    path, dims_text(shape, sizeof shape, in), d->channels, d->height, d->width);
         return GRAFT_ERR_FORMAT;
     }
     if ((uint64_t)in->shape[0] != expect) {
-        OPEN_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)in->shape[0],
-                   expect);
+        GRAFT_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)in->shape[0],
+                    expect);
         return GRAFT_ERR_FORMAT;
     }
     GRAFT_TRY(check_labels(path, d, i, expect, "inputs"));
@@ -451,15 +447,15 @@ static graft_status check_token_shard(const char *path, graft_dataset *d, int i)
     const graft_st_tensor *t = find_tensor(path, f, "tokens", 1, GRAFT_DTYPE_U16, GRAFT_DTYPE_I32);
     if (!t) return GRAFT_ERR_FORMAT;
     if ((uint64_t)t->shape[0] != expect) {
-        OPEN_ERROR("%s: holds %lld tokens, index.json says %zu", path, (long long)t->shape[0],
-                   expect);
+        GRAFT_ERROR("%s: holds %lld tokens, index.json says %zu", path, (long long)t->shape[0],
+                    expect);
         return GRAFT_ERR_FORMAT;
     }
     int64_t id;
     size_t k = first_bad_id(t, expect, d->vocab_size, &id);
     if (k < expect) {
-        OPEN_ERROR("%s: token %lld at position %zu is outside [0, %d)", path, (long long)id, k,
-                   d->vocab_size);
+        GRAFT_ERROR("%s: token %lld at position %zu is outside [0, %d)", path, (long long)id, k,
+                    d->vocab_size);
         return GRAFT_ERR_FORMAT;
     }
     if (i == 0) d->token_dtype = t->dtype;
@@ -476,20 +472,20 @@ static graft_status check_sequence_shard(const char *path, graft_dataset *d, int
     const graft_st_tensor *t = find_tensor(path, f, "tokens", 2, GRAFT_DTYPE_U16, GRAFT_DTYPE_I32);
     if (!t) return GRAFT_ERR_FORMAT;
     if (t->shape[1] != d->seq_len) {
-        OPEN_ERROR("%s: tensor 'tokens' has shape %s, index.json says samples are [%d]", path,
-                   dims_text(shape, sizeof shape, t), d->seq_len);
+        GRAFT_ERROR("%s: tensor 'tokens' has shape %s, index.json says samples are [%d]", path,
+                    dims_text(shape, sizeof shape, t), d->seq_len);
         return GRAFT_ERR_FORMAT;
     }
     if ((uint64_t)t->shape[0] != expect) {
-        OPEN_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)t->shape[0],
-                   expect);
+        GRAFT_ERROR("%s: holds %lld samples, index.json says %zu", path, (long long)t->shape[0],
+                    expect);
         return GRAFT_ERR_FORMAT;
     }
     int64_t id;
     size_t T = (size_t)d->seq_len, k = first_bad_id(t, expect * T, d->vocab_size, &id);
     if (k < expect * T) {
-        OPEN_ERROR("%s: token %lld at sample %zu, position %zu is outside [0, %d)", path,
-                   (long long)id, k / T, k % T, d->vocab_size);
+        GRAFT_ERROR("%s: token %lld at sample %zu, position %zu is outside [0, %d)", path,
+                    (long long)id, k / T, k % T, d->vocab_size);
         return GRAFT_ERR_FORMAT;
     }
     GRAFT_TRY(check_labels(path, d, i, expect, "tokens"));
@@ -507,18 +503,18 @@ static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int v
     graft_status st = GRAFT_ERR_FORMAT;
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        OPEN_ERROR("%s: shard '%s' is missing: %s", ipath, d->shard_files[i], strerror(errno));
+        GRAFT_ERROR("%s: shard '%s' is missing: %s", ipath, d->shard_files[i], strerror(errno));
         st = GRAFT_ERR_IO;
         goto done;
     }
     if (!S_ISREG(sb.st_mode)) {
-        OPEN_ERROR("%s: not a regular file", path);
+        GRAFT_ERROR("%s: not a regular file", path);
         goto done;
     }
     if ((uint64_t)sb.st_size != d->shard_bytes[i]) {
-        OPEN_ERROR("%s: file is %llu bytes, index.json says %llu%s", path,
-                   (unsigned long long)sb.st_size, (unsigned long long)d->shard_bytes[i],
-                   (uint64_t)sb.st_size < d->shard_bytes[i] ? " (truncated)" : "");
+        GRAFT_ERROR("%s: file is %llu bytes, index.json says %llu%s", path,
+                    (unsigned long long)sb.st_size, (unsigned long long)d->shard_bytes[i],
+                    (uint64_t)sb.st_size < d->shard_bytes[i] ? " (truncated)" : "");
         goto done;
     }
     if (verify && d->shard_xxh64[i][0]) {
@@ -527,8 +523,8 @@ static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int v
         char hex[17];
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sum);
         if (strcmp(hex, d->shard_xxh64[i]) != 0) {
-            OPEN_ERROR("%s: checksum mismatch (index.json says %s, file has %s)", path,
-                       d->shard_xxh64[i], hex);
+            GRAFT_ERROR("%s: checksum mismatch (index.json says %s, file has %s)", path,
+                        d->shard_xxh64[i], hex);
             st = GRAFT_ERR_FORMAT;
             goto done;
         }
@@ -546,7 +542,7 @@ done:
 graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_checksums) {
     memset(d, 0, sizeof *d);
     if (!dir || !*dir) {
-        OPEN_ERROR("no dataset directory given");
+        GRAFT_ERROR("no dataset directory given");
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset ds;
@@ -564,7 +560,7 @@ graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_ch
         if ((st = open_shard(&ds, ipath, i, verify_checksums)) != GRAFT_OK) goto done;
     st = GRAFT_OK;
 done:
-    if (st == GRAFT_ERR_NOMEM) OPEN_ERROR("%s: out of memory opening the dataset", dir);
+    if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory opening the dataset", dir);
     free(ipath);
     if (st != GRAFT_OK) {
         graft_dataset_close(&ds);

@@ -26,9 +26,6 @@
 #include "runtime/io/fs.h"
 #include "runtime/io/json.h"
 
-/* Errors carry one name whichever helper finds them. */
-#define WRITER_ERROR(...) graft_log(GRAFT_LOG_ERROR, "graft_dataset_writer", __VA_ARGS__)
-
 typedef struct written_shard {
     char file[32];
     size_t count;
@@ -85,16 +82,16 @@ static target_state inspect_target(const char *path, int allow_no_index) {
     struct stat sb;
     if (lstat(path, &sb) != 0) {
         if (errno == ENOENT) return TARGET_ABSENT;
-        WRITER_ERROR("%s: cannot stat: %s", path, strerror(errno));
+        GRAFT_ERROR("%s: cannot stat: %s", path, strerror(errno));
         return TARGET_REFUSED;
     }
     if (!S_ISDIR(sb.st_mode)) {
-        WRITER_ERROR("%s: exists and is not a directory; refusing to write a dataset there", path);
+        GRAFT_ERROR("%s: exists and is not a directory; refusing to write a dataset there", path);
         return TARGET_REFUSED;
     }
     DIR *dp = opendir(path);
     if (!dp) {
-        WRITER_ERROR("%s: cannot open directory: %s", path, strerror(errno));
+        GRAFT_ERROR("%s: cannot open directory: %s", path, strerror(errno));
         return TARGET_REFUSED;
     }
     int entries = 0, has_index = 0;
@@ -110,9 +107,9 @@ static target_state inspect_target(const char *path, int allow_no_index) {
     closedir(dp);
     if (entries == 0) return TARGET_EMPTY;
     if (foreign[0]) {
-        WRITER_ERROR("%s: exists and holds '%s', which is not part of a graft dataset; refusing to "
-                     "replace it",
-                     path, foreign);
+        GRAFT_ERROR("%s: exists and holds '%s', which is not part of a graft dataset; refusing to "
+                    "replace it",
+                    path, foreign);
         return TARGET_REFUSED;
     }
     if (allow_no_index) return TARGET_DATASET;
@@ -123,9 +120,9 @@ static target_state inspect_target(const char *path, int allow_no_index) {
     json_decref(root);
     free(ipath);
     if (!ours) {
-        WRITER_ERROR("%s: exists, is not empty and is not a graft dataset (no valid index.json); "
-                     "refusing to replace it",
-                     path);
+        GRAFT_ERROR("%s: exists, is not empty and is not a graft dataset (no valid index.json); "
+                    "refusing to replace it",
+                    path);
         return TARGET_REFUSED;
     }
     return TARGET_DATASET;
@@ -149,7 +146,7 @@ static void remove_dataset_dir(const char *path) {
 /* Shared start of new_images / new_tokens / new_sequences: check DIR, prepare DIR.tmp. */
 static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_t shard_size) {
     if (!dir || !*dir || shard_size == 0) {
-        WRITER_ERROR("%s: need a directory and a shard size > 0", dir ? dir : "(null)");
+        GRAFT_ERROR("%s: need a directory and a shard size > 0", dir ? dir : "(null)");
         return GRAFT_ERR_INVALID_ARG;
     }
     size_t len = strlen(dir);
@@ -170,7 +167,7 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
         graft_fs_parent(parent, sizeof parent, w->tmp_dir) ? graft_fs_mkdirs(parent) : ENAMETOOLONG;
     if (err == 0 && mkdir(w->tmp_dir, 0755) != 0) err = errno;
     if (err != 0) {
-        WRITER_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
+        GRAFT_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
     w->created_tmp = 1;
@@ -193,8 +190,8 @@ graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const c
     *out = NULL;
     if (channels < 1 || channels > GRAFT_DATASET_MAX_CHANNELS || height < 1 || width < 1 ||
         height > 65536 || width > 65536 || num_classes < 1) {
-        WRITER_ERROR("%s: bad image dataset shape [%d, %d, %d] or num_classes %d", dir ? dir : "",
-                     channels, height, width, num_classes);
+        GRAFT_ERROR("%s: bad image dataset shape [%d, %d, %d] or num_classes %d", dir ? dir : "",
+                    channels, height, width, num_classes);
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset_writer *w = calloc(1, sizeof *w);
@@ -207,7 +204,7 @@ graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const c
     graft_status st = copy_class_names(w, class_names);
     if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
-        if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
+        if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", dir ? dir : "(null)");
         graft_dataset_writer_free(w);
         return st;
     }
@@ -220,7 +217,7 @@ graft_status graft_dataset_writer_new_tokens(graft_dataset_writer **out, const c
                                              size_t shard_size) {
     *out = NULL;
     if (vocab_size < 1 || !tokenizer) {
-        WRITER_ERROR("%s: bad vocab_size %d or no tokenizer name", dir ? dir : "", vocab_size);
+        GRAFT_ERROR("%s: bad vocab_size %d or no tokenizer name", dir ? dir : "", vocab_size);
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset_writer *w = calloc(1, sizeof *w);
@@ -230,7 +227,7 @@ graft_status graft_dataset_writer_new_tokens(graft_dataset_writer **out, const c
     w->tokenizer = strdup(tokenizer);
     graft_status st = w->tokenizer ? writer_begin(w, dir, shard_size) : GRAFT_ERR_NOMEM;
     if (st != GRAFT_OK) {
-        if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
+        if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", dir ? dir : "(null)");
         graft_dataset_writer_free(w);
         return st;
     }
@@ -245,11 +242,11 @@ graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, cons
     *out = NULL;
     if (!tokenizer || vocab_size < 1 || seq_len < 1 || pad_id < 0 || pad_id >= vocab_size ||
         num_classes < 1) {
-        WRITER_ERROR("%s: bad sequence dataset: tokenizer %s, vocab_size %d, seq_len %d, pad_id "
-                     "%d, num_classes %d (need seq_len >= 1, 0 <= pad_id < vocab_size, "
-                     "num_classes >= 1)",
-                     dir ? dir : "", tokenizer ? tokenizer : "(none)", vocab_size, seq_len, pad_id,
-                     num_classes);
+        GRAFT_ERROR("%s: bad sequence dataset: tokenizer %s, vocab_size %d, seq_len %d, pad_id "
+                    "%d, num_classes %d (need seq_len >= 1, 0 <= pad_id < vocab_size, "
+                    "num_classes >= 1)",
+                    dir ? dir : "", tokenizer ? tokenizer : "(none)", vocab_size, seq_len, pad_id,
+                    num_classes);
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset_writer *w = calloc(1, sizeof *w);
@@ -263,7 +260,7 @@ graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, cons
     graft_status st = w->tokenizer ? copy_class_names(w, class_names) : GRAFT_ERR_NOMEM;
     if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
-        if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory", dir ? dir : "(null)");
+        if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", dir ? dir : "(null)");
         graft_dataset_writer_free(w);
         return st;
     }
@@ -339,7 +336,7 @@ static graft_status flush_shard(graft_dataset_writer *w) {
     if (st != GRAFT_OK) goto done;
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        WRITER_ERROR("%s: cannot stat after writing: %s", path, strerror(errno));
+        GRAFT_ERROR("%s: cannot stat after writing: %s", path, strerror(errno));
         st = GRAFT_ERR_IO;
         goto done;
     }
@@ -385,12 +382,12 @@ graft_status graft_dataset_writer_add_image(graft_dataset_writer *w, const uint8
                                             int label) {
     if (w->kind != GRAFT_DATA_IMAGES || w->finished) return GRAFT_ERR_INVALID_ARG;
     if (label < 0 || label >= w->num_classes) {
-        WRITER_ERROR("%s: label %d of sample %zu is outside [0, %d)", w->dir, label, w->count,
-                     w->num_classes);
+        GRAFT_ERROR("%s: label %d of sample %zu is outside [0, %d)", w->dir, label, w->count,
+                    w->num_classes);
         return GRAFT_ERR_INVALID_ARG;
     }
     if (reserve(w, w->in_shard + 1) != GRAFT_OK) {
-        WRITER_ERROR("%s: out of memory buffering a shard", w->dir);
+        GRAFT_ERROR("%s: out of memory buffering a shard", w->dir);
         return GRAFT_ERR_NOMEM;
     }
     size_t plane = (size_t)w->height * (size_t)w->width;
@@ -416,8 +413,8 @@ graft_status graft_dataset_writer_add_tokens(graft_dataset_writer *w, const int3
     if (w->kind != GRAFT_DATA_TOKENS || w->finished) return GRAFT_ERR_INVALID_ARG;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= w->vocab_size) {
-            WRITER_ERROR("%s: token id %d at position %zu is outside [0, %d)", w->dir, ids[i],
-                         w->count + i, w->vocab_size);
+            GRAFT_ERROR("%s: token id %d at position %zu is outside [0, %d)", w->dir, ids[i],
+                        w->count + i, w->vocab_size);
             return GRAFT_ERR_INVALID_ARG;
         }
     }
@@ -426,7 +423,7 @@ graft_status graft_dataset_writer_add_tokens(graft_dataset_writer *w, const int3
         size_t take = w->shard_size - w->in_shard;
         if (take > n - done) take = n - done;
         if (reserve(w, w->in_shard + take) != GRAFT_OK) {
-            WRITER_ERROR("%s: out of memory buffering a shard", w->dir);
+            GRAFT_ERROR("%s: out of memory buffering a shard", w->dir);
             return GRAFT_ERR_NOMEM;
         }
         memcpy(w->tokens + w->in_shard, ids + done, take * sizeof(int32_t));
@@ -445,19 +442,19 @@ graft_status graft_dataset_writer_add_sequence(graft_dataset_writer *w, const in
                                                size_t n, int label) {
     if (w->kind != GRAFT_DATA_SEQUENCES || w->finished) return GRAFT_ERR_INVALID_ARG;
     if (label < 0 || label >= w->num_classes) {
-        WRITER_ERROR("%s: label %d of sample %zu is outside [0, %d)", w->dir, label, w->count,
-                     w->num_classes);
+        GRAFT_ERROR("%s: label %d of sample %zu is outside [0, %d)", w->dir, label, w->count,
+                    w->num_classes);
         return GRAFT_ERR_INVALID_ARG;
     }
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= w->vocab_size) {
-            WRITER_ERROR("%s: token id %d at position %zu of sample %zu is outside [0, %d)", w->dir,
-                         ids[i], i, w->count, w->vocab_size);
+            GRAFT_ERROR("%s: token id %d at position %zu of sample %zu is outside [0, %d)", w->dir,
+                        ids[i], i, w->count, w->vocab_size);
             return GRAFT_ERR_INVALID_ARG;
         }
     }
     if (reserve(w, w->in_shard + 1) != GRAFT_OK) {
-        WRITER_ERROR("%s: out of memory buffering a shard", w->dir);
+        GRAFT_ERROR("%s: out of memory buffering a shard", w->dir);
         return GRAFT_ERR_NOMEM;
     }
     size_t T = (size_t)w->seq_len, keep = n < T ? n : T;
@@ -572,7 +569,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         free(old);
     }
     if (err != 0) {
-        WRITER_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
+        GRAFT_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
     graft_fs_fsync_parent(w->dir);
@@ -582,8 +579,8 @@ static graft_status move_into_place(graft_dataset_writer *w) {
 graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     if (w->finished) return GRAFT_ERR_INVALID_ARG;
     if (w->count == 0) {
-        WRITER_ERROR("%s: no %s to write; refusing to create an empty dataset", w->dir,
-                     w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples");
+        GRAFT_ERROR("%s: no %s to write; refusing to create an empty dataset", w->dir,
+                    w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples");
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_status st = flush_shard(w);
@@ -596,7 +593,7 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
              : GRAFT_ERR_NOMEM;
     json_decref(root);
     free(path);
-    if (st == GRAFT_ERR_NOMEM) WRITER_ERROR("%s: out of memory building index.json", w->dir);
+    if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory building index.json", w->dir);
     if (st != GRAFT_OK) return st;
     st = move_into_place(w);
     if (st == GRAFT_OK) w->finished = 1;

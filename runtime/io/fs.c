@@ -212,6 +212,14 @@ int graft_fs_write(const char *path, const void *data, size_t len, const char **
     return err;
 }
 
+graft_status graft_fs_write_file(const char *path, const void *data, size_t len) {
+    const char *step;
+    int err = graft_fs_write(path, data, len, &step);
+    if (err == 0) return GRAFT_OK;
+    GRAFT_ERROR("%s: cannot %s: %s", path, step, strerror(err));
+    return GRAFT_ERR_IO;
+}
+
 graft_status graft_fs_write_atomic(const char *path, const void *data, size_t len) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);

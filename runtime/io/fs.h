@@ -60,6 +60,10 @@ int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const cha
  * ("create", "write", "fsync", "close") saying what failed. */
 int graft_fs_write(const char *path, const void *data, size_t len, const char **step);
 
+/* graft_fs_write, logging one line on failure: "path: cannot <step>: <reason>"
+ * (GRAFT_ERR_IO). */
+graft_status graft_fs_write_file(const char *path, const void *data, size_t len);
+
 /* Replace path with len bytes so that readers see the old content or the new, never
  * half: "<path>.tmp" in the same directory is written and fsynced, renamed over path,
  * and the directory fsynced. On failure one line naming the path, the step that failed

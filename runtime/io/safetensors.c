@@ -220,50 +220,49 @@ static const char *json_value_text(const json_t *v, char *buf, size_t cap) {
 
 /* ---- reader ---------------------------------------------------------------------------- */
 
-/* The first validation problem found, as text; graft_st_open logs it with the path. */
-typedef struct st_problem {
+/* A validation problem of the file at path: one line "PATH: message" from func;
+ * returns GRAFT_ERR_FORMAT. */
+__attribute__((format(printf, 3, 4))) static graft_status
+problem(const char *func, const char *path, const char *fmt, ...) {
     char text[1024];
-} st_problem;
-
-__attribute__((format(printf, 2, 3))) static graft_status problem(st_problem *p, const char *fmt,
-                                                                  ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->text, sizeof p->text, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    graft_log(GRAFT_LOG_ERROR, func, "%s: %s", path, text);
     return GRAFT_ERR_FORMAT;
 }
+#define PROBLEM(...) problem(__func__, path, __VA_ARGS__)
 
 /* Validate one tensor entry of the header and fill *t (name not set here). */
-static graft_status parse_tensor(st_problem *p, const char *name, const json_t *v,
+static graft_status parse_tensor(const char *path, const char *name, const json_t *v,
                                  uint64_t data_bytes, graft_st_tensor *t) {
     char nm[160], buf[64], shp[256];
     shown(name, nm, sizeof nm);
     if (!json_is_object(v))
-        return problem(p, "tensor '%s' is a JSON %s, not an object", nm, json_type_name(v));
+        return PROBLEM("tensor '%s' is a JSON %s, not an object", nm, json_type_name(v));
 
     const json_t *jdtype = json_object_get(v, "dtype");
-    if (!json_is_string(jdtype)) return problem(p, "tensor '%s' has no \"dtype\" string", nm);
+    if (!json_is_string(jdtype)) return PROBLEM("tensor '%s' has no \"dtype\" string", nm);
     if (!graft_dtype_from_name(json_string_value(jdtype), &t->dtype)) {
         char dt[64];
-        return problem(p,
-                       "tensor '%s' has unknown dtype '%s' (graft reads F32, F16, BF16, I64, "
+        return PROBLEM("tensor '%s' has unknown dtype '%s' (graft reads F32, F16, BF16, I64, "
                        "I32, U8, U16)",
                        nm, shown(json_string_value(jdtype), dt, sizeof dt));
     }
 
     const json_t *jshape = json_object_get(v, "shape");
-    if (!json_is_array(jshape)) return problem(p, "tensor '%s' has no \"shape\" array", nm);
+    if (!json_is_array(jshape)) return PROBLEM("tensor '%s' has no \"shape\" array", nm);
     size_t ndim = json_array_size(jshape);
     if (ndim > GRAFT_ST_MAX_DIMS)
-        return problem(p, "tensor '%s' has %zu dims, graft supports at most %d", nm, ndim,
+        return PROBLEM("tensor '%s' has %zu dims, graft supports at most %d", nm, ndim,
                        GRAFT_ST_MAX_DIMS);
     uint64_t numel = 1;
     int has_zero = 0, overflow = 0;
     for (size_t d = 0; d < ndim; d++) {
         const json_t *jd = json_array_get(jshape, d);
         if (!json_is_integer(jd) || json_integer_value(jd) < 0)
-            return problem(p, "tensor '%s' shape dim %zu is %s, not a non-negative integer", nm, d,
+            return PROBLEM("tensor '%s' shape dim %zu is %s, not a non-negative integer", nm, d,
                            json_value_text(jd, buf, sizeof buf));
         uint64_t dim = (uint64_t)json_integer_value(jd);
         t->shape[d] = (int64_t)dim;
@@ -282,28 +281,26 @@ static graft_status parse_tensor(st_problem *p, const char *name, const json_t *
     const json_t *jbegin = json_array_get(joff, 0), *jend = json_array_get(joff, 1);
     if (!json_is_array(joff) || json_array_size(joff) != 2 || !json_is_integer(jbegin) ||
         !json_is_integer(jend) || json_integer_value(jbegin) < 0 || json_integer_value(jend) < 0)
-        return problem(p,
-                       "tensor '%s' needs \"data_offsets\": [begin, end] of two non-negative "
+        return PROBLEM("tensor '%s' needs \"data_offsets\": [begin, end] of two non-negative "
                        "integers",
                        nm);
     uint64_t begin = (uint64_t)json_integer_value(jbegin);
     uint64_t end = (uint64_t)json_integer_value(jend);
     if (begin > end)
-        return problem(p, "tensor '%s' data_offsets [%llu, %llu] has begin > end", nm,
+        return PROBLEM("tensor '%s' data_offsets [%llu, %llu] has begin > end", nm,
                        (unsigned long long)begin, (unsigned long long)end);
     if (end > data_bytes)
-        return problem(p,
-                       "tensor '%s' data_offsets [%llu, %llu] run past the data region (%llu "
+        return PROBLEM("tensor '%s' data_offsets [%llu, %llu] run past the data region (%llu "
                        "bytes)",
                        nm, (unsigned long long)begin, (unsigned long long)end,
                        (unsigned long long)data_bytes);
     size_t esize = graft_dtype_size(t->dtype);
     if (overflow || numel > UINT64_MAX / esize)
-        return problem(p, "tensor '%s' shape %s has too many elements", nm, shp);
+        return PROBLEM("tensor '%s' shape %s has too many elements", nm, shp);
     uint64_t needed = numel * esize;
     if (end - begin != needed)
-        return problem(p, "tensor '%s' data_offsets [%llu, %llu] but shape %s %s needs %llu bytes",
-                       nm, (unsigned long long)begin, (unsigned long long)end, shp,
+        return PROBLEM("tensor '%s' data_offsets [%llu, %llu] but shape %s %s needs %llu bytes", nm,
+                       (unsigned long long)begin, (unsigned long long)end, shp,
                        graft_dtype_name(t->dtype), (unsigned long long)needed);
     /* end <= data_bytes <= SIZE_MAX, so these fit size_t. */
     t->numel = (size_t)numel;
@@ -313,10 +310,10 @@ static graft_status parse_tensor(st_problem *p, const char *name, const json_t *
 }
 
 /* Validate and copy the __metadata__ object. */
-static graft_status parse_metadata(st_problem *p, graft_st_file *f, const json_t *meta) {
+static graft_status parse_metadata(const char *path, graft_st_file *f, const json_t *meta) {
     char nm[160];
     if (!json_is_object(meta))
-        return problem(p, "__metadata__ is a JSON %s, not an object", json_type_name(meta));
+        return PROBLEM("__metadata__ is a JSON %s, not an object", json_type_name(meta));
     size_t count = json_object_size(meta);
     if (count == 0) return GRAFT_OK;
     f->meta_keys = calloc(count, sizeof *f->meta_keys);
@@ -326,7 +323,7 @@ static graft_status parse_metadata(st_problem *p, graft_st_file *f, const json_t
     const json_t *value;
     json_object_foreach((json_t *)meta, key, value) {
         if (!json_is_string(value))
-            return problem(p, "__metadata__ value for key '%s' is a JSON %s, not a string",
+            return PROBLEM("__metadata__ value for key '%s' is a JSON %s, not a string",
                            shown(key, nm, sizeof nm), json_type_name(value));
         f->meta_keys[f->n_meta] = strdup(key);
         f->meta_values[f->n_meta] = strdup(json_string_value(value));
@@ -345,49 +342,48 @@ static int compare_by_offset(const void *a, const void *b) {
 }
 
 /* Check that the tensors tile the data region exactly: no overlap, gap or tail. */
-static graft_status check_layout(st_problem *p, const graft_st_file *f) {
+static graft_status check_layout(const char *path, const graft_st_file *f) {
     char nm1[160], nm2[160];
     uint64_t expected = 0;
     for (size_t i = 0; i < f->n_tensors; i++) {
         const graft_st_tensor *t = &f->tensors[i];
         if (t->offset < expected) {
             const graft_st_tensor *prev = &f->tensors[i - 1];
-            return problem(p, "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
+            return PROBLEM("tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
                            shown(prev->name, nm1, sizeof nm1), (unsigned long long)prev->offset,
                            (unsigned long long)(prev->offset + prev->nbytes),
                            shown(t->name, nm2, sizeof nm2), (unsigned long long)t->offset,
                            (unsigned long long)(t->offset + t->nbytes));
         }
         if (t->offset > expected)
-            return problem(p, "%llu unused bytes in the data region before tensor '%s' at %llu",
+            return PROBLEM("%llu unused bytes in the data region before tensor '%s' at %llu",
                            (unsigned long long)(t->offset - expected),
                            shown(t->name, nm1, sizeof nm1), (unsigned long long)t->offset);
         expected = t->offset + t->nbytes;
     }
     if (expected != f->data_bytes)
-        return problem(p, "%llu unused bytes at the end of the data region",
+        return PROBLEM("%llu unused bytes at the end of the data region",
                        (unsigned long long)(f->data_bytes - expected));
     return GRAFT_OK;
 }
 
 /* Validate the mapped file and build the tensor and metadata tables in *f. */
-static graft_status parse_file(st_problem *p, graft_st_file *f) {
+static graft_status parse_file(const char *path, graft_st_file *f) {
     const unsigned char *bytes = f->map;
     uint64_t after_length = (uint64_t)f->map_bytes - 8;
     uint64_t header_bytes = load_u64_le(bytes);
     if (header_bytes > GRAFT_ST_MAX_HEADER_BYTES)
-        return problem(p, "header length %llu exceeds the %llu-byte limit",
+        return PROBLEM("header length %llu exceeds the %llu-byte limit",
                        (unsigned long long)header_bytes,
                        (unsigned long long)GRAFT_ST_MAX_HEADER_BYTES);
     if (header_bytes > after_length)
-        return problem(p,
-                       "header length %llu runs past the end of the file (%llu bytes follow "
+        return PROBLEM("header length %llu runs past the end of the file (%llu bytes follow "
                        "the length)",
                        (unsigned long long)header_bytes, (unsigned long long)after_length);
     const unsigned char *header = bytes + 8;
     size_t bad_at = 0;
     if (!utf8_valid(header, (size_t)header_bytes, &bad_at))
-        return problem(p, "header is not valid UTF-8 (byte 0x%02x at header offset %zu)",
+        return PROBLEM("header is not valid UTF-8 (byte 0x%02x at header offset %zu)",
                        header[bad_at], bad_at);
     f->header_bytes = header_bytes;
     f->data_region = header + header_bytes;
@@ -397,11 +393,11 @@ static graft_status parse_file(st_problem *p, graft_st_file *f) {
     json_t *root =
         json_loadb((const char *)header, (size_t)header_bytes, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return problem(p, "header is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+        return PROBLEM("header is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
                        jerr.column);
     graft_status s = GRAFT_OK;
     if (!json_is_object(root)) {
-        s = problem(p, "header is a JSON %s, not an object", json_type_name(root));
+        s = PROBLEM("header is a JSON %s, not an object", json_type_name(root));
         goto done;
     }
     size_t count = json_object_size(root);
@@ -417,10 +413,10 @@ static graft_status parse_file(st_problem *p, graft_st_file *f) {
     json_t *value;
     json_object_foreach(root, key, value) {
         if (strcmp(key, "__metadata__") == 0) {
-            s = parse_metadata(p, f, value);
+            s = parse_metadata(path, f, value);
         } else {
             graft_st_tensor *t = &f->tensors[f->n_tensors];
-            s = parse_tensor(p, key, value, f->data_bytes, t);
+            s = parse_tensor(path, key, value, f->data_bytes, t);
             if (s != GRAFT_OK) break;
             t->name = strdup(key);
             if (!t->name) s = GRAFT_ERR_NOMEM;
@@ -430,7 +426,7 @@ static graft_status parse_file(st_problem *p, graft_st_file *f) {
     }
     if (s != GRAFT_OK) goto done;
     if (f->n_tensors > 1) qsort(f->tensors, f->n_tensors, sizeof *f->tensors, compare_by_offset);
-    s = check_layout(p, f);
+    s = check_layout(path, f);
     if (s != GRAFT_OK) goto done;
     for (size_t i = 0; i < f->n_tensors; i++)
         f->tensors[i].data = f->data_region + f->tensors[i].offset;
@@ -486,17 +482,13 @@ graft_status graft_st_open(graft_st_file *f, const char *path) {
     f->map = map;
     f->map_bytes = (size_t)file_bytes;
 
-    st_problem p;
-    p.text[0] = '\0';
-    graft_status s = parse_file(&p, f);
+    graft_status s = parse_file(path, f); /* logs what is malformed */
     if (s == GRAFT_OK) {
         f->path = strdup(path);
         if (!f->path) s = GRAFT_ERR_NOMEM;
     }
     if (s != GRAFT_OK) {
-        if (s == GRAFT_ERR_FORMAT)
-            GRAFT_ERROR("%s: %s", path, p.text);
-        else
+        if (s != GRAFT_ERR_FORMAT)
             GRAFT_ERROR("%s: %s while reading the header", path, graft_status_str(s));
         graft_st_close(f);
     }

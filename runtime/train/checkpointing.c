@@ -18,27 +18,14 @@
 #include "runtime/io/json.h"
 #include "train_internal.h"
 
-/* The stored config text as a graft_config (through a temporary file: the config
- * module reads files, with line numbers for its messages). */
-static graft_status parse_saved_config(const char *text, graft_config *out) {
-    char path[] = "/tmp/graft-ckpt-config-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return GRAFT_ERR_IO;
-    size_t len = strlen(text);
-    int ok = write(fd, text, len) == (ssize_t)len;
-    close(fd);
-    graft_config_defaults(out);
-    graft_status st = ok ? graft_config_load(out, path) : GRAFT_ERR_IO;
-    unlink(path);
-    return st;
-}
-
 /* Refuse to continue a checkpoint under changed training keys unless allowed. */
 static graft_status check_config_change(trainer *t, const char *ckpt, const char *saved_text) {
+    char name[TRAIN_PATH_MAX];
     graft_config saved;
-    graft_status st = parse_saved_config(saved_text, &saved);
+    graft_config_defaults(&saved);
+    graft_status st = graft_fs_path_join(name, sizeof name, ckpt, "config.yaml");
+    if (st == GRAFT_OK) st = graft_config_load_text(&saved, name, saved_text); /* logs */
     if (st != GRAFT_OK) {
-        GRAFT_ERROR("%s: its config.yaml does not parse", ckpt);
         graft_config_free(&saved);
         return GRAFT_ERR_FORMAT;
     }
