@@ -6,7 +6,8 @@
 # ratio = after / before (< 1: the change made it faster). Use it to show that a change
 # left speed alone (a refactor) or to measure what it gained:
 #   bench/before_after.sh OLD_BUILD_DIR NEW_BUILD_DIR [THREADS]
-# An architecture the old build does not know is left out.
+# An architecture the old build does not know is left out; ONLY=bert (a case name)
+# runs one case.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 before=$(cd "${1:?usage: before_after.sh OLD_BUILD NEW_BUILD [THREADS]}" && pwd)/graft
@@ -25,6 +26,7 @@ echo "before $before, after $after; $threads thread(s); best of $rounds rounds o
 for _ in $(seq "$rounds"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r name args _ <<<"$c"
+    [ -z "${ONLY:-}" ] || [ "$ONLY" = "$name" ] || continue
     for side in before after; do
       bin=$before
       [ "$side" = after ] && bin=$after
