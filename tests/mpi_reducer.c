@@ -67,7 +67,11 @@ static void test_backward_order_exact_and_identical(void **state) {
         GRAFT_OK);
     int nb = graft_reducer_num_buckets(r);
     assert_int_equal(graft_comm_set_watchdog(&comm, 60), GRAFT_OK);
-    for (int step = 0; step < 2; step++) {
+    /* Overlap is a matter of timing: on a loaded machine (3 ranks on 2 cores under a
+     * sanitizer) a step can find no bucket finished before the wait, so overlap has to
+     * show in at least one of several steps, not in each. */
+    int overlapped_steps = 0;
+    for (int step = 0; step < 4; step++) {
         tu_fill_uniform(grads, n, -1, 1, 1000u * (unsigned)step + (unsigned)me);
         graft_reducer_set_step(r, step);
         graft_reducer_begin_step(r, 1);
@@ -105,8 +109,9 @@ static void test_backward_order_exact_and_identical(void **state) {
         assert_true(max_err / max_ref <= 4e-7 * R);
         assert_true(graft_reducer_step_bytes(r) == 4 * (uint64_t)n);
         assert_int_equal(stats.launched_before_wait, nb);
-        assert_true(stats.finished_before_wait >= 1); /* overlap happened */
+        overlapped_steps += stats.finished_before_wait >= 1;
     }
+    assert_true(overlapped_steps >= 1); /* overlap happened */
     assert_int_equal(graft_comm_set_watchdog(&comm, 0), GRAFT_OK);
     graft_reducer_free(r);
     free(grads);
