@@ -42,18 +42,7 @@ char *graft_data_join_path(const char *dir, const char *name) {
 
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
     uint64_t bytes;
-    const char *step;
-    int err = graft_fs_xxh64(path, out, &bytes, &step);
-    if (err == 0) return GRAFT_OK;
-    if (err == ENOMEM) {
-        GRAFT_ERROR("%s: out of memory computing the checksum", path);
-        return GRAFT_ERR_NOMEM;
-    }
-    if (strcmp(step, "open") == 0)
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(err));
-    else
-        GRAFT_ERROR("%s: read error: %s", path, strerror(err));
-    return GRAFT_ERR_IO;
+    return graft_fs_xxh64(path, out, &bytes, GRAFT_LOG_ERROR);
 }
 
 /* "normalize": {"mean": [C numbers], "std": [C positive numbers]} (optional). */

@@ -22,6 +22,7 @@
 
 #include "dataset.h"
 #include "dataset_internal.h"
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/fs.h"
 #include "runtime/io/json.h"
@@ -163,11 +164,13 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     if (t == TARGET_REFUSED) return GRAFT_ERR_IO;
     if (t != TARGET_ABSENT) remove_dataset_dir(w->tmp_dir);
     char parent[GRAFT_FS_PATH_MAX];
-    int err =
-        graft_fs_parent(parent, sizeof parent, w->tmp_dir) ? graft_fs_mkdirs(parent) : ENAMETOOLONG;
-    if (err == 0 && mkdir(w->tmp_dir, 0755) != 0) err = errno;
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
+    if (!graft_fs_parent(parent, sizeof parent, w->tmp_dir)) {
+        GRAFT_ERROR("%s: path too long", w->tmp_dir);
+        return GRAFT_ERR_IO;
+    }
+    GRAFT_TRY(graft_fs_mkdirs(parent, GRAFT_LOG_ERROR));
+    if (mkdir(w->tmp_dir, 0755) != 0) {
+        GRAFT_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(errno));
         return GRAFT_ERR_IO;
     }
     w->created_tmp = 1;
@@ -572,7 +575,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         GRAFT_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
-    graft_fs_fsync_parent(w->dir);
+    graft_fs_fsync_parent(w->dir, GRAFT_LOG_DEBUG);
     return GRAFT_OK;
 }
 

@@ -863,9 +863,10 @@ graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
         if (err == 0) err = EIO;
         goto done;
     }
-    step = "fsync the directory of";
-    target = path;
-    err = graft_fs_fsync_parent(path);
+    free(header);
+    free(order);
+    free(tmp);
+    return graft_fs_fsync_parent(path, GRAFT_LOG_ERROR);
 done:
     if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, target, strerror(err));
     free(header);
