@@ -1,6 +1,6 @@
-/* Tests for runtime/io/fs: path joining (and its overflow check), parents, mkdir -p
- * (nested, over an existing file), whole-file reads of a regular file and refusals of
- * a FIFO (without hanging), a directory and a missing file, the size bound, atomic
+/* Tests for runtime/io/fs: path joining (trailing slashes, the overflow check, the allocating
+ * variant), parents, mkdir -p (nested, over an existing file), whole-file reads of a regular file
+ * and refusals of a FIFO (without hanging), a directory and a missing file, the size bound, atomic
  * writes (content replaced, no temp file left), file digests, and paths with spaces and
  * quotes. */
 #include "tests/testutil.h"
@@ -65,6 +65,33 @@ static void test_path_join(void **state) {
     assert_string_equal(out, "runs/x/eval");
     assert_int_equal(graft_fs_path_join(out, sizeof out, "/", "etc"), GRAFT_OK);
     assert_string_equal(out, "/etc");
+    /* a run of slashes that ends dir becomes one; a dir of slashes only is "/" */
+    assert_int_equal(graft_fs_path_join(out, sizeof out, "runs/x///", "eval"), GRAFT_OK);
+    assert_string_equal(out, "runs/x/eval");
+    assert_int_equal(graft_fs_path_join(out, sizeof out, "//", "etc"), GRAFT_OK);
+    assert_string_equal(out, "/etc");
+    assert_int_equal(graft_fs_path_join(out, sizeof out, "a//b/", "c"), GRAFT_OK);
+    assert_string_equal(out, "a//b/c");
+    /* the allocating variant gives the same, at any length */
+    static const char *const alloc_cases[][3] = {{"runs/x", "eval", "runs/x/eval"},
+                                                 {"runs/x//", "eval", "runs/x/eval"},
+                                                 {"/", "etc", "/etc"},
+                                                 {"///", "etc", "/etc"},
+                                                 {"", "f", "/f"}};
+    for (size_t i = 0; i < sizeof alloc_cases / sizeof alloc_cases[0]; i++) {
+        char *p = graft_fs_path_join_alloc(alloc_cases[i][0], alloc_cases[i][1]);
+        assert_non_null(p);
+        assert_string_equal(p, alloc_cases[i][2]);
+        free(p);
+    }
+    char long_dir[PATH_LEN + 16];
+    memset(long_dir, 'd', sizeof long_dir - 1);
+    long_dir[sizeof long_dir - 1] = '\0';
+    char *p = graft_fs_path_join_alloc(long_dir, "n");
+    assert_non_null(p);
+    assert_int_equal(strlen(p), strlen(long_dir) + 2);
+    assert_string_equal(p + strlen(long_dir), "/n");
+    free(p);
     /* exactly full (31 characters and the NUL) fits, one more does not */
     assert_int_equal(graft_fs_path_join(out, sizeof out, "0123456789abcdef", "0123456789abcd"),
                      GRAFT_OK);

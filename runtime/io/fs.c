@@ -21,15 +21,34 @@ static const char *fs_strerror(int err) {
     return err == FS_ENOTREG ? "not a regular file" : strerror(err);
 }
 
-graft_status graft_fs_path_join(char *out, size_t size, const char *dir, const char *name) {
+/* The length of dir without the slashes that end it (a lone "/" stays), and the
+ * separator to put between it and a name. */
+static size_t join_prefix(const char *dir, const char **sep) {
     size_t len = strlen(dir);
-    const char *sep = (len > 0 && dir[len - 1] == '/') ? "" : "/";
-    int n = snprintf(out, size, "%s%s%s", dir, sep, name);
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    *sep = (len == 1 && dir[0] == '/') ? "" : "/";
+    return len;
+}
+
+graft_status graft_fs_path_join(char *out, size_t size, const char *dir, const char *name) {
+    const char *sep;
+    int len = (int)join_prefix(dir, &sep);
+    int n = snprintf(out, size, "%.*s%s%s", len, dir, sep, name);
     if (n < 0 || (size_t)n >= size) {
-        GRAFT_ERROR("%s%s%s: path too long", dir, sep, name);
+        GRAFT_ERROR("%.*s%s%s: path too long", len, dir, sep, name);
         return GRAFT_ERR_IO;
     }
     return GRAFT_OK;
+}
+
+char *graft_fs_path_join_alloc(const char *dir, const char *name) {
+    const char *sep;
+    size_t len = join_prefix(dir, &sep);
+    size_t total = len + strlen(sep) + strlen(name) + 1;
+    char *p = malloc(total);
+    if (p) snprintf(p, total, "%.*s%s%s", (int)len, dir, sep, name);
+    return p;
 }
 
 int graft_fs_parent(char *out, size_t size, const char *path) {

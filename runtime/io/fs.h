@@ -18,9 +18,13 @@
 /* Room for any path these helpers build. */
 #define GRAFT_FS_PATH_MAX 4096
 
-/* "dir/name" into out (size bytes), without doubling a slash that ends dir. When it
- * does not fit: logs "dir/name: path too long" and returns GRAFT_ERR_IO. */
+/* "dir/name" into out (size bytes), the slashes that end dir replaced by one ("a//" and
+ * "b" give "a/b", "/" and "b" give "/b"). When it does not fit: logs "dir/name: path too
+ * long" and returns GRAFT_ERR_IO. */
 graft_status graft_fs_path_join(char *out, size_t size, const char *dir, const char *name);
+/* The same, malloc'd (the caller frees it): no bound on the length; NULL, logging
+ * nothing, when out of memory (like strdup). */
+char *graft_fs_path_join_alloc(const char *dir, const char *name);
 
 /* The directory holding path into out: "." when path has no slash, "/" for a top-level
  * entry; slashes that end path are ignored. 0 when it does not fit in size bytes. */
