@@ -177,16 +177,7 @@ static int data_fmnist(int argc, char **argv) {
 /* Read a whole file; NULL with a one-line error. */
 static char *read_file(const char *path, size_t *len) {
     char *text;
-    const char *step;
-    int err = graft_fs_read(path, 0, &text, len, &step);
-    if (err == 0) return text;
-    if (err == ENOMEM)
-        fprintf(stderr, "graft data text: %s: out of memory\n", path);
-    else if (strcmp(step, "open") == 0)
-        fprintf(stderr, "graft data text: %s: cannot open: %s\n", path, strerror(err));
-    else
-        fprintf(stderr, "graft data text: %s: cannot read: %s\n", path, graft_fs_strerror(err));
-    return NULL;
+    return graft_fs_read(path, 0, &text, len, GRAFT_LOG_ERROR) == GRAFT_OK ? text : NULL;
 }
 
 /* Does the text hold a fortune separator (a line that is exactly "%")? */

@@ -43,7 +43,7 @@ static const char *capture_end(char *buf, size_t size) {
     fclose(capture);
     char *text;
     size_t len;
-    assert_int_equal(graft_fs_read(capture_path, 0, &text, &len, NULL), 0);
+    assert_int_equal(graft_fs_read(capture_path, 0, &text, &len, GRAFT_LOG_ERROR), GRAFT_OK);
     int lines = 0;
     for (size_t i = 0; i < len; i++)
         lines += text[i] == '\n';
@@ -189,7 +189,7 @@ static void test_write(void **state) {
     assert_int_equal(graft_fs_path_join(path, sizeof path, root, "out.json"), GRAFT_OK);
     assert_int_equal(graft_json_write_atomic(path, o, JSON_INDENT(1) | JSON_SORT_KEYS), GRAFT_OK);
     char *text;
-    assert_int_equal(graft_fs_read(path, 0, &text, &len, NULL), 0);
+    assert_int_equal(graft_fs_read(path, 0, &text, &len, GRAFT_LOG_ERROR), GRAFT_OK);
     assert_string_equal(text, "{\n \"a\": 1,\n \"b\": 2\n}\n");
     free(text);
     json_decref(o);

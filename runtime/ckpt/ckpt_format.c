@@ -183,12 +183,8 @@ graft_status ckpt_read_state(const char *ckpt_dir, ckpt_info *info, graft_log_le
         return GRAFT_ERR_INVALID_ARG;
     char *text;
     size_t len;
-    int err = graft_fs_read(path, 1 << 24, &text, &len, NULL);
-    if (err != 0) {
-        graft_log(level, __func__, "%s: cannot read state.json: %s", ckpt_dir,
-                  graft_fs_strerror(err));
-        return err == ENOENT ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
-    }
+    graft_status rs = graft_fs_read(path, 1 << 24, &text, &len, level);
+    if (rs != GRAFT_OK) return rs == GRAFT_ERR_IO && !graft_fs_exists(path) ? GRAFT_ERR_FORMAT : rs;
     graft_status st = GRAFT_ERR_FORMAT;
     if (strlen(text) != len)
         graft_log(level, __func__, "%s: state.json: holds a NUL byte", ckpt_dir);
@@ -286,11 +282,7 @@ static graft_status check_size(const char *ckpt_dir, const char *path, const cha
 static graft_status check_hash(const char *ckpt_dir, const char *path, const char *label,
                                uint64_t xxh64, graft_log_level level) {
     uint64_t h = 0, bytes = 0;
-    int err = graft_fs_xxh64(path, &h, &bytes, NULL);
-    if (err != 0) {
-        graft_log(level, __func__, "%s: cannot read %s: %s", ckpt_dir, label, strerror(err));
-        return err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_xxh64(path, &h, &bytes, level));
     if (h != xxh64) {
         graft_log(level, __func__, "%s: %s checksum mismatch", ckpt_dir, label);
         return GRAFT_ERR_FORMAT;
@@ -309,6 +301,15 @@ static void base_name(char *out, size_t size, const char *dir) {
     snprintf(out, size, "%.*s", (int)(len - start), dir + start);
 }
 
+/* The reason of the thread's last error, a line of runtime/io/fs ("PATH: cannot read:
+ * REASON"): the text after its last ": ". */
+static const char *last_reason(void) {
+    const char *msg = graft_log_last_error(), *reason = msg;
+    for (const char *p = msg; (p = strstr(p, ": ")) != NULL; p += 2)
+        reason = p + 2;
+    return reason;
+}
+
 graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, graft_log_level level) {
     if (info_out) memset(info_out, 0, sizeof *info_out);
     struct stat dst;
@@ -325,15 +326,14 @@ graft_status ckpt_check(const char *ckpt_dir, ckpt_info *info_out, graft_log_lev
         return GRAFT_ERR_INVALID_ARG;
     char *text;
     size_t len;
-    int err = graft_fs_read(path, MANIFEST_MAX_BYTES, &text, &len, NULL);
-    if (err == ENOENT) {
+    graft_status rs = graft_fs_read(path, MANIFEST_MAX_BYTES, &text, &len, GRAFT_LOG_QUIET);
+    if (rs != GRAFT_OK && !graft_fs_exists(path)) {
         graft_log(level, __func__, "%s: no MANIFEST (the save did not finish)", ckpt_dir);
         return GRAFT_ERR_FORMAT;
     }
-    if (err != 0) {
-        graft_log(level, __func__, "%s: cannot read MANIFEST: %s", ckpt_dir,
-                  graft_fs_strerror(err));
-        return err == EFBIG ? GRAFT_ERR_FORMAT : GRAFT_ERR_IO;
+    if (rs != GRAFT_OK) {
+        graft_log(level, __func__, "%s: cannot read MANIFEST: %s", ckpt_dir, last_reason());
+        return rs;
     }
     manifest_entry entries[MANIFEST_MAX_ENTRIES];
     int n = 0;

@@ -87,10 +87,9 @@ int ckpt_read_latest(const char *root, char *name, size_t size) {
     if (graft_fs_path_join(path, sizeof path, root, "latest") != GRAFT_OK) return 0;
     char *text = NULL;
     size_t len = 0;
-    int err = graft_fs_read(path, 256, &text, &len, NULL);
-    if (err == ENOENT) return 0;
-    if (err != 0) {
-        snprintf(name, size, "(unreadable: %s)", graft_fs_strerror(err));
+    if (graft_fs_read(path, 256, &text, &len, GRAFT_LOG_QUIET) != GRAFT_OK) {
+        if (!graft_fs_exists(path)) return 0;
+        snprintf(name, size, "(unreadable: %s)", graft_log_last_error());
         return -1;
     }
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))

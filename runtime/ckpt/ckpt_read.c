@@ -276,11 +276,7 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
         char path[CKPT_PATH_MAX];
         size_t len;
         graft_fs_path_join(path, sizeof path, ckpt_dir, "config.yaml");
-        int err = graft_fs_read(path, CONFIG_MAX_BYTES, &config_text, &len, NULL);
-        if (err != 0) {
-            GRAFT_ERROR("%s: cannot read it: %s", path, graft_fs_strerror(err));
-            st = err == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO;
-        }
+        st = graft_fs_read(path, CONFIG_MAX_BYTES, &config_text, &len, GRAFT_LOG_ERROR);
     }
 
     /* Everything is checked: from here on nothing can fail. */

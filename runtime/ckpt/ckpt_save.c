@@ -127,7 +127,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     ckpt_frozen_ref recorded;
     if (existed && find_frozen_ref(root, ref->file, &recorded)) {
         uint64_t h, bytes;
-        if (graft_fs_xxh64(path, &h, &bytes, NULL) == 0 && h == recorded.xxh64 &&
+        if (graft_fs_xxh64(path, &h, &bytes, GRAFT_LOG_DEBUG) == GRAFT_OK && h == recorded.xxh64 &&
             bytes == recorded.bytes) {
             *ref = recorded;
             ref->present = 1;
@@ -149,11 +149,7 @@ static graft_status prepare_frozen(const graft_params *p, const char *root, uint
     graft_st_writer_free(&w);
     if (st_ != GRAFT_OK) return st_;
     *created = !existed;
-    int err = graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, NULL);
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_xxh64(path, &ref->xxh64, &ref->bytes, GRAFT_LOG_ERROR));
     ref->present = 1;
     *written += ref->bytes;
     return GRAFT_OK;
@@ -201,7 +197,7 @@ static graft_status write_optim(const graft_params *p, const graft_optim *o, con
 
 /* Write a small file durably, logging one line on failure. */
 static graft_status write_text(const char *path, const char *text, size_t len, uint64_t *written) {
-    GRAFT_TRY(graft_fs_write_file(path, text, len));
+    GRAFT_TRY(graft_fs_write(path, text, len, GRAFT_LOG_ERROR));
     *written += len;
     return GRAFT_OK;
 }
@@ -239,23 +235,14 @@ static graft_status write_checkpoint_files(const graft_ckpt_save_args *a, const 
     for (int f = 0; f < CKPT_N_FILES; f++) {
         uint64_t h, bytes;
         graft_fs_path_join(path, sizeof path, tmp_dir, ckpt_files[f]);
-        int err = graft_fs_xxh64(path, &h, &bytes, NULL);
-        if (err != 0) {
-            GRAFT_ERROR("%s: cannot read it back: %s", path, strerror(err));
-            return GRAFT_ERR_IO;
-        }
+        GRAFT_TRY(graft_fs_xxh64(path, &h, &bytes, GRAFT_LOG_ERROR));
         if (ends_with(ckpt_files[f], ".safetensors")) *written += bytes;
         used += (size_t)snprintf(manifest + used, sizeof manifest - used, "%016llx %llu %s\n",
                                  (unsigned long long)h, (unsigned long long)bytes, ckpt_files[f]);
     }
     graft_fs_path_join(path, sizeof path, tmp_dir, "MANIFEST");
     GRAFT_TRY(write_text(path, manifest, used, written));
-    int err = graft_fs_fsync_dir(tmp_dir);
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot fsync the directory: %s", tmp_dir, strerror(err));
-        return GRAFT_ERR_IO;
-    }
-    return GRAFT_OK;
+    return graft_fs_fsync_dir(tmp_dir, GRAFT_LOG_ERROR);
 }
 
 /* Point root/latest at `name` through latest.tmp (write, fsync, rename). On failure
@@ -266,7 +253,7 @@ static graft_status replace_latest(const char *root, const char *name, uint64_t 
         graft_fs_path_join(latest, sizeof latest, root, "latest") != GRAFT_OK)
         return GRAFT_ERR_INVALID_ARG;
     int len = snprintf(text, sizeof text, "%s\n", name);
-    graft_status st = graft_fs_write_file(tmp, text, (size_t)len);
+    graft_status st = graft_fs_write(tmp, text, (size_t)len, GRAFT_LOG_ERROR);
     if (st == GRAFT_OK && rename(tmp, latest) != 0) {
         GRAFT_ERROR("%s: cannot rename it to latest: %s", tmp, strerror(errno));
         st = GRAFT_ERR_IO;
@@ -343,7 +330,7 @@ static void prune(const char *root, long current_step, int keep_last) {
         if (ckpt_remove_tree(dir, GRAFT_LOG_WARN, what) == GRAFT_OK) removed++;
     }
     free(list);
-    if (removed) graft_fs_fsync_dir(root);
+    if (removed) graft_fs_fsync_dir(root, GRAFT_LOG_DEBUG);
     prune_frozen(root);
 }
 
@@ -379,11 +366,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
     if (bytes_written) *bytes_written = 0;
     GRAFT_TRY(check_args(a));
     const char *root = a->dir;
-    int err = graft_fs_mkdirs(root);
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot create the checkpoint directory: %s", root, strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_mkdirs(root, GRAFT_LOG_ERROR));
     remove_stale_tmp(root);
 
     char name[CKPT_NAME_MAX], tmp_name[CKPT_NAME_MAX], aside_name[CKPT_NAME_MAX];
@@ -437,10 +420,7 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
             made_tmp = 0;
         }
     }
-    if (st == GRAFT_OK && (err = graft_fs_fsync_dir(root)) != 0) {
-        GRAFT_ERROR("%s: cannot fsync the directory: %s", root, strerror(err));
-        st = GRAFT_ERR_IO;
-    }
+    if (st == GRAFT_OK) st = graft_fs_fsync_dir(root, GRAFT_LOG_ERROR);
     if (st == GRAFT_OK) st = replace_latest(root, name, &written);
 
     if (st != GRAFT_OK) {
@@ -451,15 +431,11 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
             GRAFT_WARN("%s: cannot put the previous checkpoint of this step back from %s: %s",
                        final_dir, aside_dir, strerror(errno));
         if (frozen_created) unlink(frozen_path);
-        graft_fs_fsync_dir(root);
+        graft_fs_fsync_dir(root, GRAFT_LOG_DEBUG);
         return st;
     }
-    if ((err = graft_fs_fsync_dir(root)) != 0) {
-        /* latest already names the new checkpoint: consistent, but maybe not durable */
-        GRAFT_ERROR("%s: cannot fsync the directory after replacing latest: %s", root,
-                    strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    /* latest already names the new checkpoint: consistent, but maybe not durable */
+    GRAFT_TRY(graft_fs_fsync_dir(root, GRAFT_LOG_ERROR));
     if (moved_aside) ckpt_remove_tree(aside_dir, GRAFT_LOG_WARN, "the replaced checkpoint");
     prune(root, a->state->step, a->keep_last);
     if (bytes_written) *bytes_written = written;

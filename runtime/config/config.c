@@ -99,20 +99,15 @@ void graft_config_defaults(graft_config *cfg) {
 /* Whole file into a NUL-terminated buffer; errors name the file (GRAFT_ERR_IO). A file
  * of CFG_MAX_FILE_BYTES or more is refused. */
 static graft_status read_file(const cfg_where *w, char **text, size_t *len) {
-    const char *step;
-    int err = graft_fs_read(w->file, CFG_MAX_FILE_BYTES - 1, text, len, &step);
-    if (err == 0) return GRAFT_OK;
-    if (err == EFBIG) {
+    graft_status st = graft_fs_read(w->file, CFG_MAX_FILE_BYTES - 1, text, len, GRAFT_LOG_QUIET);
+    if (st == GRAFT_OK) return GRAFT_OK;
+    if (st == GRAFT_ERR_FORMAT) {
         cfg_set_error(w->func, "%s: file too large (a config file is at most %zu MiB)", w->file,
                       CFG_MAX_FILE_BYTES >> 20);
         return GRAFT_ERR_CONFIG;
     }
-    if (err == ENOMEM) {
-        cfg_set_error(w->func, "%s: out of memory", w->file);
-        return GRAFT_ERR_NOMEM;
-    }
-    cfg_set_error(w->func, "%s: cannot %s: %s", w->file, step, graft_fs_strerror(err));
-    return GRAFT_ERR_IO;
+    cfg_set_error(w->func, "%s", graft_log_last_error()); /* "FILE: cannot open: ..." */
+    return st;
 }
 
 /* Parse text (named w->file) and apply its top-level mapping on top of the current

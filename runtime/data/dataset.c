@@ -26,34 +26,9 @@
 #define MAX_SIDE 65536
 #define MAX_SEQ_LEN (1 << 20)
 
-char *graft_data_join_path(const char *dir, const char *name) {
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/')
-        len--;
-    size_t total = len + 1 + strlen(name) + 1;
-    char *p = malloc(total);
-    if (!p) return NULL;
-    if (len == 1 && dir[0] == '/')
-        snprintf(p, total, "/%s", name);
-    else
-        snprintf(p, total, "%.*s/%s", (int)len, dir, name);
-    return p;
-}
-
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
     uint64_t bytes;
-    const char *step;
-    int err = graft_fs_xxh64(path, out, &bytes, &step);
-    if (err == 0) return GRAFT_OK;
-    if (err == ENOMEM) {
-        GRAFT_ERROR("%s: out of memory computing the checksum", path);
-        return GRAFT_ERR_NOMEM;
-    }
-    if (strcmp(step, "open") == 0)
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(err));
-    else
-        GRAFT_ERROR("%s: read error: %s", path, strerror(err));
-    return GRAFT_ERR_IO;
+    return graft_fs_xxh64(path, out, &bytes, GRAFT_LOG_ERROR);
 }
 
 /* "normalize": {"mean": [C numbers], "std": [C positive numbers]} (optional). */
@@ -498,7 +473,7 @@ static graft_status check_sequence_shard(const char *path, graft_dataset *d, int
 /* Shard i: present, right size, right checksum (when asked), valid safetensors with
  * the tensors the index promises. */
 static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int verify) {
-    char *path = graft_data_join_path(d->dir, d->shard_files[i]);
+    char *path = graft_fs_path_join_alloc(d->dir, d->shard_files[i]);
     if (!path) return GRAFT_ERR_NOMEM;
     graft_status st = GRAFT_ERR_FORMAT;
     struct stat sb;
@@ -548,7 +523,7 @@ graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_ch
     graft_dataset ds;
     memset(&ds, 0, sizeof ds);
     ds.dir = strdup(dir);
-    char *ipath = graft_data_join_path(dir, "index.json");
+    char *ipath = graft_fs_path_join_alloc(dir, "index.json");
     graft_status st = GRAFT_ERR_NOMEM;
     if (!ds.dir || !ipath) goto done;
     if ((st = parse_index(ipath, &ds)) != GRAFT_OK) goto done;

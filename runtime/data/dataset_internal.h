@@ -16,8 +16,6 @@ struct graft_dataset_shard {
     int token_bytes;             /* 2 (U16) or 4 (I32) */
 };
 
-/* "dir/name" without doubled slashes; malloc'd, NULL when out of memory. */
-char *graft_data_join_path(const char *dir, const char *name);
 /* xxh64 (seed 0) of a whole file, read in 1 MiB chunks; errors logged naming the file. */
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out);
 /* The shard holding item (sample or token) `item`. */

@@ -22,6 +22,7 @@
 
 #include "dataset.h"
 #include "dataset_internal.h"
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/fs.h"
 #include "runtime/io/json.h"
@@ -113,7 +114,7 @@ static target_state inspect_target(const char *path, int allow_no_index) {
         return TARGET_REFUSED;
     }
     if (allow_no_index) return TARGET_DATASET;
-    char *ipath = graft_data_join_path(path, "index.json");
+    char *ipath = graft_fs_path_join_alloc(path, "index.json");
     json_t *root = (has_index && ipath) ? graft_json_try_load_file(ipath, 0) : NULL;
     json_t *format = root ? json_object_get(root, "format") : NULL;
     int ours = json_is_string(format) && strcmp(json_string_value(format), "graft-dataset") == 0;
@@ -135,7 +136,7 @@ static void remove_dataset_dir(const char *path) {
     struct dirent *e;
     while ((e = readdir(dp)) != NULL) {
         if (!is_dataset_file_name(e->d_name)) continue;
-        char *file = graft_data_join_path(path, e->d_name);
+        char *file = graft_fs_path_join_alloc(path, e->d_name);
         if (file) unlink(file);
         free(file);
     }
@@ -163,11 +164,13 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     if (t == TARGET_REFUSED) return GRAFT_ERR_IO;
     if (t != TARGET_ABSENT) remove_dataset_dir(w->tmp_dir);
     char parent[GRAFT_FS_PATH_MAX];
-    int err =
-        graft_fs_parent(parent, sizeof parent, w->tmp_dir) ? graft_fs_mkdirs(parent) : ENAMETOOLONG;
-    if (err == 0 && mkdir(w->tmp_dir, 0755) != 0) err = errno;
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(err));
+    if (!graft_fs_parent(parent, sizeof parent, w->tmp_dir)) {
+        GRAFT_ERROR("%s: path too long", w->tmp_dir);
+        return GRAFT_ERR_IO;
+    }
+    GRAFT_TRY(graft_fs_mkdirs(parent, GRAFT_LOG_ERROR));
+    if (mkdir(w->tmp_dir, 0755) != 0) {
+        GRAFT_ERROR("%s: cannot create: %s", w->tmp_dir, strerror(errno));
         return GRAFT_ERR_IO;
     }
     w->created_tmp = 1;
@@ -301,7 +304,7 @@ static graft_status flush_shard(graft_dataset_writer *w) {
     memset(s, 0, sizeof *s);
     snprintf(s->file, sizeof s->file, "shard-%05d.safetensors", w->n_shards);
     s->count = w->in_shard;
-    char *path = graft_data_join_path(w->tmp_dir, s->file);
+    char *path = graft_fs_path_join_alloc(w->tmp_dir, s->file);
     if (!path) return GRAFT_ERR_NOMEM;
     graft_st_writer sw;
     graft_st_writer_init(&sw);
@@ -572,7 +575,7 @@ static graft_status move_into_place(graft_dataset_writer *w) {
         GRAFT_ERROR("%s: cannot move %s into place: %s", w->dir, w->tmp_dir, strerror(err));
         return GRAFT_ERR_IO;
     }
-    graft_fs_fsync_parent(w->dir);
+    graft_fs_fsync_parent(w->dir, GRAFT_LOG_DEBUG);
     return GRAFT_OK;
 }
 
@@ -586,7 +589,7 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     graft_status st = flush_shard(w);
     if (st != GRAFT_OK) return st;
     json_t *root = build_index(w);
-    char *path = graft_data_join_path(w->tmp_dir, "index.json");
+    char *path = graft_fs_path_join_alloc(w->tmp_dir, "index.json");
     st = root && path
              ? graft_json_write_atomic(
                    path, root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))

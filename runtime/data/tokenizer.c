@@ -259,7 +259,7 @@ static graft_status load_encoder(graft_tokenizer *t, const char *path, const int
                                  const uint32_t byte_to_cp[256], json_t **root) {
     char *text;
     size_t len;
-    GRAFT_TRY(graft_fs_read_file(path, 0, &text, &len));
+    GRAFT_TRY(graft_fs_read(path, 0, &text, &len, GRAFT_LOG_ERROR));
     json_error_t err;
     *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     free(text);
@@ -359,7 +359,7 @@ done:
 static graft_status load_merges(graft_tokenizer *t, const char *path, json_t *encoder) {
     char *text;
     size_t len;
-    GRAFT_TRY(graft_fs_read_file(path, 0, &text, &len));
+    GRAFT_TRY(graft_fs_read(path, 0, &text, &len, GRAFT_LOG_ERROR));
     graft_status st = GRAFT_ERR_FORMAT;
     if (len < 8 || strncmp(text, "#version", 8) != 0) {
         GRAFT_ERROR("%s: does not start with a \"#version\" line", path);

@@ -14,19 +14,41 @@
 
 #include "runtime/core/log.h"
 
-const char *graft_fs_strerror(int err) {
-    return err == GRAFT_FS_ENOTREG ? "not a regular file" : strerror(err);
+/* Error code for a path that exists but is neither a regular file nor a directory. */
+#define FS_ENOTREG (-1)
+
+static const char *fs_strerror(int err) {
+    return err == FS_ENOTREG ? "not a regular file" : strerror(err);
+}
+
+/* The length of dir without the slashes that end it (a lone "/" stays), and the
+ * separator to put between it and a name. */
+static size_t join_prefix(const char *dir, const char **sep) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    *sep = (len == 1 && dir[0] == '/') ? "" : "/";
+    return len;
 }
 
 graft_status graft_fs_path_join(char *out, size_t size, const char *dir, const char *name) {
-    size_t len = strlen(dir);
-    const char *sep = (len > 0 && dir[len - 1] == '/') ? "" : "/";
-    int n = snprintf(out, size, "%s%s%s", dir, sep, name);
+    const char *sep;
+    int len = (int)join_prefix(dir, &sep);
+    int n = snprintf(out, size, "%.*s%s%s", len, dir, sep, name);
     if (n < 0 || (size_t)n >= size) {
-        GRAFT_ERROR("%s%s%s: path too long", dir, sep, name);
+        GRAFT_ERROR("%.*s%s%s: path too long", len, dir, sep, name);
         return GRAFT_ERR_IO;
     }
     return GRAFT_OK;
+}
+
+char *graft_fs_path_join_alloc(const char *dir, const char *name) {
+    const char *sep;
+    size_t len = join_prefix(dir, &sep);
+    size_t total = len + strlen(sep) + strlen(name) + 1;
+    char *p = malloc(total);
+    if (p) snprintf(p, total, "%.*s%s%s", (int)len, dir, sep, name);
+    return p;
 }
 
 int graft_fs_parent(char *out, size_t size, const char *path) {
@@ -61,24 +83,31 @@ static int make_one_dir(const char *path) {
     return graft_fs_is_dir(path) ? 0 : ENOTDIR;
 }
 
-int graft_fs_mkdirs(const char *path) {
-    char buf[GRAFT_FS_PATH_MAX];
-    int n = snprintf(buf, sizeof buf, "%s", path);
-    if (n < 0 || (size_t)n >= sizeof buf) return ENAMETOOLONG;
-    if (n == 0) return ENOENT;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/' || p[-1] == '/') continue;
-        *p = '\0';
-        int err = make_one_dir(buf);
-        *p = '/';
-        if (err != 0) return err;
-    }
-    return make_one_dir(buf);
+int graft_fs_exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 || errno != ENOENT;
 }
 
-int graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len, const char **step) {
-    const char *unused;
-    if (!step) step = &unused;
+graft_status graft_fs_mkdirs(const char *path, graft_log_level level) {
+    char buf[GRAFT_FS_PATH_MAX];
+    int n = snprintf(buf, sizeof buf, "%s", path);
+    int err = (n < 0 || (size_t)n >= sizeof buf) ? ENAMETOOLONG : n == 0 ? ENOENT : 0;
+    for (char *p = buf + 1; err == 0 && *p; p++) {
+        if (*p != '/' || p[-1] == '/') continue;
+        *p = '\0';
+        err = make_one_dir(buf);
+        *p = '/';
+    }
+    if (err == 0) err = make_one_dir(buf);
+    if (err == 0) return GRAFT_OK;
+    graft_log(level, __func__, "%s: cannot create: %s", path, strerror(err));
+    return GRAFT_ERR_IO;
+}
+
+/* graft_fs_read without the logging: 0 or an error code (an errno value or FS_ENOTREG),
+ * with *step "open" or "read" for the part that failed. */
+static int read_whole(const char *path, size_t max_bytes, char **data, size_t *len,
+                      const char **step) {
     *data = NULL;
     *len = 0;
     *step = "open";
@@ -92,7 +121,7 @@ int graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len, 
     else if (S_ISDIR(st.st_mode))
         err = EISDIR;
     else if (!S_ISREG(st.st_mode))
-        err = GRAFT_FS_ENOTREG;
+        err = FS_ENOTREG;
     else if (max_bytes > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes)
         err = EFBIG, *len = (size_t)st.st_size;
     /* The size is a hint: read to the end, growing when the file did. */
@@ -130,29 +159,30 @@ int graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len, 
     return 0;
 }
 
-graft_status graft_fs_read_file(const char *path, size_t max_bytes, char **data, size_t *len) {
+graft_status graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len,
+                           graft_log_level level) {
     const char *step;
-    int err = graft_fs_read(path, max_bytes, data, len, &step);
+    int err = read_whole(path, max_bytes, data, len, &step);
     if (err == 0) return GRAFT_OK;
     if (err == ENOMEM) {
-        GRAFT_ERROR("%s: out of memory", path);
+        graft_log(level, __func__, "%s: out of memory", path);
         return GRAFT_ERR_NOMEM;
     }
     if (err == EFBIG) {
-        GRAFT_ERROR("%s: larger than %zu bytes", path, max_bytes);
+        graft_log(level, __func__, "%s: larger than %zu bytes", path, max_bytes);
         return GRAFT_ERR_FORMAT;
     }
-    GRAFT_ERROR("%s: cannot %s: %s", path, step, graft_fs_strerror(err));
+    graft_log(level, __func__, "%s: cannot %s: %s", path, step, fs_strerror(err));
     return GRAFT_ERR_IO;
 }
 
-int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const char **step) {
-    const char *unused;
-    if (!step) step = &unused;
-    *step = "open";
+graft_status graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes,
+                            graft_log_level level) {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return errno;
-    *step = "read";
+    if (fd < 0) {
+        graft_log(level, __func__, "%s: cannot open: %s", path, strerror(errno));
+        return GRAFT_ERR_IO;
+    }
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);
     XXH64_state_t *h = XXH64_createState();
@@ -177,10 +207,18 @@ int graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes, const cha
     if (h) XXH64_freeState(h);
     free(buf);
     close(fd);
-    return err;
+    if (err == 0) return GRAFT_OK;
+    if (err == ENOMEM) {
+        graft_log(level, __func__, "%s: out of memory", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    graft_log(level, __func__, "%s: cannot read: %s", path, strerror(err));
+    return GRAFT_ERR_IO;
 }
 
-int graft_fs_write(const char *path, const void *data, size_t len, const char **step) {
+/* graft_fs_write without the logging: 0 or errno, with *step ("create", "write",
+ * "fsync", "close") saying what failed. */
+static int write_whole(const char *path, const void *data, size_t len, const char **step) {
     *step = "create";
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return errno;
@@ -212,30 +250,17 @@ int graft_fs_write(const char *path, const void *data, size_t len, const char **
     return err;
 }
 
-graft_status graft_fs_write_file(const char *path, const void *data, size_t len) {
+graft_status graft_fs_write(const char *path, const void *data, size_t len, graft_log_level level) {
     const char *step;
-    int err = graft_fs_write(path, data, len, &step);
+    int err = write_whole(path, data, len, &step);
     if (err == 0) return GRAFT_OK;
-    GRAFT_ERROR("%s: cannot %s: %s", path, step, strerror(err));
+    graft_log(level, __func__, "%s: cannot %s: %s", path, step, strerror(err));
     return GRAFT_ERR_IO;
 }
 
-graft_status graft_fs_write_atomic(const char *path, const void *data, size_t len) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) return GRAFT_ERR_NOMEM;
-    snprintf(tmp, plen + 5, "%s.tmp", path);
-    const char *step;
-    int err = graft_fs_write(tmp, data, len, &step);
-    if (err == 0 && rename(tmp, path) != 0) step = "rename", err = errno;
-    if (err != 0 && strcmp(step, "create") != 0) unlink(tmp);
-    if (err == 0 && (err = graft_fs_fsync_parent(path)) != 0) step = "fsync the directory of";
-    if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, tmp, strerror(err));
-    free(tmp);
-    return err == 0 ? GRAFT_OK : GRAFT_ERR_IO;
-}
-
-int graft_fs_fsync_dir(const char *dir) {
+/* fsync a directory: 0 or errno (filesystems that cannot fsync directories count as
+ * success). */
+static int fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return errno;
     int err = (fsync(fd) != 0 && errno != EINVAL) ? errno : 0;
@@ -243,8 +268,42 @@ int graft_fs_fsync_dir(const char *dir) {
     return err;
 }
 
-int graft_fs_fsync_parent(const char *path) {
+static int fsync_parent(const char *path) {
     char dir[GRAFT_FS_PATH_MAX];
     if (!graft_fs_parent(dir, sizeof dir, path)) return ENAMETOOLONG;
-    return graft_fs_fsync_dir(dir);
+    return fsync_dir(dir);
+}
+
+graft_status graft_fs_write_atomic(const char *path, const void *data, size_t len) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) {
+        GRAFT_ERROR("%s: out of memory", path);
+        return GRAFT_ERR_NOMEM;
+    }
+    snprintf(tmp, plen + 5, "%s.tmp", path);
+    const char *step;
+    int err = write_whole(tmp, data, len, &step);
+    if (err == 0 && rename(tmp, path) != 0) step = "rename", err = errno;
+    if (err != 0 && strcmp(step, "create") != 0) unlink(tmp);
+    if (err == 0 && (err = fsync_parent(path)) != 0) step = "fsync the directory of";
+    if (err != 0) GRAFT_ERROR("%s: cannot %s %s: %s", path, step, tmp, strerror(err));
+    free(tmp);
+    return err == 0 ? GRAFT_OK : GRAFT_ERR_IO;
+}
+
+graft_status graft_fs_fsync_dir(const char *dir, graft_log_level level) {
+    int err = fsync_dir(dir);
+    if (err == 0) return GRAFT_OK;
+    graft_log(level, __func__, "%s: cannot fsync: %s", dir, strerror(err));
+    return GRAFT_ERR_IO;
+}
+
+graft_status graft_fs_fsync_parent(const char *path, graft_log_level level) {
+    char dir[GRAFT_FS_PATH_MAX];
+    if (!graft_fs_parent(dir, sizeof dir, path)) {
+        graft_log(level, __func__, "%s: path too long", path);
+        return GRAFT_ERR_IO;
+    }
+    return graft_fs_fsync_dir(dir, level);
 }

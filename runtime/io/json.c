@@ -12,7 +12,7 @@
 json_t *graft_json_load_file(const char *path, size_t max_bytes, graft_status *st) {
     char *text;
     size_t len;
-    graft_status s = graft_fs_read_file(path, max_bytes, &text, &len);
+    graft_status s = graft_fs_read(path, max_bytes, &text, &len, GRAFT_LOG_ERROR);
     json_t *root = NULL;
     if (s == GRAFT_OK) {
         json_error_t err;
@@ -31,7 +31,7 @@ json_t *graft_json_load_file(const char *path, size_t max_bytes, graft_status *s
 json_t *graft_json_try_load_file(const char *path, size_t max_bytes) {
     char *text;
     size_t len;
-    if (graft_fs_read(path, max_bytes, &text, &len, NULL) != 0) return NULL;
+    if (graft_fs_read(path, max_bytes, &text, &len, GRAFT_LOG_DEBUG) != GRAFT_OK) return NULL;
     json_t *root = json_loadb(text, len, 0, NULL);
     free(text);
     return root;

@@ -19,11 +19,11 @@
 
 /* Parse the whole file at path (a regular file of at most max_bytes, 0 = no bound, read
  * with graft_fs_read) with duplicate keys rejected. On failure returns NULL after one
- * logged line: the read error as graft_fs_read_file words it, or "PATH: invalid JSON at
+ * logged line: the read error as graft_fs_read words it, or "PATH: invalid JSON at
  * line L, column C: TEXT" (GRAFT_ERR_FORMAT); *st (may be NULL) receives the status. */
 json_t *graft_json_load_file(const char *path, size_t max_bytes, graft_status *st);
-/* The same without logging and with duplicate keys allowed, for probing a file (is it
- * ours? which step?): NULL on any failure. */
+/* The same without logging (but at debug level) and with duplicate keys allowed, for probing a file
+ * (is it ours? which step?): NULL on any failure. */
 json_t *graft_json_try_load_file(const char *path, size_t max_bytes);
 
 /* A short rendering of v for messages: compact JSON cut after 37 characters with "...",

@@ -45,11 +45,7 @@ graft_status train_open_run_dir(trainer *t) {
         return GRAFT_ERR_CONFIG;
     if (!t->rank0) return GRAFT_OK;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
-    int err = graft_fs_mkdirs(path);
-    if (err != 0) {
-        GRAFT_ERROR("%s: cannot create directory: %s", path, strerror(err));
-        return GRAFT_ERR_IO;
-    }
+    GRAFT_TRY(graft_fs_mkdirs(path, GRAFT_LOG_ERROR));
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "config.yaml"));
     char *text = train_config_text(t->cfg);
     graft_status st = text ? graft_fs_write_atomic(path, text, strlen(text)) : GRAFT_ERR_NOMEM;
