@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "runtime/config/config.h"
+#include "runtime/io/fs.h"
 
 /* A growable argv. */
 typedef struct {
@@ -132,10 +133,14 @@ static int check_launch(const graft_config *cfg) {
         fprintf(stderr, "graft launch: mpirun not found on PATH (install Open MPI: scripts/deps.sh)\n");
         return -1;
     }
-    if (cfg->launch.hostfile && access(cfg->launch.hostfile, R_OK) != 0) {
-        fprintf(stderr, "graft launch: launch.hostfile: %s: cannot open: %s\n", cfg->launch.hostfile,
-                strerror(errno));
-        return -1;
+    /* mpirun reads it: a FIFO or device there would hang it */
+    int fd;
+    if (cfg->launch.hostfile) {
+        if (graft_fs_open_regular(cfg->launch.hostfile, &fd, NULL, GRAFT_LOG_QUIET) != GRAFT_OK) {
+            fprintf(stderr, "graft launch: launch.hostfile: %s\n", graft_log_last_error());
+            return -1;
+        }
+        close(fd);
     }
     long slots = sysconf(_SC_NPROCESSORS_ONLN);
     const char *where = "cores on this machine";

@@ -1,12 +1,14 @@
 #include "idx.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* Largest file we accept: keeps a corrupt header from asking for terabytes. */
 #define IDX_MAX_BYTES ((size_t)1 << 32)
@@ -31,10 +33,13 @@ static uint32_t be32(const unsigned char *b) {
 
 graft_status graft_idx_read(graft_idx *out, const char *path) {
     memset(out, 0, sizeof *out);
-    gzFile gz = gzopen(path, "rb");
+    int fd;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, NULL, GRAFT_LOG_ERROR));
+    gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
-        GRAFT_ERROR("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-        return GRAFT_ERR_IO;
+        close(fd);
+        GRAFT_ERROR("%s: cannot open: out of memory", path);
+        return GRAFT_ERR_NOMEM;
     }
     graft_status st = GRAFT_ERR_FORMAT;
     unsigned char head[4];
