@@ -14,7 +14,7 @@
 
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a logged message, or a path and what is wrong with it. */
-#define PROBLEM_MAX (CKPT_PATH_MAX + 2048)
+#define PROBLEM_MAX (CKPT_PATH_MAX + CKPT_LATEST_MAX + 64)
 
 void graft_ckpt_state_free(graft_ckpt_state *s) {
     if (!s) return;
@@ -58,7 +58,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) return st; /* no directory yet: a fresh run */
     if (st != GRAFT_OK) return st;
-    char latest[CKPT_NAME_MAX * 2], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    char latest[CKPT_LATEST_MAX], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     graft_fs_path_join(latest_path, sizeof latest_path, dir, "latest");
     if (n == 0 && latest_state == 0) {
@@ -85,8 +85,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     } else if (latest_state == 0) {
         snprintf(problems[n_problems++], PROBLEM_MAX, "%s is missing", latest_path);
     } else {
-        snprintf(problems[n_problems++], PROBLEM_MAX, "%s does not name a checkpoint ('%s')",
-                 latest_path, latest);
+        snprintf(problems[n_problems++], PROBLEM_MAX, "%s", latest);
     }
     for (size_t k = n; !chosen && k-- > 0;) {
         if (latest_state == 1 && strcmp(list[k].name, latest) == 0) continue;
@@ -395,7 +394,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
         GRAFT_ERROR("%s: out of memory", dir);
         return GRAFT_ERR_NOMEM;
     }
-    char latest[CKPT_NAME_MAX * 2];
+    char latest[CKPT_LATEST_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     int latest_listed = 0;
     for (size_t k = 0; k < n; k++) {
@@ -422,7 +421,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
     else if (latest_state == 0 && n > 0)
         fprintf(out, "latest is missing\n");
     else if (latest_state < 0)
-        fprintf(out, "latest does not name a checkpoint ('%s')\n", latest);
+        fprintf(out, "%s\n", latest);
     free(refs);
     free(list);
     if (n == 0) {
@@ -463,13 +462,13 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
             used += (size_t)snprintf(summary + used, sizeof summary - used, "%s%s (%s)",
                                      damaged > 1 ? ", " : "", list[k].name, ckpt_problem(path));
     }
-    char latest[CKPT_NAME_MAX * 2], path[CKPT_PATH_MAX];
+    char latest[CKPT_LATEST_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     const char *latest_problem = NULL;
     if (latest_state == 0)
         latest_problem = "latest is missing";
     else if (latest_state < 0)
-        latest_problem = "latest does not name a checkpoint";
+        latest_problem = latest;
     else if (graft_fs_path_join(path, sizeof path, dir, latest) != GRAFT_OK ||
              !graft_fs_is_dir(path))
         latest_problem = "latest names a checkpoint that does not exist";
