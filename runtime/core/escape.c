@@ -1,0 +1,57 @@
+/* Escaping file-derived text for terminals and logs (see escape.h). */
+#include "escape.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Length of the well-formed UTF-8 sequence at s (2-4), with its code point in *cp; 0
+ * when s does not start one (a stray continuation byte, an overlong form, a surrogate,
+ * past U+10FFFF, or cut short). */
+static int utf8_sequence(const unsigned char *s, uint32_t *cp) {
+    int len;
+    uint32_t c, min;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, c = s[0] & 0x1fu, min = 0x80;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) len = 3, c = s[0] & 0x0fu, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, c = s[0] & 0x07u, min = 0x10000;
+    else return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+        c = c << 6 | (s[i] & 0x3fu);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+    *cp = c;
+    return len;
+}
+
+/* Code points that a terminal acts on or that reorder the text around them. */
+static int is_invisible_control(uint32_t cp) {
+    return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069);
+}
+
+const char *graft_escape(char *out, size_t size, const char *text) {
+    size_t used = 0;
+    const unsigned char *s = (const unsigned char *)text;
+    while (*s) {
+        char piece[8];
+        size_t n;
+        uint32_t cp;
+        int len = 1;
+        if (*s == '\n') n = (size_t)snprintf(piece, sizeof piece, "\\n");
+        else if (*s == '\r') n = (size_t)snprintf(piece, sizeof piece, "\\r");
+        else if (*s == '\t') n = (size_t)snprintf(piece, sizeof piece, "\\t");
+        else if (*s < 0x20 || *s == 0x7f) n = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
+        else if (*s < 0x80) piece[0] = (char)*s, n = 1;
+        else if ((len = utf8_sequence(s, &cp)) == 0)
+            len = 1, n = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
+        else if (is_invisible_control(cp)) n = (size_t)snprintf(piece, sizeof piece, "\\u%04x", cp);
+        else memcpy(piece, s, (size_t)len), n = (size_t)len;
+        if (used + n >= size) break;
+        memcpy(out + used, piece, n);
+        used += n;
+        s += len;
+    }
+    out[used] = '\0';
+    return out;
+}
