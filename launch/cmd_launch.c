@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "runtime/config/config.h"
+#include "runtime/core/escape.h"
 #include "runtime/io/fs.h"
 
 /* A growable argv. */
@@ -151,16 +152,18 @@ static int check_launch(const graft_config *cfg) {
             const char *entry = cfg->launch.hosts.items[i], *colon = strrchr(entry, ':');
             char *end = NULL;
             long n = colon ? strtol(colon + 1, &end, 10) : 1;
+            char text[1024]; /* the config's text, escaped */
             if (colon && (end == colon + 1 || *end || n < 1)) {
                 fprintf(stderr, "graft launch: launch.hosts: '%s': expected host:slots with slots >= 1\n",
-                        entry);
+                        graft_escape(text, sizeof text, entry));
                 return -1;
             }
             char host[256];
             snprintf(host, sizeof host, "%.*s", (int)(colon ? colon - entry : (long)strlen(entry)), entry);
             struct addrinfo *info = NULL;
             if (getaddrinfo(host, NULL, NULL, &info) != 0) {
-                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n", host);
+                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n",
+                        graft_escape(text, sizeof text, host));
                 return -1;
             }
             freeaddrinfo(info);

@@ -9,6 +9,7 @@
 
 #include "ckpt_internal.h"
 #include "runtime/core/check.h"
+#include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
@@ -363,15 +364,17 @@ static void list_other_entries(const char *dir, FILE *out, char (*refs)[CKPT_NAM
             lstat(path, &st) != 0)
             continue;
         size_t len = strlen(e->d_name);
+        char name[GRAFT_ESCAPED_SIZE(sizeof e->d_name)]; /* any name can be in the directory */
+        graft_escape(name, sizeof name, e->d_name);
         if (strncmp(e->d_name, "step-", 5) == 0 && len > 4 &&
             strcmp(e->d_name + len - 4, ".tmp") == 0 && S_ISDIR(st.st_mode)) {
             fprintf(out, "%s: %llu bytes, a save that did not finish (the next save removes it)\n",
-                    e->d_name, (unsigned long long)dir_bytes(path));
+                    name, (unsigned long long)dir_bytes(path));
         } else if (strncmp(e->d_name, "frozen-", 7) == 0 && S_ISREG(st.st_mode)) {
             size_t users = 0;
             for (size_t k = 0; k < n; k++)
                 users += strcmp(refs[k], e->d_name) == 0;
-            fprintf(out, "%s: %llu bytes, the frozen parameters of %zu checkpoint%s\n", e->d_name,
+            fprintf(out, "%s: %llu bytes, the frozen parameters of %zu checkpoint%s\n", name,
                     (unsigned long long)st.st_size, users, users == 1 ? "" : "s");
         }
     }

@@ -11,10 +11,14 @@
 static int utf8_sequence(const unsigned char *s, uint32_t *cp) {
     int len;
     uint32_t c, min;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, c = s[0] & 0x1fu, min = 0x80;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef) len = 3, c = s[0] & 0x0fu, min = 0x800;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, c = s[0] & 0x07u, min = 0x10000;
-    else return 0;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2, c = s[0] & 0x1fu, min = 0x80;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        len = 3, c = s[0] & 0x0fu, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4, c = s[0] & 0x07u, min = 0x10000;
+    else
+        return 0;
     for (int i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
         c = c << 6 | (s[i] & 0x3fu);
@@ -30,23 +34,36 @@ static int is_invisible_control(uint32_t cp) {
            (cp >= 0x2066 && cp <= 0x2069);
 }
 
+/* The escaped form of the character at s (not NUL) into piece (*n bytes); returns how
+ * many bytes of s it stands for. */
+static int escape_one(const unsigned char *s, char piece[8], size_t *n) {
+    uint32_t cp;
+    int len = 1;
+    if (*s == '\n')
+        *n = (size_t)snprintf(piece, 8, "\\n");
+    else if (*s == '\r')
+        *n = (size_t)snprintf(piece, 8, "\\r");
+    else if (*s == '\t')
+        *n = (size_t)snprintf(piece, 8, "\\t");
+    else if (*s < 0x20 || *s == 0x7f)
+        *n = (size_t)snprintf(piece, 8, "\\x%02x", *s);
+    else if (*s < 0x80)
+        piece[0] = (char)*s, *n = 1;
+    else if ((len = utf8_sequence(s, &cp)) == 0)
+        len = 1, *n = (size_t)snprintf(piece, 8, "\\x%02x", *s);
+    else if (is_invisible_control(cp))
+        *n = (size_t)snprintf(piece, 8, "\\u%04x", cp);
+    else
+        memcpy(piece, s, (size_t)len), *n = (size_t)len;
+    return len;
+}
+
 const char *graft_escape(char *out, size_t size, const char *text) {
     size_t used = 0;
-    const unsigned char *s = (const unsigned char *)text;
-    while (*s) {
+    for (const unsigned char *s = (const unsigned char *)text; *s;) {
         char piece[8];
         size_t n;
-        uint32_t cp;
-        int len = 1;
-        if (*s == '\n') n = (size_t)snprintf(piece, sizeof piece, "\\n");
-        else if (*s == '\r') n = (size_t)snprintf(piece, sizeof piece, "\\r");
-        else if (*s == '\t') n = (size_t)snprintf(piece, sizeof piece, "\\t");
-        else if (*s < 0x20 || *s == 0x7f) n = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
-        else if (*s < 0x80) piece[0] = (char)*s, n = 1;
-        else if ((len = utf8_sequence(s, &cp)) == 0)
-            len = 1, n = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
-        else if (is_invisible_control(cp)) n = (size_t)snprintf(piece, sizeof piece, "\\u%04x", cp);
-        else memcpy(piece, s, (size_t)len), n = (size_t)len;
+        int len = escape_one(s, piece, &n);
         if (used + n >= size) break;
         memcpy(out + used, piece, n);
         used += n;
@@ -54,4 +71,13 @@ const char *graft_escape(char *out, size_t size, const char *text) {
     }
     out[used] = '\0';
     return out;
+}
+
+void graft_fputs_escaped(const char *text, FILE *out) {
+    for (const unsigned char *s = (const unsigned char *)text; *s;) {
+        char piece[8];
+        size_t n;
+        s += escape_one(s, piece, &n);
+        fwrite(piece, 1, n, out);
+    }
 }

@@ -5,6 +5,7 @@
 #define GRAFT_ESCAPE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* Copy text into out (size >= 1 bytes, always NUL-terminated) with escaped:
  *   control characters and DEL   \n \r \t, others as \x1b
@@ -15,6 +16,9 @@
  * backslash stays one backslash, so escaping escaped text changes nothing. Text that
  * does not fit is cut before a whole character or escape. Returns out. */
 const char *graft_escape(char *out, size_t size, const char *text);
+
+/* The same escaping, written to out whole (no length limit). */
+void graft_fputs_escaped(const char *text, FILE *out);
 
 /* Room for escaping n bytes: the longest escape is 6 bytes per input byte. */
 #define GRAFT_ESCAPED_SIZE(n) (6 * (n) + 1)

@@ -13,8 +13,10 @@ static void add_int(XXH64_state_t *h, long long v) { add(h, &v, sizeof v); }
 
 /* Strings with their terminating NUL, so "ab"+"c" and "a"+"bc" differ. */
 static void add_str(XXH64_state_t *h, const char *s) {
-    if (s) add(h, s, strlen(s) + 1);
-    else add(h, "", 1);
+    if (s)
+        add(h, s, strlen(s) + 1);
+    else
+        add(h, "", 1);
 }
 
 uint64_t graft_dataset_digest(const graft_dataset *d) {
