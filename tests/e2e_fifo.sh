@@ -2,7 +2,8 @@
 # Every kind of input graft reads, replaced by a FIFO (or a device, or a directory):
 # the config, a dataset's index.json and shards, weights (model.init, --weights,
 # inspect), a checkpoint's MANIFEST, state.json and "latest", the metrics a resumed run
-# continues, tokenizer files, idx files, launch.hostfile. Each gives one line naming
+# continues, tokenizer files, idx files, launch.hostfile (and train.log, which a resumed
+# run appends to). Each gives one line naming
 # the path, exit 2, and never a hang (each command runs under a timeout, and a FIFO has
 # no writer, so a blocking read would wait forever).
 . "$(dirname "$0")/lib_e2e.sh"
@@ -84,6 +85,13 @@ resume me >me.out 2>&1
 rc=$?
 [ $rc -eq 2 ] && grep -q "ERROR .*runs/me/metrics.jsonl: $notreg" me.out &&
   ok "metrics.jsonl is a FIFO (resume): exit 2, $(grep ERROR me.out)" || { bad "metrics.jsonl FIFO: exit $rc"; cat me.out; }
+# train.log, written (appended) by the resumed run: refused at once, not an open that
+# waits for a reader
+copy_with_fifo tl train.log
+resume tl >tl.out 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "ERROR .*runs/tl/train.log: cannot create: not a regular file" tl.out &&
+  ok "train.log is a FIFO (resume): exit 2, $(grep ERROR tl.out)" || { bad "train.log FIFO: exit $rc"; cat tl.out; }
 
 mkfifo text.txt
 expect_bad_input "text is a FIFO" "text.txt: $notreg" \

@@ -286,6 +286,29 @@ graft_status graft_fs_write(const char *path, const void *data, size_t len, graf
     return GRAFT_ERR_IO;
 }
 
+FILE *graft_fs_open_log(const char *path, int append, graft_log_level level) {
+    /* O_NONBLOCK: opening a FIFO for writing would wait for a reader (ENXIO instead) */
+    int fd = open(path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_NONBLOCK | O_CLOEXEC |
+                            O_NOCTTY,
+                  0644);
+    int err = fd < 0 ? errno : 0, flags;
+    struct stat st;
+    if (err == 0 && fstat(fd, &st) != 0)
+        err = errno;
+    else if (err == 0 && !S_ISREG(st.st_mode))
+        err = FS_ENOTREG;
+    else if (err == 0 &&
+             ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
+        err = errno;
+    FILE *f = err == 0 ? fdopen(fd, append ? "a" : "w") : NULL;
+    if (err == 0 && !f) err = errno;
+    if (f) return f;
+    if (fd >= 0) close(fd);
+    graft_log(level, __func__, "%s: cannot create: %s", path,
+              err == ENXIO ? "not a regular file" : fs_strerror(err));
+    return NULL;
+}
+
 /* fsync a directory: 0 or errno (filesystems that cannot fsync directories count as
  * success). */
 static int fsync_dir(const char *dir) {

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "runtime/core/log.h"
 #include "runtime/core/status.h"
@@ -75,6 +76,12 @@ graft_status graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes,
  * <step>: <reason>" (step "create", "write", "fsync" or "close") is logged at level and
  * GRAFT_ERR_IO returned. */
 graft_status graft_fs_write(const char *path, const void *data, size_t len, graft_log_level level);
+
+/* Open path for writing a log (train.log, metrics.jsonl) as a stdio stream: appended
+ * to, or created / truncated. Only a regular file: a FIFO or device there is refused at
+ * once instead of blocking the open. On failure "path: cannot create: <reason>" is
+ * logged at level and NULL returned. */
+FILE *graft_fs_open_log(const char *path, int append, graft_log_level level);
 
 /* Replace path with len bytes so that readers see the old content or the new, never
  * half: "<path>.tmp" in the same directory is written and fsynced, renamed over path,

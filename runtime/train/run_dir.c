@@ -1,7 +1,6 @@
 /* The run directory runs/<experiment>/: creating it with the resolved config,
  * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
  * the evaluation files, and the progress line on stdout. */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -61,13 +60,9 @@ graft_status train_open_run_dir(trainer *t) {
     GRAFT_TRY(st);
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "metrics.jsonl"));
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
-    t->metrics = fopen(path, "a");
+    if (!(t->metrics = graft_fs_open_log(path, 1, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
-    t->log = fopen(path, t->start_step > 0 ? "a" : "w");
-    if (!t->metrics || !t->log) {
-        GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
+    if (!(t->log = graft_fs_open_log(path, t->start_step > 0, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
     graft_log_set_file(t->log);
     return GRAFT_OK;
 }
