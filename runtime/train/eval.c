@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/data/loader.h"
@@ -157,6 +159,14 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
     if (st == GRAFT_OK) {
         graft_load_options opt = graft_model_load_options(&m, 1, 0);
         st = graft_params_load(m.params, weights, &opt, NULL);
+    }
+    /* ranks that hold other data, weights or settings must not sum their shares */
+    if (st == GRAFT_OK && comm->size > 1) {
+        static const char *const what[] = {"config digest", "evaluation data", "weights"};
+        const graft_params *p = m.params;
+        uint64_t values[3] = {graft_config_digest(cfg), graft_dataset_digest(&d),
+                              XXH64(p->values, p->n_values * sizeof(float), 0)};
+        st = graft_comm_check_agreement(comm, what, values, 3);
     }
     if (st == GRAFT_OK) st = train_eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);
     if (st == GRAFT_OK && comm->rank == 0) {
