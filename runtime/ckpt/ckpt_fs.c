@@ -86,16 +86,22 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_
     return GRAFT_OK;
 }
 
+/* 1 when the resolved path real lies strictly below the resolved directory real_root
+ * (realpath gives neither a trailing slash nor "." or ".." components). */
+static int is_below(const char *real, const char *real_root) {
+    if (strcmp(real_root, "/") == 0) return strcmp(real, "/") != 0;
+    size_t n = strlen(real_root);
+    return strncmp(real, real_root, n) == 0 && real[n] == '/';
+}
+
 int ckpt_leads_out(const char *root, const char *name) {
     char path[CKPT_PATH_MAX];
     struct stat st;
     if (graft_fs_path_join(path, sizeof path, root, name) != GRAFT_OK) return 1;
-    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) return 0; /* name is one plain entry */
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) return 0; /* one plain entry of root */
     char *real_root = realpath(root, NULL), *real = realpath(path, NULL);
-    size_t n = real_root ? strlen(real_root) : 0;
     /* a dangling link leads nowhere inside root either */
-    int out = !real_root || !real || strncmp(real, real_root, n) != 0 ||
-              (real[n] != '/' && !(n == 1 && real_root[0] == '/')) || real[n + (n > 1)] == '\0';
+    int out = !real_root || !real || !is_below(real, real_root);
     free(real_root);
     free(real);
     return out;
