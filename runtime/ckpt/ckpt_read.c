@@ -482,7 +482,10 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
         return first_bad;
     }
     if (latest_problem) {
-        GRAFT_ERROR("%s: %s", dir, latest_problem);
+        if (latest_state < 0) /* the line names latest's path already */
+            GRAFT_ERROR("%s", latest_problem);
+        else
+            GRAFT_ERROR("%s: %s", dir, latest_problem);
         return GRAFT_ERR_FORMAT;
     }
     return GRAFT_OK;
