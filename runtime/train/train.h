@@ -27,7 +27,9 @@ extern volatile sig_atomic_t graft_train_stop_signal;
 graft_status graft_train(const graft_config *cfg, graft_comm *comm);
 
 /* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set
- * is configured). Prints the summary; writes the JSON result to json_path if given. */
+ * is configured). Prints the summary; writes the JSON result to json_path if given.
+ * Several ranks first check that they agree on the config, the data (by content) and
+ * the weights they loaded (GRAFT_ERR_MISMATCH, one line on rank 0, when not). */
 graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
                             graft_comm *comm);
 
