@@ -131,8 +131,10 @@ int ckpt_read_latest(const char *root, char *name, size_t size) {
         snprintf(name, size, "%s does not hold a checkpoint name (step-NNNNNNNN)", path);
     else if (ckpt_leads_out(root, text))
         snprintf(name, size, "%s names %s, a link that leads out of %s", path, text, root);
-    else
-        result = 1, snprintf(name, size, "%s", text);
+    else {
+        snprintf(name, size, "%s", text);
+        result = 1;
+    }
     free(text);
     return result;
 }

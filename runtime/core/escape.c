@@ -37,25 +37,22 @@ static int is_invisible_control(uint32_t cp) {
 /* The escaped form of the character at s (not NUL) into piece (*n bytes); returns how
  * many bytes of s it stands for. */
 static int escape_one(const unsigned char *s, char piece[8], size_t *n) {
-    uint32_t cp;
-    int len = 1;
-    if (*s == '\n')
-        *n = (size_t)snprintf(piece, 8, "\\n");
-    else if (*s == '\r')
-        *n = (size_t)snprintf(piece, 8, "\\r");
-    else if (*s == '\t')
-        *n = (size_t)snprintf(piece, 8, "\\t");
-    else if (*s < 0x20 || *s == 0x7f)
-        *n = (size_t)snprintf(piece, 8, "\\x%02x", *s);
-    else if (*s < 0x80)
-        piece[0] = (char)*s, *n = 1;
-    else if ((len = utf8_sequence(s, &cp)) == 0)
-        len = 1, *n = (size_t)snprintf(piece, 8, "\\x%02x", *s);
+    static const char *const named[] = {['\n'] = "\\n", ['\r'] = "\\r", ['\t'] = "\\t"};
+    uint32_t cp = 0;
+    int len = *s < 0x80 ? 1 : utf8_sequence(s, &cp);
+    int written;
+    if (*s < sizeof named / sizeof named[0] && named[*s])
+        written = snprintf(piece, 8, "%s", named[*s]);
+    else if (*s < 0x20 || *s == 0x7f || len == 0)
+        written = snprintf(piece, 8, "\\x%02x", *s); /* a control, or a byte that is not UTF-8 */
     else if (is_invisible_control(cp))
-        *n = (size_t)snprintf(piece, 8, "\\u%04x", cp);
-    else
-        memcpy(piece, s, (size_t)len), *n = (size_t)len;
-    return len;
+        written = snprintf(piece, 8, "\\u%04x", (unsigned)cp);
+    else {
+        memcpy(piece, s, (size_t)len);
+        written = len;
+    }
+    *n = (size_t)written;
+    return len == 0 ? 1 : len;
 }
 
 const char *graft_escape(char *out, size_t size, const char *text) {
