@@ -34,8 +34,8 @@ static int is_invisible_control(uint32_t cp) {
            (cp >= 0x2066 && cp <= 0x2069);
 }
 
-/* The escaped form of the character at s (not NUL) into piece (*n bytes); returns how
- * many bytes of s it stands for. */
+/* The escaped form of the character at s (not NUL) into piece (*n bytes, at most 6,
+ * not terminated); returns how many bytes of s it stands for. */
 static int escape_one(const unsigned char *s, char piece[8], size_t *n) {
     static const char *const named[] = {['\n'] = "\\n", ['\r'] = "\\r", ['\t'] = "\\t"};
     uint32_t cp = 0;
@@ -77,4 +77,11 @@ void graft_fputs_escaped(const char *text, FILE *out) {
         s += escape_one(s, piece, &n);
         fwrite(piece, 1, n, out);
     }
+}
+
+int graft_escape_char(const char *text, char piece[8]) {
+    size_t n;
+    int len = escape_one((const unsigned char *)text, piece, &n);
+    piece[n] = '\0';
+    return len;
 }

@@ -17,6 +17,11 @@
  * does not fit is cut before a whole character or escape. Returns out. */
 const char *graft_escape(char *out, size_t size, const char *text);
 
+/* The escaped form of the one character at text (not at its NUL) into piece,
+ * NUL-terminated: the character itself when it needs no escape. Returns how many bytes
+ * of text it stands for (1-4). For writers of other quoted formats (YAML). */
+int graft_escape_char(const char *text, char piece[8]);
+
 /* The same escaping, written to out whole (no length limit). */
 void graft_fputs_escaped(const char *text, FILE *out);
 
