@@ -12,7 +12,10 @@ mpmd() { # DIR_A DIR_B [COMMAND ARGS...]: one rank in each (default: graft train
   local a=$1 b=$2
   shift 2
   [ $# -gt 0 ] || set -- train cfg.yaml
-  timeout 120 mpirun --oversubscribe --allow-run-as-root -x OPENBLAS_NUM_THREADS=1 \
+  # (leak checks off under a sanitizer build, as for the mpi_* tests: Open MPI's own
+  # allocations are reported at exit)
+  ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun --oversubscribe --allow-run-as-root \
+    -x OPENBLAS_NUM_THREADS=1 -x ASAN_OPTIONS \
     -np 1 -wdir "$a" "$GRAFT" "$@" : -np 1 -wdir "$b" "$GRAFT" "$@"
 }
 cat >cfg.yaml <<YAML
