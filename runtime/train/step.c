@@ -91,9 +91,12 @@ graft_status train_make_reducer(trainer *t) {
 /* One optimizer step: micro-batches over this rank's share, gradient sum across ranks
  * (the reducer overlaps it with the last micro-batch's backward), clipping, update. The
  * loss of each micro-batch is scaled by its share of the global batch, so the summed
- * gradient is the gradient of the global mean loss, however the batch was split. */
+ * gradient is the gradient of the global mean loss, however the batch was split. A loss
+ * or gradient norm that is NaN or infinite on any rank makes no update (*nonfinite = 1;
+ * the optimizer's step count does not advance). */
 graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
-                        float *norm_out, double *comm_bytes, train_step_times *tm) {
+                        float *norm_out, int *nonfinite, double *comm_bytes,
+                        train_step_times *tm) {
     graft_params *p = t->model.params;
     graft_params_zero_grad(p);
     size_t sample_floats = (size_t)t->train_set.channels * t->train_set.height * t->train_set.width;
@@ -125,23 +128,24 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
         loss_sum += (double)loss * share;
     }
     double t2 = graft_now_s();
-    float global_loss = (float)loss_sum;
+    /* the loss, and how many ranks' own loss was non-finite: summed in one allreduce */
+    float shared[2] = {(float)loss_sum, 0};
+    shared[1] = !isfinite(shared[0]);
     *comm_bytes = 0;
     if (t->reducer) {
         GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
         *comm_bytes = (double)graft_reducer_step_bytes(t->reducer);
-        GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
+        GRAFT_TRY(graft_comm_allreduce_sum(t->comm, shared, 2));
     }
     double t3 = graft_now_s();
     *norm_out = graft_grad_clip_norm(p->grads, p->n_grads, (float)t->cfg->optim.grad_clip);
-    graft_status st = GRAFT_OK;
-    if (isfinite(*norm_out))
-        st = graft_optim_step(&t->opt, p, lr);
-    else if (t->rank0)
-        GRAFT_WARN("step %ld: non-finite gradient norm: update skipped", step);
+    /* Decided from values every rank holds alike (a count, and the norm of the summed
+     * gradients), so every replica skips the same updates and they stay bit-identical. */
+    *nonfinite = shared[1] > 0 || !isfinite(*norm_out);
+    graft_status st = *nonfinite ? GRAFT_OK : graft_optim_step(&t->opt, p, lr);
     tm->comm += t3 - t2;
     tm->optim += graft_now_s() - t3;
-    *loss_out = global_loss;
+    *loss_out = shared[0];
     return st;
 }
 
