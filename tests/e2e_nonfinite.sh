@@ -11,6 +11,7 @@
 #   train.max_nonfinite_steps in a row stop with exit 1.
 # - model.init and graft eval --weights refuse a file with NaN or infinite values:
 #   exit 2 naming the file and the tensor, nothing left behind.
+# - graft launch does not restart a job that stopped at a non-finite step.
 # - graft plot draws such runs (null values are gaps).
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
@@ -99,6 +100,20 @@ expect_nonfinite_stop "np=1 skip: more than train.max_nonfinite_steps in a row s
 run_mpi 2 "$GRAFT" train cfg.yaml experiment=skip2 train.on_nonfinite=skip train.max_nonfinite_steps=100 \
   >skip2.out 2>&1 && grep -q "all 2 replicas are bit-identical" skip2.out &&
   ok "np=2 skip: same steps skipped on both ranks, replicas bit-identical" || { bad "np=2 skip"; tail -5 skip2.out; }
+
+# --- graft launch does not restart a non-finite stop -----------------------------------
+# The run has a checkpoint at step 2 and goes non-finite at step 3: a restart would
+# resume at step 2 and stop at step 3 again. (-q: no mpirun banner after the one line.)
+timeout 180 "$GRAFT" launch cfg.yaml experiment=launched launch.np=2 launch.max_restarts=2 \
+  checkpoint.every_steps=2 'launch.mpirun_args=["-q"]' >launch.out 2>launch.err
+rc=$?
+others=$(grep -Ev '^\[rank [0-9]+\] (INFO|WARN) |^graft launch: warning: running as root' launch.err)
+[ "$rc" -eq 1 ] && [ "$(printf '%s\n' "$others" | grep -c .)" -eq 1 ] &&
+  printf '%s\n' "$others" | grep -q "step 3: non-finite loss nan and gradient norm nan: stopping" &&
+  [ "$(grep -c 'INFO run_loop: training launched' launch.err)" -eq 1 ] && [ -e runs/launched/nonfinite.json ] &&
+  [ -d runs/launched/checkpoints/step-00000002 ] &&
+  ok "graft launch: a non-finite stop exits 1 with one line, not restarted" ||
+  { bad "graft launch on a non-finite stop: exit $rc"; cat launch.err; }
 
 # --- graft plot draws runs with null values -------------------------------------------
 "$GRAFT" plot runs/skip1 >plot.out 2>&1 && [ -s runs/skip1/plots/loss.png ] && [ -s runs/skip1/plots/lr.png ] &&

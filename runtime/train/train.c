@@ -14,6 +14,7 @@
 #include "runtime/core/rng.h"
 #include "runtime/data/loader.h"
 #include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -64,6 +65,26 @@ static void describe_nonfinite(char *out, size_t size, double loss, float norm) 
         snprintf(out, size, "gradient norm %s", nonfinite_text(norm));
 }
 
+graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size_t size) {
+    char run_dir[TRAIN_PATH_MAX];
+    if ((size_t)snprintf(run_dir, sizeof run_dir, "runs/%s", cfg->experiment) >= sizeof run_dir)
+        return GRAFT_ERR_CONFIG;
+    return graft_fs_path_join(out, size, run_dir, "nonfinite.json");
+}
+
+/* Rank 0: nonfinite.json, the record `graft launch` reads (train.h). */
+static graft_status record_nonfinite_stop(const trainer *t, long done, double loss, float norm) {
+    char path[TRAIN_PATH_MAX];
+    GRAFT_TRY(graft_train_nonfinite_path(t->cfg, path, sizeof path));
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(done));
+    json_object_set_new(o, "loss", graft_json_real_or_null(loss));
+    json_object_set_new(o, "grad_norm", graft_json_real_or_null(norm));
+    graft_status st = graft_json_write_atomic(path, o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return st;
+}
+
 /* A step (the done-th) whose loss or gradient norm went NaN or infinite; every rank
  * comes here at the same step (step.c decides from shared values). train.on_nonfinite
  * stop: one line, GRAFT_ERR_NONFINITE (exit 1). skip: the update was not made; more
@@ -90,6 +111,8 @@ static graft_status on_nonfinite_step(trainer *t, long done, double loss, float 
         else
             GRAFT_ERROR("step %ld: non-finite %s: stopping (train.on_nonfinite: stop)", done,
                         what);
+        graft_status st = record_nonfinite_stop(t, done, loss, norm);
+        if (st != GRAFT_OK) return st;
     }
     return GRAFT_ERR_NONFINITE;
 }
@@ -98,7 +121,11 @@ static graft_status run_loop(trainer *t) {
     const graft_config *cfg = t->cfg;
     int tty = t->rank0 && isatty(fileno(stdout));
     long log_every = cfg->train.log_every > 0 ? cfg->train.log_every : 10;
-    if (t->rank0) train_log_freeze_table(t->model.params);
+    if (t->rank0) {
+        char stale[TRAIN_PATH_MAX];
+        if (graft_train_nonfinite_path(cfg, stale, sizeof stale) == GRAFT_OK) unlink(stale);
+        train_log_freeze_table(t->model.params);
+    }
     if (t->rank0)
         GRAFT_INFO("training %s: %ld steps (%ld per epoch), global batch %ld, micro-batch %d, "
                    "%d rank(s)",
