@@ -94,6 +94,17 @@ mkdir -p runs/skip1r && cp -r runs/skip1/checkpoints runs/skip1r/ && rm -rf runs
   data.val=img checkpoint.every_steps=6 checkpoint.resume=runs/skip1r/checkpoints/step-00000006 \
   >skip1r.out 2>&1 && cmp -s runs/skip1/model.safetensors runs/skip1r/model.safetensors &&
   ok "np=1 skip: a run resumed at step 6 writes the same weights" || { bad "np=1 skip: resume"; tail -3 skip1r.out; }
+# the count of non-finite steps in a row is kept in checkpoints: a run resumed in the
+# middle of them stops at the same step as the uninterrupted one (step 11, not 15)
+streak_line='step 11: non-finite loss nan and gradient norm nan, 9 non-finite steps in a row: stopping \(train.max_nonfinite_steps: 8\)'
+expect_nonfinite_stop "np=1 skip: 9 in a row stop at step 11" "$streak_line" -- \
+  "$GRAFT" train cfg.yaml experiment=streak train.on_nonfinite=skip train.max_nonfinite_steps=8 checkpoint.every_steps=6
+grep -q '"nonfinite_in_a_row": 4' runs/streak/checkpoints/step-00000006/state.json &&
+  ok "np=1 skip: the checkpoint at step 6 records 4 non-finite steps in a row" || bad "state.json: nonfinite_in_a_row"
+mkdir -p runs/streak_r && cp -r runs/streak/checkpoints runs/streak_r/
+expect_nonfinite_stop "np=1 skip: resumed at step 6, the same stop at step 11" "$streak_line" -- \
+  "$GRAFT" train cfg.yaml experiment=streak_r train.on_nonfinite=skip train.max_nonfinite_steps=8 checkpoint.every_steps=6 \
+  checkpoint.resume=runs/streak_r/checkpoints/step-00000006
 expect_nonfinite_stop "np=1 skip: more than train.max_nonfinite_steps in a row stop" \
   'step 8: non-finite loss nan and gradient norm nan, 6 non-finite steps in a row: stopping \(train.max_nonfinite_steps: 5\)' -- \
   "$GRAFT" train cfg.yaml experiment=skip_limit train.on_nonfinite=skip train.max_nonfinite_steps=5

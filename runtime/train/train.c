@@ -89,25 +89,24 @@ static graft_status record_nonfinite_stop(const trainer *t, long done, double lo
  * comes here at the same step (step.c decides from shared values). train.on_nonfinite
  * stop: one line, GRAFT_ERR_NONFINITE (exit 1). skip: the update was not made; more
  * than train.max_nonfinite_steps of them in a row stop as well. */
-static graft_status on_nonfinite_step(trainer *t, long done, double loss, float norm,
-                                      long *in_a_row) {
+static graft_status on_nonfinite_step(trainer *t, long done, double loss, float norm) {
     const graft_config *cfg = t->cfg;
     char what[96];
     describe_nonfinite(what, sizeof what, loss, norm);
     int skip = strcmp(cfg->train.on_nonfinite, "skip") == 0;
-    ++*in_a_row;
-    if (skip && *in_a_row <= cfg->train.max_nonfinite_steps) {
+    t->nonfinite_in_a_row++;
+    if (skip && t->nonfinite_in_a_row <= cfg->train.max_nonfinite_steps) {
         if (t->rank0)
             GRAFT_WARN("step %ld: non-finite %s: update skipped (%ld in a row; "
                        "train.max_nonfinite_steps: %ld)",
-                       done, what, *in_a_row, cfg->train.max_nonfinite_steps);
+                       done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
         return GRAFT_OK;
     }
     if (t->rank0) {
         if (skip)
             GRAFT_ERROR("step %ld: non-finite %s, %ld non-finite steps in a row: stopping "
                         "(train.max_nonfinite_steps: %ld)",
-                        done, what, *in_a_row, cfg->train.max_nonfinite_steps);
+                        done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
         else
             GRAFT_ERROR("step %ld: non-finite %s: stopping (train.on_nonfinite: stop)", done,
                         what);
@@ -135,7 +134,6 @@ static graft_status run_loop(trainer *t) {
     double window_loss = 0, window_samples = 0, window_start = graft_now_s();
     double run_start = window_start;
     int window_steps = 0, window_skipped = 0;
-    long nonfinite_in_a_row = 0;
     double window_bytes = 0;
     graft_status st = GRAFT_OK;
     for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
@@ -162,10 +160,10 @@ static graft_status run_loop(trainer *t) {
         long done = step + 1;
         if (nonfinite) {
             window_skipped++;
-            st = on_nonfinite_step(t, done, loss, norm, &nonfinite_in_a_row);
+            st = on_nonfinite_step(t, done, loss, norm);
         } else {
             window_loss += loss;
-            nonfinite_in_a_row = 0;
+            t->nonfinite_in_a_row = 0;
         }
         /* a stop at a non-finite step writes its window too: the record shows it */
         if (done % log_every == 0 || done == t->total_steps || st != GRAFT_OK) {

@@ -80,6 +80,9 @@ typedef struct trainer {
     uint64_t start_cursor; /* the loader cursor at start_step */
     long last_saved_step;  /* -1 before any save */
     double last_save_time; /* graft_now_s() of the last save (or of the start) */
+    /* train.on_nonfinite skip: non-finite steps in a row (kept in checkpoints, so a
+     * resumed run stops where the uninterrupted one would) */
+    long nonfinite_in_a_row;
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
 } trainer;
