@@ -7,7 +7,8 @@
 #   with null for the non-finite values; no weights are written.
 # - skip: the updates are skipped (the optimizer's step count stays), counted in
 #   metrics.jsonl (skipped_steps), eval.json keeps its keys as null, replicas stay
-#   bit-identical at np=2, a resumed run writes the same weights; more than
+#   bit-identical at np=2, a resumed run writes the same weights (and stops where the
+#   uninterrupted one stops), batchnorm statistics are left as they were; more than
 #   train.max_nonfinite_steps in a row stop with exit 1.
 # - model.init and graft eval --weights refuse a file with NaN or infinite values:
 #   exit 2 naming the file and the tensor, nothing left behind.
@@ -111,6 +112,23 @@ expect_nonfinite_stop "np=1 skip: more than train.max_nonfinite_steps in a row s
 run_mpi 2 "$GRAFT" train cfg.yaml experiment=skip2 train.on_nonfinite=skip train.max_nonfinite_steps=100 \
   >skip2.out 2>&1 && grep -q "all 2 replicas are bit-identical" skip2.out &&
   ok "np=2 skip: same steps skipped on both ranks, replicas bit-identical" || { bad "np=2 skip"; tail -5 skip2.out; }
+
+# a skipped step changes nothing: not even batchnorm running statistics, which the
+# forward pass updates (resnet18 at lr 1e30: the gradient norm overflows from step 2)
+"$GRAFT" train cfg.yaml experiment=bn model='{arch: resnet18, small_stem: true, width: 4}' train.max_steps=6 \
+  train.on_nonfinite=skip train.max_nonfinite_steps=100 >bn.out 2>&1 &&
+  grep -q "step 2: non-finite gradient norm nan: update skipped" bn.out &&
+  python3 - runs/bn/model.safetensors <<'PY' && ok "skip: batchnorm running statistics stay finite" || { bad "skip: batchnorm buffers"; tail -3 bn.out; }
+import json, math, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+bad = 0
+for name, t in json.loads(b[8:8 + n]).items():
+    if "running" in name:
+        s, e = t["data_offsets"]
+        bad += sum(not math.isfinite(x) for x in struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e]))
+assert bad == 0, bad
+PY
 
 # --- graft launch does not restart a non-finite stop -----------------------------------
 # The run has a checkpoint at step 2 and goes non-finite at step 3: a restart would

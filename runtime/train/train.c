@@ -217,6 +217,7 @@ static graft_status run_loop(trainer *t) {
 static void trainer_free(trainer *t) {
     free(t->unfrozen_at);
     free(t->buffer_stage);
+    free(t->skip_stage);
     graft_reducer_free(t->reducer);
     graft_loader_free(t->loader);
     graft_optim_free(&t->opt);

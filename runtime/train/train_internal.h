@@ -69,6 +69,7 @@ typedef struct trainer {
     graft_loader *loader;
     graft_reducer *reducer; /* NULL with one rank */
     float *buffer_stage;    /* several ranks: the model's buffers packed for broadcast */
+    float *skip_stage;      /* train.on_nonfinite skip: the buffers before the step */
     size_t buffer_floats;
     int micro_batch;
     long total_steps, steps_per_epoch;
