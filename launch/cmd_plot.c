@@ -37,9 +37,7 @@ static void series_add(series *s, long long step, const json_t *value) {
     }
 }
 
-static int number_or_null(const json_t *v) {
-    return json_is_number(v) || json_is_null(v);
-}
+static int number_or_null(const json_t *v) { return json_is_number(v) || json_is_null(v); }
 
 /* metrics.jsonl -> the loss and lr series; 0, or -1 after a printed message. */
 static int read_metrics(const char *metrics_path, series *loss, series *lr, int *lines) {

@@ -45,8 +45,7 @@ char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
     ok = ok && json_object_set_new(root, "epoch", json_integer((json_int_t)s->epoch)) == 0;
     ok = ok && json_object_set_new(root, "cursor", json_integer((json_int_t)s->cursor)) == 0;
     ok = ok && json_object_set_new(root, "world_size", json_integer(s->world_size)) == 0;
-    ok = ok &&
-         json_object_set_new(root, "lr", graft_json_real_or_null(s->lr)) == 0;
+    ok = ok && json_object_set_new(root, "lr", graft_json_real_or_null(s->lr)) == 0;
     graft_json_hex64_text(hex, s->config_digest);
     ok = ok && json_object_set_new(root, "config_digest", json_string(hex)) == 0;
     if (s->nonfinite_in_a_row > 0)

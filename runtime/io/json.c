@@ -38,9 +38,7 @@ json_t *graft_json_try_load_file(const char *path, size_t max_bytes) {
     return root;
 }
 
-json_t *graft_json_real_or_null(double x) {
-    return isfinite(x) ? json_real(x) : json_null();
-}
+json_t *graft_json_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 const char *graft_json_text(const json_t *v, char *buf, size_t size) {
     if (!v) return "nothing";

@@ -129,8 +129,7 @@ static graft_status keep_buffers(trainer *t) {
  * or gradient norm that is NaN or infinite on any rank makes no update (*nonfinite = 1;
  * the optimizer's step count does not advance; with skip, buffers are restored too). */
 graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
-                        float *norm_out, int *nonfinite, double *comm_bytes,
-                        train_step_times *tm) {
+                        float *norm_out, int *nonfinite, double *comm_bytes, train_step_times *tm) {
     graft_params *p = t->model.params;
     graft_params_zero_grad(p);
     int skip_mode = strcmp(t->cfg->train.on_nonfinite, "skip") == 0;

@@ -50,9 +50,7 @@ static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
 }
 
 /* "nan", "inf" or "-inf" (printf's text for NaN carries a sign bit: "-nan"). */
-static const char *nonfinite_text(double x) {
-    return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf";
-}
+static const char *nonfinite_text(double x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
 
 /* "loss nan", "gradient norm inf" or both, for the lines about a non-finite step. */
 static void describe_nonfinite(char *out, size_t size, double loss, float norm) {
@@ -108,8 +106,7 @@ static graft_status on_nonfinite_step(trainer *t, long done, double loss, float 
                         "(train.max_nonfinite_steps: %ld)",
                         done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
         else
-            GRAFT_ERROR("step %ld: non-finite %s: stopping (train.on_nonfinite: stop)", done,
-                        what);
+            GRAFT_ERROR("step %ld: non-finite %s: stopping (train.on_nonfinite: stop)", done, what);
         graft_status st = record_nonfinite_stop(t, done, loss, norm);
         if (st != GRAFT_OK) return st;
     }
@@ -172,8 +169,8 @@ static graft_status run_loop(trainer *t) {
             /* NaN (null in metrics.jsonl) when every step of the window was skipped */
             double mean_loss = window_loss / (window_steps - window_skipped);
             if (t->rank0) {
-                train_write_metrics(t, done, b->epoch, mean_loss, lr, norm, rate, &tm,
-                                    window_steps, window_skipped, window_bytes / window_steps);
+                train_write_metrics(t, done, b->epoch, mean_loss, lr, norm, rate, &tm, window_steps,
+                                    window_skipped, window_bytes / window_steps);
                 if (st == GRAFT_OK)
                     train_show_progress(done, t->start_step, t->total_steps, mean_loss, rate,
                                         now - run_start, tty);

@@ -99,8 +99,7 @@ graft_status train_setup_data_parallel(trainer *t);
  * *nonfinite = 1 (the same on every rank) when the loss or the norm is NaN or infinite:
  * then no update was made. */
 graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
-                        float *norm_out, int *nonfinite, double *comm_bytes,
-                        train_step_times *tm);
+                        float *norm_out, int *nonfinite, double *comm_bytes, train_step_times *tm);
 /* Broadcast rank 0's buffers (batchnorm running statistics) after a step. */
 graft_status train_sync_buffers(trainer *t);
 /* Check that every replica holds the same parameter bits (end of training). */
