@@ -170,6 +170,9 @@ expect_bad_input "model.init with a NaN" \
 [ ! -e runs/init_nan ] && ok "model.init with a NaN: nothing left behind" || bad "model.init with a NaN left runs/init_nan"
 expect_bad_input "model.init with -inf" "inf.safetensors: .*head.bias \(1 of 5 values NaN or infinite\)" -- \
   "$GRAFT" train cfg.yaml experiment=init_inf optim.lr=0.003 model.init=inf.safetensors
+expect_bad_input "model.init from a checkpoint whose weights went non-finite (named as the checkpoint)" \
+  "runs/skip1/checkpoints/step-00000006: .*hidden.0.weight \(50176 of 50176 values NaN or infinite\)" -- \
+  "$GRAFT" train cfg.yaml experiment=init_ckpt optim.lr=0.003 model.init=runs/skip1/checkpoints/step-00000006
 expect_bad_input "graft eval --weights with a NaN" "nan.safetensors: .*hidden.1.weight \(1 of 2048" -- \
   "$GRAFT" eval cfg.yaml --weights nan.safetensors
 finish
