@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "runtime/config/config.h"
+#include "runtime/train/train.h"
 
 /* A growable argv. */
 typedef struct {
@@ -206,6 +207,17 @@ static int run_once(char **cmd) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Whether the job stopped at a non-finite step (graft train left nonfinite.json, see
+ * runtime/train/train.h): a restart would replay the same steps and stop there again.
+ * forget = 1 removes the record of an earlier job instead. */
+static int stopped_nonfinite(const graft_config *cfg, int forget) {
+    char path[4096];
+    if (graft_train_nonfinite_path(cfg, path, sizeof path) != GRAFT_OK) return 0;
+    if (!forget) return access(path, F_OK) == 0;
+    unlink(path);
+    return 0;
+}
+
 int cmd_launch(int argc, char **argv) {
     if (argc < 3 || strcmp(argv[2], "--help") == 0) {
         FILE *out = argc < 3 ? stderr : stdout;
@@ -214,7 +226,8 @@ int cmd_launch(int argc, char **argv) {
             printf("Run `graft train` on launch.np MPI ranks (launch.hosts / launch.hostfile,\n"
                    "launch.threads_per_rank, launch.env, launch.mpirun_args); --dry-run prints\n"
                    "the mpirun command instead. Failed jobs restart up to launch.max_restarts\n"
-                   "times and resume from the latest checkpoint.\n");
+                   "times and resume from the latest checkpoint (not one that stopped at a\n"
+                   "non-finite step: it would stop there again).\n");
         return argc < 3 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
     }
     int dry_run = 0;
@@ -248,10 +261,13 @@ int cmd_launch(int argc, char **argv) {
         int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
         for (int attempt = 0;; attempt++) {
+            stopped_nonfinite(&cfg, 1);
             rc = run_once(cmd.v);
-            /* done, bad input (a restart cannot fix it), or preempted with requeue_exit
-             * (the scheduler requeues the job, which then resumes from its checkpoint) */
-            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT || signalled ||
+            /* done, bad input or a non-finite step (a restart cannot fix them), or
+             * preempted with requeue_exit (the scheduler requeues the job, which then
+             * resumes from its checkpoint) */
+            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT ||
+                (rc == GRAFT_EXIT_FAILURE && stopped_nonfinite(&cfg, 0)) || signalled ||
                 (rc == GRAFT_EXIT_PREEMPTED && cfg.launch.requeue_exit) ||
                 attempt >= cfg.launch.max_restarts)
                 break;

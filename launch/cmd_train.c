@@ -88,8 +88,10 @@ static int with_comm(const graft_config *cfg,
     int rc = cli_exit_status(st), size = comm.size;
     graft_comm_free(&comm);
     if (mpi_started) {
-        /* a stop every rank agreed on (exit 75) ends normally; an error may be one rank's */
-        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && size > 1)
+        /* a stop every rank agreed on (exit 75, or a non-finite step: every rank decides
+         * it alike) ends normally; an error may be one rank's */
+        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && st != GRAFT_ERR_NONFINITE &&
+            size > 1)
             MPI_Abort(MPI_COMM_WORLD, rc);
         MPI_Finalize();
     }

@@ -177,6 +177,13 @@ const key_spec cfg_keys[] = {
      .doc = "evaluate every this many steps; 0 = only at the end"},
     {.key = "train.log_every", .type = KEY_LONG, .offset = CFG(train.log_every),
      .flags = KEY_MIN, .min = 1, .def = "10", .doc = "log metrics every this many steps"},
+    {.key = "train.on_nonfinite", .type = KEY_ENUM, .offset = CFG(train.on_nonfinite),
+     .choices = "stop|skip", .what = "on_nonfinite mode", .def = "stop",
+     .doc = "a step whose loss or gradient norm is NaN or infinite: stop the run (exit 1), "
+            "or skip its update"},
+    {.key = "train.max_nonfinite_steps", .type = KEY_LONG,
+     .offset = CFG(train.max_nonfinite_steps), .flags = KEY_MIN, .min = 1, .def = "10",
+     .doc = "with `skip`: non-finite steps in a row that are skipped; one more stops the run"},
 
     {.key = "checkpoint.dir", .type = KEY_STRING, .offset = CFG(checkpoint.dir),
      .flags = KEY_NULLABLE, .def = "null", .default_doc = "`runs/<experiment>/checkpoints`",

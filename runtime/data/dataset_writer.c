@@ -512,8 +512,8 @@ static json_t *build_index(const graft_dataset_writer *w) {
         }
         json_t *jm = json_array(), *js = json_array();
         for (int c = 0; c < w->channels; c++) {
-            json_array_append_new(jm, json_real(mean[c]));
-            json_array_append_new(js, json_real(std[c]));
+            json_array_append_new(jm, graft_json_real_or_null(mean[c]));
+            json_array_append_new(js, graft_json_real_or_null(std[c]));
         }
         json_object_set_new(root, "normalize", json_pack("{soso}", "mean", jm, "std", js));
     } else if (w->kind == GRAFT_DATA_TOKENS) {

@@ -97,6 +97,7 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     }
     graft_load_options opt =
         graft_model_load_options(m, cfg->model.init_strict, cfg->model.head_num_classes > 0);
+    opt.shown_path = path;
     graft_load_report r;
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);

@@ -73,8 +73,8 @@ void train_unfreeze_restore_starts(trainer *t, long resume_step) {
     const graft_params *p = t->model.params;
     for (int i = 0; i < p->count; i++) {
         if (t->unfrozen_at[i] < 0) continue;
-        /* optimizer steps taken since the unfreeze (steps skipped for a non-finite
-         * gradient norm are not told apart here) */
+        /* optimizer steps taken since the unfreeze (non-finite steps skipped since then,
+         * train.on_nonfinite: skip, are not told apart here) */
         int64_t start = t->opt.step - (resume_step - t->unfrozen_at[i]);
         t->opt.start[i] = start > 0 ? start : 0;
     }
