@@ -14,6 +14,12 @@
 #include "config_internal.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
+
+/* A directory name (NAME_MAX), and a checkpoint directory that leaves room in a path
+ * (GRAFT_FS_PATH_MAX) for "/step-NNNNNNNN/<file>.tmp". */
+#define EXPERIMENT_MAX_LEN 255
+#define CKPT_DIR_MAX_LEN (GRAFT_FS_PATH_MAX - 256)
 
 /* Largest gradient bucket (comm.bucket_mb, comm.first_bucket_mb): 1 TiB. */
 #define BUCKET_MAX_MB 1048576
@@ -270,6 +276,16 @@ graft_status graft_config_validate(const graft_config *cfg) {
         return cfg_fail(&w, NULL, "optim.nesterov", "only applies to optim.name: sgd");
     if (cfg->optim.nesterov && !(cfg->optim.momentum > 0))
         return cfg_fail(&w, NULL, "optim.nesterov", "needs optim.momentum > 0");
+    /* paths built from these must fit the run's path buffers (runtime/io/fs.h) */
+    if (strlen(cfg->experiment) > EXPERIMENT_MAX_LEN)
+        return cfg_fail(&w, NULL, "experiment",
+                        "must be at most %d characters (it names a directory), found %zu",
+                        EXPERIMENT_MAX_LEN, strlen(cfg->experiment));
+    if (cfg->checkpoint.dir && strlen(cfg->checkpoint.dir) > CKPT_DIR_MAX_LEN)
+        return cfg_fail(&w, NULL, "checkpoint.dir",
+                        "must be at most %d characters (the files inside need the rest of "
+                        "the %d a path may have), found %zu",
+                        CKPT_DIR_MAX_LEN, GRAFT_FS_PATH_MAX, strlen(cfg->checkpoint.dir));
     GRAFT_TRY(check_optim_products(&w, cfg));
     GRAFT_TRY(check_bucket_mb(&w, "comm.bucket_mb", cfg->comm.bucket_mb));
     GRAFT_TRY(check_bucket_mb(&w, "comm.first_bucket_mb", cfg->comm.first_bucket_mb));
