@@ -87,7 +87,11 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     int from_ckpt = graft_ckpt_is_checkpoint(path);
     if (from_ckpt) {
         int fd = mkstemp(tmp);
-        if (fd < 0) return GRAFT_ERR_IO;
+        if (fd < 0) {
+            GRAFT_ERROR("%s: cannot create a temporary file to export %s's weights: %s", tmp, path,
+                        strerror(errno));
+            return GRAFT_ERR_IO;
+        }
         close(fd);
         graft_status st = graft_ckpt_export(path, tmp);
         if (st != GRAFT_OK) {
