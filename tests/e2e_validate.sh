@@ -112,6 +112,8 @@ for v in 1e99 1e-50 nan inf -1 2ms 0x1p3; do
   expect_bad_input "data bench --step-ms '$v'" "--step-ms: expected a number >= 0 that a 32-bit float holds" \
     -- "$GRAFT" data bench img --step-ms "$v"
 done
+expect_bad_input "data bench batch beyond the data" "img: --batch 100 is more than the 60 samples of the dataset" \
+  -- "$GRAFT" data bench img --batch 100 --steps 1
 expect_bad_input "fmnist --per-class junk" "--per-class: expected an integer" \
   -- "$GRAFT" data fmnist --out never --per-class 10k
 expect_bad_input "bench model --image" "--image: expected CxHxW with each in \\[1, 65536\\], got '3x99999999999x1'" \
