@@ -43,6 +43,8 @@ refused "batch larger than the data" "data.batch_size 100 is more than the 60 sa
   data.batch_size=100
 refused "token windows" "fewer than seq_len \\+ 1" $gpt2 data.train=tiny
 refused "evaluation set too short" "tiny: 6 tokens are fewer than seq_len \\+ 1 = 17" $gpt2 data.val=tiny
+refused "augmentation of tokens" "data.augment.hflip applies to images; data.train tok holds tokens" \
+  $gpt2 data.augment.hflip=true
 refused "val vs train" "data.val img5 does not match data.train img" data.val=img5
 refused "head vs classes" "model.head.num_classes is 5 but img has 3 classes" model.head.num_classes=5
 refused "language model on images" "gpt2 needs a token dataset" model.arch=gpt2
