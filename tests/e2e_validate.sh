@@ -98,7 +98,7 @@ refused "eps underflows a float" "optim.eps: 1e-46 underflows" optim.eps=1e-46
 refused "dropout rounds to 1" "model.dropout: must be in \\[0, 1\\) as a 32-bit float .* which rounds to 1" \
   model.dropout=0.99999999999
 refused "beta underflows" "optim.betas\\[1\\]: 1e-50 underflows" 'optim.betas=[0.9, 1e-50]'
-refused "bucket overflows size_t" "comm.bucket_mb: must be <= 1048576" comm.bucket_mb=1e300
+refused "bucket overflows size_t" "comm.bucket_mb: must be in \\(0, 1048576\\], found 1e300" comm.bucket_mb=1e300
 refused "bucket smaller than a gradient" "comm.first_bucket_mb: must hold at least one 4-byte gradient" \
   comm.first_bucket_mb=1e-9
 refused "lr nan" "optim.lr: expected a number, found 'nan'" optim.lr=nan

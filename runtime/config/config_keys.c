@@ -204,10 +204,12 @@ const key_spec cfg_keys[] = {
      .choices = "auto|local|mpi|nccl", .what = "backend", .def = "auto",
      .doc = "gradient all-reduce backend; auto = nccl with a GPU, else mpi under mpirun, "
             "else local"},
+    /* at most 1 TiB: the size in bytes must fit a size_t */
     {.key = "comm.bucket_mb", .type = KEY_DOUBLE, .offset = CFG(comm.bucket_mb),
-     .flags = KEY_MIN | KEY_MIN_EXCL, .min = 0, .def = "25.0", .doc = "gradient bucket size in MB"},
+     .flags = KEY_MIN | KEY_MIN_EXCL | KEY_MAX, .min = 0, .max = 1048576, .def = "25.0",
+     .doc = "gradient bucket size in MB"},
     {.key = "comm.first_bucket_mb", .type = KEY_DOUBLE, .offset = CFG(comm.first_bucket_mb),
-     .flags = KEY_MIN | KEY_MIN_EXCL, .min = 0, .def = "1.0",
+     .flags = KEY_MIN | KEY_MIN_EXCL | KEY_MAX, .min = 0, .max = 1048576, .def = "1.0",
      .doc = "size of the first bucket (the last layers) in MB"},
     {.key = "comm.overlap", .type = KEY_BOOL, .offset = CFG(comm.overlap), .def = "true",
      .doc = "all-reduce gradient buckets during backward (false: all after backward)"},

@@ -21,9 +21,6 @@
 #define EXPERIMENT_MAX_LEN 255
 #define CKPT_DIR_MAX_LEN (GRAFT_FS_PATH_MAX - 256)
 
-/* Largest gradient bucket (comm.bucket_mb, comm.first_bucket_mb): 1 TiB. */
-#define BUCKET_MAX_MB 1048576
-
 static graft_status check_stored(const cfg_where *w, const key_spec *k, const char *path,
                                  const void *base);
 
@@ -222,12 +219,11 @@ static graft_status check_optim_products(const cfg_where *w, const graft_config 
     return GRAFT_OK;
 }
 
-/* A bucket size in MB becomes a byte count: it must hold one 4-byte gradient and fit. */
+/* A bucket size in MB becomes a byte count: it must hold one 4-byte gradient (the
+ * table's limit keeps it within a size_t). */
 static graft_status check_bucket_mb(const cfg_where *w, const char *key, double mb) {
     char found[40];
     cfg_number_text(mb, found, sizeof found);
-    if (mb > BUCKET_MAX_MB)
-        return cfg_fail(w, NULL, key, "must be <= %d (1 TiB), found %s", BUCKET_MAX_MB, found);
     if (mb * 1048576.0 < (double)sizeof(float))
         return cfg_fail(w, NULL, key,
                         "must hold at least one 4-byte gradient (>= %g MB), found %s",
