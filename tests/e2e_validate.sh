@@ -90,6 +90,8 @@ refused "activations beyond memory" "activation memory of [0-9.]+ GiB is more th
 refused "experiment too long" "experiment: must be at most 255 characters" experiment="$(printf 'e%.0s' $(seq 300))"
 refused "checkpoint.dir too long" "checkpoint.dir: must be at most 3840 characters" \
   checkpoint.dir="$(printf 'd/%.0s' $(seq 2000))"
+refused "checkpoint.resume too long" "checkpoint.resume: must be at most 3840 characters" \
+  checkpoint.resume="$(printf 'r/%.0s' $(seq 2000))"
 
 # -- numbers: range, no silent narrowing, no junk
 refused "lr underflows a float" "optim.lr: 1e-50 underflows to 0 as a 32-bit float" optim.lr=1e-50

@@ -277,11 +277,14 @@ graft_status graft_config_validate(const graft_config *cfg) {
         return cfg_fail(&w, NULL, "experiment",
                         "must be at most %d characters (it names a directory), found %zu",
                         EXPERIMENT_MAX_LEN, strlen(cfg->experiment));
-    if (cfg->checkpoint.dir && strlen(cfg->checkpoint.dir) > CKPT_DIR_MAX_LEN)
-        return cfg_fail(&w, NULL, "checkpoint.dir",
-                        "must be at most %d characters (the files inside need the rest of "
-                        "the %d a path may have), found %zu",
-                        CKPT_DIR_MAX_LEN, GRAFT_FS_PATH_MAX, strlen(cfg->checkpoint.dir));
+    const char *ckpt_paths[2] = {cfg->checkpoint.dir, cfg->checkpoint.resume};
+    const char *ckpt_keys[2] = {"checkpoint.dir", "checkpoint.resume"};
+    for (int i = 0; i < 2; i++)
+        if (ckpt_paths[i] && strlen(ckpt_paths[i]) > CKPT_DIR_MAX_LEN)
+            return cfg_fail(&w, NULL, ckpt_keys[i],
+                            "must be at most %d characters (the files inside need the rest of "
+                            "the %d a path may have), found %zu",
+                            CKPT_DIR_MAX_LEN, GRAFT_FS_PATH_MAX, strlen(ckpt_paths[i]));
     GRAFT_TRY(check_optim_products(&w, cfg));
     GRAFT_TRY(check_bucket_mb(&w, "comm.bucket_mb", cfg->comm.bucket_mb));
     GRAFT_TRY(check_bucket_mb(&w, "comm.first_bucket_mb", cfg->comm.first_bucket_mb));
