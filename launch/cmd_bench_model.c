@@ -136,7 +136,8 @@ int cmd_bench_model(int argc, char **argv) {
     const graft_model_desc *desc = graft_model_find(argv[3]);
     int tokens = desc && desc->input == GRAFT_INPUT_TOKENS;
     if (!bad && !tokens && !parse_image(image, &in)) {
-        fprintf(stderr, "graft bench model: --image: expected CxHxW with each in [1, %d], got '%s'\n",
+        fprintf(stderr,
+                "graft bench model: --image: expected CxHxW with each in [1, %d], got '%s'\n",
                 IMAGE_DIM_MAX, image);
         bad = 1;
     }

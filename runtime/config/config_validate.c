@@ -225,8 +225,7 @@ static graft_status check_bucket_mb(const cfg_where *w, const char *key, double 
     char found[40];
     cfg_number_text(mb, found, sizeof found);
     if (mb * 1048576.0 < (double)sizeof(float))
-        return cfg_fail(w, NULL, key,
-                        "must hold at least one 4-byte gradient (>= %g MB), found %s",
+        return cfg_fail(w, NULL, key, "must hold at least one 4-byte gradient (>= %g MB), found %s",
                         (double)sizeof(float) / 1048576.0, found);
     return GRAFT_OK;
 }

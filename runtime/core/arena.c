@@ -46,9 +46,9 @@ graft_status graft_arena_commit(graft_arena *a) {
 }
 
 void *graft_arena_alloc(graft_arena *a, size_t bytes) {
-    if (a->base == NULL && (bytes > SIZE_MAX - ARENA_ALIGN ||
-                            (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN >
-                                SIZE_MAX - a->used)) {
+    if (a->base == NULL &&
+        (bytes > SIZE_MAX - ARENA_ALIGN ||
+         (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN > SIZE_MAX - a->used)) {
         a->used = a->peak = SIZE_MAX; /* planning overflowed: commit refuses it */
         return NULL;
     }

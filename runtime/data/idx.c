@@ -46,8 +46,9 @@ static int file_can_hold(const char *path, gzFile gz, size_t total, size_t heade
     }
     uint64_t size = (uint64_t)sb.st_size;
     int plain = gzdirect(gz);
-    uint64_t most = plain ? (size > header ? size - header : 0)
-                          : (size > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : size * GZIP_MAX_RATIO);
+    uint64_t most = plain
+                        ? (size > header ? size - header : 0)
+                        : (size > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : size * GZIP_MAX_RATIO);
     if ((uint64_t)total <= most) return 1;
     GRAFT_ERROR("%s: header promises %zu data bytes, more than a %s file of %llu bytes can hold",
                 path, total, plain ? "raw idx" : "gzip", (unsigned long long)size);

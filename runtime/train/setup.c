@@ -215,16 +215,17 @@ static graft_status setup_optimizer(trainer *t) {
 }
 
 /* What the datasets and the length of the run must satisfy, checked before anything is
- * trained or written: augmentation only for images, a batch no larger than the
- * training set (it would repeat samples within one step), an evaluation set that holds at least one sample (one window of
- * data.seq_len + 1 tokens), and freeze.schedule steps that the run reaches. */
+ * trained or written: augmentation only for images, a batch no larger than the training
+ * set (it would repeat samples within one step), an evaluation set that holds at least
+ * one sample (one window of data.seq_len + 1 tokens), and freeze.schedule steps that the
+ * run reaches. */
 static graft_status check_data_fits_run(trainer *t) {
     const graft_config *cfg = t->cfg;
     if (t->train_set.kind != GRAFT_DATA_IMAGES &&
         (cfg->data.augment_crop_padding > 0 || cfg->data.augment_hflip)) {
         GRAFT_ERROR("data.augment.%s applies to images; data.train %s holds %s",
-                    cfg->data.augment_crop_padding > 0 ? "crop_padding" : "hflip",
-                    cfg->data.train, graft_dataset_kind_name(t->train_set.kind));
+                    cfg->data.augment_crop_padding > 0 ? "crop_padding" : "hflip", cfg->data.train,
+                    graft_dataset_kind_name(t->train_set.kind));
         return GRAFT_ERR_CONFIG;
     }
     size_t samples = graft_loader_epoch_samples(t->loader);
