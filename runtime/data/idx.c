@@ -1,9 +1,11 @@
 #include "idx.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "runtime/core/log.h"
@@ -27,6 +29,30 @@ static int read_exact(gzFile gz, void *buf, size_t n) {
 
 static uint32_t be32(const unsigned char *b) {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Deflate expands at most about 1032:1, so a gzip file of n bytes holds at most this many. */
+#define GZIP_MAX_RATIO 1032u
+
+/* Whether the file can hold the `total` data bytes its header promises after `header`
+ * bytes: checked against the file's size before anything is allocated, so a small file
+ * claiming gigabytes fails at once. An uncompressed idx file (gzread reads those too)
+ * must hold them exactly; a gzip file within deflate's best ratio. */
+static int file_can_hold(const char *path, gzFile gz, size_t total, size_t header) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        GRAFT_ERROR("%s: cannot stat: %s", path, strerror(errno));
+        return 0;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    int plain = gzdirect(gz);
+    uint64_t most = plain
+                        ? (size > header ? size - header : 0)
+                        : (size > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : size * GZIP_MAX_RATIO);
+    if ((uint64_t)total <= most) return 1;
+    GRAFT_ERROR("%s: header promises %zu data bytes, more than a %s file of %llu bytes can hold",
+                path, total, plain ? "raw idx" : "gzip", (unsigned long long)size);
+    return 0;
 }
 
 graft_status graft_idx_read(graft_idx *out, const char *path) {
@@ -66,6 +92,7 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
     }
     out->count = out->dims[0];
     out->item_size = total / out->count;
+    if (!file_can_hold(path, gz, total, 4 + 4 * (size_t)out->ndim)) goto done;
     out->data = malloc(total);
     if (!out->data) {
         GRAFT_ERROR("%s: cannot allocate %zu bytes", path, total);

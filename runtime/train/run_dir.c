@@ -41,8 +41,11 @@ static graft_status keep_metrics_until(const char *path, long step) {
 graft_status train_open_run_dir(trainer *t) {
     char path[TRAIN_PATH_MAX];
     if ((size_t)snprintf(t->run_dir, sizeof t->run_dir, "runs/%s", t->cfg->experiment) >=
-        sizeof t->run_dir)
+        sizeof t->run_dir) {
+        GRAFT_ERROR("runs/%.32s...: cannot create the run directory: path longer than %d bytes",
+                    t->cfg->experiment, TRAIN_PATH_MAX - 1);
         return GRAFT_ERR_CONFIG;
+    }
     if (!t->rank0) return GRAFT_OK;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
     GRAFT_TRY(graft_fs_mkdirs(path, GRAFT_LOG_ERROR));

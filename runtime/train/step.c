@@ -58,8 +58,10 @@ graft_status train_setup_data_parallel(trainer *t) {
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
     for (int i = 0; i < p->count; i++)
         if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;
-    if (t->buffer_floats && !(t->buffer_stage = malloc(t->buffer_floats * sizeof(float))))
+    if (t->buffer_floats && !(t->buffer_stage = malloc(t->buffer_floats * sizeof(float)))) {
+        GRAFT_ERROR("out of memory for %zu buffer floats to broadcast", t->buffer_floats);
         return GRAFT_ERR_NOMEM;
+    }
     GRAFT_TRY(train_make_reducer(t));
     if (t->rank0)
         GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
@@ -71,7 +73,10 @@ graft_status train_make_reducer(trainer *t) {
     graft_params *p = t->model.params;
     /* parameter boundaries in the gradient buffer, ascending (= backward order) */
     size_t *starts = malloc(((size_t)p->count + 1) * sizeof *starts);
-    if (!starts) return GRAFT_ERR_NOMEM;
+    if (!starts) {
+        GRAFT_ERROR("out of memory for the reducer's %d parameter boundaries", p->count);
+        return GRAFT_ERR_NOMEM;
+    }
     int n = 0;
     for (int i = p->count - 1; i >= 0; i--)
         if (p->items[i].trainable) starts[n++] = p->items[i].grad_offset;
