@@ -153,6 +153,11 @@ static int data_fmnist(int argc, char **argv) {
             st = GRAFT_ERR_FORMAT;
         }
     }
+    if (st == GRAFT_OK && (img.dims[1] > 65536 || img.dims[2] > 65536)) { /* before the casts */
+        GRAFT_ERROR("%s: images of %ux%u pixels, more than a dataset may hold (65536x65536)",
+                    img_path, img.dims[1], img.dims[2]);
+        st = GRAFT_ERR_FORMAT;
+    }
     if (st == GRAFT_OK)
         st = graft_dataset_writer_new_images(&w, out, 1, (int)img.dims[1], (int)img.dims[2], k,
                                              names, (size_t)shard_size);
@@ -535,6 +540,13 @@ static int data_bench(int argc, char **argv) {
         graft_loader *l;
         st = graft_loader_new(&l, &d, &cfg, 0);
         if (st != GRAFT_OK) break;
+        if ((size_t)batch > graft_loader_epoch_samples(l)) {
+            GRAFT_ERROR("%s: --batch %d is more than the %zu samples of the dataset", dir, batch,
+                        graft_loader_epoch_samples(l));
+            graft_loader_free(l);
+            st = GRAFT_ERR_INVALID_ARG;
+            break;
+        }
         graft_batch *b;
         graft_loader_next(l, &b, NULL); /* warm-up: page in, start the thread */
         double waited = 0, start = graft_now_s();

@@ -176,6 +176,20 @@ static const bad_case bad_cases[] = {
      "cfg.yaml:2:12: model.dropout: must be in [0, 1), found 1.5"},
     {"beta 1.0", "optim:\n  betas: [0.9, 1.0]\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:16: optim.betas[1]: must be in [0, 1), found 1.0"},
+    /* finite as written, but not once narrowed to the float graft computes with */
+    {"lr underflows a float", "optim:\n  lr: 1.0e-50\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:7: optim.lr: 1.0e-50 underflows to 0 as a 32-bit float, which graft computes "
+     "with (non-zero magnitudes from 1.4013e-45)"},
+    {"momentum overflows a float", "optim:\n  momentum: 1.0e39\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:13: optim.momentum: 1.0e39 overflows a 32-bit float, which graft computes with "
+     "(magnitudes up to 3.40282e+38)"},
+    {"dropout rounds to 1", "model:\n  dropout: 0.99999999999\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:12: model.dropout: must be in [0, 1) as a 32-bit float (graft computes with it "
+     "as one), found 0.99999999999, which rounds to 1"},
+    {"group lr_scale underflows", "optim:\n  groups: [{params: x, lr_scale: 1.0e-46}]\n", NULL,
+     GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:34: optim.groups[0].lr_scale: 1.0e-46 underflows to 0 as a 32-bit float, "
+     "which graft computes with (non-zero magnitudes from 1.4013e-45)"},
     {"three betas", "optim:\n  betas: [0.9, 0.99, 0.999]\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:10: optim.betas: expected a list of 2 numbers, found 3 entries"},
     {"too many hidden layers", "model:\n  hidden: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n", NULL,
@@ -773,7 +787,7 @@ static void test_print_roundtrip(void **state) {
         "freeze.trainable=['*.bias', 'has space', 'quote\"d', 'colon: x', 'null', '-dash', "
         "'#hash', 'ünïcödé', 'true', '[x]', 'back\\slash', '']",
         "optim.lr=0.30000000000000004",
-        "schedule.min_lr=1.0e-300",
+        "comm.timeout_s=1.0e-300",
         "checkpoint.every_minutes=123456789.123",
         "optim.betas=[0.1, 0.7071067811865476]",
         "launch.env={A: 'x y', B: '', C: 'a=b', D: \"tab\\there\"}",
@@ -799,7 +813,7 @@ static void test_print_roundtrip(void **state) {
     assert_string_equal(a.launch.env.items[3], "D=tab\there");
     print_and_reload(&a, &b, "printed.yaml");
     assert_true(b.optim.lr == 0.30000000000000004);
-    assert_true(b.schedule.min_lr == 1.0e-300);
+    assert_true(b.comm.timeout_s == 1.0e-300);
     assert_string_equal(b.freeze.trainable.items[2], "quote\"d");
     assert_string_equal(b.freeze.trainable.items[7], "ünïcödé");
     assert_string_equal(b.launch.env.items[2], "C=a=b");

@@ -54,6 +54,8 @@ typedef struct graft_ckpt_state {
     uint64_t *rng_states;   /* world_size entries (rank order), owned; may be NULL */
     double lr;              /* learning rate of the last step (for the record) */
     uint64_t config_digest; /* graft_config_digest of the run */
+    long nonfinite_in_a_row; /* non-finite steps just before `step` (train.on_nonfinite:
+                                skip); written only when > 0, absent reads as 0 */
     char version[32];       /* graft version that wrote it (filled by load; save always
                                writes this library's GRAFT_VERSION) */
 } graft_ckpt_state;

@@ -1,5 +1,6 @@
 #include "idx.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,10 +32,30 @@ static uint32_t be32(const unsigned char *b) {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
+/* Deflate expands at most about 1032:1, so a gzip file of n bytes holds at most this many. */
+#define GZIP_MAX_RATIO 1032u
+
+/* Whether the file (of `size` bytes) can hold the `total` data bytes its header
+ * promises after `header` bytes: checked before anything is allocated, so a small file
+ * claiming gigabytes fails at once. An uncompressed idx file (gzread reads those too)
+ * must hold them exactly; a gzip file within deflate's best ratio. */
+static int file_can_hold(const char *path, uint64_t size, gzFile gz, size_t total,
+                         size_t header) {
+    int plain = gzdirect(gz);
+    uint64_t most = plain
+                        ? (size > header ? size - header : 0)
+                        : (size > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : size * GZIP_MAX_RATIO);
+    if ((uint64_t)total <= most) return 1;
+    GRAFT_ERROR("%s: header promises %zu data bytes, more than a %s file of %llu bytes can hold",
+                path, total, plain ? "raw idx" : "gzip", (unsigned long long)size);
+    return 0;
+}
+
 graft_status graft_idx_read(graft_idx *out, const char *path) {
     memset(out, 0, sizeof *out);
     int fd;
-    GRAFT_TRY(graft_fs_open_regular(path, &fd, NULL, GRAFT_LOG_ERROR));
+    uint64_t file_bytes;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, &file_bytes, GRAFT_LOG_ERROR));
     gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
         close(fd);
@@ -71,6 +92,7 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
     }
     out->count = out->dims[0];
     out->item_size = total / out->count;
+    if (!file_can_hold(path, file_bytes, gz, total, 4 + 4 * (size_t)out->ndim)) goto done;
     out->data = malloc(total);
     if (!out->data) {
         GRAFT_ERROR("%s: cannot allocate %zu bytes", path, total);

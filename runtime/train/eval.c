@@ -98,14 +98,14 @@ static const char *class_name(const graft_dataset *d, int k, char *buf, size_t s
 json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, long step) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
-    json_object_set_new(o, "loss", json_real(r->loss));
+    json_object_set_new(o, "loss", graft_json_real_or_null(r->loss));
     json_object_set_new(o, "count", json_integer((json_int_t)r->count));
     if (r->task == GRAFT_TASK_LANGUAGE) {
-        json_object_set_new(o, "perplexity", json_real(exp(r->loss)));
+        json_object_set_new(o, "perplexity", graft_json_real_or_null(exp(r->loss)));
         return o;
     }
     int K = r->num_classes;
-    json_object_set_new(o, "accuracy", json_real(r->accuracy));
+    json_object_set_new(o, "accuracy", graft_json_real_or_null(r->accuracy));
     json_t *per_class = json_array(), *confusion = json_array();
     for (int k = 0; k < K; k++) {
         double total = 0;
@@ -120,7 +120,7 @@ json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, l
         json_object_set_new(c, "class", json_string(class_name(d, k, buf, sizeof buf)));
         json_object_set_new(c, "count", json_integer((json_int_t)total));
         json_object_set_new(c, "accuracy",
-                            json_real(total > 0 ? r->confusion[(size_t)k * K + k] / total : 0));
+                            graft_json_real_or_null(total > 0 ? r->confusion[(size_t)k * K + k] / total : 0));
         json_array_append_new(per_class, c);
     }
     json_object_set_new(o, "per_class", per_class);

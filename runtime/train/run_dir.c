@@ -48,8 +48,11 @@ static graft_status keep_metrics_until(const char *path, long step) {
 graft_status train_open_run_dir(trainer *t) {
     char path[TRAIN_PATH_MAX];
     if ((size_t)snprintf(t->run_dir, sizeof t->run_dir, "runs/%s", t->cfg->experiment) >=
-        sizeof t->run_dir)
+        sizeof t->run_dir) {
+        GRAFT_ERROR("runs/%.32s...: cannot create the run directory: path longer than %d bytes",
+                    t->cfg->experiment, TRAIN_PATH_MAX - 1);
         return GRAFT_ERR_CONFIG;
+    }
     if (!t->rank0) return GRAFT_OK;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
     GRAFT_TRY(graft_fs_mkdirs(path, GRAFT_LOG_ERROR));
@@ -107,21 +110,22 @@ graft_status train_record_eval(trainer *t, const train_eval_result *r, long step
 }
 
 void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
-                         double samples_per_s, const train_step_times *tm, int steps,
+                         double samples_per_s, const train_step_times *tm, int steps, int skipped,
                          double comm_bytes) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
     json_object_set_new(o, "epoch", json_integer(epoch));
-    json_object_set_new(o, "loss", json_real(loss));
-    json_object_set_new(o, "lr", json_real(lr));
-    json_object_set_new(o, "grad_norm", json_real(grad_norm));
-    json_object_set_new(o, "samples_per_s", json_real(samples_per_s));
-    json_object_set_new(o, "time_data", json_real(tm->data / steps));
-    json_object_set_new(o, "time_forward", json_real(tm->forward / steps));
-    json_object_set_new(o, "time_backward", json_real(tm->backward / steps));
-    json_object_set_new(o, "time_comm", json_real(tm->comm / steps));
-    json_object_set_new(o, "time_optim", json_real(tm->optim / steps));
+    json_object_set_new(o, "loss", graft_json_real_or_null(loss));
+    json_object_set_new(o, "lr", graft_json_real_or_null(lr));
+    json_object_set_new(o, "grad_norm", graft_json_real_or_null(grad_norm));
+    json_object_set_new(o, "samples_per_s", graft_json_real_or_null(samples_per_s));
+    json_object_set_new(o, "time_data", graft_json_real_or_null(tm->data / steps));
+    json_object_set_new(o, "time_forward", graft_json_real_or_null(tm->forward / steps));
+    json_object_set_new(o, "time_backward", graft_json_real_or_null(tm->backward / steps));
+    json_object_set_new(o, "time_comm", graft_json_real_or_null(tm->comm / steps));
+    json_object_set_new(o, "time_optim", graft_json_real_or_null(tm->optim / steps));
     json_object_set_new(o, "comm_bytes", json_integer((json_int_t)comm_bytes));
+    json_object_set_new(o, "skipped_steps", json_integer(skipped));
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (line) {
         fprintf(t->metrics, "%s\n", line);

@@ -7,6 +7,8 @@
  *   model.safetensors                     the final weights
  *   train.log       the log lines
  *   checkpoints/    step-NNNNNNNN/ checkpoints and "latest" (unless checkpoint.dir)
+ *   nonfinite.json  only after a run stopped at a non-finite step: {"step", "loss",
+ *                   "grad_norm"} (removed when a run starts)
  * Everything that can be checked (config, datasets, init weights, freezing globs) is
  * checked before the run directory is touched. */
 #ifndef GRAFT_TRAIN_H
@@ -25,6 +27,11 @@ extern volatile sig_atomic_t graft_train_stop_signal;
 /* Train as configured; rank and world come from comm. Resumes from a checkpoint as
  * checkpoint.resume says and checkpoints as checkpoint.* says. */
 graft_status graft_train(const graft_config *cfg, graft_comm *comm);
+
+/* runs/<experiment>/nonfinite.json into out. A run that stopped at a non-finite step
+ * (exit 1) leaves it: `graft launch` does not restart such a job, since resuming replays
+ * the same steps bit for bit and would stop at the same step again. */
+graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size_t size);
 
 /* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set
  * is configured). Prints the summary; writes the JSON result to json_path if given.
