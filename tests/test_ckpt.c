@@ -1031,8 +1031,9 @@ static void test_latest_links_out(void **state) {
     write_all(target, "step-00000003\n", 14);
     unlink(latest);
     assert_int_equal(symlink(target, latest), 0);
-    snprintf(want, sizeof want, "%s is a link that leads out of %s; resuming from step-00000003 instead",
-             latest, root);
+    snprintf(want, sizeof want,
+             "%s is a link that leads out of %s; resuming from step-00000003 instead", latest,
+             root);
     char ckpt[PATH_LEN];
     capture_start();
     assert_int_equal(graft_ckpt_find_resume(root, ckpt, sizeof ckpt), GRAFT_OK);

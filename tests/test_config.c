@@ -763,7 +763,9 @@ static void test_print_escapes_controls(void **state) {
     assert_int_equal(
         graft_config_override(&a, "launch.env={E: \"a\\x1b[1m\\u009b2J\\u202eb caf\\u00e9\"}"),
         GRAFT_OK);
-    assert_string_equal(a.launch.env.items[0], "E=a\x1b[1m\xc2\x9b" "2J\xe2\x80\xae" "b caf\xc3\xa9");
+    assert_string_equal(a.launch.env.items[0], "E=a\x1b[1m\xc2\x9b"
+                                               "2J\xe2\x80\xae"
+                                               "b caf\xc3\xa9");
     print_and_reload(&a, &b, "escaped.yaml");
     char *text = read_text("escaped.yaml");
     assert_non_null(text);

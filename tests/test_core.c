@@ -95,13 +95,19 @@ static void expect_escaped(const char *text, const char *want) {
 static void test_escape(void **state) {
     (void)state;
     expect_escaped("fc1.weight", "fc1.weight");
-    expect_escaped("caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88", "caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88");
+    expect_escaped("caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88",
+                   "caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88");
     expect_escaped("a\nb\rc\td", "a\\nb\\rc\\td");
     expect_escaped("\x1b[2J\x1b]0;t\x07\x7f", "\\x1b[2J\\x1b]0;t\\x07\\x7f");
     /* C1 CSI, a right-to-left override, an isolate */
-    expect_escaped("\xc2\x9b" "31m \xe2\x80\xae" "abc \xe2\x81\xa6", "\\u009b31m \\u202eabc \\u2066");
-    /* not UTF-8: a lone continuation, a raw CSI byte, an overlong '/', a surrogate, a cut sequence */
-    expect_escaped("\x80 \x9b \xc0\xaf \xed\xa0\x80 \xe7\x8c", "\\x80 \\x9b \\xc0\\xaf \\xed\\xa0\\x80 \\xe7\\x8c");
+    expect_escaped("\xc2\x9b"
+                   "31m \xe2\x80\xae"
+                   "abc \xe2\x81\xa6",
+                   "\\u009b31m \\u202eabc \\u2066");
+    /* not UTF-8: a lone continuation, a raw CSI byte, an overlong '/', a surrogate, a cut sequence
+     */
+    expect_escaped("\x80 \x9b \xc0\xaf \xed\xa0\x80 \xe7\x8c",
+                   "\\x80 \\x9b \\xc0\\xaf \\xed\\xa0\\x80 \\xe7\\x8c");
     /* cut before a whole escape or character, never inside one */
     char small[5];
     assert_string_equal(graft_escape(small, sizeof small, "ab\ncd"), "ab\\n");
@@ -126,11 +132,11 @@ static void test_log_escapes_messages(void **state) {
     text[got] = '\0';
     fclose(f);
     printf("%s", text);
-    assert_string_equal(text,
-                        "[rank 0] ERROR test: class 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
-                        "is unknown\n"
-                        "[rank 0] WARN test: tensor 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
-                        "\xe7\x8c\xab\n");
+    assert_string_equal(
+        text, "[rank 0] ERROR test: class 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
+              "is unknown\n"
+              "[rank 0] WARN test: tensor 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
+              "\xe7\x8c\xab\n");
     assert_string_equal(graft_log_last_error(),
                         "class 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' is unknown");
     graft_log(GRAFT_LOG_QUIET, "test", "quiet \r%s", "x");

@@ -39,8 +39,7 @@ static uint32_t be32(const unsigned char *b) {
  * promises after `header` bytes: checked before anything is allocated, so a small file
  * claiming gigabytes fails at once. An uncompressed idx file (gzread reads those too)
  * must hold them exactly; a gzip file within deflate's best ratio. */
-static int file_can_hold(const char *path, uint64_t size, gzFile gz, size_t total,
-                         size_t header) {
+static int file_can_hold(const char *path, uint64_t size, gzFile gz, size_t total, size_t header) {
     int plain = gzdirect(gz);
     uint64_t most = plain
                         ? (size > header ? size - header : 0)

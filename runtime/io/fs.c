@@ -288,9 +288,10 @@ graft_status graft_fs_write(const char *path, const void *data, size_t len, graf
 
 FILE *graft_fs_open_log(const char *path, int append, graft_log_level level) {
     /* O_NONBLOCK: opening a FIFO for writing would wait for a reader (ENXIO instead) */
-    int fd = open(path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_NONBLOCK | O_CLOEXEC |
-                            O_NOCTTY,
-                  0644);
+    int fd =
+        open(path,
+             O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+             0644);
     int err = fd < 0 ? errno : 0, flags;
     struct stat st;
     if (err == 0 && fstat(fd, &st) != 0)

@@ -65,7 +65,8 @@ graft_status train_open_run_dir(trainer *t) {
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
     if (!(t->metrics = graft_fs_open_log(path, 1, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
-    if (!(t->log = graft_fs_open_log(path, t->start_step > 0, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
+    if (!(t->log = graft_fs_open_log(path, t->start_step > 0, GRAFT_LOG_ERROR)))
+        return GRAFT_ERR_IO;
     graft_log_set_file(t->log);
     return GRAFT_OK;
 }
