@@ -12,6 +12,8 @@
 
 #include "cli.h"
 #include "runtime/config/config.h"
+#include "runtime/core/escape.h"
+#include "runtime/io/fs.h"
 #include "runtime/train/train.h"
 
 /* A growable argv. */
@@ -168,10 +170,14 @@ static int check_launch(const graft_config *cfg) {
         fprintf(stderr, "graft launch: mpirun not found on PATH (install Open MPI: scripts/deps.sh)\n");
         return -1;
     }
-    if (cfg->launch.hostfile && access(cfg->launch.hostfile, R_OK) != 0) {
-        fprintf(stderr, "graft launch: launch.hostfile: %s: cannot open: %s\n", cfg->launch.hostfile,
-                strerror(errno));
-        return -1;
+    /* mpirun reads it: a FIFO or device there would hang it */
+    int fd;
+    if (cfg->launch.hostfile) {
+        if (graft_fs_open_regular(cfg->launch.hostfile, &fd, NULL, GRAFT_LOG_QUIET) != GRAFT_OK) {
+            fprintf(stderr, "graft launch: launch.hostfile: %s\n", graft_log_last_error());
+            return -1;
+        }
+        close(fd);
     }
     long slots = sysconf(_SC_NPROCESSORS_ONLN);
     const char *where = "cores on this machine";
@@ -181,11 +187,12 @@ static int check_launch(const graft_config *cfg) {
         for (int i = 0; i < cfg->launch.hosts.count; i++) {
             const char *entry = cfg->launch.hosts.items[i], *colon = strrchr(entry, ':');
             long n = host_slots(entry);
+            char text[1024]; /* the config's text, escaped */
             if (n < 0) {
                 fprintf(stderr,
                         "graft launch: launch.hosts[%d]: '%s': expected host:slots with slots in "
                         "[1, %d]\n",
-                        i, entry, HOST_SLOTS_MAX);
+                        i, graft_escape(text, sizeof text, entry), HOST_SLOTS_MAX);
                 return -1;
             }
             size_t name_len = colon ? (size_t)(colon - entry) : strlen(entry);
@@ -200,7 +207,8 @@ static int check_launch(const graft_config *cfg) {
             snprintf(host, sizeof host, "%.*s", (int)name_len, entry);
             struct addrinfo *info = NULL;
             if (getaddrinfo(host, NULL, NULL, &info) != 0) {
-                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n", host);
+                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n",
+                        graft_escape(text, sizeof text, host));
                 return -1;
             }
             freeaddrinfo(info);

@@ -34,7 +34,8 @@ static int group_setup(void **state) {
 /* Remove the files the tests wrote and the directory. */
 static int group_teardown(void **state) {
     (void)state;
-    const char *names[] = {"cfg.yaml", "printed.yaml", "printed2.yaml", "base.yaml"};
+    const char *names[] = {"cfg.yaml", "printed.yaml", "printed2.yaml", "base.yaml",
+                           "escaped.yaml"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unlink(names[i]);
     if (chdir(start_dir) != 0) return -1;
@@ -753,6 +754,30 @@ static void print_and_reload(const graft_config *a, graft_config *b, const char 
     assert_true(equal);
 }
 
+/* A value with terminal controls (ESC, a C1 CSI, a right-to-left override) prints
+ * escaped, and loads back unchanged; UTF-8 text prints as it is. */
+static void test_print_escapes_controls(void **state) {
+    (void)state;
+    graft_config a, b;
+    assert_int_equal(load_text(&a, full_yaml), GRAFT_OK);
+    assert_int_equal(
+        graft_config_override(&a, "launch.env={E: \"a\\x1b[1m\\u009b2J\\u202eb caf\\u00e9\"}"),
+        GRAFT_OK);
+    assert_string_equal(a.launch.env.items[0], "E=a\x1b[1m\xc2\x9b"
+                                               "2J\xe2\x80\xae"
+                                               "b caf\xc3\xa9");
+    print_and_reload(&a, &b, "escaped.yaml");
+    char *text = read_text("escaped.yaml");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "E: \"a\\x1b[1m\\u009b2J\\u202eb caf\xc3\xa9\""));
+    assert_null(strchr(text, '\x1b'));
+    assert_null(strstr(text, "\xc2\x9b"));
+    assert_null(strstr(text, "\xe2\x80\xae"));
+    free(text);
+    graft_config_free(&b);
+    graft_config_free(&a);
+}
+
 /* load(print(cfg)) == cfg with strings that need quoting and doubles that need 17
  * digits; a second round trip prints the same text. */
 static void test_print_roundtrip(void **state) {
@@ -1147,6 +1172,7 @@ int main(void) {
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validate_cross_keys),
         cmocka_unit_test(test_print_roundtrip),
+        cmocka_unit_test(test_print_escapes_controls),
         cmocka_unit_test(test_equal),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_reference_table),

@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "config_internal.h"
+#include "runtime/core/escape.h"
 
 /* ---- text buffer --------------------------------------------------------------------- */
 
@@ -130,8 +131,13 @@ static void put_string(cfg_buf *b, const char *s) {
             cfg_buf_put(b, "\\t", 2);
         } else if (*p < 0x20 || *p == 0x7f) {
             cfg_buf_printf(b, "\\x%02x", *p);
-        } else {
+        } else if (*p < 0x80) {
             cfg_buf_put(b, (const char *)p, 1);
+        } else { /* UTF-8 as it is; C1 and bidi controls as \u, stray bytes as \x */
+            char piece[8];
+            int len = graft_escape_char((const char *)p, piece);
+            cfg_buf_put(b, piece, strlen(piece));
+            p += len - 1;
         }
     }
     cfg_buf_put(b, "\"", 1);

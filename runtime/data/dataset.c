@@ -483,7 +483,7 @@ static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int v
         goto done;
     }
     if (!S_ISREG(sb.st_mode)) {
-        GRAFT_ERROR("%s: not a regular file", path);
+        GRAFT_ERROR("%s: cannot read: not a regular file", path);
         goto done;
     }
     if ((uint64_t)sb.st_size != d->shard_bytes[i]) {

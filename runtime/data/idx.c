@@ -1,14 +1,15 @@
 #include "idx.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* Largest file we accept: keeps a corrupt header from asking for terabytes. */
 #define IDX_MAX_BYTES ((size_t)1 << 32)
@@ -34,17 +35,11 @@ static uint32_t be32(const unsigned char *b) {
 /* Deflate expands at most about 1032:1, so a gzip file of n bytes holds at most this many. */
 #define GZIP_MAX_RATIO 1032u
 
-/* Whether the file can hold the `total` data bytes its header promises after `header`
- * bytes: checked against the file's size before anything is allocated, so a small file
+/* Whether the file (of `size` bytes) can hold the `total` data bytes its header
+ * promises after `header` bytes: checked before anything is allocated, so a small file
  * claiming gigabytes fails at once. An uncompressed idx file (gzread reads those too)
  * must hold them exactly; a gzip file within deflate's best ratio. */
-static int file_can_hold(const char *path, gzFile gz, size_t total, size_t header) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        GRAFT_ERROR("%s: cannot stat: %s", path, strerror(errno));
-        return 0;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+static int file_can_hold(const char *path, uint64_t size, gzFile gz, size_t total, size_t header) {
     int plain = gzdirect(gz);
     uint64_t most = plain
                         ? (size > header ? size - header : 0)
@@ -57,10 +52,14 @@ static int file_can_hold(const char *path, gzFile gz, size_t total, size_t heade
 
 graft_status graft_idx_read(graft_idx *out, const char *path) {
     memset(out, 0, sizeof *out);
-    gzFile gz = gzopen(path, "rb");
+    int fd;
+    uint64_t file_bytes;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, &file_bytes, GRAFT_LOG_ERROR));
+    gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
-        GRAFT_ERROR("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-        return GRAFT_ERR_IO;
+        close(fd);
+        GRAFT_ERROR("%s: cannot open: out of memory", path);
+        return GRAFT_ERR_NOMEM;
     }
     graft_status st = GRAFT_ERR_FORMAT;
     unsigned char head[4];
@@ -92,7 +91,7 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
     }
     out->count = out->dims[0];
     out->item_size = total / out->count;
-    if (!file_can_hold(path, gz, total, 4 + 4 * (size_t)out->ndim)) goto done;
+    if (!file_can_hold(path, file_bytes, gz, total, 4 + 4 * (size_t)out->ndim)) goto done;
     out->data = malloc(total);
     if (!out->data) {
         GRAFT_ERROR("%s: cannot allocate %zu bytes", path, total);

@@ -1,7 +1,6 @@
 /* The run directory runs/<experiment>/: creating it with the resolved config,
  * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
  * the evaluation files, and the progress line on stdout. */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,23 +15,31 @@
 /* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (work that
  * is being redone) are dropped, so no step is counted twice. step 0 empties it. */
 static graft_status keep_metrics_until(const char *path, long step) {
-    FILE *in = step > 0 ? fopen(path, "r") : NULL;
-    char *kept = NULL, line[8192];
+    char *text = NULL;
     size_t len = 0;
-    FILE *out = open_memstream(&kept, &len);
-    if (!out) {
-        if (in) fclose(in);
+    /* a missing file keeps nothing; anything else that cannot be read stops the run */
+    if (step > 0 && graft_fs_exists(path))
+        GRAFT_TRY(graft_fs_read(path, 0, &text, &len, GRAFT_LOG_ERROR));
+    char *kept = malloc(len + 1);
+    size_t kept_len = 0;
+    if (!kept) {
+        free(text);
         return GRAFT_ERR_NOMEM;
     }
-    while (in && fgets(line, sizeof line, in)) {
-        json_t *o = json_loads(line, 0, NULL);
-        long long at;
-        if (graft_json_get_int(o, "step", LLONG_MIN, step, &at)) fputs(line, out);
+    for (size_t at = 0; at < len;) {
+        const char *end = memchr(text + at, '\n', len - at);
+        size_t line_len = end ? (size_t)(end - (text + at)) + 1 : len - at;
+        json_t *o = json_loadb(text + at, line_len, 0, NULL);
+        long long line_step;
+        if (graft_json_get_int(o, "step", LLONG_MIN, step, &line_step)) {
+            memcpy(kept + kept_len, text + at, line_len);
+            kept_len += line_len;
+        }
         json_decref(o);
+        at += line_len;
     }
-    if (in) fclose(in);
-    fclose(out);
-    graft_status st = graft_fs_write_atomic(path, kept, len);
+    free(text);
+    graft_status st = graft_fs_write_atomic(path, kept, kept_len);
     free(kept);
     return st;
 }
@@ -56,13 +63,10 @@ graft_status train_open_run_dir(trainer *t) {
     GRAFT_TRY(st);
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "metrics.jsonl"));
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
-    t->metrics = fopen(path, "a");
+    if (!(t->metrics = graft_fs_open_log(path, 1, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
-    t->log = fopen(path, t->start_step > 0 ? "a" : "w");
-    if (!t->metrics || !t->log) {
-        GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
+    if (!(t->log = graft_fs_open_log(path, t->start_step > 0, GRAFT_LOG_ERROR)))
         return GRAFT_ERR_IO;
-    }
     graft_log_set_file(t->log);
     return GRAFT_OK;
 }

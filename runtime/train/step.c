@@ -47,14 +47,19 @@ graft_status train_setup_data_parallel(trainer *t) {
     graft_comm *comm = t->comm;
     graft_params *p = t->model.params;
     GRAFT_TRY(graft_comm_set_watchdog(comm, t->cfg->comm.timeout_s));
+    /* The data by content, not only by size: the same relative path can be another
+     * directory on each node. */
     static const char *const what[] = {"parameter names", "parameter shapes", "trainable mask",
-                                       "world size",      "config digest",    "training set size"};
-    uint64_t values[6];
+                                       "world size",      "config digest",    "training set size",
+                                       "training data",   "validation data"};
+    uint64_t values[8];
     model_digests(p, &values[0], &values[1], &values[2]);
     values[3] = (uint64_t)comm->size;
     values[4] = graft_config_digest(t->cfg);
     values[5] = graft_loader_epoch_samples(t->loader);
-    GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
+    values[6] = graft_dataset_digest(&t->train_set);
+    values[7] = t->have_val ? graft_dataset_digest(&t->val_set) : 0;
+    GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 8));
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
     for (int i = 0; i < p->count; i++)
         if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;

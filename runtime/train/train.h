@@ -34,7 +34,9 @@ graft_status graft_train(const graft_config *cfg, graft_comm *comm);
 graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size_t size);
 
 /* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set
- * is configured). Prints the summary; writes the JSON result to json_path if given. */
+ * is configured). Prints the summary; writes the JSON result to json_path if given.
+ * Several ranks first check that they agree on the config, the data (by content) and
+ * the weights they loaded (GRAFT_ERR_MISMATCH, one line on rank 0, when not). */
 graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
                             graft_comm *comm);
 
