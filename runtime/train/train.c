@@ -101,16 +101,18 @@ static graft_status on_nonfinite_step(trainer *t, long done, double loss, float 
                        done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
         return GRAFT_OK;
     }
-    if (t->rank0) {
-        if (skip)
-            GRAFT_ERROR("step %ld: non-finite %s, %ld non-finite steps in a row: stopping "
-                        "(train.max_nonfinite_steps: %ld)",
-                        done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
-        else
-            GRAFT_ERROR("step %ld: non-finite %s: stopping (train.on_nonfinite: stop)", done, what);
-        /* a record that cannot be written is logged; the stop stands, as on other ranks */
-        (void)record_nonfinite_stop(t, done, loss, norm);
-    }
+    /* every rank stops here alike: rank 0 prints the line, the others keep it quietly */
+    graft_log_level level = t->rank0 ? GRAFT_LOG_ERROR : GRAFT_LOG_QUIET;
+    if (skip)
+        graft_log(level, __func__,
+                  "step %ld: non-finite %s, %ld non-finite steps in a row: stopping "
+                  "(train.max_nonfinite_steps: %ld)",
+                  done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
+    else
+        graft_log(level, __func__, "step %ld: non-finite %s: stopping (train.on_nonfinite: stop)",
+                  done, what);
+    /* a record that cannot be written is logged; the stop stands, as on other ranks */
+    if (t->rank0) (void)record_nonfinite_stop(t, done, loss, norm);
     return GRAFT_ERR_NONFINITE;
 }
 
