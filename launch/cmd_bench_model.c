@@ -3,6 +3,8 @@
  * classifier trainable), measured alternately in one run. The ratio is the price of
  * the frozen variant's step against the full one: stop-backward at work. */
 #include <cblas.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,7 @@ typedef struct variant {
 } variant;
 
 typedef struct bench_input {
-    int B, T, vocab;
+    int B;
     float *images;
     int32_t *tokens, *labels;
 } bench_input;
@@ -74,9 +76,19 @@ static void top_module_glob(const graft_params *p, char *glob, size_t size) {
     snprintf(glob, size, "%.*s.*", dot ? (int)(dot - name) : (int)strlen(name), name);
 }
 
+/* CxHxW, each a positive int (sscanf's %d is undefined past INT_MAX). */
 static int parse_image(const char *text, graft_model_input *in) {
-    return sscanf(text, "%dx%dx%d", &in->channels, &in->height, &in->width) == 3 &&
-           in->channels > 0 && in->height > 0 && in->width > 0;
+    int *dims[3] = {&in->channels, &in->height, &in->width};
+    const char *p = text;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > INT_MAX || *end != (i < 2 ? 'x' : '\0')) return 0;
+        *dims[i] = (int)v;
+        p = end + 1;
+    }
+    return 1;
 }
 
 int cmd_bench_model(int argc, char **argv) {
@@ -145,7 +157,7 @@ int cmd_bench_model(int argc, char **argv) {
         v[1].trainable = trainable ? trainable : head;
         st = variant_setup(&v[1], &cfg, &in, batch);
     }
-    bench_input data = {.B = batch, .T = seq, .vocab = vocab};
+    bench_input data = {.B = batch};
     graft_rng rng;
     graft_rng_seed(&rng, 7);
     if (st == GRAFT_OK) {

@@ -57,13 +57,13 @@ static void print_quoted(FILE *out, const char *s) {
  * slots any one host offers (hosts are "name:slots"). */
 static int ranks_per_node(const graft_config *cfg) {
     if (cfg->launch.hosts.count == 0) return cfg->launch.np;
-    int most = 1;
+    long most = 1;
     for (int i = 0; i < cfg->launch.hosts.count; i++) {
         const char *colon = strrchr(cfg->launch.hosts.items[i], ':');
-        int slots = colon ? atoi(colon + 1) : 1;
+        long slots = colon ? strtol(colon + 1, NULL, 10) : 1; /* atoi is undefined past INT_MAX */
         if (slots > most) most = slots;
     }
-    return most < cfg->launch.np ? most : cfg->launch.np;
+    return most < cfg->launch.np ? (int)most : cfg->launch.np;
 }
 
 /* The whole mpirun command line. Returns 0, or -1 when out of memory. */

@@ -34,7 +34,7 @@ static int metrics_to_table(const char *metrics_path, FILE *out) {
             fprintf(stderr, "graft plot: %s:%d: not a metrics line (need step, loss, lr)\n",
                     metrics_path, lineno);
             json_decref(o);
-            fclose(in);
+            (void)fclose(in); /* read only: nothing to lose */
             return -1;
         }
         fprintf(out, "%lld %.9g %.9g\n", (long long)json_integer_value(step),
@@ -42,7 +42,7 @@ static int metrics_to_table(const char *metrics_path, FILE *out) {
         json_decref(o);
         rows++;
     }
-    fclose(in);
+    (void)fclose(in); /* read only: nothing to lose */
     return rows;
 }
 
@@ -109,16 +109,22 @@ int cmd_plot(int argc, char **argv) {
     FILE *t = fopen(table, "w"), *e = fopen(evals, "w"), *s = fopen(script, "w");
     if (!t || !e || !s) {
         fprintf(stderr, "graft plot: %s: cannot write plot files: %s\n", plots, strerror(errno));
-        if (t) fclose(t);
-        if (e) fclose(e);
-        if (s) fclose(s);
+        /* already failing: a close error adds nothing */
+        if (t) (void)fclose(t);
+        if (e) (void)fclose(e);
+        if (s) (void)fclose(s);
         return GRAFT_EXIT_FAILURE;
     }
     int rows = metrics_to_table(metrics, t), eval_rows = evals_to_table(run, e);
-    fclose(t);
-    fclose(e);
+    int tables_written = fclose(t) == 0; /* a full disk shows here: never plot half a table */
+    tables_written = fclose(e) == 0 && tables_written;
+    if (rows > 0 && !tables_written) {
+        fprintf(stderr, "graft plot: %s: cannot write plot files: %s\n", plots, strerror(errno));
+        (void)fclose(s); /* not run */
+        return GRAFT_EXIT_FAILURE;
+    }
     if (rows <= 0) {
-        fclose(s);
+        (void)fclose(s); /* not run */
         if (rows == 0) fprintf(stderr, "graft plot: %s: no metrics lines yet\n", metrics);
         return GRAFT_EXIT_BAD_INPUT;
     }
@@ -135,7 +141,10 @@ int cmd_plot(int argc, char **argv) {
                 "set output '%s/accuracy.png'\nset title 'eval accuracy'\n"
                 "plot '%s' using 1:2 with linespoints title 'accuracy'\n",
                 plots, evals);
-    fclose(s);
+    if (fclose(s) != 0) {
+        fprintf(stderr, "graft plot: %s: cannot write: %s\n", script, strerror(errno));
+        return GRAFT_EXIT_FAILURE;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         execlp("gnuplot", "gnuplot", script, (char *)NULL);

@@ -59,6 +59,7 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
         /* errors are always kept; QUIET ones only kept */
         va_list ap;
         va_start(ap, fmt);
+        /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started on the line above */
         vsnprintf(last_error, sizeof last_error, fmt, ap);
         va_end(ap);
         if (level == GRAFT_LOG_QUIET) return;
@@ -79,6 +80,7 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     } else {
         va_list ap;
         va_start(ap, fmt);
+        /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started on the line above */
         if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
         va_end(ap);
     }

@@ -21,7 +21,7 @@ static graft_status keep_metrics_until(const char *path, long step) {
     size_t len = 0;
     FILE *out = open_memstream(&kept, &len);
     if (!out) {
-        if (in) fclose(in);
+        if (in) (void)fclose(in); /* read only: nothing to lose */
         return GRAFT_ERR_NOMEM;
     }
     while (in && fgets(line, sizeof line, in)) {
@@ -30,8 +30,12 @@ static graft_status keep_metrics_until(const char *path, long step) {
         if (graft_json_get_int(o, "step", LLONG_MIN, step, &at)) fputs(line, out);
         json_decref(o);
     }
-    if (in) fclose(in);
-    fclose(out);
+    if (in) (void)fclose(in); /* read only: nothing to lose */
+    if (fclose(out) != 0) { /* the kept lines are incomplete: never write them */
+        free(kept);
+        GRAFT_ERROR("%s: cannot keep the metrics before step %ld: out of memory", path, step);
+        return GRAFT_ERR_NOMEM;
+    }
     graft_status st = graft_fs_write_atomic(path, kept, len);
     free(kept);
     return st;
@@ -66,11 +70,14 @@ graft_status train_open_run_dir(trainer *t) {
 
 /* Close metrics.jsonl and train.log (and stop copying the log there). */
 void train_close_run_dir(trainer *t) {
-    if (t->metrics) fclose(t->metrics);
+    /* Lines are flushed as written; a write that failed (disk full) shows here, once. */
+    if (t->metrics && fclose(t->metrics) != 0)
+        GRAFT_ERROR("%s/metrics.jsonl: cannot write: %s", t->run_dir, strerror(errno));
     t->metrics = NULL;
     if (t->log) {
         graft_log_set_file(NULL);
-        fclose(t->log);
+        if (fclose(t->log) != 0)
+            GRAFT_ERROR("%s/train.log: cannot write: %s", t->run_dir, strerror(errno));
     }
     t->log = NULL;
 }
