@@ -34,15 +34,16 @@ status=0
 echo "lint: cppcheck on ${#files[@]} files"
 cppcheck --project="$db" --enable=warning,style,performance,portability --inline-suppr \
   --suppressions-list=.cppcheck-suppressions --error-exitcode=1 --quiet -j"$jobs" \
-  --template='{file}:{line}:{column}: {severity}: {message} [{id}]' || status=1
+  --template='{file}:{line}:{column}: {severity}: {message} [{id}]' 2>&1 || status=1
 
 echo "lint: clang-tidy on ${#files[@]} files"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 # One clang-tidy per file, its report kept whole (parallel runs would interleave lines).
 # Findings are errors (WarningsAsErrors), so a run that exits non-zero has something to say.
-printf '%s\n' "${files[@]}" | nl -n rz -w4 -s' ' | xargs -P "$jobs" -L 1 sh -c \
-  '"$0" -p "$1" --quiet "$4" >"$2/$3.log" 2>&1 || echo "lint: clang-tidy: $4: exit $?" >>"$2/$3.log"' \
+printf '%s\n' "${files[@]}" | xargs -d '\n' -n 1 -P "$jobs" sh -c \
+  'log="$2/$(printf %s "$3" | tr / _).log"
+   "$0" -p "$1" --quiet "$3" >"$log" 2>&1 || echo "lint: clang-tidy: $3: exit $?" >>"$log"' \
   "$tidy" "$build" "$out" || true
 for log in "$out"/*.log; do
   if grep -q '^lint: clang-tidy: ' "$log"; then
