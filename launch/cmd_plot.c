@@ -116,8 +116,9 @@ int cmd_plot(int argc, char **argv) {
         return GRAFT_EXIT_FAILURE;
     }
     int rows = metrics_to_table(metrics, t), eval_rows = evals_to_table(run, e);
-    int tables_written = fclose(t) == 0; /* a full disk shows here: never plot half a table */
-    tables_written = fclose(e) == 0 && tables_written;
+    int tables_written = !ferror(t) && !ferror(e); /* disk full: never plot half a table */
+    if (fclose(t) != 0) tables_written = 0;
+    if (fclose(e) != 0) tables_written = 0;
     if (rows > 0 && !tables_written) {
         fprintf(stderr, "graft plot: %s: cannot write plot files: %s\n", plots, strerror(errno));
         (void)fclose(s); /* not run */
@@ -141,7 +142,8 @@ int cmd_plot(int argc, char **argv) {
                 "set output '%s/accuracy.png'\nset title 'eval accuracy'\n"
                 "plot '%s' using 1:2 with linespoints title 'accuracy'\n",
                 plots, evals);
-    if (fclose(s) != 0) {
+    int script_failed = ferror(s);
+    if (fclose(s) != 0 || script_failed) {
         fprintf(stderr, "graft plot: %s: cannot write: %s\n", script, strerror(errno));
         return GRAFT_EXIT_FAILURE;
     }

@@ -136,7 +136,8 @@ char *train_config_text(const graft_config *cfg) {
     FILE *f = open_memstream(&buf, &len);
     if (!f) return NULL;
     graft_status st = graft_config_print(cfg, f);
-    if (fclose(f) != 0 && st == GRAFT_OK) st = GRAFT_ERR_NOMEM; /* the text is incomplete */
+    int lost = ferror(f);
+    if ((fclose(f) != 0 || lost) && st == GRAFT_OK) st = GRAFT_ERR_NOMEM; /* text incomplete */
     if (st != GRAFT_OK) {
         free(buf);
         return NULL;

@@ -31,7 +31,8 @@ static graft_status keep_metrics_until(const char *path, long step) {
         json_decref(o);
     }
     if (in) (void)fclose(in); /* read only: nothing to lose */
-    if (fclose(out) != 0) { /* the kept lines are incomplete: never write them */
+    int lost = ferror(out);
+    if (fclose(out) != 0 || lost) { /* the kept lines are incomplete: never write them */
         free(kept);
         GRAFT_ERROR("%s: cannot keep the metrics before step %ld: out of memory", path, step);
         return GRAFT_ERR_NOMEM;
@@ -70,13 +71,17 @@ graft_status train_open_run_dir(trainer *t) {
 
 /* Close metrics.jsonl and train.log (and stop copying the log there). */
 void train_close_run_dir(trainer *t) {
-    /* Lines are flushed as written; a write that failed (disk full) shows here, once. */
-    if (t->metrics && fclose(t->metrics) != 0)
-        GRAFT_ERROR("%s/metrics.jsonl: cannot write: %s", t->run_dir, strerror(errno));
+    /* A line that could not be written (disk full) is reported here, once. */
+    if (t->metrics) {
+        int lost = ferror(t->metrics);
+        if (fclose(t->metrics) != 0 || lost)
+            GRAFT_ERROR("%s/metrics.jsonl: cannot write: %s", t->run_dir, strerror(errno));
+    }
     t->metrics = NULL;
     if (t->log) {
         graft_log_set_file(NULL);
-        if (fclose(t->log) != 0)
+        int lost = ferror(t->log);
+        if (fclose(t->log) != 0 || lost)
             GRAFT_ERROR("%s/train.log: cannot write: %s", t->run_dir, strerror(errno));
     }
     t->log = NULL;
