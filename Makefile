@@ -1,4 +1,5 @@
-# Front door: `make run` trains the demo, `make test` runs the whole test suite.
+# Front door: `make run` trains the demo, `make test` runs the whole test suite,
+# `make lint` runs the static analysers (cppcheck, clang-tidy).
 # Both install system packages first (scripts/deps.sh) and build with CMake.
 BUILD     ?= build
 ASAN_BUILD ?= build-asan
@@ -7,7 +8,7 @@ CMAKE_ARGS ?=
 # Warnings are errors everywhere the Makefile builds (CI included).
 WERROR    ?= ON
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan lint bench clean
 
 all: build
 
@@ -33,6 +34,12 @@ test-asan: deps
 		-DGRAFT_SANITIZE=address,undefined $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) -LE slow
+
+# cppcheck and clang-tidy over the compile database of $(BUILD) (cmake exports it);
+# non-zero on any finding. Configuring is enough: nothing is compiled.
+lint: deps
+	@cmake -S . -B $(BUILD) -DGRAFT_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
+	bash scripts/lint.sh $(BUILD) $(JOBS)
 
 bench: build
 	./$(BUILD)/graft bench gemm

@@ -3,6 +3,8 @@
  * classifier trainable), measured alternately in one run. The ratio is the price of
  * the frozen variant's step against the full one: stop-backward at work. */
 #include <cblas.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,7 @@ typedef struct variant {
 } variant;
 
 typedef struct bench_input {
-    int B, T, vocab;
+    int B;
     float *images;
     int32_t *tokens, *labels;
 } bench_input;
@@ -162,7 +164,7 @@ int cmd_bench_model(int argc, char **argv) {
         v[1].trainable = trainable ? trainable : head;
         st = variant_setup(&v[1], &cfg, &in, batch);
     }
-    bench_input data = {.B = batch, .T = seq, .vocab = vocab};
+    bench_input data = {.B = batch};
     graft_rng rng;
     graft_rng_seed(&rng, 7);
     if (st == GRAFT_OK) {

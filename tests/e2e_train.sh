@@ -58,4 +58,12 @@ acc2=$(python3 -c "import json; print('%.4f' % json.load(open('$tmp/ev.json'))['
 
 "$GRAFT" plot "$run" >"$tmp/plot" 2>&1 && [ -s "$run/plots/loss.png" ] && [ -s "$run/plots/accuracy.png" ] &&
   ok "graft plot wrote PNGs" || { bad "graft plot"; cat "$tmp/plot"; }
+
+# A table that cannot be written (a full disk: /dev/full) fails the plot, never half-drawn.
+ln -sf /dev/full "$run/plots/loss.dat"
+"$GRAFT" plot "$run" >"$tmp/plot" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q "cannot write plot files: No space left on device" "$tmp/plot" &&
+  ok "graft plot with a full disk: $(cat "$tmp/plot")" || { bad "graft plot on /dev/full: exit $rc"; cat "$tmp/plot"; }
+rm -f "$run/plots/loss.dat"
 finish

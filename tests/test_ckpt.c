@@ -352,6 +352,7 @@ static void test_layout_and_state_json(void **state) {
                           "\"optimizer\": {",
                           "\"rng_states\": [",
                           "\"step\": 1200",
+                          /* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one key */
                           "\"version\": \"" GRAFT_VERSION "\"",
                           "\"world_size\": 2"};
     const char *prev = json;

@@ -270,6 +270,8 @@ static void test_writer_target_rules(void **state) {
              "to replace it",
              other);
     check_one_error(text, want);
+    assert_int_equal(st, GRAFT_ERR_IO);
+    assert_null(w);
 
     /* abandoned writer: DIR.tmp removed, DIR unchanged */
     char *fresh = path_in(root, "abandoned");

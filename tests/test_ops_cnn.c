@@ -988,7 +988,7 @@ static void test_maxpool_blocks(void **state) {
                 for (int ow = 0; ow < s.OW; ow++) {
                     const size_t o = p * OHW + (size_t)oh * s.OW + ow;
                     const int32_t at = maxpool_window_ref(inp + p * HW, &s, oh, ow);
-                    if (argmax[o] != at || memcmp(&out[o], &inp[p * HW + at], sizeof(float)))
+                    if (argmax[o] != at || memcmp(&out[o], &inp[p * HW + at], sizeof(float)) != 0)
                         fail_msg("case %zu plane %zu output (%d,%d): argmax %d want %d", ci, p, oh,
                                  ow, argmax[o], at);
                     want[p * HW + at] += dy[o];

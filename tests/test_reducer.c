@@ -114,8 +114,8 @@ static void test_layout_defaults(void **state) {
     assert_int_equal(graft_reducer_new(&r, &comm, grads, n, 0, 0), GRAFT_OK);
     size_t first = GRAFT_REDUCER_DEFAULT_FIRST_BUCKET_BYTES / 4;
     size_t other = GRAFT_REDUCER_DEFAULT_BUCKET_BYTES / 4;
-    size_t want_off[] = {0, first, first + other, first + 2 * other};
-    size_t want_cnt[] = {first, other, other, n - first - 2 * other};
+    const size_t want_off[] = {0, first, first + other, first + 2 * other};
+    const size_t want_cnt[] = {first, other, other, n - first - 2 * other};
     assert_int_equal(graft_reducer_num_buckets(r), 4);
     for (int b = 0; b < 4; b++) {
         size_t off, cnt;

@@ -35,7 +35,7 @@ typedef struct {
 static int meta_int(const graft_st_file *f, const char *key) {
     const char *v = graft_st_metadata_get(f, key);
     if (!v) fail_msg("fixture metadata %s missing", key);
-    return atoi(v);
+    return (int)strtol(v, NULL, 10);
 }
 
 /* A fixture tensor of n floats (caller frees). */

@@ -31,7 +31,7 @@ typedef struct {
 static int meta_int(const graft_st_file *f, const char *key) {
     const char *v = graft_st_metadata_get(f, key);
     if (!v) fail_msg("fixture metadata %s missing", key);
-    return atoi(v);
+    return (int)strtol(v, NULL, 10);
 }
 
 static void fixture_open(fixture *f) {

@@ -260,6 +260,7 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
     graft_status st = ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR);
     if (st != GRAFT_OK) return st;
     graft_st_file model = {0}, frozen = {0}, opt = {0};
+    /* sizeof *p, p an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
     const graft_st_tensor **src = calloc(params->count ? (size_t)params->count : 1, sizeof *src);
     char *config_text = NULL;
     if (!src) {

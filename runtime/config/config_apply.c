@@ -380,7 +380,7 @@ static graft_status apply_intlist(const cfg_where *w, const key_spec *k, const c
     for (size_t i = 0; i < v->n_kids; i++) {
         char item_path[CFG_MAX_PATH + 32];
         snprintf(item_path, sizeof item_path, "%s[%zu]", path, i);
-        long long x;
+        long long x = 0; /* set unless read_integer fails (the analyzer cannot see cfg_fail) */
         GRAFT_TRY(read_integer(w, k, item_path, v->kids[i], 1, &x));
         values[i] = (int)x;
     }
@@ -441,6 +441,8 @@ static graft_status apply_envmap(const cfg_where *w, const key_spec *k, const ch
             break;
         }
         snprintf(item, len, "%s=%s", kn->text, vn->text);
+        /* a mapping's kids are key, value pairs: the loop runs only when n >= 1 and items
+         * was allocated. NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
         list.items[list.count++] = item;
     }
     (void)k;
@@ -523,8 +525,8 @@ static graft_status apply_maplist(const cfg_where *w, const key_spec *k, const c
 graft_status cfg_apply_value(const cfg_where *w, const key_spec *k, const char *path, void *base,
                              const cfg_node *v) {
     char *field = (char *)base + k->offset;
-    long long x;
-    double d;
+    long long x = 0; /* both set unless the read fails (the analyzer cannot see cfg_fail) */
+    double d = 0;
     switch (k->type) {
     case KEY_INT:
         GRAFT_TRY(read_integer(w, k, path, v, 1, &x));

@@ -341,7 +341,7 @@ static int section_children(const char *path, size_t len, cfg_name_ref *out, int
     for (int i = 0; i < cfg_n_keys; i++) {
         const char *k = cfg_keys[i].key;
         if (len) {
-            if (strncmp(k, path, len) || k[len] != '.') continue;
+            if (strncmp(k, path, len) != 0 || k[len] != '.') continue;
             k += len + 1;
         }
         const char *dot = strchr(k, '.');
@@ -399,6 +399,7 @@ void cfg_required_sections(char *out, size_t size) {
         size_t len = dot ? (size_t)(dot - k) : strlen(k);
         int dup = 0;
         for (int j = 0; j < n; j++)
+            /* cppcheck-suppress uninitvar ; seen[j] for j < n was written below */
             if (seen[j].len == len && !strncmp(seen[j].s, k, len)) dup = 1;
         if (!dup && n < 16) seen[n++] = (cfg_name_ref){k, len};
     }

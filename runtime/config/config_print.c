@@ -88,7 +88,8 @@ void cfg_double_text(double x, char *out, size_t size) {
         if (len + 3 <= size) {
             size_t at = e ? (size_t)(e - out) : len;
             memmove(out + at + 2, out + at, len - at + 1);
-            memcpy(out + at, ".0", 2);
+            out[at] = '.';
+            out[at + 1] = '0';
         }
     }
 }

@@ -115,6 +115,7 @@ static cfg_node *new_node(cfg_node_kind kind, const yaml_event_t *ev) {
 static int add_kid(cfg_node *parent, cfg_node *kid) {
     if (parent->n_kids == parent->cap_kids) {
         size_t cap = parent->cap_kids ? 2 * parent->cap_kids : 8;
+        /* sizeof *p, p an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
         cfg_node **kids = realloc(parent->kids, cap * sizeof *kids);
         if (!kids) return 0;
         parent->kids = kids;

@@ -598,7 +598,12 @@ static graft_status move_into_place(graft_dataset_writer *w) {
             err = errno;
         } else if (rename(w->tmp_dir, w->dir) != 0) {
             err = errno;
-            rename(old, w->dir); /* put the old dataset back */
+            if (rename(old, w->dir) != 0) { /* put the old dataset back */
+                GRAFT_ERROR("%s: cannot move %s into place: %s; the previous dataset is left in %s",
+                            w->dir, w->tmp_dir, strerror(err), old);
+                free(old);
+                return GRAFT_ERR_IO;
+            }
         } else {
             remove_dataset_dir(old);
         }

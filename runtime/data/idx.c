@@ -74,7 +74,7 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
         goto done;
     }
     out->ndim = head[3];
-    unsigned char dims[16];
+    unsigned char dims[16] = {0}; /* read_exact fills 4 * ndim of them */
     rc = read_exact(gz, dims, 4 * (size_t)out->ndim);
     if (rc != 0) {
         GRAFT_ERROR("%s: truncated idx header", path);

@@ -91,8 +91,8 @@ static int fill_image(graft_loader *l, uint64_t idx, long epoch, int augment, fl
         graft_rng_mix(graft_rng_mix(l->cfg.seed ^ GRAFT_LOADER_AUG_SALT, (uint64_t)epoch), idx));
     int dy = pad, dx = pad, flip = 0;
     if (pad > 0) {
-        dy = (int)graft_rng_below(&rng, (uint64_t)(2 * pad + 1));
-        dx = (int)graft_rng_below(&rng, (uint64_t)(2 * pad + 1));
+        dy = (int)graft_rng_below(&rng, 2 * (uint64_t)pad + 1);
+        dx = (int)graft_rng_below(&rng, 2 * (uint64_t)pad + 1);
     }
     if (flip_on) flip = (int)(graft_rng_u64(&rng) & 1);
     for (int c = 0; c < C; c++) {

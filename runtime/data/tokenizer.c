@@ -701,7 +701,7 @@ static void cache_insert(graft_tokenizer *t, const unsigned char *w, size_t n, u
 /* ---- encode / decode ------------------------------------------------------------------ */
 
 /* Make room for `more` ids after *n. */
-static graft_status reserve_ids(int32_t **ids, size_t *n, size_t *cap, size_t more) {
+static graft_status reserve_ids(int32_t **ids, const size_t *n, size_t *cap, size_t more) {
     if (*n + more <= *cap) return GRAFT_OK;
     size_t c = *cap ? *cap : 256;
     while (c < *n + more)
@@ -727,6 +727,7 @@ graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t
         *n += len;
         return GRAFT_OK;
     }
+    /* cppcheck-suppress unreadVariable ; piece is read at the out-of-memory label below */
     size_t p = 0, piece = 0;
     while (p < len) {
         size_t end = pretoken_end(s, len, p);

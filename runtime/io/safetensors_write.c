@@ -191,7 +191,8 @@ static char *build_header(const graft_st_writer *w, const graft_st_write_entry *
         for (int d = 0; ok && d < e->ndim; d++)
             ok = json_array_append_new(shape, json_integer((json_int_t)e->shape[d])) == 0;
         ok = ok && json_array_append_new(offsets, json_integer((json_int_t)pos)) == 0 &&
-             json_array_append_new(offsets, json_integer((json_int_t)(pos + nbytes))) == 0;
+             json_array_append_new(offsets,
+                                   json_integer((json_int_t)pos + (json_int_t)nbytes)) == 0;
         ok =
             ok && json_object_set_new(entry, "dtype", json_string(graft_dtype_name(e->dtype))) == 0;
         ok = ok && json_object_set(entry, "shape", shape) == 0 &&
@@ -233,6 +234,7 @@ static int write_entry_data(FILE *fp, const graft_st_write_entry *e) {
             chunk[2 * i] = (unsigned char)(h & 0xffu);
             chunk[2 * i + 1] = (unsigned char)(h >> 8);
         }
+        /* cppcheck-suppress uninitvar ; the loop above wrote chunk[0 .. 2 * count) */
         if (fwrite(chunk, 2, count, fp) != count) return 0;
     }
     return 1;
@@ -240,6 +242,7 @@ static int write_entry_data(FILE *fp, const graft_st_write_entry *e) {
 
 graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
     if (!w || !path || !*path) return GRAFT_ERR_INVALID_ARG;
+    /* sizeof *p, p an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
     const graft_st_write_entry **order = malloc((w->n_entries ? w->n_entries : 1) * sizeof *order);
     char *tmp = malloc(strlen(path) + 5);
     if (!order || !tmp) {
@@ -248,9 +251,10 @@ graft_status graft_st_writer_save(const graft_st_writer *w, const char *path) {
         GRAFT_ERROR("%s: out of memory", path);
         return GRAFT_ERR_NOMEM;
     }
-    sprintf(tmp, "%s.tmp", path);
+    snprintf(tmp, strlen(path) + 5, "%s.tmp", path);
     for (size_t i = 0; i < w->n_entries; i++)
         order[i] = &w->entries[i];
+    /* sizeof *p, p an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
     if (w->n_entries > 1) qsort(order, w->n_entries, sizeof *order, compare_for_layout);
     char *header = build_header(w, order);
     if (!header) {

@@ -46,7 +46,7 @@ int graft_params_add(graft_params *p, const char *name, graft_param_kind kind, i
     }
     graft_param *t = &p->items[p->count];
     memset(t, 0, sizeof *t);
-    strcpy(t->name, name);
+    snprintf(t->name, sizeof t->name, "%s", name); /* length checked above */
     t->kind = kind;
     t->ndim = ndim;
     if (ndim > 0) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);

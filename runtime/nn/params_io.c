@@ -103,6 +103,7 @@ graft_status graft_params_load(graft_params *p, const char *path,
     /* source[i]: the file tensor each parameter loads from (an exact name wins over an
      * alias). Everything is checked before anything is read, so a failed load changes
      * nothing. */
+    /* sizeof *p, p an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
     const graft_st_tensor **source = calloc((size_t)p->count + 1, sizeof *source);
     char *by_alias = calloc((size_t)p->count + 1, 1);
     if (!source || !by_alias) {

@@ -16,10 +16,11 @@ static graft_status resblock_add(graft_resblock *blk, graft_params *p, const cha
     const int K[3] = {bottleneck ? 1 : 3, 3, 1};
     const int unit_stride[3] = {bottleneck ? 1 : stride, bottleneck ? stride : 1, 1};
     const int expansion = bottleneck ? 4 : 1;
-    blk->n_units = bottleneck ? 3 : 2;
+    const int n_units = bottleneck ? 3 : 2; /* at most the 3 entries of K */
+    blk->n_units = n_units;
     int C = inplanes, h = H, w = W;
-    for (int k = 0; k < blk->n_units; k++) {
-        int OC = k == blk->n_units - 1 ? planes * expansion : planes;
+    for (int k = 0; k < n_units; k++) {
+        int OC = k == n_units - 1 ? planes * expansion : planes;
         snprintf(conv, sizeof conv, "%s.conv%d", prefix, k + 1);
         snprintf(bn, sizeof bn, "%s.bn%d", prefix, k + 1);
         GRAFT_TRY(graft_conv_bn_add(&blk->unit[k], p, conv, bn, C, h, w, OC, K[k], unit_stride[k],

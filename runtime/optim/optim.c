@@ -191,7 +191,8 @@ graft_status graft_optim_relayout(graft_optim *o, const graft_params *p, const s
             o->start[i] = o->step;
             continue;
         }
-        for (int k = 0; k < o->n_bufs; k++)
+        /* no state (total 0) means nothing to copy: memcpy must not see a NULL pointer */
+        for (int k = 0; state && k < o->n_bufs; k++)
             memcpy(state + (size_t)k * p->n_grads + t->grad_offset,
                    o->state + (size_t)k * o->n + old_offsets[i], t->numel * sizeof(float));
     }

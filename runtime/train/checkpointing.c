@@ -137,7 +137,8 @@ char *train_config_text(const graft_config *cfg) {
     FILE *f = open_memstream(&buf, &len);
     if (!f) return NULL;
     graft_status st = graft_config_print(cfg, f);
-    fclose(f);
+    int lost = ferror(f);
+    if ((fclose(f) != 0 || lost) && st == GRAFT_OK) st = GRAFT_ERR_NOMEM; /* text incomplete */
     if (st != GRAFT_OK) {
         free(buf);
         return NULL;
@@ -183,7 +184,7 @@ graft_status train_save_checkpoint(trainer *t, long step) {
     }
     free(states);
     /* every rank learns whether rank 0 saved (on_error decides what a failure means) */
-    float failed = st != GRAFT_OK;
+    float failed = (float)(st != GRAFT_OK);
     if (comm->size > 1 && graft_comm_allreduce_sum(comm, &failed, 1) != GRAFT_OK)
         return GRAFT_ERR_MPI;
     t->last_save_time = graft_now_s();

@@ -1,6 +1,7 @@
 /* The run directory runs/<experiment>/: creating it with the resolved config,
  * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
  * the evaluation files, and the progress line on stdout. */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -73,11 +74,18 @@ graft_status train_open_run_dir(trainer *t) {
 
 /* Close metrics.jsonl and train.log (and stop copying the log there). */
 void train_close_run_dir(trainer *t) {
-    if (t->metrics) fclose(t->metrics);
+    /* A line that could not be written (disk full) is reported here, once. */
+    if (t->metrics) {
+        int lost = ferror(t->metrics);
+        if (fclose(t->metrics) != 0 || lost)
+            GRAFT_ERROR("%s/metrics.jsonl: cannot write: %s", t->run_dir, strerror(errno));
+    }
     t->metrics = NULL;
     if (t->log) {
         graft_log_set_file(NULL);
-        fclose(t->log);
+        int lost = ferror(t->log);
+        if (fclose(t->log) != 0 || lost)
+            GRAFT_ERROR("%s/train.log: cannot write: %s", t->run_dir, strerror(errno));
     }
     t->log = NULL;
 }

@@ -38,9 +38,10 @@ volatile sig_atomic_t graft_train_stop_signal = 0;
  * *stop = 1 after a signal's checkpoint. */
 static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
     const graft_config *cfg = t->cfg;
-    float flags[2] = {graft_train_stop_signal != 0, t->rank0 && cfg->checkpoint.every_minutes > 0 &&
-                                                        graft_now_s() - t->last_save_time >=
-                                                            60.0 * cfg->checkpoint.every_minutes};
+    float flags[2] = {(float)(graft_train_stop_signal != 0),
+                      (float)(t->rank0 && cfg->checkpoint.every_minutes > 0 &&
+                              graft_now_s() - t->last_save_time >=
+                                  60.0 * cfg->checkpoint.every_minutes)};
     if (t->comm->size > 1) GRAFT_TRY(graft_comm_allreduce_sum(t->comm, flags, 2));
     int due = flags[1] > 0 ||
               (cfg->checkpoint.every_steps > 0 && done % cfg->checkpoint.every_steps == 0);
@@ -224,11 +225,7 @@ static void trainer_free(trainer *t) {
     graft_model_free(&t->model);
     graft_dataset_close(&t->train_set);
     graft_dataset_close(&t->val_set);
-    if (t->metrics) fclose(t->metrics);
-    if (t->log) {
-        graft_log_set_file(NULL);
-        fclose(t->log);
-    }
+    train_close_run_dir(t);
 }
 
 graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
