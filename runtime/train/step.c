@@ -2,6 +2,7 @@
  * broadcast, the gradient reducer, the step itself (micro-batches, gradient sum,
  * clipping, update), the buffer broadcast after it and the final replica check. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,9 @@ graft_status train_setup_data_parallel(trainer *t) {
     values[3] = (uint64_t)comm->size;
     values[4] = graft_config_digest(t->cfg);
     values[5] = graft_loader_epoch_samples(t->loader);
+    graft_comm_set_context(comm, "the start-up agreement on what every rank trains");
     GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
+    graft_comm_set_context(comm, "broadcasting rank 0's initial parameters");
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
     for (int i = 0; i < p->count; i++)
         if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;
@@ -130,6 +133,9 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
     if (t->reducer) {
         GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
         *comm_bytes = (double)graft_reducer_step_bytes(t->reducer);
+        char context[64];
+        snprintf(context, sizeof context, "step %ld: summing the loss", step);
+        graft_comm_set_context(t->comm, context);
         GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
     }
     double t3 = graft_now_s();
@@ -158,6 +164,7 @@ graft_status train_sync_buffers(trainer *t) {
             memcpy(at, graft_params_value(p, i), p->items[i].numel * sizeof(float));
             at += p->items[i].numel;
         }
+    graft_comm_set_context(t->comm, "broadcasting rank 0's buffers after a step");
     GRAFT_TRY(graft_comm_broadcast(t->comm, t->buffer_stage, t->buffer_floats * sizeof(float), 0));
     at = t->buffer_stage;
     for (int i = 0; i < p->count; i++)
@@ -174,6 +181,7 @@ graft_status train_check_replicas(trainer *t) {
     const graft_params *p = t->model.params;
     static const char *const what[] = {"final parameter values"};
     uint64_t digest = XXH64(p->values, p->n_values * sizeof(float), 0);
+    graft_comm_set_context(t->comm, "comparing the final parameters of every replica");
     GRAFT_TRY(graft_comm_check_agreement(t->comm, what, &digest, 1));
     if (t->rank0)
         GRAFT_INFO("all %d replicas are bit-identical (xxh64 %016llx)", t->comm->size,
