@@ -464,6 +464,12 @@ static int data_verify(int argc, char **argv) {
     graft_dataset d;
     graft_status st = graft_dataset_open(&d, dir, 1);
     if (st != GRAFT_OK) return cli_exit_status(st);
+    if (d.n_verified == 0) { /* "ok" would vouch for data nobody checked */
+        fprintf(stderr, "graft data verify: %s: nothing to verify: %s\n", dir,
+                d.n_shards ? "no shard has a checksum in index.json" : "index.json lists no shard");
+        graft_dataset_close(&d);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
     if (d.n_verified == d.n_shards)
         printf("ok: %d shards verified\n", d.n_verified);
     else
