@@ -119,6 +119,7 @@ graft_status train_lock_dirs(trainer *t) {
         if (st == GRAFT_OK)
             st = lock_dir(t->ckpt_dir, "checkpoint.dir", t->lock_fds[0], &t->lock_fds[1],
                           t->lock_created[1], sizeof t->lock_created[1]);
+        if (st != GRAFT_OK) train_unlock_dirs(t, 1); /* the run directory it may have made */
     }
     if (t->comm->size == 1) return st;
     /* 1: locked by another run, 2: another failure (rank 0 said which) */

@@ -154,11 +154,9 @@ graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
     t.comm = comm;
     t.rank0 = comm->rank == 0;
     t.lock_fds[0] = t.lock_fds[1] = -1;
-    /* another run holding the directories is bad input (exit 2: a restart cannot fix
-     * it); failing to create them is the run's failure */
+    /* another run holding the directories, or directories that cannot be created, are
+     * bad input (exit 2: a restart cannot fix them) */
     graft_status st = train_lock_dirs(&t);
-    if (st != GRAFT_OK && st != GRAFT_ERR_LOCKED && graft_status_is_bad_input(st))
-        st = GRAFT_ERR_RUN;
     if (st == GRAFT_OK) {
         st = train_setup(&t);
         if (st != GRAFT_OK) train_unlock_dirs(&t, 1); /* bad input leaves nothing behind */
