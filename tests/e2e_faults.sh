@@ -91,6 +91,30 @@ else
   bad "SIGTERM during a checkpoint write: exit $rc, latest '$latest'"; tail -n 3 term.out
 fi
 
+# A signal during the save before the final step (so it is seen at the end of the final
+# step): the run finishes (final checkpoint, weights, exit 0), nothing is thrown away.
+timeout 60 "$GRAFT" train cfg.yaml experiment=last "${big[@]}" train.max_steps=21 checkpoint.every_steps=20 >last.out 2>&1 &
+pid=$!
+wait_for_path "runs/last/checkpoints/step-00000020.tmp" 30 && kill -TERM $pid && sent=1 || sent=0
+wait $pid
+rc=$?
+[ $sent -eq 1 ] && [ $rc -eq 0 ] && [ -s runs/last/model.safetensors ] && [ "$(cat runs/last/checkpoints/latest)" = step-00000021 ] &&
+  ! grep -q "stopped by a signal" last.out && ok "SIGTERM before the final step: the run finished (exit 0, step-00000021, weights)" ||
+  { bad "SIGTERM before the final step: exit $rc (signal sent: $sent)"; tail -n 3 last.out; }
+# graft launch asked to stop while it waits to restart a failed job: no new start.
+mkdir -p fail/latest.tmp # every save fails: with on_error stop each job exits 1 at step 10
+timeout 60 "$GRAFT" launch cfg.yaml experiment=nore launch.np=1 launch.max_restarts=3 checkpoint.dir=fail \
+  checkpoint.every_steps=10 checkpoint.on_error=stop >nore.out 2>&1 &
+pid=$!
+for _ in $(seq 600); do grep -q "restart 1 of 3 in 1 s" nore.out && break; sleep 0.01; done
+kill -TERM $pid
+wait $pid
+rc=$?
+[ $rc -eq 1 ] && grep -q "stop signal received while waiting to restart: not restarting" nore.out &&
+  [ "$(grep -c "INFO run_loop: training" nore.out)" -eq 1 ] &&
+  ok "stop signal during the restart back-off: exit 1, the job not started again" ||
+  { bad "stop during back-off: exit $rc, $(grep -c "INFO run_loop: training" nore.out) starts"; grep "graft launch" nore.out; }
+
 # ---- 3. disk full during a save --------------------------------------------------------
 if [ "$(id -u)" -ne 0 ]; then
   echo "skip disk full: mounting a tmpfs needs root"
