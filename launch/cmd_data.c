@@ -78,6 +78,12 @@ static int report_written(const char *dir) {
 }
 
 /* graft data fmnist: convert (a subset of) Fashion-MNIST's idx files to shards. */
+/* Once the converter writes the dataset (its input read and its target accepted), an
+ * I/O failure (disk full, EIO) is not the input's fault: exit 1, not 2. */
+static graft_status while_writing(graft_status st) {
+    return st == GRAFT_ERR_IO ? GRAFT_ERR_RUN : st;
+}
+
 static int data_fmnist(int argc, char **argv) {
     const char *out = NULL, *split = "train", *classes = NULL, *source = GRAFT_FMNIST_DIR;
     int per_class = 0, shard_size = 8192;
@@ -164,9 +170,10 @@ static int data_fmnist(int argc, char **argv) {
         int c = lab.data[i];
         if (remap[c] < 0 || (per_class > 0 && taken[c] >= (size_t)per_class)) continue;
         taken[c]++;
-        st = graft_dataset_writer_add_image(w, img.data + i * img.item_size, remap[c]);
+        st = while_writing(
+            graft_dataset_writer_add_image(w, img.data + i * img.item_size, remap[c]));
     }
-    if (st == GRAFT_OK) st = graft_dataset_writer_finish(w);
+    if (st == GRAFT_OK) st = while_writing(graft_dataset_writer_finish(w));
     graft_dataset_writer_free(w);
     graft_idx_free(&img);
     graft_idx_free(&lab);
@@ -369,7 +376,7 @@ static int data_text(int argc, char **argv) {
         }
         long before = job.documents;
         job.label = f;
-        st = add_file(&job, text, len);
+        st = while_writing(add_file(&job, text, len));
         free(text);
         if (st == GRAFT_OK && classify && job.documents == before) {
             fprintf(stderr, "graft data text: %s: empty file (no document to make a sample of)\n",
@@ -377,7 +384,7 @@ static int data_text(int argc, char **argv) {
             st = GRAFT_ERR_INVALID_ARG;
         }
     }
-    if (st == GRAFT_OK) st = graft_dataset_writer_finish(job.w);
+    if (st == GRAFT_OK) st = while_writing(graft_dataset_writer_finish(job.w));
     graft_dataset_writer_free(job.w);
     graft_tokenizer_free(job.tok);
     free(job.ids);

@@ -144,6 +144,12 @@ else
     [ "$(cat full/ck/latest)" = step-00000010 ] && "$GRAFT" ckpt verify full/ck/step-00000010 >/dev/null 2>&1 &&
     ok "disk full at a stop signal: exit 1, one line: $(grep -o 'stopped by a signal.*' full2.out)" ||
     { bad "disk full at a stop signal: exit $rc"; tail -n 4 full2.out; }
+  # a converter that runs out of space while writing: exit 1 (not bad input), nothing left
+  rm -rf full/ck
+  "$GRAFT" data fmnist --out full/ds --per-class 6000 >fullds.out 2>&1
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "No space left on device" fullds.out && [ -z "$(ls -A full)" ] &&
+    ok "disk full while converting: exit 1, nothing left" || { bad "disk full while converting: exit $rc"; tail -n 2 fullds.out; ls -A full; }
   umount full
 fi
 
