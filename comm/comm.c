@@ -25,12 +25,13 @@ struct graft_comm_watchdog {
     double timeout_s;
     int rank, size;
     /* the collective in flight, if any */
-    int in_flight, fired;
+    int in_flight, fired, timed;
     const char *what;
     double start_s;
     char running_context[WATCHDOG_CONTEXT_BYTES];
-    /* set by graft_comm_set_context for the next collectives */
+    /* set by graft_comm_set_context for the next collectives, and whether they are timed */
     char context[WATCHDOG_CONTEXT_BYTES];
+    int untimed;
     char last_message[WATCHDOG_MESSAGE_BYTES];
 };
 
@@ -80,7 +81,7 @@ static void *watchdog_main(void *arg) {
         struct timespec deadline = comm_deadline_after(watchdog_interval_s(w->timeout_s));
         pthread_cond_timedwait(&w->wake, &w->lock, &deadline);
         if (w->stop) break;
-        if (!w->in_flight || w->fired || w->timeout_s <= 0) continue;
+        if (!w->in_flight || !w->timed || w->fired || w->timeout_s <= 0) continue;
         double elapsed = comm_now_s() - w->start_s;
         if (elapsed <= w->timeout_s) continue;
         w->fired = 1;
@@ -173,7 +174,7 @@ graft_status graft_comm_set_watchdog(graft_comm *c, double timeout_s) {
     return GRAFT_OK;
 }
 
-void graft_comm_set_context(graft_comm *c, const char *context) {
+static void set_context(graft_comm *c, const char *context, int untimed) {
     struct graft_comm_watchdog *w = c ? c->watchdog : NULL;
     if (!w) return;
     pthread_mutex_lock(&w->lock);
@@ -181,7 +182,14 @@ void graft_comm_set_context(graft_comm *c, const char *context) {
         snprintf(w->context, sizeof w->context, "%s", context);
     else
         w->context[0] = '\0';
+    w->untimed = untimed;
     pthread_mutex_unlock(&w->lock);
+}
+
+void graft_comm_set_context(graft_comm *c, const char *context) { set_context(c, context, 0); }
+
+void graft_comm_set_untimed_context(graft_comm *c, const char *context) {
+    set_context(c, context, 1);
 }
 
 const char *graft_comm_watchdog_last_message(const graft_comm *c) {
@@ -196,6 +204,7 @@ static void watch_begin(graft_comm *c, const char *what) {
     w->in_flight = 1;
     w->fired = 0;
     w->what = what;
+    w->timed = !w->untimed;
     w->start_s = comm_now_s();
     memcpy(w->running_context, w->context, sizeof w->running_context);
     pthread_mutex_unlock(&w->lock);

@@ -73,6 +73,11 @@ graft_status graft_comm_set_watchdog(graft_comm *c, double timeout_s);
  * "step 12 bucket 3" (truncated to 95 bytes; NULL or "" clears it). A cheap copy under a
  * lock; ignored while no watchdog has been set. */
 void graft_comm_set_context(graft_comm *c, const char *context);
+/* The same for collectives that wait on purpose for one rank's long work (the other
+ * ranks waiting for rank 0 to write a checkpoint): the watchdog does not time them,
+ * since slow storage is not a stuck collective. The next graft_comm_set_context makes
+ * collectives timed again. */
+void graft_comm_set_untimed_context(graft_comm *c, const char *context);
 /* Replaces the process-wide abort hook (fn NULL restores the default). Tests use it to
  * observe a firing without ending the job; a hook that returns lets the collective go on. */
 void graft_comm_set_abort_hook(void (*fn)(void *arg), void *arg);

@@ -82,6 +82,12 @@ static int report_written(const char *dir) {
 }
 
 /* graft data fmnist: convert (a subset of) Fashion-MNIST's idx files to shards. */
+/* Once the converter writes the dataset (its input read and its target accepted), an
+ * I/O failure (disk full, EIO) is not the input's fault: exit 1, not 2. */
+static graft_status while_writing(graft_status st) {
+    return st == GRAFT_ERR_IO ? GRAFT_ERR_RUN : st;
+}
+
 static int data_fmnist(int argc, char **argv) {
     const char *out = NULL, *split = "train", *classes = NULL, *source = GRAFT_FMNIST_DIR;
     int per_class = 0, shard_size = 8192;
@@ -173,9 +179,10 @@ static int data_fmnist(int argc, char **argv) {
         int c = lab.data[i];
         if (remap[c] < 0 || (per_class > 0 && taken[c] >= (size_t)per_class)) continue;
         taken[c]++;
-        st = graft_dataset_writer_add_image(w, img.data + i * img.item_size, remap[c]);
+        st = while_writing(
+            graft_dataset_writer_add_image(w, img.data + i * img.item_size, remap[c]));
     }
-    if (st == GRAFT_OK) st = graft_dataset_writer_finish(w);
+    if (st == GRAFT_OK) st = while_writing(graft_dataset_writer_finish(w));
     graft_dataset_writer_free(w);
     graft_idx_free(&img);
     graft_idx_free(&lab);
@@ -378,7 +385,7 @@ static int data_text(int argc, char **argv) {
         }
         long before = job.documents;
         job.label = f;
-        st = add_file(&job, text, len);
+        st = while_writing(add_file(&job, text, len));
         free(text);
         if (st == GRAFT_OK && classify && job.documents == before) {
             fprintf(stderr, "graft data text: %s: empty file (no document to make a sample of)\n",
@@ -386,7 +393,7 @@ static int data_text(int argc, char **argv) {
             st = GRAFT_ERR_INVALID_ARG;
         }
     }
-    if (st == GRAFT_OK) st = graft_dataset_writer_finish(job.w);
+    if (st == GRAFT_OK) st = while_writing(graft_dataset_writer_finish(job.w));
     graft_dataset_writer_free(job.w);
     graft_tokenizer_free(job.tok);
     free(job.ids);
@@ -484,6 +491,12 @@ static int data_verify(int argc, char **argv) {
     graft_dataset d;
     graft_status st = graft_dataset_open(&d, dir, 1);
     if (st != GRAFT_OK) return cli_exit_status(st);
+    if (d.n_verified == 0) { /* "ok" would vouch for data nobody checked */
+        fprintf(stderr, "graft data verify: %s: nothing to verify: %s\n", dir,
+                d.n_shards ? "no shard has a checksum in index.json" : "index.json lists no shard");
+        graft_dataset_close(&d);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
     if (d.n_verified == d.n_shards)
         printf("ok: %d shards verified\n", d.n_verified);
     else

@@ -2,12 +2,14 @@
  * section into an mpirun command that runs `graft train` on every rank, run it, and
  * restart it (resuming from the latest checkpoint) up to launch.max_restarts times. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -227,31 +229,70 @@ static int check_launch(const graft_config *cfg) {
 }
 
 static volatile sig_atomic_t child_pid = 0, signalled = 0;
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+#define N_STOP_SIGNALS (sizeof stop_signals / sizeof stop_signals[0])
 
 /* SIGTERM / SIGINT / SIGUSR1 / SIGHUP: "checkpoint now and stop". mpirun forwards
  * SIGUSR1 to every rank untouched, whereas on SIGTERM it kills the ranks a second later,
  * before they can save: so every stop signal reaches mpirun as SIGUSR1. A second SIGINT
- * is passed on as SIGTERM (stop now). A signalled launcher does not restart the job. */
+ * is passed on as SIGTERM (stop now). A signalled launcher does not start the job again. */
 static void forward_signal(int sig) {
     int again = signalled;
     signalled = 1;
     if (child_pid > 0) kill((pid_t)child_pid, again && sig == SIGINT ? SIGTERM : SIGUSR1);
 }
 
-/* Run the command; returns its exit status (128+signal when killed). */
-static int run_once(char **cmd) {
+static void set_stop_signals_blocked(int blocked, sigset_t *old) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < N_STOP_SIGNALS; i++) sigaddset(&set, stop_signals[i]);
+    sigprocmask(blocked ? SIG_BLOCK : SIG_SETMASK, blocked ? &set : old, blocked ? old : NULL);
+}
+
+/* The child before exec: mpirun (and through it the ranks) gets its own process group
+ * and no terminal input, so Ctrl-C at a terminal (SIGINT to the foreground group)
+ * reaches graft launch alone, which passes it on as SIGUSR1 like any stop signal;
+ * otherwise mpirun would get the SIGINT itself and kill the ranks before they save. */
+static void become_job(const sigset_t *mask) {
+    setpgid(0, 0);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        close(null);
+    }
+    struct sigaction dfl = {0};
+    dfl.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < N_STOP_SIGNALS; i++) sigaction(stop_signals[i], &dfl, NULL);
+    sigprocmask(SIG_SETMASK, mask, NULL);
+}
+
+/* Run the command unless a stop signal has arrived (*started = 0 then); returns its exit
+ * status (128+signal when killed). Stop signals are held back from the check to the
+ * moment child_pid is set, so none falls between them unforwarded. */
+static int run_once(char **cmd, int *started) {
+    sigset_t old;
+    set_stop_signals_blocked(1, &old);
+    *started = !signalled;
+    if (!*started) {
+        set_stop_signals_blocked(0, &old);
+        return GRAFT_EXIT_FAILURE;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "graft launch: cannot fork: %s\n", strerror(errno));
+        set_stop_signals_blocked(0, &old);
         return GRAFT_EXIT_FAILURE;
     }
     if (pid == 0) {
+        become_job(&old);
         execvp(cmd[0], cmd);
         fprintf(stderr, "graft launch: cannot run %s: %s (is Open MPI installed?)\n", cmd[0],
                 strerror(errno));
         _exit(127);
     }
+    setpgid(pid, pid); /* as the child does: whichever runs first */
     child_pid = pid;
+    set_stop_signals_blocked(0, &old);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -268,6 +309,13 @@ static int stopped_nonfinite(const graft_config *cfg, int forget) {
     if (!forget) return access(path, F_OK) == 0;
     unlink(path);
     return 0;
+}
+
+/* Sleep between restarts; a stop signal ends the wait early. */
+static void wait_before_restart(int seconds) {
+    struct timespec left = {seconds, 0};
+    while (!signalled && nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
 }
 
 int cmd_launch(int argc, char **argv) {
@@ -310,11 +358,23 @@ int cmd_launch(int argc, char **argv) {
     } else {
         struct sigaction sa = {0};
         sa.sa_handler = forward_signal;
-        int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
-        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+        for (size_t i = 0; i < N_STOP_SIGNALS; i++) sigaction(stop_signals[i], &sa, NULL);
         for (int attempt = 0;; attempt++) {
             stopped_nonfinite(&cfg, 1);
-            rc = run_once(cmd.v);
+            int started = 0, last = rc;
+            rc = run_once(cmd.v, &started);
+            if (!started && attempt == 0) {
+                fprintf(stderr, "graft launch: stop signal received before the job started\n");
+                rc = GRAFT_EXIT_FAILURE;
+                break;
+            }
+            if (!started) {
+                fprintf(stderr, "graft launch: stop signal received while waiting to restart: "
+                                "not restarting (the last job exited with status %d)\n",
+                        last);
+                rc = last;
+                break;
+            }
             /* done, bad input or a non-finite step (a restart cannot fix them), or
              * preempted with requeue_exit (the scheduler requeues the job, which then
              * resumes from its checkpoint) */
@@ -328,7 +388,7 @@ int cmd_launch(int argc, char **argv) {
                     "graft launch: job exited with status %d; restart %d of %d in %d s, "
                     "resuming from the latest checkpoint\n",
                     rc, attempt + 1, cfg.launch.max_restarts, backoff);
-            sleep((unsigned)backoff);
+            wait_before_restart(backoff);
         }
     }
     argv_free(&cmd);

@@ -170,17 +170,23 @@ rc=$?
   checkpoint.every_minutes=0.002 >mins.out 2>&1
 n=$(grep -c "checkpoint step-.* saved" mins.out)
 [ "$n" -ge 2 ] && ok "checkpoint.every_minutes: $n checkpoints" || { bad "every_minutes: $n checkpoints"; tail -n 3 mins.out; }
-# A failing save: on_error continue keeps training, stop stops (exit 2: the directory is bad input).
+# A checkpoint.dir that cannot be created is refused before the run starts (exit 2).
 touch afile
+expect_bad_input "checkpoint.dir under a file" "afile/ck: cannot create: Not a directory" -- \
+  "$GRAFT" train cfg.yaml experiment=oeb checkpoint.dir=afile/ck
+[ ! -e runs/oeb ] && ok "nothing left behind" || bad "runs/oeb left behind"
+# A failing save (latest.tmp cannot be written): on_error continue keeps training, stop
+# stops (exit 1: a failure after the start is the run's, which graft launch may restart).
+mkdir -p oeck/latest.tmp
 "$GRAFT" train cfg.yaml experiment=oec train.max_steps=40 checkpoint.every_steps=20 checkpoint.resume=never \
-  checkpoint.dir=afile/ck >oec.out 2>&1
+  checkpoint.dir=oeck >oec.out 2>&1
 rc=$?
 [ $rc -eq 0 ] && grep -q "checkpoint at step 20 failed: training goes on" oec.out && [ -s runs/oec/model.safetensors ] &&
   ok "checkpoint.on_error continue: save errors logged, training finished" || { bad "on_error continue: exit $rc"; tail -n 3 oec.out; }
 "$GRAFT" train cfg.yaml experiment=oes train.max_steps=40 checkpoint.every_steps=20 checkpoint.resume=never \
-  checkpoint.dir=afile/ck checkpoint.on_error=stop >oes.out 2>&1
+  checkpoint.dir=oeck checkpoint.on_error=stop >oes.out 2>&1
 rc=$?
-[ $rc -eq 2 ] && grep -q "failed: stopping" oes.out && ok "checkpoint.on_error stop: exit 2" || { bad "on_error stop: exit $rc"; tail -n 3 oes.out; }
+[ $rc -eq 1 ] && grep -q "failed: stopping" oes.out && ok "checkpoint.on_error stop: exit 1" || { bad "on_error stop: exit $rc"; tail -n 3 oes.out; }
 # checkpoint.resume: PATH (a checkpoint of another run) continues from it.
 "$GRAFT" train cfg.yaml experiment=frompath checkpoint.resume=runs/sig/checkpoints/step-00000350 \
   >frompath.out 2>&1 && grep -q "resuming from runs/sig/checkpoints/step-00000350: step 350" frompath.out &&

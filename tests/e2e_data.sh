@@ -139,6 +139,11 @@ fi
 
 out=$("$GRAFT" data verify "$d" 2>&1)
 [ $? -eq 0 ] && [ "$out" = "ok: 3 shards verified" ] && ok "verify: $out" || bad "verify: $out"
+# Nothing to verify (no shard has a checksum) is not "ok".
+cp -r "$d" "$tmp/nosums"
+python3 -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); [s.pop("xxh64") for s in d["shards"]]; json.dump(d, open(p, "w"))' "$tmp/nosums/index.json"
+expect_bad_input "verify without checksums" "nosums: nothing to verify: no shard has a checksum in index.json" \
+  -- "$GRAFT" data verify "$tmp/nosums"
 
 # Writing again over a previous dataset replaces it; over anything else is refused.
 "$GRAFT" data fmnist --out "$d" --classes 0,5 --per-class 10 --split test >"$tmp/out" 2>&1 &&

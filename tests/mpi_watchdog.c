@@ -3,7 +3,8 @@
  * the rank, then calls the abort hook. The test's hook does not abort: it records the call
  * and tells rank 1 (on its own communicator, hence MPI_THREAD_MULTIPLE) to go ahead, so
  * the job finishes and the test can check what was said. Rank 1 never waits more than
- * 10 s for that, so nothing hangs when the watchdog stays silent. */
+ * 10 s for that, so nothing hangs when the watchdog stays silent. A second case: an
+ * untimed wait (the other ranks waiting for rank 0's checkpoint write) is never fired on. */
 #include <mpi.h>
 #include <pthread.h>
 #include <time.h>
@@ -106,6 +107,31 @@ static void test_late_rank_is_reported(void **state) {
     }
 }
 
+/* Waiting on purpose for rank 0's long work (writing a checkpoint) is not a stuck
+ * collective: with an untimed context rank 0 may be 2 s late under a 0.5 s timeout and
+ * no watchdog fires; the next timed context is timed again and named. */
+static void test_untimed_wait_is_not_timed(void **state) {
+    (void)state;
+    int me = comm.rank;
+    pthread_mutex_lock(&hook.lock);
+    hook.fired = 0;
+    pthread_mutex_unlock(&hook.lock);
+    graft_comm_set_abort_hook(release_hook, &comm);
+    assert_int_equal(graft_comm_set_watchdog(&comm, 0.5), GRAFT_OK);
+    graft_comm_set_untimed_context(&comm, "step 7: waiting for rank 0 to write checkpoint step-7");
+    if (me == 0) sleep_ms(2000);
+    float x = 1;
+    assert_int_equal(graft_comm_allreduce_sum(&comm, &x, 1), GRAFT_OK);
+    assert_true(x == (float)comm.size);
+    assert_int_equal(hook_fired(), 0);
+    graft_comm_set_context(&comm, "step 8: summing the loss");
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(graft_comm_barrier(&comm), GRAFT_OK);
+    assert_int_equal(hook_fired(), 0);
+    assert_int_equal(graft_comm_set_watchdog(&comm, 0), GRAFT_OK);
+    graft_comm_set_abort_hook(NULL, NULL);
+}
+
 int main(int argc, char **argv) {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -125,6 +151,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_late_rank_is_reported),
+        cmocka_unit_test(test_untimed_wait_is_not_timed),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     graft_comm_free(&comm);

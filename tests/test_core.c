@@ -15,6 +15,8 @@ static void test_status_strings(void **state) {
     for (int s = 0; s < GRAFT_STATUS_COUNT; s++) assert_non_null(graft_status_str((graft_status)s));
     assert_true(graft_status_is_bad_input(GRAFT_ERR_FORMAT));
     assert_true(graft_status_is_bad_input(GRAFT_ERR_IO));
+    assert_true(graft_status_is_bad_input(GRAFT_ERR_LOCKED));
+    assert_false(graft_status_is_bad_input(GRAFT_ERR_RUN));
     assert_false(graft_status_is_bad_input(GRAFT_ERR_NOMEM));
     assert_false(graft_status_is_bad_input(GRAFT_OK));
 }

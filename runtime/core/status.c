@@ -13,5 +13,5 @@ const char *graft_status_str(graft_status s) {
 int graft_status_is_bad_input(graft_status s) {
     return s == GRAFT_ERR_INVALID_ARG || s == GRAFT_ERR_IO || s == GRAFT_ERR_FORMAT ||
            s == GRAFT_ERR_CONFIG || s == GRAFT_ERR_NOT_FOUND || s == GRAFT_ERR_MISMATCH ||
-           s == GRAFT_ERR_UNSUPPORTED;
+           s == GRAFT_ERR_UNSUPPORTED || s == GRAFT_ERR_LOCKED;
 }

@@ -19,7 +19,9 @@
     X(GRAFT_ERR_TIMEOUT, "timed out")                                 \
     X(GRAFT_STOPPED, "stopped by a signal after saving a checkpoint") \
     X(GRAFT_ERR_NONFINITE, "training went non-finite")                \
-    X(GRAFT_ERR_INTERNAL, "internal error")
+    X(GRAFT_ERR_INTERNAL, "internal error")                           \
+    X(GRAFT_ERR_LOCKED, "in use by another run")                      \
+    X(GRAFT_ERR_RUN, "the run failed after its input was checked")
 
 typedef enum graft_status {
 #define GRAFT_STATUS_ENUM(name, str) name,
@@ -31,8 +33,13 @@ typedef enum graft_status {
 /* Human-readable text for a status; never NULL. */
 const char *graft_status_str(graft_status s);
 
-/* True for statuses caused by what the user gave us (files, config, flags):
- * the CLI maps these to exit status 2. */
+/* True for statuses caused by what the user gave us (files, config, flags), found
+ * before a run starts: the CLI maps these to exit status 2. GRAFT_ERR_IO counts as one
+ * because it is what reading a named file that cannot be read returns; a failure once a
+ * run has started (a full disk, EIO, a checkpoint that cannot be written) is the run's,
+ * not the input's: the training loop reports it as GRAFT_ERR_RUN (exit 1, which
+ * `graft launch` may restart). GRAFT_ERR_LOCKED (another run holds the directory) is bad
+ * input too: a restart cannot fix it. */
 int graft_status_is_bad_input(graft_status s);
 
 #endif

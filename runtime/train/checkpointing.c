@@ -85,11 +85,6 @@ static graft_status checkpoint_step(const char *ckpt, long *step) {
 }
 
 graft_status train_resume(trainer *t) {
-    const graft_config *cfg = t->cfg;
-    if (cfg->checkpoint.dir)
-        snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cfg->checkpoint.dir);
-    else
-        snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "runs/%s/checkpoints", cfg->experiment);
     t->last_saved_step = -1;
     t->last_save_time = graft_now_s();
     char ckpt[TRAIN_PATH_MAX];
@@ -146,8 +141,18 @@ char *train_config_text(const graft_config *cfg) {
     return buf;
 }
 
-graft_status train_save_checkpoint(trainer *t, long step) {
+/* Every rank calls this at the same boundary; rank 0 writes checkpoint step-<step> (and
+ * with `verify` reads it back through its MANIFEST), then every rank learns whether it
+ * did: GRAFT_OK on all ranks, or GRAFT_ERR_IO on all ranks (rank 0 has said why). The
+ * other ranks wait for rank 0's write in that agreement: a save is not a stuck
+ * collective, so the wait is not timed by comm.timeout_s (a rank 0 that dies ends the
+ * job through mpirun instead). */
+static graft_status write_checkpoint(trainer *t, long step, int verify) {
     graft_comm *comm = t->comm;
+    char context[96];
+    snprintf(context, sizeof context, "step %ld: gathering RNG states for checkpoint step-%08ld",
+             step, step);
+    graft_comm_set_context(comm, context);
     /* the seed every rank will use for the next step's dropout: the per-rank RNG state */
     uint64_t mine =
         graft_rng_mix(graft_rng_mix((uint64_t)t->cfg->seed, (uint64_t)step), (uint64_t)comm->rank);
@@ -178,20 +183,31 @@ graft_status train_save_checkpoint(trainer *t, long step) {
         uint64_t bytes = 0;
         st = text ? graft_ckpt_save(&args, &bytes) : GRAFT_ERR_NOMEM;
         free(text);
+        char dir[TRAIN_PATH_MAX], name[32];
+        snprintf(name, sizeof name, "step-%08ld", step);
+        if (st == GRAFT_OK && verify) st = graft_fs_path_join(dir, sizeof dir, t->ckpt_dir, name);
+        if (st == GRAFT_OK && verify) st = graft_ckpt_verify(dir); /* logs what is wrong */
         if (st == GRAFT_OK)
-            GRAFT_INFO("checkpoint step-%08ld saved to %s (%.1f MB in %.2f s)", step, t->ckpt_dir,
-                       (double)bytes / 1e6, graft_now_s() - t0);
+            GRAFT_INFO("checkpoint %s saved to %s (%.1f MB in %.2f s%s)", name, t->ckpt_dir,
+                       (double)bytes / 1e6, graft_now_s() - t0, verify ? ", read back" : "");
     }
     free(states);
-    /* every rank learns whether rank 0 saved (on_error decides what a failure means) */
+    snprintf(context, sizeof context, "step %ld: waiting for rank 0 to write checkpoint step-%08ld",
+             step, step);
+    graft_comm_set_untimed_context(comm, context);
     float failed = (float)(st != GRAFT_OK);
-    if (comm->size > 1 && graft_comm_allreduce_sum(comm, &failed, 1) != GRAFT_OK)
-        return GRAFT_ERR_MPI;
+    graft_status agreed = comm->size > 1 ? graft_comm_allreduce_sum(comm, &failed, 1) : GRAFT_OK;
+    graft_comm_set_context(comm, NULL);
+    if (agreed != GRAFT_OK) return GRAFT_ERR_MPI;
     t->last_save_time = graft_now_s();
-    if (failed == 0) {
-        t->last_saved_step = step;
-        return GRAFT_OK;
-    }
+    if (failed != 0) return GRAFT_ERR_IO;
+    t->last_saved_step = step;
+    return GRAFT_OK;
+}
+
+graft_status train_save_checkpoint(trainer *t, long step) {
+    graft_status st = write_checkpoint(t, step, 0);
+    if (st != GRAFT_ERR_IO) return st;
     if (strcmp(t->cfg->checkpoint.on_error, "stop") == 0) {
         if (t->rank0)
             GRAFT_ERROR("checkpoint at step %ld failed: stopping (checkpoint.on_error: stop)",
@@ -203,4 +219,21 @@ graft_status train_save_checkpoint(trainer *t, long step) {
             "checkpoint at step %ld failed: training goes on (checkpoint.on_error: continue)",
             step);
     return GRAFT_OK;
+}
+
+graft_status train_save_stop_checkpoint(trainer *t, long step) {
+    graft_status st = write_checkpoint(t, step, 1);
+    if (st == GRAFT_OK) {
+        if (t->rank0)
+            GRAFT_INFO("stopped by a signal at step %ld: checkpoint saved and verified "
+                       "(step-%08ld), exiting with 75",
+                       step, step);
+        return GRAFT_STOPPED;
+    }
+    /* whatever checkpoint.on_error says: exit 75 would claim a checkpoint that is not there */
+    if (t->rank0)
+        GRAFT_ERROR("stopped by a signal at step %ld, but its checkpoint could not be saved: "
+                    "exiting with 1 (earlier checkpoints are untouched)",
+                    step);
+    return st;
 }

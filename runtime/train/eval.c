@@ -63,6 +63,7 @@ graft_status train_eval_run(graft_model *m, const graft_dataset *d, int batch, i
     if (st == GRAFT_OK) {
         for (size_t i = 0; i < n_totals; i++)
             reduce[i] = (float)totals[i];
+        graft_comm_set_context(comm, "summing the evaluation totals");
         st = graft_comm_allreduce_sum(comm, reduce, n_totals);
     }
     if (st == GRAFT_OK) {

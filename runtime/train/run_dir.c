@@ -72,22 +72,28 @@ graft_status train_open_run_dir(trainer *t) {
     return GRAFT_OK;
 }
 
-/* Close metrics.jsonl and train.log (and stop copying the log there). */
-void train_close_run_dir(trainer *t) {
-    /* A line that could not be written (disk full) is reported here, once. */
+/* Close metrics.jsonl and train.log (and stop copying the log there). A line that could
+ * not be written (disk full) is reported here, once, and fails the run. */
+graft_status train_close_run_dir(trainer *t) {
+    graft_status st = GRAFT_OK;
     if (t->metrics) {
         int lost = ferror(t->metrics);
-        if (fclose(t->metrics) != 0 || lost)
+        if (fclose(t->metrics) != 0 || lost) {
             GRAFT_ERROR("%s/metrics.jsonl: cannot write: %s", t->run_dir, strerror(errno));
+            st = GRAFT_ERR_IO;
+        }
     }
     t->metrics = NULL;
     if (t->log) {
         graft_log_set_file(NULL);
         int lost = ferror(t->log);
-        if (fclose(t->log) != 0 || lost)
+        if (fclose(t->log) != 0 || lost) {
             GRAFT_ERROR("%s/train.log: cannot write: %s", t->run_dir, strerror(errno));
+            st = GRAFT_ERR_IO;
+        }
     }
     t->log = NULL;
+    return st;
 }
 
 /* The file side of an evaluation (rank 0): the log line, eval/step-N.json and

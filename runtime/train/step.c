@@ -2,6 +2,7 @@
  * broadcast, the gradient reducer, the step itself (micro-batches, gradient sum,
  * clipping, update), the buffer broadcast after it and the final replica check. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,7 +60,9 @@ graft_status train_setup_data_parallel(trainer *t) {
     values[5] = graft_loader_epoch_samples(t->loader);
     values[6] = graft_dataset_digest(&t->train_set);
     values[7] = t->have_val ? graft_dataset_digest(&t->val_set) : 0;
+    graft_comm_set_context(comm, "the start-up agreement on what every rank trains");
     GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 8));
+    graft_comm_set_context(comm, "broadcasting rank 0's initial parameters");
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
     for (int i = 0; i < p->count; i++)
         if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;
@@ -180,6 +183,9 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
     if (t->reducer) {
         GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
         *comm_bytes = (double)graft_reducer_step_bytes(t->reducer);
+        char context[64];
+        snprintf(context, sizeof context, "step %ld: summing the loss", step);
+        graft_comm_set_context(t->comm, context);
         GRAFT_TRY(graft_comm_allreduce_sum(t->comm, shared, 2));
     }
     double t3 = graft_now_s();
@@ -203,6 +209,7 @@ graft_status train_sync_buffers(trainer *t) {
     const graft_params *p = t->model.params;
     if (t->comm->size == 1 || t->buffer_floats == 0) return GRAFT_OK;
     pack_buffers(p, t->buffer_stage);
+    graft_comm_set_context(t->comm, "broadcasting rank 0's buffers after a step");
     GRAFT_TRY(graft_comm_broadcast(t->comm, t->buffer_stage, t->buffer_floats * sizeof(float), 0));
     unpack_buffers(t->model.params, t->buffer_stage);
     return GRAFT_OK;
@@ -214,6 +221,7 @@ graft_status train_check_replicas(trainer *t) {
     const graft_params *p = t->model.params;
     static const char *const what[] = {"final parameter values"};
     uint64_t digest = XXH64(p->values, p->n_values * sizeof(float), 0);
+    graft_comm_set_context(t->comm, "comparing the final parameters of every replica");
     GRAFT_TRY(graft_comm_check_agreement(t->comm, what, &digest, 1));
     if (t->rank0)
         GRAFT_INFO("all %d replicas are bit-identical (xxh64 %016llx)", t->comm->size,

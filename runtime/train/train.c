@@ -32,23 +32,32 @@ static graft_status evaluate_and_record(trainer *t, long step, int final) {
 
 volatile sig_atomic_t graft_train_stop_signal = 0;
 
-/* At every step boundary: save when checkpoint.every_steps / every_minutes say so, or
- * when a stop signal arrived on any rank (the ranks agree through one small allreduce,
- * so all of them save the same step: docs/DESIGN.md, Note [The stop agreement]).
- * *stop = 1 after a signal's checkpoint. */
-static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
+/* At every step boundary but the last: save when checkpoint.every_steps / every_minutes
+ * say so, or when a stop signal arrived on any rank (the ranks agree through one small
+ * allreduce, so all of them save the same step: docs/DESIGN.md, Note [The stop
+ * agreement]). The last boundary is the end of the run, which saves, evaluates and
+ * writes the weights: a signal that arrives during the final step (or during that end)
+ * lets the run finish, since a finished result is never thrown away. Returns
+ * GRAFT_STOPPED after a signal's verified checkpoint. */
+static graft_status checkpoint_boundary(trainer *t, long done) {
     const graft_config *cfg = t->cfg;
+    if (done == t->total_steps) return GRAFT_OK;
     float flags[2] = {(float)(graft_train_stop_signal != 0),
                       (float)(t->rank0 && cfg->checkpoint.every_minutes > 0 &&
                               graft_now_s() - t->last_save_time >=
                                   60.0 * cfg->checkpoint.every_minutes)};
+    char context[80];
+    snprintf(context, sizeof context, "step %ld: agreeing on a stop signal or a timed checkpoint",
+             done);
+    graft_comm_set_context(t->comm, context);
     if (t->comm->size > 1) GRAFT_TRY(graft_comm_allreduce_sum(t->comm, flags, 2));
+    if (flags[0] > 0) {
+        if (t->rank0 && isatty(fileno(stdout))) printf("\n"); /* end the progress line */
+        return train_save_stop_checkpoint(t, done);
+    }
     int due = flags[1] > 0 ||
               (cfg->checkpoint.every_steps > 0 && done % cfg->checkpoint.every_steps == 0);
-    *stop = flags[0] > 0;
-    if ((due || *stop) && done < t->total_steps && t->last_saved_step != done)
-        GRAFT_TRY(train_save_checkpoint(t, done));
-    return GRAFT_OK;
+    return due && t->last_saved_step != done ? train_save_checkpoint(t, done) : GRAFT_OK;
 }
 
 /* "nan", "inf" or "-inf" (printf's text for NaN carries a sign bit: "-nan"). */
@@ -190,16 +199,9 @@ static graft_status run_loop(trainer *t) {
             if (tty) printf("\n");
             st = evaluate_and_record(t, done, 0);
         }
-        int stop = 0;
-        if (st == GRAFT_OK) st = checkpoint_boundary(t, done, &stop);
-        if (st == GRAFT_OK && stop) {
-            if (tty) printf("\n");
-            if (t->rank0)
-                GRAFT_INFO("stopped by a signal at step %ld: checkpoint saved, exiting with 75",
-                           done);
-            return GRAFT_STOPPED;
-        }
+        if (st == GRAFT_OK) st = checkpoint_boundary(t, done);
     }
+    if (st == GRAFT_STOPPED) return st;
     if (tty) printf("\n");
     if (st == GRAFT_OK) st = train_check_replicas(t);
     if (st == GRAFT_OK && t->last_saved_step != t->total_steps)
@@ -225,7 +227,8 @@ static void trainer_free(trainer *t) {
     graft_model_free(&t->model);
     graft_dataset_close(&t->train_set);
     graft_dataset_close(&t->val_set);
-    train_close_run_dir(t);
+    (void)train_close_run_dir(t); /* already closed unless set-up failed */
+    train_unlock_dirs(t, 0);
 }
 
 graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
@@ -234,9 +237,24 @@ graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
     t.cfg = cfg;
     t.comm = comm;
     t.rank0 = comm->rank == 0;
-    graft_status st = train_setup(&t);
-    if (st == GRAFT_OK) st = train_open_run_dir(&t);
-    if (st == GRAFT_OK) st = run_loop(&t);
+    t.lock_fds[0] = t.lock_fds[1] = -1;
+    /* another run holding the directories, or directories that cannot be created, are
+     * bad input (exit 2: a restart cannot fix them) */
+    graft_status st = train_lock_dirs(&t);
+    if (st == GRAFT_OK) {
+        st = train_setup(&t);
+        if (st != GRAFT_OK) train_unlock_dirs(&t, 1); /* bad input leaves nothing behind */
+    }
+    if (st == GRAFT_OK) {
+        st = train_open_run_dir(&t);
+        if (st == GRAFT_OK) st = run_loop(&t);
+        graft_status closed = train_close_run_dir(&t); /* lines lost to a full disk fail it */
+        if (st == GRAFT_OK || st == GRAFT_STOPPED) st = closed == GRAFT_OK ? st : closed;
+        /* everything the user gave was checked by train_setup: a failure from here on (a
+         * full disk, EIO, a checkpoint or metrics write refused) is the run's, not the
+         * input's (exit 1, which graft launch may restart) */
+        if (graft_status_is_bad_input(st)) st = GRAFT_ERR_RUN;
+    }
     trainer_free(&t);
     return st;
 }

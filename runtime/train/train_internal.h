@@ -5,7 +5,8 @@
  *   run_dir.c        runs/<experiment>/: config, metrics.jsonl, train.log, eval files
  *   eval.c           evaluation (and graft_evaluate)
  *   checkpointing.c  resume and save, the loop's side of runtime/ckpt
- *   unfreeze.c       freeze.schedule */
+ *   unfreeze.c       freeze.schedule
+ *   run_lock.c       one run per run directory and checkpoint directory */
 #ifndef GRAFT_TRAIN_INTERNAL_H
 #define GRAFT_TRAIN_INTERNAL_H
 
@@ -86,6 +87,8 @@ typedef struct trainer {
     long nonfinite_in_a_row;
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
+    int lock_fds[2]; /* rank 0: graft.lock of the run and checkpoint directories, or -1 */
+    char lock_created[2][TRAIN_PATH_MAX]; /* what locking them created ("" when nothing) */
 } trainer;
 
 /* setup.c: datasets, loader, model, optimizer, resume, data parallelism. */
@@ -107,7 +110,7 @@ graft_status train_check_replicas(trainer *t);
 
 /* run_dir.c (rank 0 writes; other ranks only learn run_dir). */
 graft_status train_open_run_dir(trainer *t);
-void train_close_run_dir(trainer *t);
+graft_status train_close_run_dir(trainer *t);
 /* One metrics.jsonl line for a log window of `steps` steps, `skipped` of them non-finite
  * (loss: the mean over the others; a non-finite value is written as null). */
 void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
@@ -119,9 +122,22 @@ void train_show_progress(long step, long first, long total, double loss, double 
 graft_status train_record_eval(trainer *t, const train_eval_result *r, long step, int final);
 
 /* checkpointing.c: resume (every rank, before the loader starts) and save (every rank
- * calls it at the same step boundary; rank 0 writes). */
+ * calls it at the same step boundary; rank 0 writes). A failed routine save follows
+ * checkpoint.on_error. The save of a stop signal is read back and agreed by every rank:
+ * GRAFT_STOPPED (exit 75) only when checkpoint step-<step> is on disk and verified, else
+ * the failure (exit 1) whatever checkpoint.on_error says. */
 graft_status train_resume(trainer *t);
 graft_status train_save_checkpoint(trainer *t, long step);
+graft_status train_save_stop_checkpoint(trainer *t, long step);
+
+/* run_lock.c: sets ckpt_dir; rank 0 locks the run directory and the checkpoint
+ * directory (creating them) before anything is read or written there; every rank
+ * returns the same status: GRAFT_ERR_LOCKED (rank 0 has named the holder's pid) when
+ * another run holds one. Unlock releases them (safe when never locked, once lock_fds
+ * are -1); with `remove` (a run refused for bad input) the lock files and the
+ * directories locking created go too. */
+graft_status train_lock_dirs(trainer *t);
+void train_unlock_dirs(trainer *t, int remove);
 
 /* unfreeze.c: freeze.schedule. Check that every glob matches a parameter (setup). */
 graft_status train_unfreeze_check(trainer *t);
