@@ -83,14 +83,14 @@ fallback_case la checkpoints/latest "checkpoints/latest: $notreg; resuming from 
 copy_with_fifo me metrics.jsonl
 resume me >me.out 2>&1
 rc=$?
-[ $rc -eq 2 ] && grep -q "ERROR .*runs/me/metrics.jsonl: $notreg" me.out &&
+[ $rc -eq 2 ] && grep -q "ERROR .*runs/me/metrics.jsonl: cannot write: not a regular file" me.out &&
   ok "metrics.jsonl is a FIFO (resume): exit 2, $(grep ERROR me.out)" || { bad "metrics.jsonl FIFO: exit $rc"; cat me.out; }
 # train.log, written (appended) by the resumed run: refused at once, not an open that
 # waits for a reader
 copy_with_fifo tl train.log
 resume tl >tl.out 2>&1
 rc=$?
-[ $rc -eq 2 ] && grep -q "ERROR .*runs/tl/train.log: cannot create: not a regular file" tl.out &&
+[ $rc -eq 2 ] && grep -q "ERROR .*runs/tl/train.log: cannot write: not a regular file" tl.out &&
   ok "train.log is a FIFO (resume): exit 2, $(grep ERROR tl.out)" || { bad "train.log FIFO: exit $rc"; cat tl.out; }
 
 mkfifo text.txt

@@ -104,6 +104,24 @@ static graft_status lock_dir(const char *dir, const char *key, int held, int *fd
     return GRAFT_OK;
 }
 
+/* The files a run writes into its run directory must be regular files where they exist
+ * already (a FIFO or device there would block or swallow them): checked before the run
+ * starts, so that such a directory is bad input, not a failure of the run. */
+static graft_status check_run_files(const char *run_dir) {
+    static const char *const names[] = {"config.yaml", "metrics.jsonl", "train.log",
+                                        "eval.json",   "model.safetensors", "nonfinite.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[TRAIN_PATH_MAX];
+        struct stat sb;
+        GRAFT_TRY(graft_fs_path_join(path, sizeof path, run_dir, names[i]));
+        if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+            GRAFT_ERROR("%s: cannot write: not a regular file", path);
+            return GRAFT_ERR_INVALID_ARG;
+        }
+    }
+    return GRAFT_OK;
+}
+
 graft_status train_lock_dirs(trainer *t) {
     const graft_config *cfg = t->cfg;
     if (cfg->checkpoint.dir)
@@ -116,6 +134,7 @@ graft_status train_lock_dirs(trainer *t) {
         snprintf(run_dir, sizeof run_dir, "runs/%s", cfg->experiment);
         st = lock_dir(run_dir, "experiment name", -1, &t->lock_fds[0], t->lock_created[0],
                       sizeof t->lock_created[0]);
+        if (st == GRAFT_OK) st = check_run_files(run_dir);
         if (st == GRAFT_OK)
             st = lock_dir(t->ckpt_dir, "checkpoint.dir", t->lock_fds[0], &t->lock_fds[1],
                           t->lock_created[1], sizeof t->lock_created[1]);
