@@ -65,7 +65,7 @@ static int read_metrics(const char *metrics_path, series *loss, series *lr, int 
         }
         json_decref(o);
     }
-    fclose(in);
+    (void)fclose(in); /* read only: nothing to lose */
     *lines = lineno;
     return rc;
 }

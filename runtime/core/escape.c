@@ -75,7 +75,7 @@ void graft_fputs_escaped(const char *text, FILE *out) {
         char piece[8];
         size_t n;
         s += escape_one(s, piece, &n);
-        fwrite(piece, 1, n, out);
+        if (fwrite(piece, 1, n, out) != n) return; /* the stream keeps its error */
     }
 }
 

@@ -66,6 +66,7 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     char message[2048];
     va_list ap;
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started on the line above */
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     char escaped[2048];

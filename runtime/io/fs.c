@@ -109,20 +109,19 @@ graft_status graft_fs_mkdirs(const char *path, graft_log_level level) {
  * a writer, a tty), fstat refuses anything else, and then reads block as usual. 0 and
  * *fd, *st, or an error code (an errno value or FS_ENOTREG) with *step "open" or "read"
  * for the part that failed. */
+/* errno after a failed call, never 0 (a failure must not read as success). */
+static int failure_errno(void) { return errno != 0 ? errno : EIO; }
+
 static int open_regular(const char *path, int *fd, struct stat *st, const char **step) {
     *step = "open";
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (*fd < 0) return errno;
+    if (*fd < 0) return failure_errno();
     *step = "read";
-    int err = 0, flags;
-    if (fstat(*fd, st) != 0)
-        err = errno;
-    else if (S_ISDIR(st->st_mode))
-        err = EISDIR;
-    else if (!S_ISREG(st->st_mode))
-        err = FS_ENOTREG;
-    else if ((flags = fcntl(*fd, F_GETFL)) < 0 || fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
-        err = errno;
+    int flags, err = fstat(*fd, st) != 0 ? failure_errno() : 0;
+    if (err == 0 && !S_ISREG(st->st_mode)) err = S_ISDIR(st->st_mode) ? EISDIR : FS_ENOTREG;
+    if (err == 0 &&
+        ((flags = fcntl(*fd, F_GETFL)) < 0 || fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
+        err = failure_errno();
     if (err != 0) {
         close(*fd);
         *fd = -1;
@@ -150,7 +149,7 @@ static int read_whole(const char *path, size_t max_bytes, char **data, size_t *l
     *data = NULL;
     *len = 0;
     int fd;
-    struct stat st;
+    struct stat st = {0}; /* filled by open_regular on success */
     int err = open_regular(path, &fd, &st, step);
     if (err != 0) return err;
     if (max_bytes > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes)
@@ -294,12 +293,10 @@ FILE *graft_fs_open_log(const char *path, int append, graft_log_level level) {
              0644);
     int err = fd < 0 ? errno : 0, flags;
     struct stat st;
-    if (err == 0 && fstat(fd, &st) != 0)
-        err = errno;
-    else if (err == 0 && !S_ISREG(st.st_mode))
-        err = FS_ENOTREG;
-    else if (err == 0 &&
-             ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
+    if (err == 0 && fstat(fd, &st) != 0) err = errno;
+    if (err == 0 && !S_ISREG(st.st_mode)) err = FS_ENOTREG;
+    if (err == 0 &&
+        ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
         err = errno;
     FILE *f = err == 0 ? fdopen(fd, append ? "a" : "w") : NULL;
     if (err == 0 && !f) err = errno;

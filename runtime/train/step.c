@@ -178,7 +178,7 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
     double t2 = graft_now_s();
     /* the loss, and how many ranks' own loss was non-finite: summed in one allreduce */
     float shared[2] = {(float)loss_sum, 0};
-    shared[1] = !isfinite(shared[0]);
+    shared[1] = (float)!isfinite(shared[0]);
     *comm_bytes = 0;
     if (t->reducer) {
         GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
