@@ -25,6 +25,24 @@ static int read_exact(gzFile gz, void *buf, size_t n) {
     return 0;
 }
 
+/* Read the total bytes a header promises into *data (malloc'd). The buffer grows with
+ * the bytes actually read, so a short file whose header claims gigabytes is refused as
+ * truncated without allocating them. 0, or read_exact's -1/-2, or -3 out of memory. */
+static int read_data(gzFile gz, uint8_t **data, size_t total) {
+    size_t cap = total < ((size_t)1 << 20) ? total : ((size_t)1 << 20), have = 0;
+    *data = malloc(cap);
+    if (!*data) return -3;
+    for (;;) {
+        int rc = read_exact(gz, *data + have, cap - have);
+        if (rc != 0 || cap == total) return rc;
+        have = cap;
+        cap = total - cap < cap ? total : 2 * cap;
+        uint8_t *grown = realloc(*data, cap);
+        if (!grown) return -3;
+        *data = grown;
+    }
+}
+
 static uint32_t be32(const unsigned char *b) {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
@@ -66,13 +84,12 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
     }
     out->count = out->dims[0];
     out->item_size = total / out->count;
-    out->data = malloc(total);
-    if (!out->data) {
+    rc = read_data(gz, &out->data, total);
+    if (rc == -3) {
         GRAFT_ERROR("%s: cannot allocate %zu bytes", path, total);
         st = GRAFT_ERR_NOMEM;
         goto done;
     }
-    rc = read_exact(gz, out->data, total);
     if (rc != 0) {
         GRAFT_ERROR("%s: %s (header promises %zu data bytes)", path,
                     rc == -2 ? "truncated" : "read error (corrupt gzip data?)", total);
