@@ -31,7 +31,7 @@ static void write_manifest(const char *ckpt) {
     char text[1024];
     size_t used = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char path[512];
+        char path[1024];
         snprintf(path, sizeof path, "%s/%s", ckpt, names[i]);
         uint64_t h = 0, bytes = 0;
         if (graft_fs_xxh64(path, &h, &bytes, GRAFT_LOG_QUIET) != GRAFT_OK) abort();
@@ -67,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_write(root, "latest", STEP_NAME "\n", strlen(STEP_NAME) + 1);
 
     graft_status verified = graft_ckpt_verify(ckpt);
+    fuzz_check_memory(verified, "graft_ckpt_verify");
     char found[1024];
     graft_status resumed = graft_ckpt_find_resume(root, found, sizeof found);
     /* The one checkpoint is the one to resume from exactly when it verifies. */

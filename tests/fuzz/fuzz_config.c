@@ -47,11 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     graft_config cfg;
     graft_config_defaults(&cfg);
     char *yaml = fuzz_strndup(parts[0], lens[0]);
-    graft_config_load_text(&cfg, "fuzz.yaml", yaml);
+    fuzz_check_memory(graft_config_load_text(&cfg, "fuzz.yaml", yaml), "graft_config_load_text");
     free(yaml);
     for (int i = 1; i < n; i++) {
         char *assignment = fuzz_strndup(parts[i], lens[i]);
-        graft_config_override(&cfg, assignment);
+        fuzz_check_memory(graft_config_override(&cfg, assignment), "graft_config_override");
         free(assignment);
     }
     if (graft_config_validate(&cfg) == GRAFT_OK) check_round_trip(&cfg);

@@ -64,7 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             fuzz_remove(dir, name);
     }
     graft_dataset d;
-    if (graft_dataset_open(&d, dir, 1) != GRAFT_OK) return 0;
+    graft_status s = graft_dataset_open(&d, dir, 1);
+    fuzz_check_memory(s, "graft_dataset_open");
+    if (s != GRAFT_OK) return 0;
     read_all(&d);
     graft_dataset_close(&d);
     return 0;

@@ -18,7 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char path[512];
         snprintf(path, sizeof path, "%s/input.idx", dir);
         graft_idx idx;
-        if (graft_idx_read(&idx, path) != GRAFT_OK) return 0;
+        graft_status s = graft_idx_read(&idx, path);
+        fuzz_check_memory(s, "graft_idx_read");
+        if (s != GRAFT_OK) return 0;
         size_t items = 1;
         for (int d = 1; d < idx.ndim; d++)
             items *= idx.dims[d];
@@ -33,7 +35,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_write(dir, "fz-images-idx3-ubyte.gz", parts[0], lens[0]);
     fuzz_write(dir, "fz-labels-idx1-ubyte.gz", parts[1], lens[1]);
     graft_fmnist fm;
-    if (graft_fmnist_load(&fm, dir, "fz") != GRAFT_OK) return 0;
+    graft_status s = graft_fmnist_load(&fm, dir, "fz");
+    fuzz_check_memory(s, "graft_fmnist_load");
+    if (s != GRAFT_OK) return 0;
     for (size_t i = 0; i < fm.count; i++)
         if (fm.labels[i] < 0 || fm.labels[i] >= 10) fuzz_fail("fmnist label out of range");
     graft_fmnist_free(&fm);

@@ -15,7 +15,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[512];
     snprintf(path, sizeof path, "%s/input.safetensors", dir);
     graft_st_file f;
-    if (graft_st_open(&f, path) != GRAFT_OK) return 0;
+    graft_status s = graft_st_open(&f, path);
+    fuzz_check_memory(s, "graft_st_open");
+    if (s != GRAFT_OK) return 0;
     for (size_t i = 0; i < f.n_tensors; i++) {
         const graft_st_tensor *t = &f.tensors[i];
         if (graft_st_find(&f, t->name) != t) fuzz_fail("graft_st_find misses a tensor");

@@ -19,7 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_write(dir, "encoder.json", parts[0], lens[0]);
     fuzz_write(dir, "vocab.bpe", parts[1], lens[1]);
     graft_tokenizer *t = NULL;
-    if (graft_tokenizer_new(&t, "gpt2", dir) != GRAFT_OK) return 0;
+    graft_status s = graft_tokenizer_new(&t, "gpt2", dir);
+    fuzz_check_memory(s, "graft_tokenizer_new");
+    if (s != GRAFT_OK) return 0;
     const char *text = n_parts == 3 ? (const char *)parts[2] : "";
     size_t len = n_parts == 3 ? lens[2] : 0;
     int32_t *ids = NULL;

@@ -36,7 +36,7 @@ const char *fuzz_tmpdir(void) {
 void fuzz_quiet_log(void) { graft_log_set_level(GRAFT_LOG_QUIET); }
 
 void fuzz_write(const char *dir, const char *name, const void *data, size_t len) {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *fp = fopen(path, "wb");
     if (!fp || (len && fwrite(data, 1, len, fp) != len) || fclose(fp) != 0) {
@@ -46,7 +46,7 @@ void fuzz_write(const char *dir, const char *name, const void *data, size_t len)
 }
 
 void fuzz_remove(const char *dir, const char *name) {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     unlink(path);
 }
@@ -73,6 +73,12 @@ char *fuzz_strndup(const uint8_t *data, size_t len) {
     if (len) memcpy(s, data, len);
     s[len] = '\0';
     return s;
+}
+
+void fuzz_check_memory(graft_status s, const char *what) {
+    if (s != GRAFT_ERR_NOMEM) return;
+    fprintf(stderr, "fuzz: %s ran out of memory on a small input\n", what);
+    abort();
 }
 
 void fuzz_fail(const char *what) {

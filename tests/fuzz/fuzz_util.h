@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/core/status.h"
+
 /* The line that separates the files of one input ("index.json\n--8<--\nshard ..."). */
 #define FUZZ_SEPARATOR "\n--8<--\n"
 
@@ -25,6 +27,10 @@ void fuzz_remove(const char *dir, const char *name);
 int fuzz_split(const uint8_t *data, size_t size, const uint8_t **parts, size_t *lens, int max);
 /* A NUL-terminated copy of len bytes (malloc'd; aborts when out of memory). */
 char *fuzz_strndup(const uint8_t *data, size_t len);
+/* Abort when s is GRAFT_ERR_NOMEM: inputs are at most 64 KiB, and memory must follow
+ * what a file holds, not what its header claims (the replay driver caps the process's
+ * memory; libFuzzer caps each allocation). */
+void fuzz_check_memory(graft_status s, const char *what);
 /* Abort with a message on stderr: a broken promise of the library. */
 void fuzz_fail(const char *what) __attribute__((noreturn));
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "fuzz_util.h"
@@ -83,7 +84,18 @@ static int run_path(const char *path) {
     return count;
 }
 
+/* Memory for the whole process, like libFuzzer's limit: an input that makes the library
+ * allocate what a header claims instead of what the file holds fails as out of memory.
+ * Under ASan (which reserves far more address space) ctest sets max_allocation_size_mb. */
+static void limit_memory(void) {
+#if !defined(__SANITIZE_ADDRESS__)
+    struct rlimit rl = {(rlim_t)2 << 30, (rlim_t)2 << 30};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) perror("setrlimit");
+#endif
+}
+
 int main(int argc, char **argv) {
+    limit_memory();
     int total = 0;
     for (int i = 1; i < argc; i++) {
         int r = run_path(argv[i]);
