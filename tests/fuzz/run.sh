@@ -20,6 +20,14 @@ if [ ${#targets[@]} -eq 0 ]; then
   done
 fi
 
+# The targets write each input to files: in memory (/dev/shm) that is 20x faster than
+# on disk. One folder for the run, removed at the end (a crash skips a target's cleanup).
+shm=/dev/shm
+[ -d "$shm" ] && [ -w "$shm" ] || shm="${TMPDIR:-/tmp}"
+TMPDIR="$(mktemp -d "$shm/graft-fuzz.XXXXXX")" || exit 2
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+
 failed=()
 summary=""
 for t in "${targets[@]}"; do
