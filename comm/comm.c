@@ -4,6 +4,8 @@
 #include <math.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -259,6 +261,17 @@ static void format_value_pair(char *buf, size_t size, uint64_t mine, uint64_t re
         snprintf(buf, size, "digest %016" PRIx64 " vs %016" PRIx64 " on rank 0", mine, reference);
 }
 
+/* printf onto the end of line (size bytes, *used taken); stops quietly when full. */
+__attribute__((format(printf, 4, 5))) static void append(char *line, size_t size, size_t *used,
+                                                         const char *fmt, ...) {
+    if (*used >= size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + *used, size - *used, fmt, ap);
+    va_end(ap);
+    *used += n > 0 ? (size_t)n : 0;
+}
+
 graft_status graft_comm_check_agreement(graft_comm *c, const char *const *what,
                                         const uint64_t *values, int n) {
     if (n < 0 || (n > 0 && (!what || !values))) {
@@ -296,21 +309,38 @@ graft_status graft_comm_check_agreement(graft_comm *c, const char *const *what,
         free(all);
         return st;
     }
-    int differences = 0;
+    /* One line, on rank 0, naming every rank that differs and in what (the other ranks
+     * keep it as their last error): "rank 1 differs from rank 0 in training data (digest
+     * .. vs .. on rank 0); rank 3 differs from rank 0 in ...". */
+    enum { RANKS_NAMED = 8 };
+    char line[2048] = "";
+    size_t used = 0;
+    int ranks_differing = 0;
     for (int q = 1; q < R; q++) {
+        int items = 0;
         for (int i = 0; i < n; i++) {
             uint64_t theirs = all[(size_t)q * (size_t)n + (size_t)i], reference = all[i];
             if (theirs == reference) continue;
-            differences++;
-            if (me == 0 || me == q) {
-                char pair[96];
-                format_value_pair(pair, sizeof pair, theirs, reference);
-                GRAFT_ERROR("rank %d differs from rank 0 in %s (%s)", q, what[i], pair);
-            }
+            if (items++ == 0) ranks_differing++;
+            if (ranks_differing > RANKS_NAMED) continue;
+            char pair[96];
+            format_value_pair(pair, sizeof pair, theirs, reference);
+            if (items == 1)
+                append(line, sizeof line, &used, "%srank %d differs from rank 0 in ",
+                       ranks_differing > 1 ? "; " : "", q);
+            else
+                append(line, sizeof line, &used, ", ");
+            append(line, sizeof line, &used, "%s (%s)", what[i], pair);
         }
     }
+    if (ranks_differing > RANKS_NAMED)
+        append(line, sizeof line, &used, "; and %d more ranks", ranks_differing - RANKS_NAMED);
     free(all);
-    return differences ? GRAFT_ERR_MISMATCH : GRAFT_OK;
+    if (ranks_differing == 0) return GRAFT_OK;
+    graft_log(me == 0 ? GRAFT_LOG_ERROR : GRAFT_LOG_QUIET, __func__, "%s", line);
+    /* no rank leaves (and takes the job down) before rank 0's line is out */
+    graft_comm_barrier(c);
+    return GRAFT_ERR_MISMATCH;
 }
 
 /* ---- local backend: one process ---------------------------------------------------- */

@@ -83,11 +83,14 @@ const char *graft_comm_watchdog_last_message(const graft_comm *c);
 /* ---- start-up handshake --------------------------------------------------------------------
  * Allgathers n values (digests or counts; what[i] names value i) from every rank. When
  * every rank holds rank 0's values: GRAFT_OK. Otherwise every rank returns
- * GRAFT_ERR_MISMATCH, rank 0 logs one line per difference and each differing rank logs
- * its own, e.g.
+ * GRAFT_ERR_MISMATCH and rank 0 logs one line naming each rank that differs and in
+ * what (the other ranks keep the line as their last error, unprinted), e.g.
  *   rank 2 differs from rank 0 in parameter shapes (digest 1a2b... vs 3c4d... on rank 0)
+ *   rank 1 differs from rank 0 in training set size (900 vs 1000 on rank 0), training
+ *     data (digest ...); rank 3 differs from rank 0 in training data (digest ...)
  * so the job stops with a reason instead of hanging later in a collective. A different n
- * on some rank is reported the same way. A collective: every rank must call it. */
+ * on some rank is reported by rank 0 and that rank, one line each. A collective: every
+ * rank must call it. */
 graft_status graft_comm_check_agreement(graft_comm *c, const char *const *what,
                                         const uint64_t *values, int n);
 

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,22 +16,32 @@ static const cli_option *find_option(const char *name, size_t len, const cli_opt
     return NULL;
 }
 
+/* Decimal text only: strtol/strtod would also take leading blanks, hex, "inf" and "nan". */
+static int is_decimal_text(const char *text, int fraction) {
+    const char *allowed = fraction ? "0123456789+-.eE" : "0123456789+-";
+    return text[0] && strspn(text, allowed) == strlen(text);
+}
+
 static int set_value(const char *command, const cli_option *o, const char *text) {
     char *end = NULL;
     errno = 0;
     if (o->kind == CLI_INT) {
-        long v = strtol(text, &end, 10);
-        if (errno || end == text || *end || v < (long)o->min || v > 1000000000L) {
-            fprintf(stderr, "graft %s: --%s: expected an integer >= %g, got '%s'\n", command,
-                    o->name, o->min, text);
+        long v = is_decimal_text(text, 0) ? strtol(text, &end, 10) : 0;
+        if (!end || errno || end == text || *end || v < (long)o->min || v > CLI_INT_MAX) {
+            fprintf(stderr, "graft %s: --%s: expected an integer in [%g, %ld], got '%s'\n",
+                    command, o->name, o->min, CLI_INT_MAX, text);
             return GRAFT_EXIT_BAD_INPUT;
         }
         *(int *)o->value = (int)v;
     } else if (o->kind == CLI_FLOAT) {
-        double v = strtod(text, &end);
-        if (errno || end == text || *end || !isfinite(v) || v < o->min) {
-            fprintf(stderr, "graft %s: --%s: expected a number >= %g, got '%s'\n", command,
-                    o->name, o->min, text);
+        double v = is_decimal_text(text, 1) ? strtod(text, &end) : NAN;
+        /* the value is stored as a float: it must neither overflow nor underflow to 0 */
+        if (!end || errno || end == text || *end || !isfinite(v) || v < o->min ||
+            fabs(v) > FLT_MAX || (v != 0 && fabs(v) < FLT_TRUE_MIN)) {
+            fprintf(stderr,
+                    "graft %s: --%s: expected a number >= %g that a 32-bit float holds (0 or "
+                    "of magnitude in [%g, %g]), got '%s'\n",
+                    command, o->name, o->min, (double)FLT_TRUE_MIN, (double)FLT_MAX, text);
             return GRAFT_EXIT_BAD_INPUT;
         }
         *(float *)o->value = (float)v;

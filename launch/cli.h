@@ -17,6 +17,10 @@ enum {
 
 typedef enum { CLI_INT, CLI_FLOAT, CLI_STRING, CLI_FLAG } cli_kind;
 
+/* Largest value of a CLI_INT option: counts and sizes of the commands stay far from
+ * int overflow in the products they are used in. */
+#define CLI_INT_MAX 1000000000L
+
 /* One accepted option; `value` points at an int, float, const char* or int (flag). */
 typedef struct cli_option {
     const char *name; /* without the leading "--" */

@@ -74,9 +74,24 @@ static void top_module_glob(const graft_params *p, char *glob, size_t size) {
     snprintf(glob, size, "%.*s.*", dot ? (int)(dot - name) : (int)strlen(name), name);
 }
 
+/* One decimal dimension in [1, IMAGE_DIM_MAX] ending at `stop` ('x' or the end). */
+#define IMAGE_DIM_MAX 65536
+static const char *parse_dim(const char *p, char stop, int *out) {
+    long v = 0;
+    const char *start = p;
+    while (*p >= '0' && *p <= '9' && v <= IMAGE_DIM_MAX)
+        v = v * 10 + (*p++ - '0');
+    if (p == start || *p != stop || v < 1 || v > IMAGE_DIM_MAX) return NULL;
+    *out = (int)v;
+    return stop ? p + 1 : p;
+}
+
+/* "CxHxW", each in [1, 65536] (what a dataset may hold), nothing after. */
 static int parse_image(const char *text, graft_model_input *in) {
-    return sscanf(text, "%dx%dx%d", &in->channels, &in->height, &in->width) == 3 &&
-           in->channels > 0 && in->height > 0 && in->width > 0;
+    const char *p = parse_dim(text, 'x', &in->channels);
+    if (p) p = parse_dim(p, 'x', &in->height);
+    if (p) p = parse_dim(p, '\0', &in->width);
+    return p != NULL;
 }
 
 int cmd_bench_model(int argc, char **argv) {
@@ -121,7 +136,9 @@ int cmd_bench_model(int argc, char **argv) {
     const graft_model_desc *desc = graft_model_find(argv[3]);
     int tokens = desc && desc->input == GRAFT_INPUT_TOKENS;
     if (!bad && !tokens && !parse_image(image, &in)) {
-        fprintf(stderr, "graft bench model: --image: expected CxHxW, got '%s'\n", image);
+        fprintf(stderr,
+                "graft bench model: --image: expected CxHxW with each in [1, %d], got '%s'\n",
+                IMAGE_DIM_MAX, image);
         bad = 1;
     }
     if (bad) {

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "runtime/ckpt/ckpt.h"
+#include "runtime/core/escape.h"
 #include "runtime/io/safetensors.h"
 
 #define SUB_NAMES "ls, verify or export"
@@ -48,7 +49,10 @@ static int ckpt_verify(int argc, char **argv) {
     graft_status st;
     if (graft_ckpt_is_checkpoint(path)) {
         st = graft_ckpt_verify(path);
-        if (st == GRAFT_OK) printf("%s: ok\n", path);
+        if (st == GRAFT_OK) {
+            graft_fputs_escaped(path, stdout);
+            printf(": ok\n");
+        }
     } else {
         st = graft_ckpt_verify_root(path, stdout);
     }
@@ -86,7 +90,10 @@ static int ckpt_export(int argc, char **argv) {
     graft_st_file f;
     st = graft_st_open(&f, out);
     if (st != GRAFT_OK) return cli_exit_status(st);
-    printf("wrote %s: %zu tensors, %zu bytes, from %s\n", out, f.n_tensors, f.map_bytes, chosen);
+    char out_text[1024], chosen_text[1024];
+    printf("wrote %s: %zu tensors, %zu bytes, from %s\n",
+           graft_escape(out_text, sizeof out_text, out), f.n_tensors, f.map_bytes,
+           graft_escape(chosen_text, sizeof chosen_text, chosen));
     graft_st_close(&f);
     return GRAFT_EXIT_OK;
 }

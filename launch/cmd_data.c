@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "runtime/core/clock.h"
+#include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/idx.h"
@@ -60,6 +61,9 @@ static int report_written(const char *dir) {
     graft_dataset d;
     graft_status st = graft_dataset_open(&d, dir, 1);
     if (st != GRAFT_OK) return cli_exit_status(st);
+    char dir_text[1024], tokenizer[256];
+    dir = graft_escape(dir_text, sizeof dir_text, dir);
+    graft_escape(tokenizer, sizeof tokenizer, d.tokenizer ? d.tokenizer : "");
     if (d.kind == GRAFT_DATA_IMAGES)
         printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s "
                "(mean %.4f, std %.4f)\n",
@@ -68,11 +72,11 @@ static int report_written(const char *dir) {
     else if (d.kind == GRAFT_DATA_SEQUENCES)
         printf("wrote %zu sequences of %d tokens (%s, vocab %d, pad %d) of %d classes in %d "
                "shard(s), %llu bytes, to %s\n",
-               d.num_samples, d.seq_len, d.tokenizer, d.vocab_size, d.pad_id, d.num_classes,
+               d.num_samples, d.seq_len, tokenizer, d.vocab_size, d.pad_id, d.num_classes,
                d.n_shards, (unsigned long long)d.total_bytes, dir);
     else
         printf("wrote %zu tokens (%s, vocab %d) in %d shard(s), %llu bytes, to %s\n", d.num_tokens,
-               d.tokenizer, d.vocab_size, d.n_shards, (unsigned long long)d.total_bytes, dir);
+               tokenizer, d.vocab_size, d.n_shards, (unsigned long long)d.total_bytes, dir);
     graft_dataset_close(&d);
     return GRAFT_EXIT_OK;
 }
@@ -148,6 +152,11 @@ static int data_fmnist(int argc, char **argv) {
                         lab.data[i], i);
             st = GRAFT_ERR_FORMAT;
         }
+    }
+    if (st == GRAFT_OK && (img.dims[1] > 65536 || img.dims[2] > 65536)) { /* before the casts */
+        GRAFT_ERROR("%s: images of %ux%u pixels, more than a dataset may hold (65536x65536)",
+                    img_path, img.dims[1], img.dims[2]);
+        st = GRAFT_ERR_FORMAT;
     }
     if (st == GRAFT_OK)
         st = graft_dataset_writer_new_images(&w, out, 1, (int)img.dims[1], (int)img.dims[2], k,
@@ -413,8 +422,15 @@ static int data_inspect(int argc, char **argv) {
     graft_dataset d;
     graft_status st = graft_dataset_open(&d, dir, 0);
     if (st != GRAFT_OK) return cli_exit_status(st);
-    printf("%s: graft dataset, %s\n", dir, graft_dataset_kind_name(d.kind));
-    if (d.description) printf("  description: %s\n", d.description);
+    /* everything but the numbers comes from the dataset's files: escaped */
+    char text[1024];
+    printf("%s: graft dataset, %s\n", graft_escape(text, sizeof text, dir),
+           graft_dataset_kind_name(d.kind));
+    if (d.description) {
+        fputs("  description: ", stdout);
+        graft_fputs_escaped(d.description, stdout);
+        putchar('\n');
+    }
     if (d.kind == GRAFT_DATA_IMAGES) {
         printf("  samples:     %zu\n", d.num_samples);
         printf("  shape:       [%d, %d, %d] U8 (C, H, W), labels I64\n", d.channels, d.height,
@@ -430,22 +446,26 @@ static int data_inspect(int argc, char **argv) {
         printf("  samples:     %zu\n", d.num_samples);
         printf("  shape:       [%d] %s token ids, padded with %d, labels I64\n", d.seq_len,
                graft_dtype_name(d.token_dtype), d.pad_id);
-        printf("  tokenizer:   %s (vocab %d)\n", d.tokenizer, d.vocab_size);
+        printf("  tokenizer:   %s (vocab %d)\n", graft_escape(text, sizeof text, d.tokenizer),
+               d.vocab_size);
     } else {
         printf("  tokens:      %zu\n", d.num_tokens);
-        printf("  tokenizer:   %s (vocab %d), stored as %s\n", d.tokenizer, d.vocab_size,
+        printf("  tokenizer:   %s (vocab %d), stored as %s\n",
+               graft_escape(text, sizeof text, d.tokenizer), d.vocab_size,
                graft_dtype_name(d.token_dtype));
     }
     if (d.kind != GRAFT_DATA_TOKENS) {
         printf("  classes:     %d\n", d.num_classes);
         for (int c = 0; c < d.num_classes; c++)
-            printf("    %3d %-20s %zu\n", c, d.class_names ? d.class_names[c] : "",
+            printf("    %3d %-20s %zu\n", c,
+                   graft_escape(text, sizeof text, d.class_names ? d.class_names[c] : ""),
                    d.class_counts[c]);
     }
     printf("  shards:      %d, %llu bytes in total\n", d.n_shards,
            (unsigned long long)d.total_bytes);
     for (int i = 0; i < d.n_shards; i++)
-        printf("    %-28s %10zu %s %12llu bytes  xxh64 %s\n", d.shard_files[i],
+        printf("    %-28s %10zu %s %12llu bytes  xxh64 %s\n",
+               graft_escape(text, sizeof text, d.shard_files[i]),
                d.shard_first[i + 1] - d.shard_first[i],
                d.kind == GRAFT_DATA_TOKENS ? "tokens " : "samples",
                (unsigned long long)d.shard_bytes[i], d.shard_xxh64[i][0] ? d.shard_xxh64[i] : "-");
@@ -520,6 +540,13 @@ static int data_bench(int argc, char **argv) {
         graft_loader *l;
         st = graft_loader_new(&l, &d, &cfg, 0);
         if (st != GRAFT_OK) break;
+        if ((size_t)batch > graft_loader_epoch_samples(l)) {
+            GRAFT_ERROR("%s: --batch %d is more than the %zu samples of the dataset", dir, batch,
+                        graft_loader_epoch_samples(l));
+            graft_loader_free(l);
+            st = GRAFT_ERR_INVALID_ARG;
+            break;
+        }
         graft_batch *b;
         graft_loader_next(l, &b, NULL); /* warm-up: page in, start the thread */
         double waited = 0, start = graft_now_s();

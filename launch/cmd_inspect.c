@@ -1,8 +1,10 @@
 /* graft inspect FILE.safetensors: list a weights file's metadata and tensors. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
@@ -19,15 +21,31 @@ int cmd_inspect(int argc, char **argv) {
     graft_st_file f;
     graft_status st = graft_st_open(&f, argv[2]);
     if (st != GRAFT_OK) return cli_exit_status(st);
-    printf("%s: %zu tensors, %zu data bytes\n", argv[2], f.n_tensors, f.data_bytes);
-    for (size_t i = 0; i < f.n_meta; i++)
-        printf("  metadata %s = %s\n", f.meta_keys[i], f.meta_values[i]);
+    /* names, keys and values come from the file: escaped */
+    graft_fputs_escaped(argv[2], stdout);
+    printf(": %zu tensors, %zu data bytes\n", f.n_tensors, f.data_bytes);
+    for (size_t i = 0; i < f.n_meta; i++) {
+        fputs("  metadata ", stdout);
+        graft_fputs_escaped(f.meta_keys[i], stdout);
+        fputs(" = ", stdout);
+        graft_fputs_escaped(f.meta_values[i], stdout);
+        putchar('\n');
+    }
     size_t numel = 0;
     for (size_t i = 0; i < f.n_tensors; i++) {
         const graft_st_tensor *t = &f.tensors[i];
         char shape[160];
-        printf("  %-48s %-5s %-24s %zu bytes\n", t->name, graft_dtype_name(t->dtype),
+        size_t size = GRAFT_ESCAPED_SIZE(strlen(t->name));
+        char *name = malloc(size);
+        if (!name) {
+            fprintf(stderr, "graft inspect: out of memory\n");
+            graft_st_close(&f);
+            return GRAFT_EXIT_FAILURE;
+        }
+        printf("  %-48s %-5s %-24s %zu bytes\n", graft_escape(name, size, t->name),
+               graft_dtype_name(t->dtype),
                graft_format_shape(shape, sizeof shape, t->ndim, t->shape), t->nbytes);
+        free(name);
         numel += t->numel;
     }
     printf("  total elements: %zu\n", numel);

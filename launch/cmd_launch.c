@@ -12,6 +12,9 @@
 
 #include "cli.h"
 #include "runtime/config/config.h"
+#include "runtime/core/escape.h"
+#include "runtime/io/fs.h"
+#include "runtime/train/train.h"
 
 /* A growable argv. */
 typedef struct {
@@ -53,23 +56,56 @@ static void print_quoted(FILE *out, const char *s) {
     fputc('\'', out);
 }
 
+/* Limits on launch.hosts entries ("name:slots"): a DNS name is at most 253 characters,
+ * and slot counts stay far from overflowing their sum. */
+#define HOST_NAME_MAX_LEN 253
+#define HOST_SLOTS_MAX 1000000
+
+/* The slots of a "name[:slots]" entry (1 without a colon); -1 when they are not a
+ * number in [1, HOST_SLOTS_MAX]. */
+static long host_slots(const char *entry) {
+    const char *colon = strrchr(entry, ':');
+    if (!colon) return 1;
+    const char *digits = colon + 1;
+    if (!*digits || strspn(digits, "0123456789") != strlen(digits)) return -1;
+    errno = 0;
+    long n = strtol(digits, NULL, 10);
+    return errno || n < 1 || n > HOST_SLOTS_MAX ? -1 : n;
+}
+
 /* Ranks that will share this node: all of them without a host list, else the most
- * slots any one host offers (hosts are "name:slots"). */
+ * slots any one host offers (entries are checked by check_launch first). */
 static int ranks_per_node(const graft_config *cfg) {
     if (cfg->launch.hosts.count == 0) return cfg->launch.np;
-    int most = 1;
+    long most = 1;
     for (int i = 0; i < cfg->launch.hosts.count; i++) {
-        const char *colon = strrchr(cfg->launch.hosts.items[i], ':');
-        int slots = colon ? atoi(colon + 1) : 1;
+        long slots = host_slots(cfg->launch.hosts.items[i]);
         if (slots > most) most = slots;
     }
-    return most < cfg->launch.np ? most : cfg->launch.np;
+    return most < cfg->launch.np ? (int)most : cfg->launch.np;
+}
+
+/* launch.hosts joined with commas for -H, sized to fit them all; NULL when out of memory. */
+static char *join_hosts(const graft_strlist *hosts) {
+    size_t len = 1;
+    for (int i = 0; i < hosts->count; i++)
+        len += strlen(hosts->items[i]) + 1;
+    char *joined = malloc(len), *at = joined;
+    if (!joined) return NULL;
+    for (int i = 0; i < hosts->count; i++) {
+        if (i) *at++ = ',';
+        size_t n = strlen(hosts->items[i]);
+        memcpy(at, hosts->items[i], n);
+        at += n;
+    }
+    *at = '\0';
+    return joined;
 }
 
 /* The whole mpirun command line. Returns 0, or -1 when out of memory. */
 static int build_command(argv_builder *a, const graft_config *cfg, const char *graft_path,
                          int argc, char **argv) {
-    char buf[4096];
+    char buf[64];
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int local = ranks_per_node(cfg);
     int threads = cfg->launch.threads_per_rank > 0
@@ -81,12 +117,9 @@ static int build_command(argv_builder *a, const graft_config *cfg, const char *g
     if (cfg->launch.hostfile) {
         rc |= push(a, "--hostfile") | push(a, cfg->launch.hostfile);
     } else if (cfg->launch.hosts.count) {
-        size_t used = 0;
-        buf[0] = '\0';
-        for (int i = 0; i < cfg->launch.hosts.count && used < sizeof buf; i++)
-            used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s", i ? "," : "",
-                                     cfg->launch.hosts.items[i]);
-        rc |= push(a, "-H") | push(a, buf);
+        char *hosts = join_hosts(&cfg->launch.hosts);
+        rc |= push(a, "-H") | (hosts ? push(a, hosts) : -1);
+        free(hosts);
     }
     if (geteuid() == 0) {
         fprintf(stderr, "graft launch: warning: running as root: adding --allow-run-as-root\n");
@@ -106,14 +139,19 @@ static int build_command(argv_builder *a, const graft_config *cfg, const char *g
     return rc ? -1 : 0;
 }
 
-/* 1 when an executable `name` is on PATH. */
+/* 1 when an executable `name` is on PATH (each directory joined at its full length). */
 static int on_path(const char *name) {
     const char *path = getenv("PATH");
-    char buf[4096];
+    size_t name_len = strlen(name);
     while (path && *path) {
         size_t len = strcspn(path, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)len, path, name);
-        if (access(buf, X_OK) == 0) return 1;
+        char *candidate = malloc(len + name_len + 2);
+        if (candidate) {
+            snprintf(candidate, len + name_len + 2, "%.*s/%s", (int)len, path, name);
+            int found = access(candidate, X_OK) == 0;
+            free(candidate);
+            if (found) return 1;
+        }
         path += len + (path[len] == ':');
     }
     return 0;
@@ -132,10 +170,14 @@ static int check_launch(const graft_config *cfg) {
         fprintf(stderr, "graft launch: mpirun not found on PATH (install Open MPI: scripts/deps.sh)\n");
         return -1;
     }
-    if (cfg->launch.hostfile && access(cfg->launch.hostfile, R_OK) != 0) {
-        fprintf(stderr, "graft launch: launch.hostfile: %s: cannot open: %s\n", cfg->launch.hostfile,
-                strerror(errno));
-        return -1;
+    /* mpirun reads it: a FIFO or device there would hang it */
+    int fd;
+    if (cfg->launch.hostfile) {
+        if (graft_fs_open_regular(cfg->launch.hostfile, &fd, NULL, GRAFT_LOG_QUIET) != GRAFT_OK) {
+            fprintf(stderr, "graft launch: launch.hostfile: %s\n", graft_log_last_error());
+            return -1;
+        }
+        close(fd);
     }
     long slots = sysconf(_SC_NPROCESSORS_ONLN);
     const char *where = "cores on this machine";
@@ -144,18 +186,29 @@ static int check_launch(const graft_config *cfg) {
         where = "slots in launch.hosts";
         for (int i = 0; i < cfg->launch.hosts.count; i++) {
             const char *entry = cfg->launch.hosts.items[i], *colon = strrchr(entry, ':');
-            char *end = NULL;
-            long n = colon ? strtol(colon + 1, &end, 10) : 1;
-            if (colon && (end == colon + 1 || *end || n < 1)) {
-                fprintf(stderr, "graft launch: launch.hosts: '%s': expected host:slots with slots >= 1\n",
-                        entry);
+            long n = host_slots(entry);
+            char text[1024]; /* the config's text, escaped */
+            if (n < 0) {
+                fprintf(stderr,
+                        "graft launch: launch.hosts[%d]: '%s': expected host:slots with slots in "
+                        "[1, %d]\n",
+                        i, graft_escape(text, sizeof text, entry), HOST_SLOTS_MAX);
                 return -1;
             }
-            char host[256];
-            snprintf(host, sizeof host, "%.*s", (int)(colon ? colon - entry : (long)strlen(entry)), entry);
+            size_t name_len = colon ? (size_t)(colon - entry) : strlen(entry);
+            if (name_len == 0 || name_len > HOST_NAME_MAX_LEN) {
+                fprintf(stderr,
+                        "graft launch: launch.hosts[%d]: host name of %zu characters (expected 1 "
+                        "to %d)\n",
+                        i, name_len, HOST_NAME_MAX_LEN);
+                return -1;
+            }
+            char host[HOST_NAME_MAX_LEN + 1];
+            snprintf(host, sizeof host, "%.*s", (int)name_len, entry);
             struct addrinfo *info = NULL;
             if (getaddrinfo(host, NULL, NULL, &info) != 0) {
-                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n", host);
+                fprintf(stderr, "graft launch: launch.hosts: unknown host '%s'\n",
+                        graft_escape(text, sizeof text, host));
                 return -1;
             }
             freeaddrinfo(info);
@@ -206,6 +259,17 @@ static int run_once(char **cmd) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Whether the job stopped at a non-finite step (graft train left nonfinite.json, see
+ * runtime/train/train.h): a restart would replay the same steps and stop there again.
+ * forget = 1 removes the record of an earlier job instead. */
+static int stopped_nonfinite(const graft_config *cfg, int forget) {
+    char path[4096];
+    if (graft_train_nonfinite_path(cfg, path, sizeof path) != GRAFT_OK) return 0;
+    if (!forget) return access(path, F_OK) == 0;
+    unlink(path);
+    return 0;
+}
+
 int cmd_launch(int argc, char **argv) {
     if (argc < 3 || strcmp(argv[2], "--help") == 0) {
         FILE *out = argc < 3 ? stderr : stdout;
@@ -214,7 +278,8 @@ int cmd_launch(int argc, char **argv) {
             printf("Run `graft train` on launch.np MPI ranks (launch.hosts / launch.hostfile,\n"
                    "launch.threads_per_rank, launch.env, launch.mpirun_args); --dry-run prints\n"
                    "the mpirun command instead. Failed jobs restart up to launch.max_restarts\n"
-                   "times and resume from the latest checkpoint.\n");
+                   "times and resume from the latest checkpoint (not one that stopped at a\n"
+                   "non-finite step: it would stop there again).\n");
         return argc < 3 ? GRAFT_EXIT_BAD_INPUT : GRAFT_EXIT_OK;
     }
     int dry_run = 0;
@@ -248,10 +313,13 @@ int cmd_launch(int argc, char **argv) {
         int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
         for (int attempt = 0;; attempt++) {
+            stopped_nonfinite(&cfg, 1);
             rc = run_once(cmd.v);
-            /* done, bad input (a restart cannot fix it), or preempted with requeue_exit
-             * (the scheduler requeues the job, which then resumes from its checkpoint) */
-            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT || signalled ||
+            /* done, bad input or a non-finite step (a restart cannot fix them), or
+             * preempted with requeue_exit (the scheduler requeues the job, which then
+             * resumes from its checkpoint) */
+            if (rc == GRAFT_EXIT_OK || rc == GRAFT_EXIT_BAD_INPUT ||
+                (rc == GRAFT_EXIT_FAILURE && stopped_nonfinite(&cfg, 0)) || signalled ||
                 (rc == GRAFT_EXIT_PREEMPTED && cfg.launch.requeue_exit) ||
                 attempt >= cfg.launch.max_restarts)
                 break;

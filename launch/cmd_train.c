@@ -83,13 +83,19 @@ static int with_comm(const graft_config *cfg,
                      graft_status (*fn)(const graft_config *, graft_comm *, void *), void *arg) {
     graft_comm comm = {0};
     int mpi_started = 0;
+    graft_log_clear_last_error();
     graft_status st = open_comm(cfg->comm.backend, &comm, &mpi_started);
     if (st == GRAFT_OK) st = fn(cfg, &comm, arg);
+    /* every failure exits with its line: a path that failed without logging gets this one */
+    if (st != GRAFT_OK && st != GRAFT_STOPPED && !graft_log_last_error()[0])
+        GRAFT_ERROR("failed: %s", graft_status_str(st));
     int rc = cli_exit_status(st), size = comm.size;
     graft_comm_free(&comm);
     if (mpi_started) {
-        /* a stop every rank agreed on (exit 75) ends normally; an error may be one rank's */
-        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && size > 1)
+        /* a stop every rank agreed on (exit 75, or a non-finite step: every rank decides
+         * it alike) ends normally; an error may be one rank's */
+        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && st != GRAFT_ERR_NONFINITE &&
+            size > 1)
             MPI_Abort(MPI_COMM_WORLD, rc);
         MPI_Finalize();
     }

@@ -21,7 +21,7 @@ head -c 100000 "$tmp/good.gz" >"$tmp/fm/train-images-idx3-ubyte.gz"
 expect_bad_input "truncated gzip" "train-images-idx3-ubyte.gz: (truncated|read error)" -- conv "$tmp/fm"
 
 gzip -dc "$tmp/good.gz" | head -c 5000 | gzip >"$tmp/fm/train-images-idx3-ubyte.gz"
-expect_bad_input "truncated idx" "train-images-idx3-ubyte.gz: truncated \(header promises 47040000" -- conv "$tmp/fm"
+expect_bad_input "truncated idx" "train-images-idx3-ubyte.gz: header promises 47040000 data bytes, more than a gzip file of [0-9]+ bytes can hold" -- conv "$tmp/fm"
 
 printf 'this is not an idx file at all' >"$tmp/fm/train-images-idx3-ubyte.gz"
 expect_bad_input "not idx" "train-images-idx3-ubyte.gz: not an unsigned-byte idx file" -- conv "$tmp/fm"

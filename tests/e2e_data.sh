@@ -89,7 +89,7 @@ if [ -f "$fortunes/science" ] && [ -f "$fortunes/computers" ] && [ -f "$fortunes
   mkdir -p "$tmp/other" && cp "$fortunes/food" "$tmp/other/food"
   expect_bad_input "classify: no files" "no input FILE given" \
     -- "$GRAFT" data text --out "$tmp/bad" --tokenizer bytes --classify --seq-len 8
-  expect_bad_input "classify: --seq-len 0" "--seq-len: expected an integer >= 1, got '0'" \
+  expect_bad_input "classify: --seq-len 0" "--seq-len: expected an integer in \\[1, 1000000000\\], got '0'" \
     -- "$GRAFT" data text --out "$tmp/bad" --tokenizer bytes --classify --seq-len 0 "$fortunes/food"
   expect_bad_input "classify: no --seq-len" "--classify needs --seq-len T" \
     -- "$GRAFT" data text --out "$tmp/bad" --tokenizer bytes --classify "$fortunes/food"

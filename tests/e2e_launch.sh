@@ -24,7 +24,7 @@ expect_bad_input "too many ranks" "launch.np 64 is more than the $cores cores on
   -- "$GRAFT" launch cfg.yaml launch.np=64 --dry-run
 expect_bad_input "unknown host" "launch.hosts: unknown host 'no-such-host.invalid'" \
   -- "$GRAFT" launch cfg.yaml 'launch.hosts=[no-such-host.invalid:2]' --dry-run
-expect_bad_input "bad slots" "launch.hosts: 'localhost:x': expected host:slots" \
+expect_bad_input "bad slots" "launch.hosts\[0\]: 'localhost:x': expected host:slots" \
   -- "$GRAFT" launch cfg.yaml 'launch.hosts=[localhost:x]' --dry-run
 expect_bad_input "missing hostfile" "launch.hostfile: nohosts.txt: cannot open: No such file" \
   -- "$GRAFT" launch cfg.yaml launch.hostfile=nohosts.txt --dry-run

@@ -976,11 +976,26 @@ static void test_latest_problems(void **state) {
     snprintf(want, sizeof want, "%s is missing; resuming from step-00000002 instead", latest);
     expect_resume_step2(root, want);
 
-    write_all(latest, "../../etc\n", 10);
+    /* what latest holds is never quoted back: a path out, a forged log line, an escape */
+    const char *hostile[] = {"../../etc\n", "step-00000002/../../x\n", "/etc/passwd\n",
+                             "step-1\n[rank 0] ERROR forged: line\n", "\x1b[2J\x1b]0;title\x07\n"};
     snprintf(want, sizeof want,
-             "%s does not name a checkpoint ('../../etc'); resuming from step-00000002 instead",
+             "%s does not hold a checkpoint name (step-NNNNNNNN); resuming from step-00000002 "
+             "instead",
              latest);
-    expect_resume_step2(root, want);
+    for (size_t k = 0; k < sizeof hostile / sizeof hostile[0]; k++) {
+        write_all(latest, hostile[k], strlen(hostile[k]));
+        capture_start();
+        char ckpt[PATH_LEN];
+        assert_int_equal(graft_ckpt_find_resume(root, ckpt, sizeof ckpt), GRAFT_OK);
+        char *log = capture_stop();
+        expect_logged(log, want);
+        assert_int_equal(count_lines(log), 1);
+        assert_null(strstr(log, "etc"));
+        assert_null(strstr(log, "forged"));
+        assert_null(strchr(log, '\x1b'));
+        free(log);
+    }
 
     /* latest names step 1 (older, intact): it wins, nothing logged */
     write_all(latest, "step-00000001\n", 14);
@@ -994,6 +1009,76 @@ static void test_latest_problems(void **state) {
     assert_string_equal(ckpt, path);
     graft_optim_free(&o);
     graft_params_free(&p);
+    remove_dir(root);
+}
+
+/* Links out of the checkpoint root: "latest" as a link to a file elsewhere, "latest"
+ * naming a step directory that is a link to a checkpoint elsewhere, and such a step
+ * directory met while scanning: each refused, saying so, and resume takes the newest
+ * intact checkpoint inside the root. A link that stays inside is followed. */
+static void test_latest_links_out(void **state) {
+    (void)state;
+    char root[PATH_LEN], other[PATH_LEN], path[PATH_LEN], target[PATH_LEN], want[3 * PATH_LEN],
+        latest[PATH_LEN];
+    graft_params p;
+    graft_optim o;
+    three_checkpoints(root, &p, &o);
+    make_root(other);
+    join(latest, root, "latest");
+
+    /* latest -> OTHER/name, a file that holds a good name */
+    join(target, other, "name");
+    write_all(target, "step-00000003\n", 14);
+    unlink(latest);
+    assert_int_equal(symlink(target, latest), 0);
+    snprintf(want, sizeof want,
+             "%s is a link that leads out of %s; resuming from step-00000003 instead", latest,
+             root);
+    char ckpt[PATH_LEN];
+    capture_start();
+    assert_int_equal(graft_ckpt_find_resume(root, ckpt, sizeof ckpt), GRAFT_OK);
+    char *log = capture_stop();
+    expect_logged(log, want);
+    free(log);
+
+    /* a link inside the root is followed */
+    unlink(latest);
+    join(target, root, "latest.copy");
+    write_all(target, "step-00000002\n", 14);
+    assert_int_equal(symlink("latest.copy", latest), 0);
+    capture_start();
+    assert_int_equal(graft_ckpt_find_resume(root, ckpt, sizeof ckpt), GRAFT_OK);
+    log = capture_stop();
+    assert_string_equal(log, "");
+    free(log);
+    join(path, root, "step-00000002");
+    assert_string_equal(ckpt, path);
+
+    /* step-00000003 moved to OTHER and linked back: latest names it, scanning meets it */
+    join(path, root, "step-00000003");
+    join(target, other, "step-00000003");
+    assert_int_equal(rename(path, target), 0);
+    assert_int_equal(symlink(target, path), 0);
+    unlink(latest);
+    write_all(latest, "step-00000003\n", 14);
+    snprintf(want, sizeof want,
+             "%s names step-00000003, a link that leads out of %s; resuming from step-00000002 "
+             "instead",
+             latest, root);
+    capture_start();
+    assert_int_equal(graft_ckpt_find_resume(root, ckpt, sizeof ckpt), GRAFT_OK);
+    log = capture_stop();
+    printf("  log: %s", log);
+    expect_logged(log, want);
+    snprintf(want, sizeof want, "%s is a link that leads out of %s; not a checkpoint of it", path,
+             root);
+    expect_logged(log, want);
+    free(log);
+    join(path, root, "step-00000002");
+    assert_string_equal(ckpt, path);
+    graft_optim_free(&o);
+    graft_params_free(&p);
+    remove_dir(other);
     remove_dir(root);
 }
 
@@ -1282,6 +1367,7 @@ int main(void) {
         cmocka_unit_test(test_corrupt_byte),
         cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_latest_problems),
+        cmocka_unit_test(test_latest_links_out),
         cmocka_unit_test(test_state_json_garbage),
         cmocka_unit_test(test_other_model),
         cmocka_unit_test(test_optimizer_mismatch),

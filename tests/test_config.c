@@ -34,7 +34,8 @@ static int group_setup(void **state) {
 /* Remove the files the tests wrote and the directory. */
 static int group_teardown(void **state) {
     (void)state;
-    const char *names[] = {"cfg.yaml", "printed.yaml", "printed2.yaml", "base.yaml"};
+    const char *names[] = {"cfg.yaml", "printed.yaml", "printed2.yaml", "base.yaml",
+                           "escaped.yaml"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unlink(names[i]);
     if (chdir(start_dir) != 0) return -1;
@@ -175,6 +176,20 @@ static const bad_case bad_cases[] = {
      "cfg.yaml:2:12: model.dropout: must be in [0, 1), found 1.5"},
     {"beta 1.0", "optim:\n  betas: [0.9, 1.0]\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:16: optim.betas[1]: must be in [0, 1), found 1.0"},
+    /* finite as written, but not once narrowed to the float graft computes with */
+    {"lr underflows a float", "optim:\n  lr: 1.0e-50\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:7: optim.lr: 1.0e-50 underflows to 0 as a 32-bit float, which graft computes "
+     "with (non-zero magnitudes from 1.4013e-45)"},
+    {"momentum overflows a float", "optim:\n  momentum: 1.0e39\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:13: optim.momentum: 1.0e39 overflows a 32-bit float, which graft computes with "
+     "(magnitudes up to 3.40282e+38)"},
+    {"dropout rounds to 1", "model:\n  dropout: 0.99999999999\n", NULL, GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:12: model.dropout: must be in [0, 1) as a 32-bit float (graft computes with it "
+     "as one), found 0.99999999999, which rounds to 1"},
+    {"group lr_scale underflows", "optim:\n  groups: [{params: x, lr_scale: 1.0e-46}]\n", NULL,
+     GRAFT_ERR_CONFIG,
+     "cfg.yaml:2:34: optim.groups[0].lr_scale: 1.0e-46 underflows to 0 as a 32-bit float, "
+     "which graft computes with (non-zero magnitudes from 1.4013e-45)"},
     {"three betas", "optim:\n  betas: [0.9, 0.99, 0.999]\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:2:10: optim.betas: expected a list of 2 numbers, found 3 entries"},
     {"too many hidden layers", "model:\n  hidden: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n", NULL,
@@ -739,6 +754,30 @@ static void print_and_reload(const graft_config *a, graft_config *b, const char 
     assert_true(equal);
 }
 
+/* A value with terminal controls (ESC, a C1 CSI, a right-to-left override) prints
+ * escaped, and loads back unchanged; UTF-8 text prints as it is. */
+static void test_print_escapes_controls(void **state) {
+    (void)state;
+    graft_config a, b;
+    assert_int_equal(load_text(&a, full_yaml), GRAFT_OK);
+    assert_int_equal(
+        graft_config_override(&a, "launch.env={E: \"a\\x1b[1m\\u009b2J\\u202eb caf\\u00e9\"}"),
+        GRAFT_OK);
+    assert_string_equal(a.launch.env.items[0], "E=a\x1b[1m\xc2\x9b"
+                                               "2J\xe2\x80\xae"
+                                               "b caf\xc3\xa9");
+    print_and_reload(&a, &b, "escaped.yaml");
+    char *text = read_text("escaped.yaml");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "E: \"a\\x1b[1m\\u009b2J\\u202eb caf\xc3\xa9\""));
+    assert_null(strchr(text, '\x1b'));
+    assert_null(strstr(text, "\xc2\x9b"));
+    assert_null(strstr(text, "\xe2\x80\xae"));
+    free(text);
+    graft_config_free(&b);
+    graft_config_free(&a);
+}
+
 /* load(print(cfg)) == cfg with strings that need quoting and doubles that need 17
  * digits; a second round trip prints the same text. */
 static void test_print_roundtrip(void **state) {
@@ -750,7 +789,7 @@ static void test_print_roundtrip(void **state) {
         "freeze.trainable=['*.bias', 'has space', 'quote\"d', 'colon: x', 'null', '-dash', "
         "'#hash', 'ünïcödé', 'true', '[x]', 'back\\slash', '']",
         "optim.lr=0.30000000000000004",
-        "schedule.min_lr=1.0e-300",
+        "comm.timeout_s=1.0e-300",
         "checkpoint.every_minutes=123456789.123",
         "optim.betas=[0.1, 0.7071067811865476]",
         "launch.env={A: 'x y', B: '', C: 'a=b', D: \"tab\\there\"}",
@@ -776,7 +815,7 @@ static void test_print_roundtrip(void **state) {
     assert_string_equal(a.launch.env.items[3], "D=tab\there");
     print_and_reload(&a, &b, "printed.yaml");
     assert_true(b.optim.lr == 0.30000000000000004);
-    assert_true(b.schedule.min_lr == 1.0e-300);
+    assert_true(b.comm.timeout_s == 1.0e-300);
     assert_string_equal(b.freeze.trainable.items[2], "quote\"d");
     assert_string_equal(b.freeze.trainable.items[7], "ünïcödé");
     assert_string_equal(b.launch.env.items[2], "C=a=b");
@@ -1133,6 +1172,7 @@ int main(void) {
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validate_cross_keys),
         cmocka_unit_test(test_print_roundtrip),
+        cmocka_unit_test(test_print_escapes_controls),
         cmocka_unit_test(test_equal),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_reference_table),

@@ -1,7 +1,10 @@
-/* runtime/core: status strings, arena planning, seeded RNG. */
+/* runtime/core: status strings, arena planning, seeded RNG, escaping of file-derived
+ * text and the logger that applies it. */
 #include "tests/testutil.h"
 
 #include "runtime/core/arena.h"
+#include "runtime/core/escape.h"
+#include "runtime/core/log.h"
 #include "runtime/core/status.h"
 
 static void test_status_strings(void **state) {
@@ -81,11 +84,72 @@ static void test_rng(void **state) {
     assert_true(graft_rng_mix(1, 2) != graft_rng_mix(2, 1));
 }
 
+static void expect_escaped(const char *text, const char *want) {
+    char out[256];
+    assert_string_equal(graft_escape(out, sizeof out, text), want);
+    /* escaping escaped text changes nothing */
+    char again[256];
+    assert_string_equal(graft_escape(again, sizeof again, out), want);
+}
+
+static void test_escape(void **state) {
+    (void)state;
+    expect_escaped("fc1.weight", "fc1.weight");
+    expect_escaped("caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88",
+                   "caf\xc3\xa9 \xe7\x8c\xab \xf0\x9f\x90\x88");
+    expect_escaped("a\nb\rc\td", "a\\nb\\rc\\td");
+    expect_escaped("\x1b[2J\x1b]0;t\x07\x7f", "\\x1b[2J\\x1b]0;t\\x07\\x7f");
+    /* C1 CSI, a right-to-left override, an isolate */
+    expect_escaped("\xc2\x9b"
+                   "31m \xe2\x80\xae"
+                   "abc \xe2\x81\xa6",
+                   "\\u009b31m \\u202eabc \\u2066");
+    /* not UTF-8: a lone continuation, a raw CSI byte, an overlong '/', a surrogate, a cut sequence
+     */
+    expect_escaped("\x80 \x9b \xc0\xaf \xed\xa0\x80 \xe7\x8c",
+                   "\\x80 \\x9b \\xc0\\xaf \\xed\\xa0\\x80 \\xe7\\x8c");
+    /* cut before a whole escape or character, never inside one */
+    char small[5];
+    assert_string_equal(graft_escape(small, sizeof small, "ab\ncd"), "ab\\n");
+    assert_string_equal(graft_escape(small, sizeof small, "abcd\xe7\x8c\xab"), "abcd");
+    assert_string_equal(graft_escape(small, sizeof small, "abc\x1b"), "abc");
+}
+
+/* A message carrying a forged log line and terminal escapes prints as one line with
+ * them escaped, in the log file and in the last error alike. */
+static void test_log_escapes_messages(void **state) {
+    (void)state;
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    graft_log_set_file(f);
+    const char *name = "cat\n[rank 0] ERROR forged: all good\x1b[8m";
+    graft_log(GRAFT_LOG_ERROR, "test", "class '%s' is unknown", name);
+    graft_log(GRAFT_LOG_WARN, "test", "tensor '%s' \xe7\x8c\xab", name);
+    graft_log_set_file(NULL);
+    char text[1024];
+    rewind(f);
+    size_t got = fread(text, 1, sizeof text - 1, f);
+    text[got] = '\0';
+    fclose(f);
+    printf("%s", text);
+    assert_string_equal(
+        text, "[rank 0] ERROR test: class 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
+              "is unknown\n"
+              "[rank 0] WARN test: tensor 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' "
+              "\xe7\x8c\xab\n");
+    assert_string_equal(graft_log_last_error(),
+                        "class 'cat\\n[rank 0] ERROR forged: all good\\x1b[8m' is unknown");
+    graft_log(GRAFT_LOG_QUIET, "test", "quiet \r%s", "x");
+    assert_string_equal(graft_log_last_error(), "quiet \\rx");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),
         cmocka_unit_test(test_arena_plan_commit),
         cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_log_escapes_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

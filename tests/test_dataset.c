@@ -658,11 +658,28 @@ static void test_sequence_writer_errors(void **state) {
     const char *text = capture_end();
     snprintf(want, sizeof want,
              "%s: bad sequence dataset: tokenizer bytes, vocab_size 256, seq_len 8, pad_id 256, "
-             "num_classes 2 (need seq_len >= 1, 0 <= pad_id < vocab_size, num_classes >= 1)",
+             "num_classes 2 (need 1 <= seq_len <= 1048576, 0 <= pad_id < vocab_size, "
+             "1 <= num_classes <= 1048576)",
              dir);
     check_one_error(text, want);
     assert_int_equal(st, GRAFT_ERR_INVALID_ARG);
     assert_null(w);
+    /* what the reader would refuse is refused before anything is written */
+    assert_int_equal(
+        graft_dataset_writer_new_sequences(&w, dir, "bytes", 256, (1 << 20) + 1, 0, 2, NULL, 16),
+        GRAFT_ERR_INVALID_ARG);
+    assert_null(w);
+    const char *names[2] = {"good", "bad\xff"};
+    capture_begin();
+    st = graft_dataset_writer_new_sequences(&w, dir, "bytes", 256, 8, 0, 2, names, 16);
+    text = capture_end();
+    snprintf(want, sizeof want,
+             "%s: the name of class 1 is not valid UTF-8 (index.json cannot hold it)", dir);
+    check_one_error(text, want);
+    assert_int_equal(st, GRAFT_ERR_INVALID_ARG);
+    assert_null(w);
+    struct stat sb;
+    assert_int_not_equal(stat(dir, &sb), 0);
 
     assert_int_equal(graft_dataset_writer_new_sequences(&w, dir, "bytes", 256, 8, 0, 2, NULL, 16),
                      GRAFT_OK);

@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -239,6 +240,61 @@ static void test_read_directory_and_missing(void **state) {
     assert_true(graft_fs_exists(root));
 }
 
+/* The one open of every reader: a regular file opens (size known, reads block as
+ * usual); a FIFO, a device and a directory are refused at once; xxh64 of a device is
+ * refused instead of reading forever. */
+static void test_open_regular(void **state) {
+    (void)state;
+    char path[PATH_LEN], fifo[PATH_LEN];
+    under_root(path, "regular");
+    assert_int_equal(graft_fs_write(path, "12345", 5, GRAFT_LOG_ERROR), GRAFT_OK);
+    int fd = -1;
+    uint64_t bytes = 0;
+    assert_int_equal(graft_fs_open_regular(path, &fd, &bytes, GRAFT_LOG_QUIET), GRAFT_OK);
+    assert_true(fd >= 0);
+    assert_int_equal(bytes, 5);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    assert_int_not_equal(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+    char buf[8];
+    assert_int_equal(read(fd, buf, sizeof buf), 5);
+    close(fd);
+
+    under_root(fifo, "fifo-open");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+    assert_int_equal(graft_fs_open_regular(fifo, &fd, NULL, GRAFT_LOG_QUIET), GRAFT_ERR_IO);
+    expect_last(fifo, ": cannot read: not a regular file");
+    assert_int_equal(graft_fs_open_regular("/dev/zero", &fd, NULL, GRAFT_LOG_QUIET), GRAFT_ERR_IO);
+    expect_last("/dev/zero", ": cannot read: not a regular file");
+    uint64_t h;
+    assert_int_equal(graft_fs_xxh64("/dev/zero", &h, &bytes, GRAFT_LOG_QUIET), GRAFT_ERR_IO);
+    expect_last("/dev/zero", ": cannot read: not a regular file");
+    assert_int_equal(graft_fs_xxh64(fifo, &h, &bytes, GRAFT_LOG_QUIET), GRAFT_ERR_IO);
+    assert_int_equal(graft_fs_open_regular(root, &fd, NULL, GRAFT_LOG_QUIET), GRAFT_ERR_IO);
+    expect_last(root, ": cannot read: Is a directory");
+
+    /* a log file: a FIFO in its place is refused instead of waiting for a reader */
+    assert_null(graft_fs_open_log(fifo, 1, GRAFT_LOG_QUIET));
+    expect_last(fifo, ": cannot create: not a regular file");
+    alarm(0);
+    FILE *f = graft_fs_open_log(path, 1, GRAFT_LOG_QUIET);
+    assert_non_null(f);
+    fputs("6\n", f);
+    fclose(f);
+    char *data;
+    size_t len;
+    assert_int_equal(graft_fs_read(path, 0, &data, &len, GRAFT_LOG_QUIET), GRAFT_OK);
+    assert_string_equal(data, "123456\n");
+    free(data);
+    f = graft_fs_open_log(path, 0, GRAFT_LOG_QUIET);
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(graft_fs_read(path, 0, &data, &len, GRAFT_LOG_QUIET), GRAFT_OK);
+    assert_int_equal(len, 0);
+    free(data);
+}
+
 static void test_xxh64(void **state) {
     (void)state;
     char path[PATH_LEN];
@@ -321,6 +377,7 @@ int main(void) {
         cmocka_unit_test(test_read_regular),
         cmocka_unit_test(test_read_fifo),
         cmocka_unit_test(test_read_directory_and_missing),
+        cmocka_unit_test(test_open_regular),
         cmocka_unit_test(test_xxh64),
         cmocka_unit_test(test_write_atomic),
         cmocka_unit_test(test_odd_names),

@@ -1,8 +1,11 @@
 /* Tests for runtime/io/json: loading a file (valid, invalid with line and column, a
  * FIFO refused without hanging, duplicate keys), the typed members and their one-line
- * errors naming file and key, 16-hex-digit digests, and writing a value as a file. */
+ * errors naming file and key, 16-hex-digit digests, writing a value as a file,
+ * and non-finite numbers written as null. */
 #include "tests/testutil.h"
 
+#include <float.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -195,11 +198,28 @@ static void test_write(void **state) {
     json_decref(o);
 }
 
+/* Non-finite numbers keep their key, as null; finite ones round-trip exactly. */
+static void test_real_or_null(void **state) {
+    (void)state;
+    json_t *o = json_object();
+    json_object_set_new(o, "nan", graft_json_real_or_null(NAN));
+    json_object_set_new(o, "inf", graft_json_real_or_null(INFINITY));
+    json_object_set_new(o, "ninf", graft_json_real_or_null(-INFINITY));
+    json_object_set_new(o, "x", graft_json_real_or_null(0.25));
+    json_object_set_new(o, "max", graft_json_real_or_null(DBL_MAX));
+    char *line = graft_json_dumps_line(o, JSON_COMPACT | JSON_SORT_KEYS, NULL);
+    assert_string_equal(line, "{\"inf\":null,\"max\":1.7976931348623157e308,\"nan\":null,"
+                              "\"ninf\":null,\"x\":0.25}\n");
+    free(line);
+    json_decref(o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_members),
         cmocka_unit_test(test_write),
+        cmocka_unit_test(test_real_or_null),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

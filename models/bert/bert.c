@@ -59,15 +59,21 @@ static graft_status add_head(graft_bert *m, graft_params *p) {
 graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
     memset(m, 0, sizeof *m);
     const graft_bert_config *c = cfg;
-    if (c->n_layer < 1 || c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head != 0 ||
-        c->vocab_size < 1 || c->type_vocab_size < 1 || c->seq_len < 1 ||
-        c->seq_len > c->n_positions || c->num_classes < 0 || c->dropout < 0 || c->dropout >= 1 ||
+    /* as for GPT-2: sizes up to 2^20 keep every derived int (4C, 3C, BT) and shape
+     * product in range */
+    const int big = 1 << 20;
+    if (c->n_layer < 1 || c->n_layer > 1024 || c->n_head < 1 || c->n_embd < 1 ||
+        c->n_embd > big / 4 || c->n_embd % c->n_head != 0 || c->vocab_size < 1 ||
+        c->vocab_size > 16 * big || c->type_vocab_size < 1 || c->type_vocab_size > big ||
+        c->n_positions > big || c->seq_len < 1 || c->seq_len > c->n_positions ||
+        c->num_classes < 0 || c->dropout < 0 || c->dropout >= 1 ||
         (c->num_classes == 0 && (c->mask_token_id < 0 || c->mask_token_id >= c->vocab_size))) {
         GRAFT_ERROR("bad BERT config: %d layers, %d heads, width %d, %d positions, vocabulary %d, "
-                    "%d token types, seq_len %d, %d classes, mask token %d, dropout %g",
+                    "%d token types, seq_len %d, %d classes, mask token %d, dropout %g (layers "
+                    "<= 1024, width <= %d, positions and token types <= %d, vocabulary <= %d)",
                     c->n_layer, c->n_head, c->n_embd, c->n_positions, c->vocab_size,
                     c->type_vocab_size, c->seq_len, c->num_classes, c->mask_token_id,
-                    (double)c->dropout);
+                    (double)c->dropout, big / 4, big, 16 * big);
         return GRAFT_ERR_CONFIG;
     }
     m->cfg = *cfg;

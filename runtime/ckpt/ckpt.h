@@ -54,6 +54,8 @@ typedef struct graft_ckpt_state {
     uint64_t *rng_states;   /* world_size entries (rank order), owned; may be NULL */
     double lr;              /* learning rate of the last step (for the record) */
     uint64_t config_digest; /* graft_config_digest of the run */
+    long nonfinite_in_a_row; /* non-finite steps just before `step` (train.on_nonfinite:
+                                skip); written only when > 0, absent reads as 0 */
     char version[32];       /* graft version that wrote it (filled by load; save always
                                writes this library's GRAFT_VERSION) */
 } graft_ckpt_state;
@@ -84,6 +86,12 @@ graft_status graft_ckpt_save(const graft_ckpt_save_args *a, uint64_t *bytes_writ
  *   "DIR/step-00000300: model.safetensors checksum mismatch; resuming from step-00000200 instead"
  *   "DIR/latest names step-00000300, which does not exist; resuming from step-00000200 instead"
  *   "DIR/latest is missing; resuming from step-00000200 instead"
+ *   "DIR/latest does not hold a checkpoint name (step-NNNNNNNN); resuming from ..."
+ *   "DIR/latest is a link that leads out of DIR; resuming from ..."
+ * "latest" must name a step directory of DIR itself; what it holds is never quoted (it
+ * may be anything), and a step directory that is a link out of DIR is not used. A
+ * "latest" that cannot be used is passed over like a damaged checkpoint: the newest
+ * intact step directory is used instead, saying why.
  * GRAFT_ERR_NOT_FOUND (not logged) when DIR does not exist or holds neither a checkpoint
  * nor "latest" (a fresh run); GRAFT_ERR_FORMAT (logged) when there are checkpoints or a
  * "latest" but nothing intact. */

@@ -45,10 +45,12 @@ char *ckpt_state_json(const graft_ckpt_state *s, const graft_optim *o,
     ok = ok && json_object_set_new(root, "epoch", json_integer((json_int_t)s->epoch)) == 0;
     ok = ok && json_object_set_new(root, "cursor", json_integer((json_int_t)s->cursor)) == 0;
     ok = ok && json_object_set_new(root, "world_size", json_integer(s->world_size)) == 0;
-    ok = ok &&
-         json_object_set_new(root, "lr", isfinite(s->lr) ? json_real(s->lr) : json_null()) == 0;
+    ok = ok && json_object_set_new(root, "lr", graft_json_real_or_null(s->lr)) == 0;
     graft_json_hex64_text(hex, s->config_digest);
     ok = ok && json_object_set_new(root, "config_digest", json_string(hex)) == 0;
+    if (s->nonfinite_in_a_row > 0)
+        ok = ok && json_object_set_new(root, "nonfinite_in_a_row",
+                                       json_integer((json_int_t)s->nonfinite_in_a_row)) == 0;
     ok = ok && json_object_set_new(root, "version", json_string(GRAFT_VERSION)) == 0;
     if (o) {
         json_t *opt = json_object();
@@ -111,6 +113,13 @@ graft_status ckpt_parse_state(const char *ckpt_dir, const char *text, ckpt_info 
     if (!bad) s->lr = json_is_null(lr) ? NAN : json_number_value(lr);
     if (!bad && !graft_json_get_hex64(json_object_get(root, "config_digest"), &s->config_digest))
         bad = "'config_digest' is missing or not 16 hex digits";
+    s->nonfinite_in_a_row = 0;
+    if (!bad && json_object_get(root, "nonfinite_in_a_row")) {
+        if (!graft_json_get_int(root, "nonfinite_in_a_row", 1, LONG_MAX, &v))
+            bad = "'nonfinite_in_a_row' is not an integer >= 1";
+        else
+            s->nonfinite_in_a_row = (long)v;
+    }
     const char *version = bad ? NULL : json_string_value(json_object_get(root, "version"));
     if (!bad && (!version || strlen(version) >= sizeof s->version))
         bad = "'version' is missing or not a short string";

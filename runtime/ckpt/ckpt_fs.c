@@ -56,6 +56,10 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_
         if (graft_fs_path_join(path, sizeof path, root, e->d_name) != GRAFT_OK ||
             !graft_fs_is_dir(path))
             continue;
+        if (ckpt_leads_out(root, e->d_name)) {
+            GRAFT_WARN("%s is a link that leads out of %s; not a checkpoint of it", path, root);
+            continue;
+        }
         if (*n == cap) {
             size_t new_cap = cap ? 2 * cap : 16;
             ckpt_dir_entry *grown = realloc(list, new_cap * sizeof *grown);
@@ -82,23 +86,57 @@ graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_
     return GRAFT_OK;
 }
 
+/* 1 when the resolved path real lies strictly below the resolved directory real_root
+ * (realpath gives neither a trailing slash nor "." or ".." components). */
+static int is_below(const char *real, const char *real_root) {
+    if (strcmp(real_root, "/") == 0) return strcmp(real, "/") != 0;
+    size_t n = strlen(real_root);
+    return strncmp(real, real_root, n) == 0 && real[n] == '/';
+}
+
+int ckpt_leads_out(const char *root, const char *name) {
+    char path[CKPT_PATH_MAX];
+    struct stat st;
+    if (graft_fs_path_join(path, sizeof path, root, name) != GRAFT_OK) return 1;
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) return 0; /* one plain entry of root */
+    char *real_root = realpath(root, NULL), *real = realpath(path, NULL);
+    /* a dangling link leads nowhere inside root either */
+    int out = !real_root || !real || !is_below(real, real_root);
+    free(real_root);
+    free(real);
+    return out;
+}
+
 int ckpt_read_latest(const char *root, char *name, size_t size) {
     char path[CKPT_PATH_MAX];
     if (graft_fs_path_join(path, sizeof path, root, "latest") != GRAFT_OK) return 0;
+    if (!graft_fs_exists(path)) return 0;
+    /* The content is never quoted back: it may hold anything (escape sequences, a
+     * path to somewhere else); only what is wrong with it is said. */
+    if (ckpt_leads_out(root, "latest")) {
+        snprintf(name, size, "%s is a link that leads out of %s", path, root);
+        return -1;
+    }
     char *text = NULL;
     size_t len = 0;
     if (graft_fs_read(path, 256, &text, &len, GRAFT_LOG_QUIET) != GRAFT_OK) {
-        if (!graft_fs_exists(path)) return 0;
-        snprintf(name, size, "(unreadable: %s)", graft_log_last_error());
+        snprintf(name, size, "%s", graft_log_last_error());
         return -1;
     }
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
         text[--len] = '\0';
     long step;
-    int ok = strlen(text) == len && ckpt_parse_step_name(text, &step);
-    snprintf(name, size, "%s", text);
+    int result = -1;
+    if (strlen(text) != len || !ckpt_parse_step_name(text, &step))
+        snprintf(name, size, "%s does not hold a checkpoint name (step-NNNNNNNN)", path);
+    else if (ckpt_leads_out(root, text))
+        snprintf(name, size, "%s names %s, a link that leads out of %s", path, text, root);
+    else {
+        snprintf(name, size, "%s", text);
+        result = 1;
+    }
     free(text);
-    return ok ? 1 : -1;
+    return result;
 }
 
 /* Remove path and everything under it; 0 or the first errno met. */

@@ -14,6 +14,8 @@
 
 #define CKPT_PATH_MAX GRAFT_FS_PATH_MAX
 #define CKPT_NAME_MAX 64
+/* Room for what ckpt_read_latest says: a name, or a line naming root twice. */
+#define CKPT_LATEST_MAX (2 * CKPT_PATH_MAX + 128)
 
 /* The files of a checkpoint directory, in MANIFEST order (sorted by name). */
 #define CKPT_N_FILES 4
@@ -54,9 +56,16 @@ int ckpt_parse_step_name(const char *name, long *step);
  * graft_log_last_error without printing (a caller that reports it in its own words),
  * GRAFT_LOG_DEBUG for best-effort work that goes on without it. */
 graft_status ckpt_scan(const char *root, ckpt_dir_entry **out, size_t *n, graft_log_level level);
-/* What root/latest says: 1 and the name when it holds a canonical checkpoint name,
- * 0 when the file is missing, -1 when it holds something else (copied to name). */
+/* What root/latest says: 1 and the checkpoint name ("step-NNNNNNNN", no slash, no
+ * "..") in name when it holds one that stays inside root; 0 when the file is missing;
+ * -1 when it is unusable, with a line saying why in name ("ROOT/latest: cannot read:
+ * not a regular file", "ROOT/latest does not hold a checkpoint name (step-NNNNNNNN)",
+ * "ROOT/latest is a link that leads out of ROOT", "ROOT/latest names step-N, a link
+ * that leads out of ROOT"). What the file holds is never copied into that line. */
 int ckpt_read_latest(const char *root, char *name, size_t size);
+/* 1 when root/name is a symbolic link whose target (every link followed) is not inside
+ * root, or leads nowhere; 0 for a plain entry or a link that stays inside. */
+int ckpt_leads_out(const char *root, const char *name);
 
 /* Remove path and, for a directory, everything under it (links are not followed).
  * GRAFT_OK when done or when path did not exist; else "PATH: cannot remove WHAT: <errno

@@ -9,12 +9,13 @@
 
 #include "ckpt_internal.h"
 #include "runtime/core/check.h"
+#include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a logged message, or a path and what is wrong with it. */
-#define PROBLEM_MAX (CKPT_PATH_MAX + 2048)
+#define PROBLEM_MAX (CKPT_PATH_MAX + CKPT_LATEST_MAX + 64)
 
 void graft_ckpt_state_free(graft_ckpt_state *s) {
     if (!s) return;
@@ -58,7 +59,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     graft_status st = ckpt_scan(dir, &list, &n, GRAFT_LOG_ERROR);
     if (st == GRAFT_ERR_NOT_FOUND) return st; /* no directory yet: a fresh run */
     if (st != GRAFT_OK) return st;
-    char latest[CKPT_NAME_MAX * 2], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    char latest[CKPT_LATEST_MAX], latest_path[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     graft_fs_path_join(latest_path, sizeof latest_path, dir, "latest");
     if (n == 0 && latest_state == 0) {
@@ -85,8 +86,7 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     } else if (latest_state == 0) {
         snprintf(problems[n_problems++], PROBLEM_MAX, "%s is missing", latest_path);
     } else {
-        snprintf(problems[n_problems++], PROBLEM_MAX, "%s does not name a checkpoint ('%s')",
-                 latest_path, latest);
+        snprintf(problems[n_problems++], PROBLEM_MAX, "%s", latest);
     }
     for (size_t k = n; !chosen && k-- > 0;) {
         if (latest_state == 1 && strcmp(list[k].name, latest) == 0) continue;
@@ -364,15 +364,17 @@ static void list_other_entries(const char *dir, FILE *out, char (*refs)[CKPT_NAM
             lstat(path, &st) != 0)
             continue;
         size_t len = strlen(e->d_name);
+        char name[GRAFT_ESCAPED_SIZE(sizeof e->d_name)]; /* any name can be in the directory */
+        graft_escape(name, sizeof name, e->d_name);
         if (strncmp(e->d_name, "step-", 5) == 0 && len > 4 &&
             strcmp(e->d_name + len - 4, ".tmp") == 0 && S_ISDIR(st.st_mode)) {
             fprintf(out, "%s: %llu bytes, a save that did not finish (the next save removes it)\n",
-                    e->d_name, (unsigned long long)dir_bytes(path));
+                    name, (unsigned long long)dir_bytes(path));
         } else if (strncmp(e->d_name, "frozen-", 7) == 0 && S_ISREG(st.st_mode)) {
             size_t users = 0;
             for (size_t k = 0; k < n; k++)
                 users += strcmp(refs[k], e->d_name) == 0;
-            fprintf(out, "%s: %llu bytes, the frozen parameters of %zu checkpoint%s\n", e->d_name,
+            fprintf(out, "%s: %llu bytes, the frozen parameters of %zu checkpoint%s\n", name,
                     (unsigned long long)st.st_size, users, users == 1 ? "" : "s");
         }
     }
@@ -395,7 +397,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
         GRAFT_ERROR("%s: out of memory", dir);
         return GRAFT_ERR_NOMEM;
     }
-    char latest[CKPT_NAME_MAX * 2];
+    char latest[CKPT_LATEST_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     int latest_listed = 0;
     for (size_t k = 0; k < n; k++) {
@@ -422,7 +424,7 @@ graft_status graft_ckpt_list(const char *dir, FILE *out) {
     else if (latest_state == 0 && n > 0)
         fprintf(out, "latest is missing\n");
     else if (latest_state < 0)
-        fprintf(out, "latest does not name a checkpoint ('%s')\n", latest);
+        fprintf(out, "%s\n", latest);
     free(refs);
     free(list);
     if (n == 0) {
@@ -463,13 +465,13 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
             used += (size_t)snprintf(summary + used, sizeof summary - used, "%s%s (%s)",
                                      damaged > 1 ? ", " : "", list[k].name, ckpt_problem(path));
     }
-    char latest[CKPT_NAME_MAX * 2], path[CKPT_PATH_MAX];
+    char latest[CKPT_LATEST_MAX], path[CKPT_PATH_MAX];
     int latest_state = ckpt_read_latest(dir, latest, sizeof latest);
     const char *latest_problem = NULL;
     if (latest_state == 0)
         latest_problem = "latest is missing";
     else if (latest_state < 0)
-        latest_problem = "latest does not name a checkpoint";
+        latest_problem = latest;
     else if (graft_fs_path_join(path, sizeof path, dir, latest) != GRAFT_OK ||
              !graft_fs_is_dir(path))
         latest_problem = "latest names a checkpoint that does not exist";
@@ -480,7 +482,10 @@ graft_status graft_ckpt_verify_root(const char *dir, FILE *out) {
         return first_bad;
     }
     if (latest_problem) {
-        GRAFT_ERROR("%s: %s", dir, latest_problem);
+        if (latest_state < 0) /* the line names latest's path already */
+            GRAFT_ERROR("%s", latest_problem);
+        else
+            GRAFT_ERROR("%s: %s", dir, latest_problem);
         return GRAFT_ERR_FORMAT;
     }
     return GRAFT_OK;

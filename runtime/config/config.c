@@ -225,11 +225,20 @@ int graft_config_equal(const graft_config *a, const graft_config *b, const char 
 }
 
 /* Keys that may change between a checkpoint and its resume without changing what is
- * trained: bookkeeping, communication and checkpointing itself. */
+ * trained: bookkeeping, communication and checkpointing itself, and what happens at a
+ * non-finite step (a run stopped by one may be resumed with skip). */
 static int resume_may_change(const char *key) {
-    static const char *const prefixes[] = {"experiment",       "checkpoint.",   "comm.",
-                                           "launch.",          "model.init",    "train.log_every",
-                                           "train.eval_every", "data.prefetch", "data.verify"};
+    static const char *const prefixes[] = {"experiment",
+                                           "checkpoint.",
+                                           "comm.",
+                                           "launch.",
+                                           "model.init",
+                                           "train.log_every",
+                                           "train.eval_every",
+                                           "data.prefetch",
+                                           "data.verify",
+                                           "train.on_nonfinite",
+                                           "train.max_nonfinite_steps"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;

@@ -111,6 +111,8 @@ typedef struct graft_config {
         long max_steps;  /* 0 = from epochs */
         long eval_every; /* steps; 0 = only at the end */
         long log_every;  /* steps, default 10 */
+        char *on_nonfinite;       /* stop|skip, default stop */
+        long max_nonfinite_steps; /* skip: most non-finite steps in a row, default 10 */
     } train;
 
     struct {
@@ -186,7 +188,7 @@ const char *graft_config_last_error(void);
 int graft_config_equal(const graft_config *a, const graft_config *b, const char **first_diff);
 /* Keys that differ between a checkpoint's config and the resuming run's, ignoring
  * those that do not change what is trained (checkpoint.*, comm.*, launch.*, logging,
- * prefetch, model.init): how many, with their names ("optim.lr, seed") in out. */
+ * prefetch, model.init, non-finite handling): how many, with their names ("optim.lr, seed") in out. */
 int graft_config_resume_diff(const graft_config *saved, const graft_config *now, char *out,
                              size_t size);
 /* optim.weight_decay, or the optimizer's default when not given (0.01 adamw, 0 sgd). */

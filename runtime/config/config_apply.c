@@ -3,6 +3,7 @@
  * release of owned values. Used by the file loader and by command-line overrides. */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -129,6 +130,34 @@ int cfg_in_range(const key_spec *k, double x) {
     return 1;
 }
 
+graft_status cfg_check_f32(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                           const char *path, double x, const char *found) {
+    if (!(k->flags & KEY_F32)) return GRAFT_OK;
+    /* comparisons before the cast: converting a double beyond float's range is undefined */
+    double m = fabs(x);
+    if (m > FLT_MAX)
+        return cfg_fail(w, at, path,
+                        "%s overflows a 32-bit float, which graft computes with (magnitudes up "
+                        "to %g)",
+                        found, (double)FLT_MAX);
+    if (x != 0 && m < FLT_TRUE_MIN)
+        return cfg_fail(w, at, path,
+                        "%s underflows to 0 as a 32-bit float, which graft computes with "
+                        "(non-zero magnitudes from %g)",
+                        found, (double)FLT_TRUE_MIN);
+    double rounded = (double)(float)x;
+    if (!cfg_in_range(k, rounded)) {
+        char range[96], as_float[40];
+        cfg_range_text(k, range, sizeof range);
+        cfg_number_text(rounded, as_float, sizeof as_float);
+        return cfg_fail(w, at, path,
+                        "must be %s as a 32-bit float (graft computes with it as one), found %s, "
+                        "which rounds to %s",
+                        range, found, as_float);
+    }
+    return GRAFT_OK;
+}
+
 /* "KEY: must be >= 1, found -4". */
 graft_status cfg_fail_range(const cfg_where *w, const cfg_node *at, const key_spec *k,
                             const char *path, const char *found) {
@@ -168,6 +197,7 @@ static graft_status read_number(const cfg_where *w, const key_spec *k, const cha
     if (r == 0) return fail_expected(w, path, v, "a number");
     if (r < 0) return cfg_fail(w, v, path, "number out of range, found %.40s", v->text);
     if (!cfg_in_range(k, x)) return cfg_fail_range(w, v, k, path, v->text);
+    GRAFT_TRY(cfg_check_f32(w, v, k, path, x, v->text));
     *out = x;
     return GRAFT_OK;
 }

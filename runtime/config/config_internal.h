@@ -36,6 +36,8 @@ enum {
     KEY_MAX = 1u << 5, /* value <= max (KEY_MAX_EXCL: < max) */
     KEY_MAX_EXCL = 1u << 6,
     KEY_DIRNAME = 1u << 7, /* [A-Za-z0-9._-]+ and not "." or ".." (names a directory) */
+    KEY_F32 = 1u << 8,     /* numbers graft computes with as 32-bit floats: a value must not
+                              overflow there, nor underflow to 0 from non-zero */
 };
 
 typedef struct key_spec {
@@ -146,6 +148,11 @@ void cfg_free_value(const key_spec *k, void *base);
 void cfg_number_text(double x, char *out, size_t size);
 /* Whether x is within the key's limits (NaN never is). */
 int cfg_in_range(const key_spec *k, double x);
+/* For a KEY_F32 key: x (already within the key's limits, shown as `found`) must survive
+ * narrowing to a 32-bit float -- finite there, non-zero if x is, and still within the
+ * limits once rounded (0.99999999999 is 1 as a float). Reports through cfg_fail. */
+graft_status cfg_check_f32(const cfg_where *w, const cfg_node *at, const key_spec *k,
+                           const char *path, double x, const char *found);
 /* "KEY: must be >= 1, found -4". */
 graft_status cfg_fail_range(const cfg_where *w, const cfg_node *at, const key_spec *k,
                             const char *path, const char *found);

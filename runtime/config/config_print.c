@@ -1,13 +1,13 @@
 /* Table-driven output: the resolved config as YAML (--print-config), the cross-rank
  * digest over the same canonical text, and the README's Markdown key reference. */
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "config_internal.h"
+#include "runtime/core/escape.h"
 
 /* ---- text buffer --------------------------------------------------------------------- */
 
@@ -110,29 +110,6 @@ static int plain_safe(const char *s) {
     return 1;
 }
 
-/* The code point of the UTF-8 sequence at p (*len bytes); strings in a config passed
- * libyaml's UTF-8 check. A malformed lead byte counts as one byte of itself. */
-static uint32_t utf8_at(const unsigned char *p, size_t *len) {
-    size_t n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC0 ? 2 : 1;
-    uint32_t cp = n == 1 ? p[0] : (uint32_t)(p[0] & (0x7F >> n));
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80) { /* cut short: never in a checked string */
-            *len = 1;
-            return p[0];
-        }
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    *len = n;
-    return cp;
-}
-
-/* Code points a YAML reader refuses (C1 controls, U+FFFE, U+FFFF) or reads as a line
- * break or byte-order mark (U+0085, U+2028, U+2029, U+FEFF) when written as they are. */
-static int needs_escape(uint32_t cp) {
-    return (cp >= 0x80 && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || cp == 0xFEFF ||
-           cp == 0xFFFE || cp == 0xFFFF;
-}
-
 /* A string as a YAML scalar: plain when safe, else double-quoted with escapes. */
 static void put_string(cfg_buf *b, const char *s) {
     if (!s) {
@@ -154,16 +131,13 @@ static void put_string(cfg_buf *b, const char *s) {
             cfg_buf_put(b, "\\t", 2);
         } else if (*p < 0x20 || *p == 0x7f) {
             cfg_buf_printf(b, "\\x%02x", *p);
-        } else if (*p >= 0x80) {
-            size_t len;
-            uint32_t cp = utf8_at(p, &len);
-            if (needs_escape(cp))
-                cfg_buf_printf(b, "\\u%04x", (unsigned)cp);
-            else
-                cfg_buf_put(b, (const char *)p, len);
-            p += len - 1;
-        } else {
+        } else if (*p < 0x80) {
             cfg_buf_put(b, (const char *)p, 1);
+        } else { /* UTF-8 as it is; C1 and bidi controls as \u, stray bytes as \x */
+            char piece[8];
+            int len = graft_escape_char((const char *)p, piece);
+            cfg_buf_put(b, piece, strlen(piece));
+            p += len - 1;
         }
     }
     cfg_buf_put(b, "\"", 1);

@@ -2,6 +2,7 @@
  * (values from overrides or code bypass the loader's checks), then rules across keys. */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,6 +14,12 @@
 #include "config_internal.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
+
+/* A directory name (NAME_MAX), and a checkpoint directory that leaves room in a path
+ * (GRAFT_FS_PATH_MAX) for "/step-NNNNNNNN/<file>.tmp". */
+#define EXPERIMENT_MAX_LEN 255
+#define CKPT_DIR_MAX_LEN (GRAFT_FS_PATH_MAX - 256)
 
 static graft_status check_stored(const cfg_where *w, const key_spec *k, const char *path,
                                  const void *base);
@@ -23,6 +30,14 @@ static graft_status fail_stored_range(const cfg_where *w, const key_spec *k, con
     char found[40];
     cfg_number_text(x, found, sizeof found);
     return cfg_fail_range(w, NULL, k, path, found);
+}
+
+/* A stored number of a KEY_F32 key that a 32-bit float cannot hold. */
+static graft_status check_stored_f32(const cfg_where *w, const key_spec *k, const char *path,
+                                     double x) {
+    char found[40];
+    cfg_number_text(x, found, sizeof found);
+    return cfg_check_f32(w, NULL, k, path, x, found);
 }
 
 /* A stored string: set unless nullable, non-empty, a known enum name, a valid dir name. */
@@ -79,7 +94,8 @@ static graft_status check_stored(const cfg_where *w, const key_spec *k, const ch
         double x = *(const double *)field;
         if ((k->flags & KEY_NULLABLE) && x < 0) return GRAFT_OK; /* not given */
         if (!isfinite(x)) return cfg_fail(w, NULL, path, "must be a finite number");
-        return cfg_in_range(k, x) ? GRAFT_OK : fail_stored_range(w, k, path, x);
+        if (!cfg_in_range(k, x)) return fail_stored_range(w, k, path, x);
+        return check_stored_f32(w, k, path, x);
     }
     case KEY_BOOL: {
         int x = *(const int *)field;
@@ -111,11 +127,10 @@ static graft_status check_stored(const cfg_where *w, const key_spec *k, const ch
         double x[2] = {*(const double *)field,
                        *(const double *)((const char *)base + k->aux_offset)};
         for (int i = 0; i < 2; i++) {
-            if (!cfg_in_range(k, x[i])) {
-                char item_path[CFG_MAX_PATH + 32];
-                snprintf(item_path, sizeof item_path, "%s[%d]", path, i);
-                return fail_stored_range(w, k, item_path, x[i]);
-            }
+            char item_path[CFG_MAX_PATH + 32];
+            snprintf(item_path, sizeof item_path, "%s[%d]", path, i);
+            if (!cfg_in_range(k, x[i])) return fail_stored_range(w, k, item_path, x[i]);
+            GRAFT_TRY(check_stored_f32(w, k, item_path, x[i]));
         }
         return GRAFT_OK;
     }
@@ -164,6 +179,57 @@ static int is_given(const key_spec *k, const void *base) {
     }
 }
 
+/* Whether a product of settings survives narrowing to a 32-bit float (finite, and
+ * non-zero when it is). */
+static int product_fits_f32(double x) {
+    double m = fabs(x);
+    return x == 0 || (m >= FLT_TRUE_MIN && m <= FLT_MAX);
+}
+
+/* The optimizer forms these in double and hands them to the float kernels: each group's
+ * peak learning rate optim.lr * lr_scale and, for adamw, 1 - lr * weight_decay. */
+static graft_status check_optim_products(const cfg_where *w, const graft_config *cfg) {
+    int adamw = strcmp(cfg->optim.name, "adamw") == 0;
+    double wd_default = graft_config_weight_decay(cfg);
+    for (int g = -1; g < cfg->optim.n_groups; g++) {
+        const graft_cfg_group *cg = g >= 0 ? &cfg->optim.groups[g] : NULL;
+        double scale = cg ? cg->lr_scale : 1.0;
+        double wd = cg && cg->weight_decay >= 0 ? cg->weight_decay : wd_default;
+        double lr = cfg->optim.lr * scale, decay = 1.0 - lr * wd;
+        char path[64], a[40];
+        if (cg)
+            snprintf(path, sizeof path, "optim.groups[%d].lr_scale", g);
+        else
+            snprintf(path, sizeof path, "optim.lr");
+        if (!product_fits_f32(lr)) {
+            cfg_number_text(lr, a, sizeof a);
+            return cfg_fail(w, NULL, path,
+                            "the learning rate optim.lr * lr_scale = %s is not representable "
+                            "as a non-zero 32-bit float, which graft computes with",
+                            a);
+        }
+        if (adamw && !product_fits_f32(decay)) {
+            cfg_number_text(decay, a, sizeof a);
+            return cfg_fail(w, NULL, cg ? path : "optim.weight_decay",
+                            "1 - learning rate * weight_decay = %s overflows a 32-bit float, "
+                            "which graft computes with",
+                            a);
+        }
+    }
+    return GRAFT_OK;
+}
+
+/* A bucket size in MB becomes a byte count: it must hold one 4-byte gradient (the
+ * table's limit keeps it within a size_t). */
+static graft_status check_bucket_mb(const cfg_where *w, const char *key, double mb) {
+    char found[40];
+    cfg_number_text(mb, found, sizeof found);
+    if (mb * 1048576.0 < (double)sizeof(float))
+        return cfg_fail(w, NULL, key, "must hold at least one 4-byte gradient (>= %g MB), found %s",
+                        (double)sizeof(float) / 1048576.0, found);
+    return GRAFT_OK;
+}
+
 /* Required keys first, then every key against the table, then rules across keys. */
 graft_status graft_config_validate(const graft_config *cfg) {
     graft_log_clear_last_error();
@@ -205,6 +271,22 @@ graft_status graft_config_validate(const graft_config *cfg) {
         return cfg_fail(&w, NULL, "optim.nesterov", "only applies to optim.name: sgd");
     if (cfg->optim.nesterov && !(cfg->optim.momentum > 0))
         return cfg_fail(&w, NULL, "optim.nesterov", "needs optim.momentum > 0");
+    /* paths built from these must fit the run's path buffers (runtime/io/fs.h) */
+    if (strlen(cfg->experiment) > EXPERIMENT_MAX_LEN)
+        return cfg_fail(&w, NULL, "experiment",
+                        "must be at most %d characters (it names a directory), found %zu",
+                        EXPERIMENT_MAX_LEN, strlen(cfg->experiment));
+    const char *ckpt_paths[2] = {cfg->checkpoint.dir, cfg->checkpoint.resume};
+    const char *ckpt_keys[2] = {"checkpoint.dir", "checkpoint.resume"};
+    for (int i = 0; i < 2; i++)
+        if (ckpt_paths[i] && strlen(ckpt_paths[i]) > CKPT_DIR_MAX_LEN)
+            return cfg_fail(&w, NULL, ckpt_keys[i],
+                            "must be at most %d characters (the files inside need the rest of "
+                            "the %d a path may have), found %zu",
+                            CKPT_DIR_MAX_LEN, GRAFT_FS_PATH_MAX, strlen(ckpt_paths[i]));
+    GRAFT_TRY(check_optim_products(&w, cfg));
+    GRAFT_TRY(check_bucket_mb(&w, "comm.bucket_mb", cfg->comm.bucket_mb));
+    GRAFT_TRY(check_bucket_mb(&w, "comm.first_bucket_mb", cfg->comm.first_bucket_mb));
     if (cfg->launch.hosts.count > 0 && cfg->launch.hostfile)
         return cfg_fail(&w, NULL, "launch", "give launch.hosts or launch.hostfile, not both");
     return GRAFT_OK;

@@ -21,7 +21,9 @@ typedef struct graft_arena {
 } graft_arena;
 
 void graft_arena_init_plan(graft_arena *a);
-/* Allocate the planned size and rewind; GRAFT_ERR_NOMEM on failure. */
+/* Allocate the planned size and rewind; GRAFT_ERR_NOMEM on failure. A plan larger than
+ * the machine's physical memory, or whose sizes overflowed while planning, is refused
+ * with GRAFT_ERR_CONFIG: the sizes asked for cannot run here. */
 graft_status graft_arena_commit(graft_arena *a);
 /* Bytes rounded to 64. Returns NULL while planning, and NULL (with an error logged)
  * if a committed arena runs out, which means allocation code differs between passes. */

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
+
 /* The comm, loader and watchdog threads log while the main thread may change the
  * settings: the numbers are atomics, and the file is swapped and written under one
  * mutex, so a line never goes to a file that is being closed. */
@@ -55,33 +57,25 @@ void graft_log_set_file(FILE *f) {
 
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     pthread_once(&env_once, read_env);
-    if (level >= GRAFT_LOG_ERROR) {
-        /* errors are always kept; QUIET ones only kept */
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(last_error, sizeof last_error, fmt, ap);
-        va_end(ap);
-        if (level == GRAFT_LOG_QUIET) return;
-    }
-    if ((int)level < atomic_load(&log_level)) return;
     const int rank = atomic_load(&log_rank);
-    if (level < GRAFT_LOG_WARN && rank != 0 && !atomic_load(&log_all_ranks)) return;
+    int printed = level != GRAFT_LOG_QUIET && (int)level >= atomic_load(&log_level) &&
+                  (level >= GRAFT_LOG_WARN || rank == 0 || atomic_load(&log_all_ranks));
+    if (level < GRAFT_LOG_ERROR && !printed) return;
+    /* Messages carry names and paths read from files: escaped (escape.h), so that each
+     * is one line that cannot forge another or drive the terminal. */
+    char message[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    char escaped[2048];
+    graft_escape(escaped, sizeof escaped, message);
+    /* errors are always kept; QUIET ones only kept */
+    if (level >= GRAFT_LOG_ERROR) memcpy(last_error, escaped, sizeof last_error);
+    if (!printed) return;
     /* Build the whole line first so lines from several ranks do not interleave. */
-    char line[2048];
-    int n = snprintf(line, sizeof line, "[rank %d] %s %s: ", rank, level_names[level], func);
-    if (level == GRAFT_LOG_ERROR) {
-        if (n > 0 && (size_t)n < sizeof line) {
-            size_t room = sizeof line - (size_t)n - 1, len = strlen(last_error);
-            if (len > room) len = room;
-            memcpy(line + n, last_error, len);
-            line[(size_t)n + len] = '\0';
-        }
-    } else {
-        va_list ap;
-        va_start(ap, fmt);
-        if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    char line[2048 + 128];
+    snprintf(line, sizeof line, "[rank %d] %s %s: %s", rank, level_names[level], func, escaped);
     pthread_mutex_lock(&file_lock);
     fprintf(stderr, "%s\n", line);
     if (log_file) {

@@ -18,6 +18,7 @@
     X(GRAFT_ERR_CUDA, "CUDA error")                                   \
     X(GRAFT_ERR_TIMEOUT, "timed out")                                 \
     X(GRAFT_STOPPED, "stopped by a signal after saving a checkpoint") \
+    X(GRAFT_ERR_NONFINITE, "training went non-finite")                \
     X(GRAFT_ERR_INTERNAL, "internal error")
 
 typedef enum graft_status {

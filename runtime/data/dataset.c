@@ -18,13 +18,13 @@
 #include "runtime/io/fs.h"
 #include "runtime/io/json.h"
 
-/* Limits that keep a corrupt index from asking for absurd allocations. */
-#define INDEX_MAX_BYTES ((size_t)64 << 20)
-#define MAX_SHARDS 1000000
-#define MAX_COUNT ((long long)1 << 48)
-#define MAX_CLASSES (1 << 20)
-#define MAX_SIDE 65536
-#define MAX_SEQ_LEN (1 << 20)
+/* The limits, shared with the writer (dataset_internal.h). */
+#define INDEX_MAX_BYTES GRAFT_DATA_INDEX_MAX_BYTES
+#define MAX_SHARDS GRAFT_DATA_MAX_SHARDS
+#define MAX_COUNT GRAFT_DATA_MAX_COUNT
+#define MAX_CLASSES GRAFT_DATA_MAX_CLASSES
+#define MAX_SIDE GRAFT_DATA_MAX_SIDE
+#define MAX_SEQ_LEN GRAFT_DATA_MAX_SEQ_LEN
 
 graft_status graft_data_file_xxh64(const char *path, uint64_t *out) {
     uint64_t bytes;
@@ -483,7 +483,7 @@ static graft_status open_shard(graft_dataset *d, const char *ipath, int i, int v
         goto done;
     }
     if (!S_ISREG(sb.st_mode)) {
-        GRAFT_ERROR("%s: not a regular file", path);
+        GRAFT_ERROR("%s: cannot read: not a regular file", path);
         goto done;
     }
     if ((uint64_t)sb.st_size != d->shard_bytes[i]) {

@@ -92,6 +92,12 @@ graft_status graft_dataset_open(graft_dataset *d, const char *dir, int verify_ch
 /* Unmap and free everything; safe on a zeroed struct and safe to call twice. */
 void graft_dataset_close(graft_dataset *d);
 
+/* xxh64 of what d holds, for ranks to compare: kind, shapes, counts, classes,
+ * normalisation, vocabulary, and per shard its name, count, size and the xxh64 that
+ * index.json records (shards without one are compared by size only). Equal datasets give
+ * equal digests on every machine; a zeroed (closed) struct has a digest too. */
+uint64_t graft_dataset_digest(const graft_dataset *d);
+
 /* Images: copy sample i as floats normalised per channel ((x/255 - mean)/std) into
  * dst [C*H*W], and return its label. i < num_samples (programmer error otherwise). */
 int graft_dataset_image(const graft_dataset *d, size_t i, float *dst);

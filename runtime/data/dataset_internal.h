@@ -8,6 +8,15 @@
 
 #include "dataset.h"
 
+/* What the reader accepts (dataset.c), which the writer checks before it writes: limits
+ * that keep a corrupt index from asking for absurd allocations. */
+#define GRAFT_DATA_INDEX_MAX_BYTES ((size_t)64 << 20)
+#define GRAFT_DATA_MAX_SHARDS 1000000
+#define GRAFT_DATA_MAX_COUNT ((long long)1 << 48)
+#define GRAFT_DATA_MAX_CLASSES (1 << 20)
+#define GRAFT_DATA_MAX_SIDE 65536
+#define GRAFT_DATA_MAX_SEQ_LEN (1 << 20)
+
 /* Where one shard's tensors sit in its map (checked at open). */
 struct graft_dataset_shard {
     const uint8_t *inputs;       /* images: [n, C, H, W] bytes */

@@ -177,9 +177,23 @@ static graft_status writer_begin(graft_dataset_writer *w, const char *dir, size_
     return GRAFT_OK;
 }
 
+/* index.json holds text as JSON strings, which must be UTF-8 (jansson refuses the rest). */
+static int is_utf8(const char *s) {
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
 /* Copy num_classes class names into w (none when names is NULL). */
-static graft_status copy_class_names(graft_dataset_writer *w, const char *const *names) {
+static graft_status copy_class_names(graft_dataset_writer *w, const char *dir,
+                                     const char *const *names) {
     if (!names) return GRAFT_OK;
+    for (int c = 0; c < w->num_classes; c++)
+        if (!is_utf8(names[c])) {
+            GRAFT_ERROR("%s: the name of class %d is not valid UTF-8 (index.json cannot hold it)",
+                        dir ? dir : "(null)", c);
+            return GRAFT_ERR_INVALID_ARG;
+        }
     w->class_names = calloc((size_t)w->num_classes, sizeof(char *));
     if (!w->class_names) return GRAFT_ERR_NOMEM;
     for (int c = 0; c < w->num_classes; c++)
@@ -192,9 +206,12 @@ graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const c
                                              const char *const *class_names, size_t shard_size) {
     *out = NULL;
     if (channels < 1 || channels > GRAFT_DATASET_MAX_CHANNELS || height < 1 || width < 1 ||
-        height > 65536 || width > 65536 || num_classes < 1) {
-        GRAFT_ERROR("%s: bad image dataset shape [%d, %d, %d] or num_classes %d", dir ? dir : "",
-                    channels, height, width, num_classes);
+        height > GRAFT_DATA_MAX_SIDE || width > GRAFT_DATA_MAX_SIDE || num_classes < 1 ||
+        num_classes > GRAFT_DATA_MAX_CLASSES) {
+        GRAFT_ERROR("%s: bad image dataset shape [%d, %d, %d] or num_classes %d (need 1 <= C <= "
+                    "%d, 1 <= H, W <= %d, 1 <= num_classes <= %d)",
+                    dir ? dir : "", channels, height, width, num_classes,
+                    GRAFT_DATASET_MAX_CHANNELS, GRAFT_DATA_MAX_SIDE, GRAFT_DATA_MAX_CLASSES);
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset_writer *w = calloc(1, sizeof *w);
@@ -204,7 +221,7 @@ graft_status graft_dataset_writer_new_images(graft_dataset_writer **out, const c
     w->height = height;
     w->width = width;
     w->num_classes = num_classes;
-    graft_status st = copy_class_names(w, class_names);
+    graft_status st = copy_class_names(w, dir, class_names);
     if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
         if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", dir ? dir : "(null)");
@@ -243,13 +260,14 @@ graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, cons
                                                 int pad_id, int num_classes,
                                                 const char *const *class_names, size_t shard_size) {
     *out = NULL;
-    if (!tokenizer || vocab_size < 1 || seq_len < 1 || pad_id < 0 || pad_id >= vocab_size ||
-        num_classes < 1) {
+    if (!tokenizer || vocab_size < 1 || seq_len < 1 || seq_len > GRAFT_DATA_MAX_SEQ_LEN ||
+        pad_id < 0 || pad_id >= vocab_size || num_classes < 1 ||
+        num_classes > GRAFT_DATA_MAX_CLASSES) {
         GRAFT_ERROR("%s: bad sequence dataset: tokenizer %s, vocab_size %d, seq_len %d, pad_id "
-                    "%d, num_classes %d (need seq_len >= 1, 0 <= pad_id < vocab_size, "
-                    "num_classes >= 1)",
+                    "%d, num_classes %d (need 1 <= seq_len <= %d, 0 <= pad_id < vocab_size, "
+                    "1 <= num_classes <= %d)",
                     dir ? dir : "", tokenizer ? tokenizer : "(none)", vocab_size, seq_len, pad_id,
-                    num_classes);
+                    num_classes, GRAFT_DATA_MAX_SEQ_LEN, GRAFT_DATA_MAX_CLASSES);
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_dataset_writer *w = calloc(1, sizeof *w);
@@ -260,7 +278,7 @@ graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, cons
     w->pad_id = pad_id;
     w->num_classes = num_classes;
     w->tokenizer = strdup(tokenizer);
-    graft_status st = w->tokenizer ? copy_class_names(w, class_names) : GRAFT_ERR_NOMEM;
+    graft_status st = w->tokenizer ? copy_class_names(w, dir, class_names) : GRAFT_ERR_NOMEM;
     if (st == GRAFT_OK) st = writer_begin(w, dir, shard_size);
     if (st != GRAFT_OK) {
         if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory", dir ? dir : "(null)");
@@ -281,6 +299,10 @@ void graft_dataset_writer_set_normalize(graft_dataset_writer *w, const float *me
 }
 
 graft_status graft_dataset_writer_set_description(graft_dataset_writer *w, const char *text) {
+    if (!is_utf8(text)) {
+        GRAFT_ERROR("%s: the description is not valid UTF-8 (index.json cannot hold it)", w->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
     char *copy = strdup(text);
     if (!copy) return GRAFT_ERR_NOMEM;
     free(w->description);
@@ -293,6 +315,17 @@ size_t graft_dataset_writer_count(const graft_dataset_writer *w) { return w->cou
 /* Write the buffered samples as shard number n_shards, then checksum the file. */
 static graft_status flush_shard(graft_dataset_writer *w) {
     if (w->in_shard == 0) return GRAFT_OK;
+    if (w->n_shards >= GRAFT_DATA_MAX_SHARDS) {
+        GRAFT_ERROR("%s: more than %d shards, the most a dataset may have (give a larger shard "
+                    "size)",
+                    w->dir, GRAFT_DATA_MAX_SHARDS);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    if (w->count > (size_t)GRAFT_DATA_MAX_COUNT) {
+        GRAFT_ERROR("%s: more than %lld %s, the most a dataset may hold", w->dir,
+                    GRAFT_DATA_MAX_COUNT, w->kind == GRAFT_DATA_TOKENS ? "tokens" : "samples");
+        return GRAFT_ERR_INVALID_ARG;
+    }
     if (w->n_shards == w->cap_shards) {
         int cap = w->cap_shards ? 2 * w->cap_shards : 16;
         written_shard *grown = realloc(w->shards, (size_t)cap * sizeof *grown);
@@ -512,8 +545,8 @@ static json_t *build_index(const graft_dataset_writer *w) {
         }
         json_t *jm = json_array(), *js = json_array();
         for (int c = 0; c < w->channels; c++) {
-            json_array_append_new(jm, json_real(mean[c]));
-            json_array_append_new(js, json_real(std[c]));
+            json_array_append_new(jm, graft_json_real_or_null(mean[c]));
+            json_array_append_new(js, graft_json_real_or_null(std[c]));
         }
         json_object_set_new(root, "normalize", json_pack("{soso}", "mean", jm, "std", js));
     } else if (w->kind == GRAFT_DATA_TOKENS) {
@@ -579,6 +612,33 @@ static graft_status move_into_place(graft_dataset_writer *w) {
     return GRAFT_OK;
 }
 
+/* Values given with set_normalize must be what the reader accepts: finite, std > 0. */
+static graft_status check_normalize(const graft_dataset_writer *w) {
+    if (w->kind != GRAFT_DATA_IMAGES || !w->have_normalize) return GRAFT_OK;
+    for (int c = 0; c < w->channels; c++)
+        if (!isfinite(w->mean[c]) || !isfinite(w->std[c]) || !(w->std[c] > 0)) {
+            GRAFT_ERROR("%s: normalize of channel %d is mean %g, std %g (need finite values, "
+                        "std > 0)",
+                        w->dir, c, (double)w->mean[c], (double)w->std[c]);
+            return GRAFT_ERR_INVALID_ARG;
+        }
+    return GRAFT_OK;
+}
+
+/* index.json must stay within the size the reader loads. */
+static graft_status check_index_size(const graft_dataset_writer *w, const json_t *root,
+                                     size_t flags) {
+    char *text = json_dumps(root, flags);
+    if (!text) return GRAFT_ERR_NOMEM;
+    size_t len = strlen(text);
+    free(text);
+    if (len <= GRAFT_DATA_INDEX_MAX_BYTES) return GRAFT_OK;
+    GRAFT_ERROR("%s: index.json would be %zu bytes, more than the %zu a dataset's index may have "
+                "(fewer shards: give a larger shard size; or shorter class names)",
+                w->dir, len, GRAFT_DATA_INDEX_MAX_BYTES);
+    return GRAFT_ERR_INVALID_ARG;
+}
+
 graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     if (w->finished) return GRAFT_ERR_INVALID_ARG;
     if (w->count == 0) {
@@ -588,12 +648,13 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     }
     graft_status st = flush_shard(w);
     if (st != GRAFT_OK) return st;
+    st = check_normalize(w);
+    if (st != GRAFT_OK) return st;
     json_t *root = build_index(w);
     char *path = graft_fs_path_join_alloc(w->tmp_dir, "index.json");
-    st = root && path
-             ? graft_json_write_atomic(
-                   path, root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
-             : GRAFT_ERR_NOMEM;
+    const size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9);
+    st = root && path ? check_index_size(w, root, flags) : GRAFT_ERR_NOMEM;
+    if (st == GRAFT_OK) st = graft_json_write_atomic(path, root, flags);
     json_decref(root);
     free(path);
     if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory building index.json", w->dir);

@@ -1,12 +1,15 @@
 #include "idx.h"
 
-#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 
 /* Largest file we accept: keeps a corrupt header from asking for terabytes. */
 #define IDX_MAX_BYTES ((size_t)1 << 32)
@@ -25,34 +28,38 @@ static int read_exact(gzFile gz, void *buf, size_t n) {
     return 0;
 }
 
-/* Read the total bytes a header promises into *data (malloc'd). The buffer grows with
- * the bytes actually read, so a short file whose header claims gigabytes is refused as
- * truncated without allocating them. 0, or read_exact's -1/-2, or -3 out of memory. */
-static int read_data(gzFile gz, uint8_t **data, size_t total) {
-    size_t cap = total < ((size_t)1 << 20) ? total : ((size_t)1 << 20), have = 0;
-    *data = malloc(cap);
-    if (!*data) return -3;
-    for (;;) {
-        int rc = read_exact(gz, *data + have, cap - have);
-        if (rc != 0 || cap == total) return rc;
-        have = cap;
-        cap = total - cap < cap ? total : 2 * cap;
-        uint8_t *grown = realloc(*data, cap);
-        if (!grown) return -3;
-        *data = grown;
-    }
-}
-
 static uint32_t be32(const unsigned char *b) {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
+/* Deflate expands at most about 1032:1, so a gzip file of n bytes holds at most this many. */
+#define GZIP_MAX_RATIO 1032u
+
+/* Whether the file (of `size` bytes) can hold the `total` data bytes its header
+ * promises after `header` bytes: checked before anything is allocated, so a small file
+ * claiming gigabytes fails at once. An uncompressed idx file (gzread reads those too)
+ * must hold them exactly; a gzip file within deflate's best ratio. */
+static int file_can_hold(const char *path, uint64_t size, gzFile gz, size_t total, size_t header) {
+    int plain = gzdirect(gz);
+    uint64_t most = plain
+                        ? (size > header ? size - header : 0)
+                        : (size > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : size * GZIP_MAX_RATIO);
+    if ((uint64_t)total <= most) return 1;
+    GRAFT_ERROR("%s: header promises %zu data bytes, more than a %s file of %llu bytes can hold",
+                path, total, plain ? "raw idx" : "gzip", (unsigned long long)size);
+    return 0;
+}
+
 graft_status graft_idx_read(graft_idx *out, const char *path) {
     memset(out, 0, sizeof *out);
-    gzFile gz = gzopen(path, "rb");
+    int fd;
+    uint64_t file_bytes;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, &file_bytes, GRAFT_LOG_ERROR));
+    gzFile gz = gzdopen(fd, "rb"); /* owns fd from here */
     if (!gz) {
-        GRAFT_ERROR("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-        return GRAFT_ERR_IO;
+        close(fd);
+        GRAFT_ERROR("%s: cannot open: out of memory", path);
+        return GRAFT_ERR_NOMEM;
     }
     graft_status st = GRAFT_ERR_FORMAT;
     unsigned char head[4];
@@ -84,12 +91,14 @@ graft_status graft_idx_read(graft_idx *out, const char *path) {
     }
     out->count = out->dims[0];
     out->item_size = total / out->count;
-    rc = read_data(gz, &out->data, total);
-    if (rc == -3) {
+    if (!file_can_hold(path, file_bytes, gz, total, 4 + 4 * (size_t)out->ndim)) goto done;
+    out->data = malloc(total);
+    if (!out->data) {
         GRAFT_ERROR("%s: cannot allocate %zu bytes", path, total);
         st = GRAFT_ERR_NOMEM;
         goto done;
     }
+    rc = read_exact(gz, out->data, total);
     if (rc != 0) {
         GRAFT_ERROR("%s: %s (header promises %zu data bytes)", path,
                     rc == -2 ? "truncated" : "read error (corrupt gzip data?)", total);

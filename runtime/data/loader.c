@@ -4,6 +4,7 @@
 #include "loader.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -216,6 +217,12 @@ static graft_status loader_alloc(graft_loader *l, int rows_per_batch, int n_slot
     l->slots = calloc((size_t)n_slots, sizeof(graft_batch));
     if (!l->slots) return GRAFT_ERR_NOMEM;
     size_t rows = (size_t)l->max_n;
+    /* rows * (sample_size + 1) values of 4 bytes, checked before it is multiplied */
+    if (rows > SIZE_MAX / sizeof(float) / (l->sample_size + 1)) {
+        GRAFT_ERROR("%s: a batch of %zu rows of %zu values overflows 64 bits", d->dir, rows,
+                    l->sample_size);
+        return GRAFT_ERR_CONFIG;
+    }
     for (int s = 0; s < n_slots; s++) {
         graft_batch *b = &l->slots[s];
         b->indices = malloc(rows * sizeof(uint64_t));

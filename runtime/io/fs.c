@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
 /* Error code for a path that exists but is neither a regular file nor a directory. */
@@ -104,25 +105,55 @@ graft_status graft_fs_mkdirs(const char *path, graft_log_level level) {
     return GRAFT_ERR_IO;
 }
 
+/* Open path for reading, a regular file only: the open does not block (a FIFO without
+ * a writer, a tty), fstat refuses anything else, and then reads block as usual. 0 and
+ * *fd, *st, or an error code (an errno value or FS_ENOTREG) with *step "open" or "read"
+ * for the part that failed. */
+static int open_regular(const char *path, int *fd, struct stat *st, const char **step) {
+    *step = "open";
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (*fd < 0) return errno;
+    *step = "read";
+    int err = 0, flags;
+    if (fstat(*fd, st) != 0)
+        err = errno;
+    else if (S_ISDIR(st->st_mode))
+        err = EISDIR;
+    else if (!S_ISREG(st->st_mode))
+        err = FS_ENOTREG;
+    else if ((flags = fcntl(*fd, F_GETFL)) < 0 || fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        err = errno;
+    if (err != 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return err;
+}
+
+graft_status graft_fs_open_regular(const char *path, int *fd, uint64_t *bytes,
+                                   graft_log_level level) {
+    struct stat st;
+    const char *step;
+    int err = open_regular(path, fd, &st, &step);
+    if (err != 0) {
+        graft_log(level, __func__, "%s: cannot %s: %s", path, step, fs_strerror(err));
+        return GRAFT_ERR_IO;
+    }
+    if (bytes) *bytes = (uint64_t)st.st_size;
+    return GRAFT_OK;
+}
+
 /* graft_fs_read without the logging: 0 or an error code (an errno value or FS_ENOTREG),
  * with *step "open" or "read" for the part that failed. */
 static int read_whole(const char *path, size_t max_bytes, char **data, size_t *len,
                       const char **step) {
     *data = NULL;
     *len = 0;
-    *step = "open";
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return errno;
-    *step = "read";
+    int fd;
     struct stat st;
-    int err = 0;
-    if (fstat(fd, &st) != 0)
-        err = errno;
-    else if (S_ISDIR(st.st_mode))
-        err = EISDIR;
-    else if (!S_ISREG(st.st_mode))
-        err = FS_ENOTREG;
-    else if (max_bytes > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes)
+    int err = open_regular(path, &fd, &st, step);
+    if (err != 0) return err;
+    if (max_bytes > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes)
         err = EFBIG, *len = (size_t)st.st_size;
     /* The size is a hint: read to the end, growing when the file did. */
     size_t cap = err == 0 ? (size_t)st.st_size + 1 : 0, done = 0;
@@ -178,11 +209,8 @@ graft_status graft_fs_read(const char *path, size_t max_bytes, char **data, size
 
 graft_status graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes,
                             graft_log_level level) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        graft_log(level, __func__, "%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
+    int fd;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, NULL, level));
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);
     XXH64_state_t *h = XXH64_createState();
@@ -256,6 +284,30 @@ graft_status graft_fs_write(const char *path, const void *data, size_t len, graf
     if (err == 0) return GRAFT_OK;
     graft_log(level, __func__, "%s: cannot %s: %s", path, step, strerror(err));
     return GRAFT_ERR_IO;
+}
+
+FILE *graft_fs_open_log(const char *path, int append, graft_log_level level) {
+    /* O_NONBLOCK: opening a FIFO for writing would wait for a reader (ENXIO instead) */
+    int fd =
+        open(path,
+             O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+             0644);
+    int err = fd < 0 ? errno : 0, flags;
+    struct stat st;
+    if (err == 0 && fstat(fd, &st) != 0)
+        err = errno;
+    else if (err == 0 && !S_ISREG(st.st_mode))
+        err = FS_ENOTREG;
+    else if (err == 0 &&
+             ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0))
+        err = errno;
+    FILE *f = err == 0 ? fdopen(fd, append ? "a" : "w") : NULL;
+    if (err == 0 && !f) err = errno;
+    if (f) return f;
+    if (fd >= 0) close(fd);
+    graft_log(level, __func__, "%s: cannot create: %s", path,
+              err == ENXIO ? "not a regular file" : fs_strerror(err));
+    return NULL;
 }
 
 /* fsync a directory: 0 or errno (filesystems that cannot fsync directories count as

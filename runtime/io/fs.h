@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "runtime/core/log.h"
 #include "runtime/core/status.h"
@@ -43,6 +44,16 @@ int graft_fs_exists(const char *path);
  * level and GRAFT_ERR_IO returned. */
 graft_status graft_fs_mkdirs(const char *path, graft_log_level level);
 
+/* Open path for reading when it is a regular file, the one way every reader of graft
+ * opens an input: the open itself does not block (O_NONBLOCK, so a FIFO without a
+ * writer cannot hang it), fstat refuses a FIFO, device, socket or directory at once,
+ * and the descriptor (O_CLOEXEC, O_NOCTTY) is then switched back to blocking reads.
+ * *bytes (may be NULL) receives the file size. On failure "path: cannot open: <reason>"
+ * or "path: cannot read: <reason>" (reason "not a regular file" or "Is a directory") is
+ * logged at level and GRAFT_ERR_IO returned; the caller closes *fd otherwise. */
+graft_status graft_fs_open_regular(const char *path, int *fd, uint64_t *bytes,
+                                   graft_log_level level);
+
 /* Read the whole file at path into a NUL-terminated malloc'd buffer (*data, *len bytes
  * before the NUL; the caller frees *data). Only a regular file is read: the path is
  * opened without blocking and checked first, so a FIFO or device is refused at once and
@@ -54,8 +65,9 @@ graft_status graft_fs_mkdirs(const char *path, graft_log_level level);
 graft_status graft_fs_read(const char *path, size_t max_bytes, char **data, size_t *len,
                            graft_log_level level);
 
-/* xxh64 (seed 0) and size of the bytes of the file at path, read in 1 MiB chunks. On
- * failure "path: cannot open: <reason>" or "path: cannot read: <reason>" (GRAFT_ERR_IO)
+/* xxh64 (seed 0) and size of the bytes of the regular file at path (opened with
+ * graft_fs_open_regular), read in 1 MiB chunks. On failure "path: cannot open:
+ * <reason>" or "path: cannot read: <reason>" (GRAFT_ERR_IO)
  * or "path: out of memory" (GRAFT_ERR_NOMEM) is logged at level. */
 graft_status graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes,
                             graft_log_level level);
@@ -64,6 +76,12 @@ graft_status graft_fs_xxh64(const char *path, uint64_t *xxh64, uint64_t *bytes,
  * <step>: <reason>" (step "create", "write", "fsync" or "close") is logged at level and
  * GRAFT_ERR_IO returned. */
 graft_status graft_fs_write(const char *path, const void *data, size_t len, graft_log_level level);
+
+/* Open path for writing a log (train.log, metrics.jsonl) as a stdio stream: appended
+ * to, or created / truncated. Only a regular file: a FIFO or device there is refused at
+ * once instead of blocking the open. On failure "path: cannot create: <reason>" is
+ * logged at level and NULL returned. */
+FILE *graft_fs_open_log(const char *path, int append, graft_log_level level);
 
 /* Replace path with len bytes so that readers see the old content or the new, never
  * half: "<path>.tmp" in the same directory is written and fsynced, renamed over path,

@@ -2,6 +2,7 @@
  * json.h). */
 #include "json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ json_t *graft_json_try_load_file(const char *path, size_t max_bytes) {
     free(text);
     return root;
 }
+
+json_t *graft_json_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 const char *graft_json_text(const json_t *v, char *buf, size_t size) {
     if (!v) return "nothing";

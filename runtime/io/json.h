@@ -50,6 +50,11 @@ graft_status graft_json_string(const char *path, const json_t *obj, const char *
 graft_status graft_json_hex64(const char *path, const json_t *obj, const char *member,
                               const char *key, int *present, uint64_t *out);
 
+/* x as a JSON number, or JSON null when x is NaN or infinite (JSON has no such numbers;
+ * json_real alone returns NULL and the key would vanish). Every float graft writes into
+ * JSON output goes through here. NULL only when memory ran out. */
+json_t *graft_json_real_or_null(double x);
+
 /* value as json_dumps(value, flags) text ending in a newline (malloc'd, *len bytes before
  * the NUL when len is not NULL); NULL when memory ran out. */
 char *graft_json_dumps_line(const json_t *value, size_t flags, size_t *len);

@@ -1,17 +1,17 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/io/fs.h"
 #include "safetensors_internal.h"
 
 /* Tensor bytes are copied between the file and host memory without swapping. */
@@ -442,23 +442,9 @@ graft_status graft_st_open(graft_st_file *f, const char *path) {
         GRAFT_ERROR("no path given");
         return GRAFT_ERR_INVALID_ARG;
     }
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
-    if (fd < 0) {
-        GRAFT_ERROR("%s: cannot open: %s", path, strerror(errno));
-        return GRAFT_ERR_IO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        GRAFT_ERROR("%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return GRAFT_ERR_IO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        GRAFT_ERROR("%s: not a regular file", path);
-        close(fd);
-        return GRAFT_ERR_IO;
-    }
-    uint64_t file_bytes = (uint64_t)st.st_size;
+    int fd;
+    uint64_t file_bytes;
+    GRAFT_TRY(graft_fs_open_regular(path, &fd, &file_bytes, GRAFT_LOG_ERROR));
     if (file_bytes < 8) {
         GRAFT_ERROR("%s: file is %llu bytes, too short for the 8-byte header length", path,
                     (unsigned long long)file_bytes);

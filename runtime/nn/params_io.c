@@ -1,5 +1,6 @@
 #include "params_io.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,28 @@ static void list_add(problem_list *l, const char *name, const char *detail) {
     if (n > 0) l->len += (size_t)n;
 }
 
+/* Values of a floating tensor, as stored in the file, that are NaN or infinite (all
+ * exponent bits set); integer tensors have none. */
+static size_t count_nonfinite(const graft_st_tensor *s) {
+    const unsigned char *src = s->data;
+    size_t n = 0;
+    for (size_t i = 0; i < s->numel; i++) {
+        if (s->dtype == GRAFT_DTYPE_F32) {
+            uint32_t bits;
+            memcpy(&bits, src + 4 * i, sizeof bits);
+            n += (bits & 0x7f800000u) == 0x7f800000u;
+        } else if (s->dtype == GRAFT_DTYPE_F16 || s->dtype == GRAFT_DTYPE_BF16) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, sizeof h);
+            uint16_t exponent = s->dtype == GRAFT_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+            n += (h & exponent) == exponent;
+        } else {
+            break;
+        }
+    }
+    return n;
+}
+
 /* "tensors <what> (8): a, b, c and 5 more" appended to out (size bytes), after "; " when
  * out is not empty. */
 static void list_text(const problem_list *l, const char *what, char *out, size_t size) {
@@ -72,6 +95,7 @@ graft_status graft_params_load(graft_params *p, const char *path,
                                const graft_load_options *options, graft_load_report *report) {
     static const graft_load_options plain = {0};
     const graft_load_options *o = options ? options : &plain;
+    const char *shown = o->shown_path ? o->shown_path : path;
     graft_load_report r = {0};
     graft_st_file f;
     graft_status st = graft_st_open(&f, path);
@@ -128,6 +152,12 @@ graft_status graft_params_load(graft_params *p, const char *path,
             /* integer buffers (torch's int64 num_batches_tracked) are converted */
             snprintf(detail, sizeof detail, " (dtype %s, not a floating type)",
                      graft_dtype_name(s->dtype));
+        } else {
+            /* NaN or infinite weights would make every step non-finite */
+            size_t bad = count_nonfinite(s);
+            if (bad)
+                snprintf(detail, sizeof detail, " (%zu of %zu values NaN or infinite)", bad,
+                         s->numel);
         }
         if (detail[0]) list_add(&wrong, t->name, detail);
     }
@@ -145,7 +175,7 @@ graft_status graft_params_load(graft_params *p, const char *path,
                 list_text(&missing, missing_what, line, 3 * sizeof wrong.text + 256);
                 list_text(&unexpected, unexpected_what, line, 3 * sizeof wrong.text + 256);
             }
-            GRAFT_ERROR("%s: %s%s", path, line, wrong.count ? "" : " (strict loading)");
+            GRAFT_ERROR("%s: %s%s", shown, line, wrong.count ? "" : " (strict loading)");
         }
         free(line);
         st = line ? GRAFT_ERR_MISMATCH : GRAFT_ERR_NOMEM;
@@ -154,10 +184,10 @@ graft_status graft_params_load(graft_params *p, const char *path,
     char line[sizeof wrong.text + 128];
     line[0] = '\0';
     list_text(&missing, missing_what, line, sizeof line);
-    if (line[0]) GRAFT_WARN("%s: %s (they keep their initial values)", path, line);
+    if (line[0]) GRAFT_WARN("%s: %s (they keep their initial values)", shown, line);
     line[0] = '\0';
     list_text(&unexpected, unexpected_what, line, sizeof line);
-    if (line[0]) GRAFT_WARN("%s: %s (ignored)", path, line);
+    if (line[0]) GRAFT_WARN("%s: %s (ignored)", shown, line);
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
         if (!source[i] || under_prefix(p->items[i].name, o->replaced)) continue;
         st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);

@@ -20,6 +20,9 @@ typedef struct graft_load_options {
     /* Optional: name prefix of a replaced classifier ("fc"): its parameters keep their
      * fresh values, and the file's tensors under it are counted as replaced. */
     const char *replaced;
+    /* Optional: how messages name the file (a checkpoint exported to a temporary file
+     * is named as the checkpoint); NULL = path. */
+    const char *shown_path;
 } graft_load_options;
 
 /* What a load matched. */
@@ -33,8 +36,9 @@ typedef struct graft_load_report {
 
 /* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32;
  * buffers may also be integers, like torch's int64 num_batches_tracked). Names present
- * in both with different shapes, or a non-float tensor where a weight is expected,
- * fail the load (GRAFT_ERR_MISMATCH); so do missing and unexpected names
+ * in both with different shapes, a non-float tensor where a weight is expected, or a
+ * tensor holding NaN or infinite values fail the load (GRAFT_ERR_MISMATCH); so do
+ * missing and unexpected names
  * when strict. Each kind of problem is logged name by name (the first 20, then how
  * many more). The table is only changed when the whole load succeeds. */
 graft_status graft_params_load(graft_params *p, const char *path,

@@ -115,6 +115,7 @@ graft_status train_resume(trainer *t) {
         t->start_step = state.step;
         t->start_cursor = state.cursor;
         t->last_saved_step = state.step;
+        t->nonfinite_in_a_row = state.nonfinite_in_a_row;
         if (t->rank0)
             GRAFT_INFO("resuming from %s: step %ld, epoch %ld, %llu samples consumed%s "
                        "(loaded in %.2f s)",
@@ -161,7 +162,8 @@ graft_status train_save_checkpoint(trainer *t, long step) {
             .world_size = comm->size,
             .rng_states = states,
             .lr = graft_lr_at(&t->sched, step > 0 ? step - 1 : 0),
-            .config_digest = graft_config_digest(t->cfg)};
+            .config_digest = graft_config_digest(t->cfg),
+            .nonfinite_in_a_row = t->nonfinite_in_a_row};
         snprintf(state.version, sizeof state.version, "%s", GRAFT_VERSION);
         char *text = train_config_text(t->cfg);
         graft_ckpt_save_args args = {.dir = t->ckpt_dir,

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
+#include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/data/loader.h"
 #include "runtime/io/json.h"
@@ -95,14 +98,14 @@ static const char *class_name(const graft_dataset *d, int k, char *buf, size_t s
 json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, long step) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
-    json_object_set_new(o, "loss", json_real(r->loss));
+    json_object_set_new(o, "loss", graft_json_real_or_null(r->loss));
     json_object_set_new(o, "count", json_integer((json_int_t)r->count));
     if (r->task == GRAFT_TASK_LANGUAGE) {
-        json_object_set_new(o, "perplexity", json_real(exp(r->loss)));
+        json_object_set_new(o, "perplexity", graft_json_real_or_null(exp(r->loss)));
         return o;
     }
     int K = r->num_classes;
-    json_object_set_new(o, "accuracy", json_real(r->accuracy));
+    json_object_set_new(o, "accuracy", graft_json_real_or_null(r->accuracy));
     json_t *per_class = json_array(), *confusion = json_array();
     for (int k = 0; k < K; k++) {
         double total = 0;
@@ -117,7 +120,7 @@ json_t *train_eval_to_json(const train_eval_result *r, const graft_dataset *d, l
         json_object_set_new(c, "class", json_string(class_name(d, k, buf, sizeof buf)));
         json_object_set_new(c, "count", json_integer((json_int_t)total));
         json_object_set_new(c, "accuracy",
-                            json_real(total > 0 ? r->confusion[(size_t)k * K + k] / total : 0));
+                            graft_json_real_or_null(total > 0 ? r->confusion[(size_t)k * K + k] / total : 0));
         json_array_append_new(per_class, c);
     }
     json_object_set_new(o, "per_class", per_class);
@@ -133,8 +136,9 @@ void train_eval_print_per_class(const train_eval_result *r, const graft_dataset 
         double total = 0;
         for (int j = 0; j < K; j++)
             total += r->confusion[(size_t)k * K + j];
-        char buf[16];
-        printf("  %-20s %8.0f %9.4f\n", class_name(d, k, buf, sizeof buf), total,
+        char buf[16], name[1024];
+        printf("  %-20s %8.0f %9.4f\n",
+               graft_escape(name, sizeof name, class_name(d, k, buf, sizeof buf)), total,
                total > 0 ? r->confusion[(size_t)k * K + k] / total : 0.0);
     }
 }
@@ -156,14 +160,26 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
         graft_load_options opt = graft_model_load_options(&m, 1, 0);
         st = graft_params_load(m.params, weights, &opt, NULL);
     }
+    /* ranks that hold other data, weights or settings must not sum their shares */
+    if (st == GRAFT_OK && comm->size > 1) {
+        static const char *const what[] = {"config digest", "evaluation data", "weights"};
+        const graft_params *p = m.params;
+        uint64_t values[3] = {graft_config_digest(cfg), graft_dataset_digest(&d),
+                              XXH64(p->values, p->n_values * sizeof(float), 0)};
+        st = graft_comm_check_agreement(comm, what, values, 3);
+    }
     if (st == GRAFT_OK) st = train_eval_run(&m, &d, batch, cfg->data.seq_len, comm, &r);
     if (st == GRAFT_OK && comm->rank == 0) {
+        char weights_text[1024], dir_text[1024];
+        graft_escape(weights_text, sizeof weights_text, weights);
+        graft_escape(dir_text, sizeof dir_text, dir);
         if (r.task == GRAFT_TASK_CLASSIFY) {
-            printf("%s on %s: loss %.4f, accuracy %.4f (%.0f samples)\n", weights, dir, r.loss,
-                   r.accuracy, r.count);
+            printf("%s on %s: loss %.4f, accuracy %.4f (%.0f samples)\n", weights_text, dir_text,
+                   r.loss, r.accuracy, r.count);
             train_eval_print_per_class(&r, &d);
         } else {
-            printf("%s on %s: loss %.4f, perplexity %.3f\n", weights, dir, r.loss, exp(r.loss));
+            printf("%s on %s: loss %.4f, perplexity %.3f\n", weights_text, dir_text, r.loss,
+                   exp(r.loss));
         }
         if (json_path) {
             json_t *j = train_eval_to_json(&r, &d, 0);

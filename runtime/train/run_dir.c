@@ -1,7 +1,6 @@
 /* The run directory runs/<experiment>/: creating it with the resolved config,
  * metrics.jsonl (kept up to a resumed step, then one line per log step), train.log,
  * the evaluation files, and the progress line on stdout. */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,23 +15,31 @@
 /* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (work that
  * is being redone) are dropped, so no step is counted twice. step 0 empties it. */
 static graft_status keep_metrics_until(const char *path, long step) {
-    FILE *in = step > 0 ? fopen(path, "r") : NULL;
-    char *kept = NULL, line[8192];
+    char *text = NULL;
     size_t len = 0;
-    FILE *out = open_memstream(&kept, &len);
-    if (!out) {
-        if (in) fclose(in);
+    /* a missing file keeps nothing; anything else that cannot be read stops the run */
+    if (step > 0 && graft_fs_exists(path))
+        GRAFT_TRY(graft_fs_read(path, 0, &text, &len, GRAFT_LOG_ERROR));
+    char *kept = malloc(len + 1);
+    size_t kept_len = 0;
+    if (!kept) {
+        free(text);
         return GRAFT_ERR_NOMEM;
     }
-    while (in && fgets(line, sizeof line, in)) {
-        json_t *o = json_loads(line, 0, NULL);
-        long long at;
-        if (graft_json_get_int(o, "step", LLONG_MIN, step, &at)) fputs(line, out);
+    for (size_t at = 0; at < len;) {
+        const char *end = memchr(text + at, '\n', len - at);
+        size_t line_len = end ? (size_t)(end - (text + at)) + 1 : len - at;
+        json_t *o = json_loadb(text + at, line_len, 0, NULL);
+        long long line_step;
+        if (graft_json_get_int(o, "step", LLONG_MIN, step, &line_step)) {
+            memcpy(kept + kept_len, text + at, line_len);
+            kept_len += line_len;
+        }
         json_decref(o);
+        at += line_len;
     }
-    if (in) fclose(in);
-    fclose(out);
-    graft_status st = graft_fs_write_atomic(path, kept, len);
+    free(text);
+    graft_status st = graft_fs_write_atomic(path, kept, kept_len);
     free(kept);
     return st;
 }
@@ -41,8 +48,11 @@ static graft_status keep_metrics_until(const char *path, long step) {
 graft_status train_open_run_dir(trainer *t) {
     char path[TRAIN_PATH_MAX];
     if ((size_t)snprintf(t->run_dir, sizeof t->run_dir, "runs/%s", t->cfg->experiment) >=
-        sizeof t->run_dir)
+        sizeof t->run_dir) {
+        GRAFT_ERROR("runs/%.32s...: cannot create the run directory: path longer than %d bytes",
+                    t->cfg->experiment, TRAIN_PATH_MAX - 1);
         return GRAFT_ERR_CONFIG;
+    }
     if (!t->rank0) return GRAFT_OK;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "eval"));
     GRAFT_TRY(graft_fs_mkdirs(path, GRAFT_LOG_ERROR));
@@ -53,13 +63,10 @@ graft_status train_open_run_dir(trainer *t) {
     GRAFT_TRY(st);
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "metrics.jsonl"));
     GRAFT_TRY(keep_metrics_until(path, t->start_step));
-    t->metrics = fopen(path, "a");
+    if (!(t->metrics = graft_fs_open_log(path, 1, GRAFT_LOG_ERROR))) return GRAFT_ERR_IO;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, t->run_dir, "train.log"));
-    t->log = fopen(path, t->start_step > 0 ? "a" : "w");
-    if (!t->metrics || !t->log) {
-        GRAFT_ERROR("%s: cannot create run files: %s", t->run_dir, strerror(errno));
+    if (!(t->log = graft_fs_open_log(path, t->start_step > 0, GRAFT_LOG_ERROR)))
         return GRAFT_ERR_IO;
-    }
     graft_log_set_file(t->log);
     return GRAFT_OK;
 }
@@ -104,21 +111,22 @@ graft_status train_record_eval(trainer *t, const train_eval_result *r, long step
 }
 
 void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
-                         double samples_per_s, const train_step_times *tm, int steps,
+                         double samples_per_s, const train_step_times *tm, int steps, int skipped,
                          double comm_bytes) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer(step));
     json_object_set_new(o, "epoch", json_integer(epoch));
-    json_object_set_new(o, "loss", json_real(loss));
-    json_object_set_new(o, "lr", json_real(lr));
-    json_object_set_new(o, "grad_norm", json_real(grad_norm));
-    json_object_set_new(o, "samples_per_s", json_real(samples_per_s));
-    json_object_set_new(o, "time_data", json_real(tm->data / steps));
-    json_object_set_new(o, "time_forward", json_real(tm->forward / steps));
-    json_object_set_new(o, "time_backward", json_real(tm->backward / steps));
-    json_object_set_new(o, "time_comm", json_real(tm->comm / steps));
-    json_object_set_new(o, "time_optim", json_real(tm->optim / steps));
+    json_object_set_new(o, "loss", graft_json_real_or_null(loss));
+    json_object_set_new(o, "lr", graft_json_real_or_null(lr));
+    json_object_set_new(o, "grad_norm", graft_json_real_or_null(grad_norm));
+    json_object_set_new(o, "samples_per_s", graft_json_real_or_null(samples_per_s));
+    json_object_set_new(o, "time_data", graft_json_real_or_null(tm->data / steps));
+    json_object_set_new(o, "time_forward", graft_json_real_or_null(tm->forward / steps));
+    json_object_set_new(o, "time_backward", graft_json_real_or_null(tm->backward / steps));
+    json_object_set_new(o, "time_comm", graft_json_real_or_null(tm->comm / steps));
+    json_object_set_new(o, "time_optim", graft_json_real_or_null(tm->optim / steps));
     json_object_set_new(o, "comm_bytes", json_integer((json_int_t)comm_bytes));
+    json_object_set_new(o, "skipped_steps", json_integer(skipped));
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (line) {
         fprintf(t->metrics, "%s\n", line);

@@ -87,7 +87,11 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     int from_ckpt = graft_ckpt_is_checkpoint(path);
     if (from_ckpt) {
         int fd = mkstemp(tmp);
-        if (fd < 0) return GRAFT_ERR_IO;
+        if (fd < 0) {
+            GRAFT_ERROR("%s: cannot create a temporary file to export %s's weights: %s", tmp, path,
+                        strerror(errno));
+            return GRAFT_ERR_IO;
+        }
         close(fd);
         graft_status st = graft_ckpt_export(path, tmp);
         if (st != GRAFT_OK) {
@@ -97,6 +101,7 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     }
     graft_load_options opt =
         graft_model_load_options(m, cfg->model.init_strict, cfg->model.head_num_classes > 0);
+    opt.shown_path = path;
     graft_load_report r;
     graft_status st = graft_params_load(m->params, from_ckpt ? tmp : path, &opt, &r);
     if (from_ckpt) unlink(tmp);
@@ -107,6 +112,29 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
                    opt.replaced ? " (head '" : "", opt.replaced ? opt.replaced : "",
                    opt.replaced ? "', freshly initialised)" : "", r.skipped);
     return st;
+}
+
+/* A model whose parameters alone (values and gradients, before optimizer state and
+ * activations) exceed this machine's memory is a config that cannot run here: refused
+ * as such, not left to fail allocating (which a restart would only repeat). Sums in
+ * 64 bits, with the parameter counts the blocks computed with overflow checks. */
+static graft_status check_params_fit_memory(const graft_params *p, const graft_config *cfg) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return GRAFT_OK; /* unknown: let the allocation decide */
+    uint64_t memory = (uint64_t)pages * (uint64_t)page;
+    uint64_t numel = 0, floats = 0, limit = memory / sizeof(float); /* values + gradients */
+    for (int i = 0; i < p->count && floats <= limit; i++) {
+        uint64_t n = p->items[i].numel, copies = p->items[i].trainable ? 2 : 1;
+        numel += n > limit ? limit + 1 : n; /* stays far from wrapping: each term is capped */
+        floats += (n > limit ? limit + 1 : n) * copies;
+    }
+    if (floats > limit) {
+        GRAFT_ERROR("model.arch %s as configured has at least %llu parameters: with their "
+                    "gradients more than this machine's %.1f GiB of memory",
+                    cfg->model.arch, (unsigned long long)numel, (double)memory / 1073741824.0);
+        return GRAFT_ERR_CONFIG;
+    }
+    return GRAFT_OK;
 }
 
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
@@ -141,6 +169,7 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
         return GRAFT_ERR_CONFIG;
     }
     GRAFT_TRY(apply_freezing(m->params, cfg));
+    GRAFT_TRY(check_params_fit_memory(m->params, cfg));
     GRAFT_TRY(graft_params_finalize(m->params));
     GRAFT_TRY(graft_model_build(m, max_batch));
     graft_model_init_weights(m, (uint64_t)cfg->seed);
@@ -184,6 +213,48 @@ static graft_status setup_optimizer(trainer *t) {
                            cfg->schedule.min_lr};
     t->sched = s;
     return graft_lr_schedule_check(&t->sched);
+}
+
+/* What the datasets and the length of the run must satisfy, checked before anything is
+ * trained or written: augmentation only for images, a batch no larger than the training
+ * set (it would repeat samples within one step), an evaluation set that holds at least
+ * one sample (one window of data.seq_len + 1 tokens), and freeze.schedule steps that the
+ * run reaches. */
+static graft_status check_data_fits_run(trainer *t) {
+    const graft_config *cfg = t->cfg;
+    if (t->train_set.kind != GRAFT_DATA_IMAGES &&
+        (cfg->data.augment_crop_padding > 0 || cfg->data.augment_hflip)) {
+        GRAFT_ERROR("data.augment.%s applies to images; data.train %s holds %s",
+                    cfg->data.augment_crop_padding > 0 ? "crop_padding" : "hflip", cfg->data.train,
+                    graft_dataset_kind_name(t->train_set.kind));
+        return GRAFT_ERR_CONFIG;
+    }
+    size_t samples = graft_loader_epoch_samples(t->loader);
+    if ((size_t)cfg->data.batch_size > samples) {
+        GRAFT_ERROR("data.batch_size %ld is more than the %zu %s of data.train %s (a batch would "
+                    "repeat samples)",
+                    cfg->data.batch_size, samples,
+                    t->train_set.kind == GRAFT_DATA_TOKENS ? "windows of data.seq_len + 1 tokens"
+                                                           : "samples",
+                    cfg->data.train);
+        return GRAFT_ERR_CONFIG;
+    }
+    if (t->have_val) { /* the evaluation's loader refuses a set too small, in its own words */
+        graft_loader *eval = NULL;
+        GRAFT_TRY(graft_loader_new_eval(&eval, &t->val_set, t->micro_batch, t->comm->rank,
+                                        t->comm->size, cfg->data.seq_len));
+        graft_loader_free(eval);
+    }
+    for (int e = 0; e < cfg->freeze.n_schedule; e++) {
+        long at = cfg->freeze.schedule[e].at_step;
+        if (at >= t->total_steps) {
+            GRAFT_ERROR("freeze.schedule[%d].at_step %ld is not before the end of the run (%ld "
+                        "steps): its parameters would never train",
+                        e, at, t->total_steps);
+            return GRAFT_ERR_CONFIG;
+        }
+    }
+    return GRAFT_OK;
 }
 
 /* The trainer: datasets, loader, model, optimizer and schedule, a checkpoint to resume
@@ -232,6 +303,7 @@ graft_status train_setup(trainer *t) {
     t->steps_per_epoch = graft_loader_steps_per_epoch(t->loader);
     t->total_steps =
         cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
+    GRAFT_TRY(check_data_fits_run(t));
     GRAFT_TRY(train_model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
     GRAFT_TRY(train_unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));

@@ -47,19 +47,26 @@ graft_status train_setup_data_parallel(trainer *t) {
     graft_comm *comm = t->comm;
     graft_params *p = t->model.params;
     GRAFT_TRY(graft_comm_set_watchdog(comm, t->cfg->comm.timeout_s));
+    /* The data by content, not only by size: the same relative path can be another
+     * directory on each node. */
     static const char *const what[] = {"parameter names", "parameter shapes", "trainable mask",
-                                       "world size",      "config digest",    "training set size"};
-    uint64_t values[6];
+                                       "world size",      "config digest",    "training set size",
+                                       "training data",   "validation data"};
+    uint64_t values[8];
     model_digests(p, &values[0], &values[1], &values[2]);
     values[3] = (uint64_t)comm->size;
     values[4] = graft_config_digest(t->cfg);
     values[5] = graft_loader_epoch_samples(t->loader);
-    GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 6));
+    values[6] = graft_dataset_digest(&t->train_set);
+    values[7] = t->have_val ? graft_dataset_digest(&t->val_set) : 0;
+    GRAFT_TRY(graft_comm_check_agreement(comm, what, values, 8));
     GRAFT_TRY(graft_comm_broadcast(comm, p->values, p->n_values * sizeof(float), 0));
     for (int i = 0; i < p->count; i++)
         if (p->items[i].kind == GRAFT_KIND_BUFFER) t->buffer_floats += p->items[i].numel;
-    if (t->buffer_floats && !(t->buffer_stage = malloc(t->buffer_floats * sizeof(float))))
+    if (t->buffer_floats && !(t->buffer_stage = malloc(t->buffer_floats * sizeof(float)))) {
+        GRAFT_ERROR("out of memory for %zu buffer floats to broadcast", t->buffer_floats);
         return GRAFT_ERR_NOMEM;
+    }
     GRAFT_TRY(train_make_reducer(t));
     if (t->rank0)
         GRAFT_INFO("data parallel over %d ranks (%s): %zu trainable floats in reducer buckets",
@@ -71,7 +78,10 @@ graft_status train_make_reducer(trainer *t) {
     graft_params *p = t->model.params;
     /* parameter boundaries in the gradient buffer, ascending (= backward order) */
     size_t *starts = malloc(((size_t)p->count + 1) * sizeof *starts);
-    if (!starts) return GRAFT_ERR_NOMEM;
+    if (!starts) {
+        GRAFT_ERROR("out of memory for the reducer's %d parameter boundaries", p->count);
+        return GRAFT_ERR_NOMEM;
+    }
     int n = 0;
     for (int i = p->count - 1; i >= 0; i--)
         if (p->items[i].trainable) starts[n++] = p->items[i].grad_offset;
@@ -88,14 +98,52 @@ graft_status train_make_reducer(trainer *t) {
     return GRAFT_OK;
 }
 
+/* The model's buffers (batchnorm running statistics) packed into `to` in table order,
+ * and back. */
+static void pack_buffers(const graft_params *p, float *to) {
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
+            memcpy(to, graft_params_value(p, i), p->items[i].numel * sizeof(float));
+            to += p->items[i].numel;
+        }
+}
+
+static void unpack_buffers(graft_params *p, const float *from) {
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
+            memcpy(graft_params_value(p, i), from, p->items[i].numel * sizeof(float));
+            from += p->items[i].numel;
+        }
+}
+
+/* train.on_nonfinite skip: the buffers as they were before the step (the forward pass
+ * updates running statistics), so that a skipped step changes nothing. NULL stage and
+ * nothing kept for models without buffers. */
+static graft_status keep_buffers(trainer *t) {
+    const graft_params *p = t->model.params;
+    if (!t->skip_stage) {
+        size_t n = 0;
+        for (int i = 0; i < p->count; i++)
+            if (p->items[i].kind == GRAFT_KIND_BUFFER) n += p->items[i].numel;
+        if (n == 0) return GRAFT_OK;
+        if (!(t->skip_stage = malloc(n * sizeof(float)))) return GRAFT_ERR_NOMEM;
+    }
+    pack_buffers(p, t->skip_stage);
+    return GRAFT_OK;
+}
+
 /* One optimizer step: micro-batches over this rank's share, gradient sum across ranks
  * (the reducer overlaps it with the last micro-batch's backward), clipping, update. The
  * loss of each micro-batch is scaled by its share of the global batch, so the summed
- * gradient is the gradient of the global mean loss, however the batch was split. */
+ * gradient is the gradient of the global mean loss, however the batch was split. A loss
+ * or gradient norm that is NaN or infinite on any rank makes no update (*nonfinite = 1;
+ * the optimizer's step count does not advance; with skip, buffers are restored too). */
 graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
-                        float *norm_out, double *comm_bytes, train_step_times *tm) {
+                        float *norm_out, int *nonfinite, double *comm_bytes, train_step_times *tm) {
     graft_params *p = t->model.params;
     graft_params_zero_grad(p);
+    int skip_mode = strcmp(t->cfg->train.on_nonfinite, "skip") == 0;
+    if (skip_mode) GRAFT_TRY(keep_buffers(t));
     size_t sample_floats = (size_t)t->train_set.channels * t->train_set.height * t->train_set.width;
     /* token rows: T ids (sequences) or data.seq_len (token windows, one label per id) */
     size_t seq = t->train_set.kind == GRAFT_DATA_SEQUENCES ? (size_t)t->train_set.seq_len
@@ -125,23 +173,25 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
         loss_sum += (double)loss * share;
     }
     double t2 = graft_now_s();
-    float global_loss = (float)loss_sum;
+    /* the loss, and how many ranks' own loss was non-finite: summed in one allreduce */
+    float shared[2] = {(float)loss_sum, 0};
+    shared[1] = !isfinite(shared[0]);
     *comm_bytes = 0;
     if (t->reducer) {
         GRAFT_TRY(graft_reducer_wait(t->reducer, NULL));
         *comm_bytes = (double)graft_reducer_step_bytes(t->reducer);
-        GRAFT_TRY(graft_comm_allreduce_sum(t->comm, &global_loss, 1));
+        GRAFT_TRY(graft_comm_allreduce_sum(t->comm, shared, 2));
     }
     double t3 = graft_now_s();
     *norm_out = graft_grad_clip_norm(p->grads, p->n_grads, (float)t->cfg->optim.grad_clip);
-    graft_status st = GRAFT_OK;
-    if (isfinite(*norm_out))
-        st = graft_optim_step(&t->opt, p, lr);
-    else if (t->rank0)
-        GRAFT_WARN("step %ld: non-finite gradient norm: update skipped", step);
+    /* Decided from values every rank holds alike (a count, and the norm of the summed
+     * gradients), so every replica skips the same updates and they stay bit-identical. */
+    *nonfinite = shared[1] > 0 || !isfinite(*norm_out);
+    graft_status st = *nonfinite ? GRAFT_OK : graft_optim_step(&t->opt, p, lr);
+    if (*nonfinite && skip_mode && t->skip_stage) unpack_buffers(p, t->skip_stage);
     tm->comm += t3 - t2;
     tm->optim += graft_now_s() - t3;
-    *loss_out = global_loss;
+    *loss_out = shared[0];
     return st;
 }
 
@@ -152,19 +202,9 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
 graft_status train_sync_buffers(trainer *t) {
     const graft_params *p = t->model.params;
     if (t->comm->size == 1 || t->buffer_floats == 0) return GRAFT_OK;
-    float *at = t->buffer_stage;
-    for (int i = 0; i < p->count; i++)
-        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
-            memcpy(at, graft_params_value(p, i), p->items[i].numel * sizeof(float));
-            at += p->items[i].numel;
-        }
+    pack_buffers(p, t->buffer_stage);
     GRAFT_TRY(graft_comm_broadcast(t->comm, t->buffer_stage, t->buffer_floats * sizeof(float), 0));
-    at = t->buffer_stage;
-    for (int i = 0; i < p->count; i++)
-        if (p->items[i].kind == GRAFT_KIND_BUFFER) {
-            memcpy(graft_params_value(p, i), at, p->items[i].numel * sizeof(float));
-            at += p->items[i].numel;
-        }
+    unpack_buffers(t->model.params, t->buffer_stage);
     return GRAFT_OK;
 }
 

@@ -1,8 +1,11 @@
 /* The training loop users drive with `graft train cfg.yaml`: set-up, the run
- * directory, the steps with logging, evaluation and checkpoints at step boundaries
- * (a stop signal agreed across ranks), and the end of the run. */
+ * directory, the steps with logging, non-finite steps (train.on_nonfinite), evaluation
+ * and checkpoints at step boundaries (a stop signal agreed across ranks), and the end
+ * of the run. */
 #include "train.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +15,7 @@
 #include "runtime/core/rng.h"
 #include "runtime/data/loader.h"
 #include "runtime/io/fs.h"
+#include "runtime/io/json.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -46,11 +50,81 @@ static graft_status checkpoint_boundary(trainer *t, long done, int *stop) {
     return GRAFT_OK;
 }
 
+/* "nan", "inf" or "-inf" (printf's text for NaN carries a sign bit: "-nan"). */
+static const char *nonfinite_text(double x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
+
+/* "loss nan", "gradient norm inf" or both, for the lines about a non-finite step. */
+static void describe_nonfinite(char *out, size_t size, double loss, float norm) {
+    if (!isfinite(loss) && !isfinite(norm))
+        snprintf(out, size, "loss %s and gradient norm %s", nonfinite_text(loss),
+                 nonfinite_text(norm));
+    else if (!isfinite(loss))
+        snprintf(out, size, "loss %s", nonfinite_text(loss));
+    else
+        snprintf(out, size, "gradient norm %s", nonfinite_text(norm));
+}
+
+graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size_t size) {
+    char run_dir[TRAIN_PATH_MAX];
+    if ((size_t)snprintf(run_dir, sizeof run_dir, "runs/%s", cfg->experiment) >= sizeof run_dir)
+        return GRAFT_ERR_CONFIG;
+    return graft_fs_path_join(out, size, run_dir, "nonfinite.json");
+}
+
+/* Rank 0: nonfinite.json, the record `graft launch` reads (train.h). */
+static graft_status record_nonfinite_stop(const trainer *t, long done, double loss, float norm) {
+    char path[TRAIN_PATH_MAX];
+    GRAFT_TRY(graft_train_nonfinite_path(t->cfg, path, sizeof path));
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(done));
+    json_object_set_new(o, "loss", graft_json_real_or_null(loss));
+    json_object_set_new(o, "grad_norm", graft_json_real_or_null(norm));
+    graft_status st = graft_json_write_atomic(path, o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return st;
+}
+
+/* A step (the done-th) whose loss or gradient norm went NaN or infinite; every rank
+ * comes here at the same step (step.c decides from shared values). train.on_nonfinite
+ * stop: one line, GRAFT_ERR_NONFINITE (exit 1). skip: the update was not made; more
+ * than train.max_nonfinite_steps of them in a row stop as well. */
+static graft_status on_nonfinite_step(trainer *t, long done, double loss, float norm) {
+    const graft_config *cfg = t->cfg;
+    char what[96];
+    describe_nonfinite(what, sizeof what, loss, norm);
+    int skip = strcmp(cfg->train.on_nonfinite, "skip") == 0;
+    t->nonfinite_in_a_row++;
+    if (skip && t->nonfinite_in_a_row <= cfg->train.max_nonfinite_steps) {
+        if (t->rank0)
+            GRAFT_WARN("step %ld: non-finite %s: update skipped (%ld in a row; "
+                       "train.max_nonfinite_steps: %ld)",
+                       done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
+        return GRAFT_OK;
+    }
+    /* every rank stops here alike: rank 0 prints the line, the others keep it quietly */
+    graft_log_level level = t->rank0 ? GRAFT_LOG_ERROR : GRAFT_LOG_QUIET;
+    if (skip)
+        graft_log(level, __func__,
+                  "step %ld: non-finite %s, %ld non-finite steps in a row: stopping "
+                  "(train.max_nonfinite_steps: %ld)",
+                  done, what, t->nonfinite_in_a_row, cfg->train.max_nonfinite_steps);
+    else
+        graft_log(level, __func__, "step %ld: non-finite %s: stopping (train.on_nonfinite: stop)",
+                  done, what);
+    /* a record that cannot be written is logged; the stop stands, as on other ranks */
+    if (t->rank0) (void)record_nonfinite_stop(t, done, loss, norm);
+    return GRAFT_ERR_NONFINITE;
+}
+
 static graft_status run_loop(trainer *t) {
     const graft_config *cfg = t->cfg;
     int tty = t->rank0 && isatty(fileno(stdout));
     long log_every = cfg->train.log_every > 0 ? cfg->train.log_every : 10;
-    if (t->rank0) train_log_freeze_table(t->model.params);
+    if (t->rank0) {
+        char stale[TRAIN_PATH_MAX];
+        if (graft_train_nonfinite_path(cfg, stale, sizeof stale) == GRAFT_OK) unlink(stale);
+        train_log_freeze_table(t->model.params);
+    }
     if (t->rank0)
         GRAFT_INFO("training %s: %ld steps (%ld per epoch), global batch %ld, micro-batch %d, "
                    "%d rank(s)",
@@ -59,7 +133,7 @@ static graft_status run_loop(trainer *t) {
     train_step_times tm = {0};
     double window_loss = 0, window_samples = 0, window_start = graft_now_s();
     double run_start = window_start;
-    int window_steps = 0;
+    int window_steps = 0, window_skipped = 0;
     double window_bytes = 0;
     graft_status st = GRAFT_OK;
     for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
@@ -75,29 +149,41 @@ static graft_status run_loop(trainer *t) {
         tm.data += wait;
         double loss, bytes;
         float norm;
+        int nonfinite;
         float lr = graft_lr_at(&t->sched, step);
-        st = train_step(t, step, b, lr, &loss, &norm, &bytes, &tm);
+        st = train_step(t, step, b, lr, &loss, &norm, &nonfinite, &bytes, &tm);
         if (st == GRAFT_OK) st = train_sync_buffers(t);
         if (st != GRAFT_OK) break;
         window_bytes += bytes;
-        window_loss += loss;
         window_samples += b->global_n;
         window_steps++;
         long done = step + 1;
-        if (done % log_every == 0 || done == t->total_steps) {
+        if (nonfinite) {
+            window_skipped++;
+            st = on_nonfinite_step(t, done, loss, norm);
+        } else {
+            window_loss += loss;
+            t->nonfinite_in_a_row = 0;
+        }
+        /* a stop at a non-finite step writes its window too: the record shows it */
+        if (done % log_every == 0 || done == t->total_steps || st != GRAFT_OK) {
             double now = graft_now_s();
             double rate = window_samples / (now - window_start);
+            /* NaN (null in metrics.jsonl) when every step of the window was skipped */
+            double mean_loss = window_loss / (window_steps - window_skipped);
             if (t->rank0) {
-                train_write_metrics(t, done, b->epoch, window_loss / window_steps, lr, norm, rate,
-                                    &tm, window_steps, window_bytes / window_steps);
-                train_show_progress(done, t->start_step, t->total_steps, window_loss / window_steps,
-                                    rate, now - run_start, tty);
+                train_write_metrics(t, done, b->epoch, mean_loss, lr, norm, rate, &tm, window_steps,
+                                    window_skipped, window_bytes / window_steps);
+                if (st == GRAFT_OK)
+                    train_show_progress(done, t->start_step, t->total_steps, mean_loss, rate,
+                                        now - run_start, tty);
             }
             memset(&tm, 0, sizeof tm);
             window_loss = window_samples = window_bytes = 0;
-            window_steps = 0;
+            window_steps = window_skipped = 0;
             window_start = graft_now_s();
         }
+        if (st != GRAFT_OK) break;
         if (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0 &&
             done < t->total_steps) {
             if (tty) printf("\n");
@@ -131,6 +217,7 @@ static graft_status run_loop(trainer *t) {
 static void trainer_free(trainer *t) {
     free(t->unfrozen_at);
     free(t->buffer_stage);
+    free(t->skip_stage);
     graft_reducer_free(t->reducer);
     graft_loader_free(t->loader);
     graft_optim_free(&t->opt);

@@ -7,6 +7,8 @@
  *   model.safetensors                     the final weights
  *   train.log       the log lines
  *   checkpoints/    step-NNNNNNNN/ checkpoints and "latest" (unless checkpoint.dir)
+ *   nonfinite.json  only after a run stopped at a non-finite step: {"step", "loss",
+ *                   "grad_norm"} (removed when a run starts)
  * Everything that can be checked (config, datasets, init weights, freezing globs) is
  * checked before the run directory is touched. */
 #ifndef GRAFT_TRAIN_H
@@ -26,8 +28,15 @@ extern volatile sig_atomic_t graft_train_stop_signal;
  * checkpoint.resume says and checkpoints as checkpoint.* says. */
 graft_status graft_train(const graft_config *cfg, graft_comm *comm);
 
+/* runs/<experiment>/nonfinite.json into out. A run that stopped at a non-finite step
+ * (exit 1) leaves it: `graft launch` does not restart such a job, since resuming replays
+ * the same steps bit for bit and would stop at the same step again. */
+graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size_t size);
+
 /* Evaluate `weights` (a safetensors file) on data.val (or data.train when no val set
- * is configured). Prints the summary; writes the JSON result to json_path if given. */
+ * is configured). Prints the summary; writes the JSON result to json_path if given.
+ * Several ranks first check that they agree on the config, the data (by content) and
+ * the weights they loaded (GRAFT_ERR_MISMATCH, one line on rank 0, when not). */
 graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
                             graft_comm *comm);
 

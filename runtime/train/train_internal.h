@@ -69,6 +69,7 @@ typedef struct trainer {
     graft_loader *loader;
     graft_reducer *reducer; /* NULL with one rank */
     float *buffer_stage;    /* several ranks: the model's buffers packed for broadcast */
+    float *skip_stage;      /* train.on_nonfinite skip: the buffers before the step */
     size_t buffer_floats;
     int micro_batch;
     long total_steps, steps_per_epoch;
@@ -80,6 +81,9 @@ typedef struct trainer {
     uint64_t start_cursor; /* the loader cursor at start_step */
     long last_saved_step;  /* -1 before any save */
     double last_save_time; /* graft_now_s() of the last save (or of the start) */
+    /* train.on_nonfinite skip: non-finite steps in a row (kept in checkpoints, so a
+     * resumed run stops where the uninterrupted one would) */
+    long nonfinite_in_a_row;
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
 } trainer;
@@ -91,9 +95,11 @@ graft_status train_setup(trainer *t);
  * get a reducer. */
 graft_status train_setup_data_parallel(trainer *t);
 /* One optimizer step over the global batch b at learning rate lr: the global mean
- * loss, the gradient norm and the bytes the reducer moved; times added into tm. */
+ * loss, the gradient norm and the bytes the reducer moved; times added into tm.
+ * *nonfinite = 1 (the same on every rank) when the loss or the norm is NaN or infinite:
+ * then no update was made. */
 graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double *loss_out,
-                        float *norm_out, double *comm_bytes, train_step_times *tm);
+                        float *norm_out, int *nonfinite, double *comm_bytes, train_step_times *tm);
 /* Broadcast rank 0's buffers (batchnorm running statistics) after a step. */
 graft_status train_sync_buffers(trainer *t);
 /* Check that every replica holds the same parameter bits (end of training). */
@@ -102,9 +108,10 @@ graft_status train_check_replicas(trainer *t);
 /* run_dir.c (rank 0 writes; other ranks only learn run_dir). */
 graft_status train_open_run_dir(trainer *t);
 void train_close_run_dir(trainer *t);
-/* One metrics.jsonl line for a log window of `steps` steps. */
+/* One metrics.jsonl line for a log window of `steps` steps, `skipped` of them non-finite
+ * (loss: the mean over the others; a non-finite value is written as null). */
 void train_write_metrics(trainer *t, long step, long epoch, double loss, float lr, float grad_norm,
-                         double samples_per_s, const train_step_times *tm, int steps,
+                         double samples_per_s, const train_step_times *tm, int steps, int skipped,
                          double comm_bytes);
 /* One updating line on a terminal, plain lines otherwise. */
 void train_show_progress(long step, long first, long total, double loss, double samples_per_s,

@@ -15,7 +15,10 @@
 graft_status train_unfreeze_check(trainer *t) {
     const graft_params *p = t->model.params;
     t->unfrozen_at = malloc(((size_t)p->count + 1) * sizeof *t->unfrozen_at);
-    if (!t->unfrozen_at) return GRAFT_ERR_NOMEM;
+    if (!t->unfrozen_at) {
+        GRAFT_ERROR("out of memory for the unfreezing table of %d parameters", p->count);
+        return GRAFT_ERR_NOMEM;
+    }
     for (int i = 0; i < p->count; i++)
         t->unfrozen_at[i] = -1;
     return GRAFT_OK;
@@ -32,7 +35,10 @@ graft_status train_unfreeze_apply(trainer *t, long step, int before) {
         if (before ? u->at_step >= step : u->at_step != step) continue;
         if (!old) { /* the layout the optimizer state is in now */
             old = malloc(((size_t)p->count + 1) * sizeof *old);
-            if (!old) return GRAFT_ERR_NOMEM;
+            if (!old) {
+                GRAFT_ERROR("step %ld: out of memory unfreezing freeze.schedule[%d]", step, e);
+                return GRAFT_ERR_NOMEM;
+            }
             for (int i = 0; i < p->count; i++)
                 old[i] = p->items[i].trainable ? p->items[i].grad_offset : SIZE_MAX;
         }
@@ -73,8 +79,8 @@ void train_unfreeze_restore_starts(trainer *t, long resume_step) {
     const graft_params *p = t->model.params;
     for (int i = 0; i < p->count; i++) {
         if (t->unfrozen_at[i] < 0) continue;
-        /* optimizer steps taken since the unfreeze (steps skipped for a non-finite
-         * gradient norm are not told apart here) */
+        /* optimizer steps taken since the unfreeze (non-finite steps skipped since then,
+         * train.on_nonfinite: skip, are not told apart here) */
         int64_t start = t->opt.step - (resume_step - t->unfrozen_at[i]);
         t->opt.start[i] = start > 0 ? start : 0;
     }
