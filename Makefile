@@ -3,12 +3,15 @@
 # Both install system packages first (scripts/deps.sh) and build with CMake.
 BUILD     ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_SECONDS ?= 60
 JOBS      ?= 2
 CMAKE_ARGS ?=
 # Warnings are errors everywhere the Makefile builds (CI included).
 WERROR    ?= ON
 
-.PHONY: all deps build run test test-asan lint bench clean
+.PHONY: all deps build run test test-asan lint fuzz bench clean
 
 all: build
 
@@ -41,8 +44,16 @@ lint: deps
 	@cmake -S . -B $(BUILD) -DGRAFT_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
 	bash scripts/lint.sh $(BUILD) $(JOBS)
 
+# libFuzzer targets (tests/fuzz/) built with Debian's clang 14, ASan and UBSan, each run for
+# FUZZ_SECONDS; any crash, leak, sanitizer report or hang fails (tests/fuzz/run.sh).
+fuzz: deps
+	@CC=clang-14 cmake -S . -B $(FUZZ_BUILD) -DGRAFT_FUZZ=ON -DGRAFT_WERROR=$(WERROR) \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 bench: build
 	./$(BUILD)/graft bench gemm
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

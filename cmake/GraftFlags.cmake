@@ -16,3 +16,13 @@ if(GRAFT_SANITIZE)
   add_compile_options(-fsanitize=${_graft_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   add_link_options(-fsanitize=${_graft_san})
 endif()
+
+# libFuzzer: everything instrumented for coverage, with ASan and UBSan (tests/fuzz).
+if(GRAFT_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "GRAFT_FUZZ needs clang (e.g. CC=clang-14), not ${CMAKE_C_COMPILER_ID}")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+    -fno-sanitize-recover=all -g)
+  add_link_options(-fsanitize=address,undefined)
+endif()

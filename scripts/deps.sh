@@ -12,6 +12,7 @@ packages=(
   libxxhash-dev                             # checksums of shards and checkpoints
   zlib1g-dev                                # reading the .gz idx files
   libcmocka-dev                             # unit tests
+  clang-14 libclang-rt-14-dev               # fuzz targets (libFuzzer, ASan, UBSan): make fuzz
   python3                                   # tests parse our files with Python's stdlib
   dataset-fashion-mnist                     # real data for the demo and tests
   gnuplot-nox                               # graft plot

@@ -39,7 +39,7 @@ void cfg_set_error(const char *func, const char *fmt, ...) {
 }
 
 /* The message body after the location: "[KEY: ]message". */
-static graft_status vfail(const cfg_where *w, unsigned long line, unsigned long col,
+__attribute__((format(printf, 5, 0))) static graft_status vfail(const cfg_where *w, unsigned long line, unsigned long col,
                           const char *key, const char *fmt, va_list ap) {
     char where[320], msg[CFG_ERROR_MAX];
     if (w->file && line)

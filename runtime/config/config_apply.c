@@ -272,21 +272,58 @@ static void strlist_free(graft_strlist *l) {
     l->count = 0;
 }
 
+/* The first key of a mapping (in file order) that repeats an earlier one: `at` is its
+ * kid index and `first` the earlier one's; at == n_kids when no key repeats. */
+typedef struct map_dup {
+    size_t at, first;
+} map_dup;
+
+typedef struct key_ref {
+    const char *text;
+    size_t index;
+} key_ref;
+
+static int compare_key_refs(const void *a, const void *b) {
+    const key_ref *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+    if (c) return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Find the first repeated key by sorting the keys (with their positions): n log n, so
+ * a mapping of a hundred thousand keys is checked as fast as it is parsed. */
+static graft_status find_duplicate(const cfg_where *w, const cfg_node *map, map_dup *dup) {
+    dup->at = dup->first = map->n_kids;
+    key_ref *keys = malloc((map->n_kids / 2 + 1) * sizeof *keys);
+    if (!keys) return cfg_fail_nomem(w);
+    size_t n = 0;
+    for (size_t i = 0; i < map->n_kids; i += 2)
+        if (map->kids[i]->kind == CFG_SCALAR) keys[n++] = (key_ref){map->kids[i]->text, i};
+    qsort(keys, n, sizeof *keys, compare_key_refs);
+    /* Within a run of equal keys, sorted by position, the second repeats the first. */
+    for (size_t j = 1; j < n; j++) {
+        if (strcmp(keys[j].text, keys[j - 1].text) == 0 && keys[j].index < dup->at) {
+            dup->at = keys[j].index;
+            dup->first = keys[j - 1].index;
+        }
+    }
+    free(keys);
+    return GRAFT_OK;
+}
+
 /* Mapping keys must be scalars; a key repeated in the same mapping is an error. */
 static graft_status check_map_key(const cfg_where *w, const cfg_node *map, size_t i,
-                                  const char *path_for_dup) {
+                                  const map_dup *dup, const char *path_for_dup) {
     const cfg_node *kn = map->kids[i];
     char buf[96];
     if (kn->kind != CFG_SCALAR || !kn->text[0])
         return cfg_fail(w, kn, NULL, "expected a key name, found %s",
                         describe(kn, buf, sizeof buf));
-    for (size_t j = 0; j < i; j += 2) {
-        if (!strcmp(map->kids[j]->text, kn->text)) {
-            if (w->file)
-                return cfg_fail(w, kn, path_for_dup, "duplicate key (first at line %lu)",
-                                map->kids[j]->line);
-            return cfg_fail(w, kn, path_for_dup, "duplicate key");
-        }
+    if (i == dup->at) {
+        if (w->file)
+            return cfg_fail(w, kn, path_for_dup, "duplicate key (first at line %lu)",
+                            map->kids[dup->first]->line);
+        return cfg_fail(w, kn, path_for_dup, "duplicate key");
     }
     return GRAFT_OK;
 }
@@ -419,12 +456,13 @@ static graft_status apply_envmap(const cfg_where *w, const key_spec *k, const ch
         list.items = calloc(n, sizeof *list.items);
         if (!list.items) return cfg_fail_nomem(w);
     }
-    graft_status s = GRAFT_OK;
+    map_dup dup;
+    graft_status s = find_duplicate(w, v, &dup);
     for (size_t i = 0; i < v->n_kids && s == GRAFT_OK; i += 2) {
         const cfg_node *kn = v->kids[i], *vn = v->kids[i + 1];
         char key_path[CFG_MAX_PATH + 128] = "";
         if (kn->kind == CFG_SCALAR) snprintf(key_path, sizeof key_path, "%s.%.64s", path, kn->text);
-        s = check_map_key(w, v, i, key_path);
+        s = check_map_key(w, v, i, &dup, key_path);
         if (s != GRAFT_OK) break;
         if (!cfg_is_env_name(kn->text, strlen(kn->text))) {
             s = cfg_fail(w, kn, path, "'%.64s' is not a valid environment variable name", kn->text);
@@ -462,12 +500,14 @@ static graft_status apply_entry(const cfg_where *w, const key_spec *k, const cha
     for (int f = 0; f < k->n_fields; f++)
         if (k->fields[f].def) cfg_apply_default(&k->fields[f], entry);
     int given[16] = {0};
+    map_dup dup;
+    GRAFT_TRY(find_duplicate(w, v, &dup));
     for (size_t i = 0; i < v->n_kids; i += 2) {
         const cfg_node *kn = v->kids[i];
         char key_path[CFG_MAX_PATH + 128] = "";
         if (kn->kind == CFG_SCALAR)
             snprintf(key_path, sizeof key_path, "%s.%.64s", entry_path, kn->text);
-        GRAFT_TRY(check_map_key(w, v, i, key_path));
+        GRAFT_TRY(check_map_key(w, v, i, &dup, key_path));
         int found = -1;
         cfg_name_ref names[16];
         for (int f = 0; f < k->n_fields; f++) {
@@ -586,12 +626,14 @@ graft_status cfg_apply_mapping(const cfg_where *w, graft_config *cfg, const char
                             describe(map, buf, sizeof buf));
         return fail_expected(w, section, map, "a mapping");
     }
+    map_dup dup;
+    GRAFT_TRY(find_duplicate(w, map, &dup));
     for (size_t i = 0; i < map->n_kids; i += 2) {
         const cfg_node *kn = map->kids[i], *vn = map->kids[i + 1];
         char full[CFG_MAX_PATH] = "";
         if (kn->kind == CFG_SCALAR)
             snprintf(full, sizeof full, "%s%s%s", section, section[0] ? "." : "", kn->text);
-        GRAFT_TRY(check_map_key(w, map, i, full));
+        GRAFT_TRY(check_map_key(w, map, i, &dup, full));
         const key_spec *k = cfg_find_key(full);
         if (k)
             GRAFT_TRY(cfg_apply_value(w, k, full, cfg, vn));

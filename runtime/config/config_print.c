@@ -134,6 +134,10 @@ static void put_string(cfg_buf *b, const char *s) {
             cfg_buf_printf(b, "\\x%02x", *p);
         } else if (*p < 0x80) {
             cfg_buf_put(b, (const char *)p, 1);
+        } else if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF)) {
+            /* U+FFFE and U+FFFF: YAML refuses them as they are */
+            cfg_buf_printf(b, "\\u%s", p[2] == 0xBE ? "fffe" : "ffff");
+            p += 2;
         } else { /* UTF-8 as it is; C1 and bidi controls as \u, stray bytes as \x */
             char piece[8];
             int len = graft_escape_char((const char *)p, piece);

@@ -34,7 +34,9 @@
 /* On x86-64 Linux the loops also get AVX2 and AVX-512 copies, chosen at load time
  * (2.5x and 4x faster than the SSE2 baseline for the erf GELU). Multiply-adds are not
  * contracted into FMAs (ISO C mode), so every copy computes the same bits. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+/* clang before 15 names the dispatcher "f.ifunc" instead of "f" (callers fail to link). */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && \
+    !(defined(__clang__) && __clang_major__ < 15)
 #if __has_attribute(target_clones)
 #define GELU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
