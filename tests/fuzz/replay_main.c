@@ -24,7 +24,11 @@ static int run_file(const char *path) {
     size_t got;
     while (buf && (got = fread(buf + size, 1, cap - size, fp)) > 0) {
         size += got;
-        if (size == cap) buf = realloc(buf, cap *= 2);
+        if (size == cap) {
+            unsigned char *grown = realloc(buf, cap *= 2);
+            if (!grown) free(buf);
+            buf = grown;
+        }
     }
     int failed = !buf || ferror(fp);
     fclose(fp);
@@ -65,8 +69,9 @@ static int run_path(const char *path) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        names = realloc(names, (n + 1) * sizeof *names);
-        if (!names || !(names[n] = strdup(e->d_name))) abort();
+        char **grown = realloc(names, (n + 1) * sizeof *names);
+        if (!grown || !(grown[n] = strdup(e->d_name))) abort(); /* a test: out of memory ends it */
+        names = grown;
         n++;
     }
     closedir(d);
