@@ -34,8 +34,8 @@ fi
 if node "$ref" --raw "${files[0]}" >"$tmp/raw.json"; then
   GRAFT_WORDPIECE_REF="$tmp/raw.json" GRAFT_TEST_FILTER=test_wordpiece_reference_file \
     "$bin" >"$tmp/raw_out" 2>&1
-  if grep -q " [1-9][0-9]* differ" "$tmp/raw_out"; then
-    ok "raw package ids differ as documented: $(grep -o '[0-9]* differ' "$tmp/raw_out")"
+  if grep -Eq "tokens, [1-9][0-9]* differ$" "$tmp/raw_out"; then
+    ok "raw package ids differ as documented: $(grep -Eo '[0-9]+ texts, .* differ$' "$tmp/raw_out")"
   else
     bad "raw package ids unexpectedly equal graft's"; cat "$tmp/raw_out"
   fi
