@@ -221,7 +221,7 @@ graft_status graft_wordpiece_load_npm_json(graft_wordpiece **out, const char *pa
             memcpy(dst, s, l);
         } else {
             out_len = l + 2;
-            memcpy(dst, "##", 2);
+            dst[0] = dst[1] = '#';
             memcpy(dst + 2, s, l);
         }
         w->token_off[i + 1] = w->token_off[i] + out_len;
@@ -281,7 +281,7 @@ static int in_ranges(const wp_cp_range *r, size_t n, uint32_t cp) {
     return 0;
 }
 
-#define IN_TABLE(table, cp) in_ranges(table, sizeof table / sizeof table[0], cp)
+#define IN_TABLE(table, cp) in_ranges((table), sizeof(table) / sizeof((table)[0]), (cp))
 
 /* BasicTokenizer._is_chinese_char: the CJK Unified Ideographs blocks. */
 static int is_cjk(uint32_t cp) {
