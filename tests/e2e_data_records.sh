@@ -65,6 +65,9 @@ expect_bad_input "label outside --labels" "good.csv:5: label \"pos\" is not one 
 printf 'text,label\n"never closed,x\n' >open.csv
 expect_bad_input "unterminated quote" "open.csv:2: a quoted field is not closed before the end of the file" -- \
   "$GRAFT" data text --out csv5 --tokenizer bert-base-uncased --format csv --seq-len 16 --strict open.csv
+printf 'text,label\na,\nb,x\n' >nolabel.csv
+expect_bad_input "empty label" "nolabel.csv:2: the label is empty \(--strict\)" -- \
+  "$GRAFT" data text --out csv6 --tokenizer bert-base-uncased --format csv --seq-len 16 --strict nolabel.csv
 printf '{"text": "ok", "label": "a"}\n{"text": ["not", "text"], "label": "b"}\n' >bad.jsonl
 expect_bad_input "jsonl text not a string" "bad.jsonl:2: \"text\" is not a string \(--strict\)" -- \
   "$GRAFT" data text --out j2 --tokenizer bert-base-uncased --format jsonl --seq-len 16 --strict bad.jsonl

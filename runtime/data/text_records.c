@@ -93,6 +93,8 @@ static graft_status jsonl_record(graft_text_records *r, const char *path, size_t
     } else if (!label_text) {
         snprintf(what, sizeof what, "\"%.100s\" is not a string or an integer", label_field);
         st = malformed(r, strict, path, line_no, what);
+    } else if (label_len == 0) {
+        st = malformed(r, strict, path, line_no, "the label is empty");
     } else {
         st = add_record(r, json_string_value(text), json_string_length(text), label_text,
                         label_len, line_no);
@@ -259,6 +261,8 @@ static graft_status read_csv(graft_text_records *r, const char *path, const char
             char what[96];
             snprintf(what, sizeof what, "%zu fields where the header has %zu", row.n, n_cols);
             st = malformed(r, strict, path, first, what);
+        } else if (row.flen[label_col] == 0) {
+            st = malformed(r, strict, path, first, "the label is empty");
         } else {
             st = add_record(r, row.buf + row.off[text_col], row.flen[text_col],
                             row.buf + row.off[label_col], row.flen[label_col], first);

@@ -4,8 +4,8 @@
  *   csv    RFC 4180: a header row naming the fields, comma separated, fields in double
  *          quotes may hold commas, newlines and doubled quotes ""; LF or CRLF line ends;
  *          a UTF-8 byte order mark at the start is ignored.
- * A malformed record (bad JSON, a missing field, a text that is not a string, a CSV
- * row with another number of fields, an unterminated quote) is reported as
+ * A malformed record (bad JSON, a missing field, a text that is not a string, an empty
+ * label, a CSV row with another number of fields, an unterminated quote) is reported as
  * "FILE:LINE: <problem>" and skipped, or with strict is the one error. A CSV header
  * without the named fields is always an error. */
 #ifndef GRAFT_TEXT_RECORDS_H
