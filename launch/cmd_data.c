@@ -453,6 +453,8 @@ static int data_records(const records_job *job, char **files, int n_files) {
             graft_tokenizer_vocab_size(tok), job->seq_len, sample_pad_id(tok), n_names, names,
             (size_t)shard);
     }
+    int mask = st == GRAFT_OK ? graft_tokenizer_special(tok, GRAFT_TOKEN_MASK) : -1;
+    if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(w, mask);
     if (st == GRAFT_OK) {
         char desc[512];
         snprintf(desc, sizeof desc,
@@ -601,6 +603,8 @@ static int data_text(int argc, char **argv) {
         st = graft_dataset_writer_new_tokens(&job.w, out, tokenizer, vocab_size,
                                              (size_t)shard_size);
     }
+    int mask = st == GRAFT_OK ? graft_tokenizer_special(job.tok, GRAFT_TOKEN_MASK) : -1;
+    if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(job.w, mask);
     if (st == GRAFT_OK) {
         char desc[200];
         if (classify)

@@ -94,12 +94,15 @@ PY
   $fortunes/computers >/dev/null 2>&1 || bad "mlm data"
 cat >mlm.yaml <<YAML
 experiment: wmlm
-model: {arch: bert, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 32, mask_token_id: 103}
+model: {arch: bert, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 32}
 data: {train: mlmdata, batch_size: 8, seq_len: 32}
 optim: {lr: 0.002}
 train: {max_steps: 8, log_every: 4}
 YAML
-"$GRAFT" train mlm.yaml >mlm.out 2>&1 && ok "masked LM on WordPiece ids" || { bad "mlm"; tail -n 5 mlm.out; }
+grep -q '"mask_id": 103' mlmdata/index.json && ok "the dataset records the tokenizer's [MASK] (103)" ||
+  bad "no mask_id in index.json"
+"$GRAFT" train mlm.yaml >mlm.out 2>&1 && ok "masked LM on WordPiece ids, masking with the dataset's [MASK]" ||
+  { bad "mlm"; tail -n 5 mlm.out; }
 cat >cls.yaml <<YAML
 experiment: wcls
 model: {arch: bert, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 32,

@@ -57,6 +57,8 @@ refused "positions vs seq_len" "data.seq_len 16 is longer than model.n_positions
 refused "mask token" "model.mask_token_id 500 is outside the vocabulary" \
   model.arch=bert model.n_layer=1 model.n_embd=8 model.n_head=2 data.train=tok data.seq_len=8 \
   model.mask_token_id=500
+refused "no [MASK] in the tokenizer" "model.mask_token_id: the dataset's tokenizer has no \[MASK\] token" \
+  model.arch=bert model.n_layer=1 model.n_embd=8 model.n_head=2 data.train=tok data.seq_len=8
 refused "patch size vs image" "model.patch_size 5 does not divide the 28x28 images" \
   model.arch=vit model.n_layer=1 model.n_embd=8 model.n_head=2 model.patch_size=5
 # -- freezing, groups and the schedule against the model and the run

@@ -530,7 +530,8 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         .seq_len = input->seq_len,
         .num_classes =
             cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes,
-        .mask_token_id = cfg->model.mask_token_id,
+        .mask_token_id =
+            cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
         .pad_id = input->pad_id,
         .dropout = (float)cfg->model.dropout};
     if (cfg->model.vocab_size && input->vocab_size && cfg->model.vocab_size != input->vocab_size) {
@@ -554,6 +555,11 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
     }
     if (bc.n_head > 0 && bc.n_embd % bc.n_head != 0) { /* n_head < 1: graft_bert_init */
         GRAFT_ERROR("model.n_embd %d is not divisible by model.n_head %d", bc.n_embd, bc.n_head);
+        return GRAFT_ERR_CONFIG;
+    }
+    if (bc.num_classes == 0 && bc.mask_token_id < 0) {
+        GRAFT_ERROR("model.mask_token_id: the dataset's tokenizer has no [MASK] token (bytes and "
+                    "gpt2 have none): set model.mask_token_id to the id masked tokens become");
         return GRAFT_ERR_CONFIG;
     }
     if (bc.num_classes == 0 && bc.mask_token_id >= bc.vocab_size) {
