@@ -113,4 +113,7 @@ train: {max_steps: 12, log_every: 4}
 YAML
 "$GRAFT" train cls.yaml >cls.out 2>&1 && grep -q "per_class" runs/wcls/eval.json &&
   ok "bert classifier fine-tuned on the jsonl records" || { bad "classifier"; tail -n 8 cls.out; }
+"$GRAFT" train cls.yaml experiment=wcls2 model.init=null model.vocab_size=30600 train.max_steps=2 \
+  >cls2.out 2>&1 && ok "a model vocabulary larger than the dataset's (30600 > 30522) trains" ||
+  { bad "larger model vocabulary"; tail -n 5 cls2.out; }
 finish

@@ -50,7 +50,7 @@ refused "head vs classes" "model.head.num_classes is 5 but img has 3 classes" mo
 refused "language model on images" "gpt2 needs a token dataset" model.arch=gpt2
 refused "language model on sequences" "gpt2 is a language model; seq holds labelled sequences" \
   $gpt2 data.train=seq data.batch_size=4
-refused "model vocabulary" "model.vocab_size 100 does not match the dataset's vocabulary of 256" \
+refused "model vocabulary" "model.vocab_size 100 is smaller than the dataset's vocabulary of 256" \
   $gpt2 model.vocab_size=100
 refused "positions vs seq_len" "data.seq_len 16 is longer than model.n_positions 8" \
   $gpt2 model.n_positions=8

@@ -534,8 +534,10 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
             cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
         .pad_id = input->pad_id,
         .dropout = (float)cfg->model.dropout};
-    if (cfg->model.vocab_size && input->vocab_size && cfg->model.vocab_size != input->vocab_size) {
-        GRAFT_ERROR("model.vocab_size %d does not match the dataset's vocabulary of %d tokens",
+    if (cfg->model.vocab_size && cfg->model.vocab_size < input->vocab_size) {
+        /* larger is fine (a hub model's vocabulary over a smaller tokenizer's ids) */
+        GRAFT_ERROR("model.vocab_size %d is smaller than the dataset's vocabulary of %d tokens "
+                    "(its ids must fit)",
                     cfg->model.vocab_size, input->vocab_size);
         return GRAFT_ERR_CONFIG;
     }
