@@ -325,7 +325,6 @@ static graft_status list_csv(listing *l, const char *csv, const char *root) {
 
 typedef struct work {
     const graft_images_options *o;
-    item *items;
     item **order; /* the items of this run, in order */
     size_t n;
     uint8_t *out; /* n samples of C*H*W, or NULL: check only */
@@ -506,7 +505,7 @@ static graft_status convert(const graft_images_options *o, listing *l, graft_ima
     res->ignored = l->ignored;
     /* the targets are checked (and DIR.tmp made) before the long decoding */
     graft_dataset_writer *train = NULL, *val = NULL;
-    item **order = malloc(l->n * sizeof *order);
+    item **order = malloc((l->n ? l->n : 1) * sizeof(item *));
     if (!order) {
         GRAFT_ERROR("%s: out of memory", o->out);
         return GRAFT_ERR_NOMEM;

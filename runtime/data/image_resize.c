@@ -84,6 +84,7 @@ static void pass(const uint8_t *in, int in_w, uint8_t *out, int out_w, int out_h
 
 graft_status graft_image_resize(const graft_image *in, int out_w, int out_h, graft_image *out) {
     memset(out, 0, sizeof *out);
+    if (out_w < 1 || out_h < 1) return GRAFT_ERR_INVALID_ARG;
     int ch = in->channels;
     out->pixels = malloc((size_t)out_w * (size_t)out_h * (size_t)ch);
     if (!out->pixels) return GRAFT_ERR_NOMEM;
@@ -104,7 +105,7 @@ graft_status graft_image_resize(const graft_image *in, int out_w, int out_h, gra
         const uint8_t *src = in->pixels;
         int first = vb[0], last = vb[2 * out_h - 2] + vb[2 * out_h - 1];
         if (out_w != in->width) {
-            tmp = malloc((size_t)out_w * (size_t)(last - first) * (size_t)ch);
+            tmp = calloc((size_t)out_w * (size_t)(last - first), (size_t)ch);
             if (!tmp) goto done;
             for (int i = 0; i < out_h; i++)
                 vb[2 * i] -= first;

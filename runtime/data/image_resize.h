@@ -19,7 +19,8 @@
 typedef enum { GRAFT_RESIZE_SHORTER = 0, GRAFT_RESIZE_STRETCH = 1 } graft_resize_mode;
 
 /* PIL's Image.resize((out_w, out_h), BILINEAR): *out gets new pixels (HWC, in's channels).
- * GRAFT_ERR_NOMEM is the only failure. */
+ * out_w, out_h >= 1 (GRAFT_ERR_INVALID_ARG otherwise); else GRAFT_ERR_NOMEM is the only
+ * failure. */
 graft_status graft_image_resize(const graft_image *in, int out_w, int out_h, graft_image *out);
 
 /* Resize (and, for shorter, centre-crop) in to height x width, written as planes

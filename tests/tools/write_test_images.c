@@ -135,7 +135,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *root = argv[1];
-    int per_class = atoi(argv[2]);
+    int per_class = (int)strtol(argv[2], NULL, 10);
     graft_idx img, lab;
     if (graft_idx_read(&img, GRAFT_FMNIST_DIR "/train-images-idx3-ubyte.gz") != GRAFT_OK ||
         graft_idx_read(&lab, GRAFT_FMNIST_DIR "/train-labels-idx1-ubyte.gz") != GRAFT_OK)
