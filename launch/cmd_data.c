@@ -498,7 +498,7 @@ static int data_images(int argc, char **argv) {
          "a CSV of path,label rows instead of class folders (paths relative to ROOT when given, "
          "else to the CSV's folder)",
          0},
-        {"threads", CLI_INT, &threads, "decoding threads (default: cores, at most 4)", 1},
+        {"threads", CLI_INT, &threads, "decoding threads (default: cores, at most 4; at most 16)", 1},
     };
     int n_pos = 0;
     int rc = cli_parse("data images",

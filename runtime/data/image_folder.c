@@ -20,6 +20,8 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 /* Sub-directory depth followed inside a class folder (links may form loops). */
 #define MAX_DEPTH 16
+/* Items checked between two updates of the progress line. */
+#define CHECK_CHUNK 512
 
 typedef struct item {
     char *path;
@@ -514,11 +516,12 @@ static graft_status convert(const graft_images_options *o, listing *l, graft_ima
     if (st == GRAFT_OK && o->val_out) st = new_writer(o, l, o->val_out, &val);
     for (size_t i = 0; i < l->n; i++)
         order[i] = &l->items[i];
-    if (st == GRAFT_OK) {
-        st = run_decode(o, order, l->n, NULL);
+    for (size_t start = 0; st == GRAFT_OK && start < l->n; start += CHECK_CHUNK) {
+        size_t m = l->n - start < CHECK_CHUNK ? l->n - start : CHECK_CHUNK;
+        st = run_decode(o, order + start, m, NULL);
         if (st == GRAFT_ERR_NOMEM) GRAFT_ERROR("%s: out of memory decoding", o->out);
+        show_progress(o, "checked", start + m, l->n);
     }
-    if (st == GRAFT_OK) show_progress(o, "checked", l->n, l->n);
     for (size_t i = 0; st == GRAFT_OK && i < l->n; i++) {
         if (l->items[i].ok) continue;
         graft_images_skipped *grown =
