@@ -81,6 +81,22 @@ printf 'path,label\nTrouser/00000.jpg\n' >bad.csv
 expect_bad_input "csv row without a label" "bad.csv: line 2: expected two fields" -- \
   "$GRAFT" data images --out x --csv bad.csv root
 
+# a path holding a comma, quoted; absolute paths too
+mkdir -p "odd/x,y"
+cp root/Bag/00003.PNG "odd/x,y/a.png"
+printf 'path,label\n"x,y/a.png",first\n%s,"sec""ond"\n' "$PWD/root/Bag/00000.jpg" >odd/list.csv
+"$GRAFT" data images --out dodd --size 8 --csv odd/list.csv >/dev/null 2>&1 &&
+  "$GRAFT" data inspect dodd | grep -Eq '0 first +1' && "$GRAFT" data inspect dodd | grep -Eq '1 sec"ond +1' &&
+  ok "CSV: quoted path with a comma, a quoted label with a quote, an absolute path" || bad "csv quoting"
+
+# ---- sizes, resize modes, channels --------------------------------------------------------
+"$GRAFT" data images --out dstretch --size 20x12 --resize stretch --channels 1 root >/dev/null 2>&1 &&
+  "$GRAFT" data inspect dstretch | grep -q "shape:       \[1, 20, 12\] U8" &&
+  ok "--size 20x12 --resize stretch --channels 1: [1, 20, 12]" || bad "stretch"
+"$GRAFT" data images --out dwide --size 12x30 root >/dev/null 2>&1 &&
+  "$GRAFT" data inspect dwide | grep -q "shape:       \[3, 12, 30\] U8" &&
+  ok "--size 12x30 (shorter, covering, centre crop): [3, 12, 30]" || bad "HxW shorter"
+
 # ---- bad input: one line, exit 2, nothing left ----------------------------------------------
 mkdir -p emptyroot noimg/cls
 touch noimg/cls/readme.txt
