@@ -199,6 +199,20 @@ static void test_corrupted_bytes_never_crash(void **s) {
     }
 }
 
+/* A 1 x 5000 line scaled to a shorter side of 224 would be 224 x 1120000 pixels before
+ * the crop: refused, not allocated. Within the limit it is resized and cropped. */
+static void test_too_thin_refused(void **s) {
+    (void)s;
+    uint8_t line[5000], chw[224 * 224];
+    for (int i = 0; i < 5000; i++)
+        line[i] = (uint8_t)i;
+    graft_image img = {.width = 1, .height = 5000, .channels = 1, .pixels = line};
+    assert_int_equal(graft_image_fit(&img, 224, 224, GRAFT_RESIZE_SHORTER, chw),
+                     GRAFT_ERR_UNSUPPORTED);
+    assert_int_equal(graft_image_fit(&img, 16, 16, GRAFT_RESIZE_SHORTER, chw), GRAFT_OK);
+    assert_int_equal(graft_image_fit(&img, 224, 224, GRAFT_RESIZE_STRETCH, chw), GRAFT_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_png_rgb),
@@ -215,6 +229,7 @@ int main(void) {
         cmocka_unit_test(test_empty_and_unknown),
         cmocka_unit_test(test_every_truncation_refused),
         cmocka_unit_test(test_corrupted_bytes_never_crash),
+        cmocka_unit_test(test_too_thin_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

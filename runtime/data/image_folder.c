@@ -354,6 +354,10 @@ static graft_status decode_one(const graft_images_options *o, const char *path, 
     if (st != GRAFT_OK) return st;
     st = graft_image_fit(&img, o->height, o->width, o->mode, chw);
     if (st == GRAFT_ERR_NOMEM) snprintf(why, why_size, "out of memory resizing");
+    if (st == GRAFT_ERR_UNSUPPORTED)
+        snprintf(why, why_size, "%dx%d pixels: too thin to resize to %dx%d (more than %zu pixels "
+                 "before the crop)", img.width, img.height, o->height, o->width,
+                 GRAFT_IMAGE_MAX_PIXELS);
     graft_image_free(&img);
     return st;
 }

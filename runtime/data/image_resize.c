@@ -136,23 +136,24 @@ static int half_to_even(int x) {
 
 graft_status graft_image_fit(const graft_image *in, int height, int width, graft_resize_mode mode,
                              uint8_t *chw) {
-    int rw = width, rh = height;
+    double rw_d = width, rh_d = height;
     if (mode == GRAFT_RESIZE_SHORTER) {
         int w = in->width, h = in->height;
         if (height == width) { /* torchvision Resize(S): the longer side truncated */
             int shorter = w < h ? w : h, longer = w < h ? h : w;
-            int new_long = (int)((double)height * longer / shorter);
-            rw = w <= h ? width : new_long;
-            rh = w <= h ? new_long : height;
+            double new_long = floor((double)height * longer / shorter);
+            rw_d = w <= h ? width : new_long;
+            rh_d = w <= h ? new_long : height;
         } else {
             double s = (double)width / w > (double)height / h ? (double)width / w
                                                                : (double)height / h;
-            rw = (int)(w * s);
-            rh = (int)(h * s);
-            if (rw < width) rw = width;
-            if (rh < height) rh = height;
+            rw_d = fmax(floor(w * s), width);
+            rh_d = fmax(floor(h * s), height);
         }
     }
+    /* a very thin image scaled up to the target's shorter side could be huge */
+    if (rw_d * rh_d > (double)GRAFT_IMAGE_MAX_PIXELS) return GRAFT_ERR_UNSUPPORTED;
+    int rw = (int)rw_d, rh = (int)rh_d;
     graft_image r;
     graft_status st = graft_image_resize(in, rw, rh, &r);
     if (st != GRAFT_OK) return st;

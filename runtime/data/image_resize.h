@@ -24,7 +24,9 @@ typedef enum { GRAFT_RESIZE_SHORTER = 0, GRAFT_RESIZE_STRETCH = 1 } graft_resize
 graft_status graft_image_resize(const graft_image *in, int out_w, int out_h, graft_image *out);
 
 /* Resize (and, for shorter, centre-crop) in to height x width, written as planes
- * (CHW, what a dataset stores) into chw[channels * height * width]. */
+ * (CHW, what a dataset stores) into chw[channels * height * width]. GRAFT_ERR_UNSUPPORTED
+ * when the resized image before the crop would exceed GRAFT_IMAGE_MAX_PIXELS (a very
+ * thin image), GRAFT_ERR_NOMEM when out of memory. */
 graft_status graft_image_fit(const graft_image *in, int height, int width, graft_resize_mode mode,
                              uint8_t *chw);
 
