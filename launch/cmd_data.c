@@ -66,12 +66,16 @@ static int report_written(const char *dir) {
     char dir_text[1024], tokenizer[256];
     dir = graft_escape(dir_text, sizeof dir_text, dir);
     graft_escape(tokenizer, sizeof tokenizer, d.tokenizer ? d.tokenizer : "");
-    if (d.kind == GRAFT_DATA_IMAGES)
-        printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s "
-               "(mean %.4f, std %.4f)\n",
-               d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir,
-               d.mean[0], d.std[0]);
-    else if (d.kind == GRAFT_DATA_SEQUENCES)
+    if (d.kind == GRAFT_DATA_IMAGES) {
+        printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s (mean",
+               d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir);
+        for (int c = 0; c < d.channels; c++)
+            printf(" %.4f", d.mean[c]);
+        printf(", std");
+        for (int c = 0; c < d.channels; c++)
+            printf(" %.4f", d.std[c]);
+        printf(")\n");
+    } else if (d.kind == GRAFT_DATA_SEQUENCES)
         printf("wrote %zu sequences of %d tokens (%s, vocab %d, pad %d) of %d classes in %d "
                "shard(s), %llu bytes, to %s\n",
                d.num_samples, d.seq_len, tokenizer, d.vocab_size, d.pad_id, d.num_classes,
@@ -419,8 +423,7 @@ static int parse_size(const char *text, int *h, int *w) {
     }
     if (end == text || *end || a < 1 || b < 1 || a > GRAFT_IMAGES_MAX_SIDE ||
         b > GRAFT_IMAGES_MAX_SIDE) {
-        fprintf(stderr,
-                "graft data images: --size: expected S or HxW with sides 1..%d, got '%s'\n",
+        fprintf(stderr, "graft data images: --size: expected S or HxW with sides 1..%d, got '%s'\n",
                 GRAFT_IMAGES_MAX_SIDE, text);
         return GRAFT_EXIT_BAD_INPUT;
     }
@@ -437,8 +440,10 @@ static int check_images_flags(graft_images_options *o, const char *size, const c
         return GRAFT_EXIT_BAD_INPUT;
     }
     if (n_pos > 1 || (n_pos == 0 && !o->csv)) {
-        fprintf(stderr, "graft data images: expected one ROOT folder (or --csv FILE), got %d "
-                        "arguments\n", n_pos);
+        fprintf(stderr,
+                "graft data images: expected one ROOT folder (or --csv FILE), got %d "
+                "arguments\n",
+                n_pos);
         return GRAFT_EXIT_BAD_INPUT;
     }
     if (parse_size(size, &o->height, &o->width) != GRAFT_EXIT_OK) return GRAFT_EXIT_BAD_INPUT;
@@ -498,7 +503,8 @@ static int data_images(int argc, char **argv) {
          "a CSV of path,label rows instead of class folders (paths relative to ROOT when given, "
          "else to the CSV's folder)",
          0},
-        {"threads", CLI_INT, &threads, "decoding threads (default: cores, at most 4; at most 16)", 1},
+        {"threads", CLI_INT, &threads, "decoding threads (default: cores, at most 4; at most 16)",
+         1},
     };
     int n_pos = 0;
     int rc = cli_parse("data images",
@@ -729,8 +735,9 @@ static void data_usage(void) {
 
 int cmd_data(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr,
-                "graft data: missing sub-command (fmnist, images, text, inspect, verify or bench)\n");
+        fprintf(
+            stderr,
+            "graft data: missing sub-command (fmnist, images, text, inspect, verify or bench)\n");
         return GRAFT_EXIT_BAD_INPUT;
     }
     const char *sub = argv[2];
@@ -744,7 +751,9 @@ int cmd_data(int argc, char **argv) {
     if (strcmp(sub, "inspect") == 0) return data_inspect(argc, argv);
     if (strcmp(sub, "verify") == 0) return data_verify(argc, argv);
     if (strcmp(sub, "bench") == 0) return data_bench(argc, argv);
-    fprintf(stderr,
-            "graft data: unknown sub-command '%s' (fmnist, images, text, inspect, verify or bench)\n", sub);
+    fprintf(
+        stderr,
+        "graft data: unknown sub-command '%s' (fmnist, images, text, inspect, verify or bench)\n",
+        sub);
     return GRAFT_EXIT_BAD_INPUT;
 }

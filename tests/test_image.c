@@ -30,7 +30,8 @@ static int max_diff(const uint8_t *a, const uint8_t *b, size_t n, size_t *differ
 static void decode_fixture(const char *name, int channels, graft_image *img) {
     size_t len;
     char *data = read_fixture(name, &len), why[256];
-    graft_status st = graft_image_decode((const uint8_t *)data, len, channels, img, why, sizeof why);
+    graft_status st =
+        graft_image_decode((const uint8_t *)data, len, channels, img, why, sizeof why);
     if (st != GRAFT_OK) fail_msg("%s: %s", name, why);
     free(data);
     assert_int_equal(img->width, 41);
@@ -51,7 +52,8 @@ static void check_against_pil(const char *name, int tolerance) {
         char *ref = read_fixture(ref_name, &len);
         assert_int_equal(len, (size_t)41 * 29 * (size_t)channels);
         int worst = max_diff(img.pixels, (const uint8_t *)ref, len, &differ);
-        if (worst > tolerance) fail_msg("%s: decoded differs by up to %d from PIL", ref_name, worst);
+        if (worst > tolerance)
+            fail_msg("%s: decoded differs by up to %d from PIL", ref_name, worst);
         free(ref);
         const struct {
             const char *suffix;
@@ -122,8 +124,7 @@ static void test_jpeg_gray(void **s) {
 }
 
 /* Decoding `len` bytes fails with `want` and a reason containing `reason`. */
-static void expect_refused(const uint8_t *data, size_t len, graft_status want,
-                           const char *reason) {
+static void expect_refused(const uint8_t *data, size_t len, graft_status want, const char *reason) {
     graft_image img;
     char why[256];
     graft_status st = graft_image_decode(data, len, 3, &img, why, sizeof why);

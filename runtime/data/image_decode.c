@@ -165,8 +165,8 @@ static graft_status decode_png(png_ctx *ctx, int channels, graft_image *img, cha
         return GRAFT_ERR_NOMEM;
     }
     if (setjmp(ctx->jump)) {
-        snprintf(why, why_size, "%s%s", strncmp(ctx->message, "truncated", 9) ? "corrupt PNG: " : "",
-                 ctx->message);
+        snprintf(why, why_size, "%s%s",
+                 strncmp(ctx->message, "truncated", 9) ? "corrupt PNG: " : "", ctx->message);
         return GRAFT_ERR_FORMAT;
     }
     png_set_read_fn(ctx->png, ctx, png_read_mem);

@@ -26,9 +26,9 @@
 typedef struct item {
     char *path;
     int label;
-    int ok;      /* decoded in the check pass */
-    int val;     /* goes to the validation set */
-    char *why;   /* why not ok */
+    int ok;    /* decoded in the check pass */
+    int val;   /* goes to the validation set */
+    char *why; /* why not ok */
 } item;
 
 typedef struct listing {
@@ -148,7 +148,8 @@ static graft_status list_class(listing *l, const char *dir, int label, int depth
                 continue;
             }
             if (pass == 0 && !is_dir) l->ignored++;
-            if (pass == 1 && is_dir && depth < MAX_DEPTH) st = list_class(l, path, label, depth + 1);
+            if (pass == 1 && is_dir && depth < MAX_DEPTH)
+                st = list_class(l, path, label, depth + 1);
             free(path);
         }
     free_names(names, n);
@@ -258,7 +259,8 @@ static graft_status list_csv(listing *l, const char *csv, const char *root) {
         const char *stop = eol ? eol : end, *next = eol ? eol + 1 : end;
         if (stop > p && stop[-1] == '\r') stop--;
         line++;
-        if (stop == p || (line == 1 && (size_t)(stop - p) == 10 && memcmp(p, "path,label", 10) == 0)) {
+        if (stop == p ||
+            (line == 1 && (size_t)(stop - p) == 10 && memcmp(p, "path,label", 10) == 0)) {
             p = next;
             continue;
         }
@@ -307,8 +309,8 @@ static graft_status list_csv(listing *l, const char *csv, const char *root) {
             if (i == 0 || strcmp(labels[i], labels[i - 1]) != 0) st = add_class(l, labels[i]);
     }
     for (size_t i = 0; i < n && st == GRAFT_OK; i++) {
-        char **found = bsearch(&rows[i].label, l->classes, (size_t)l->n_classes,
-                               sizeof *l->classes, compare_names);
+        char **found = bsearch(&rows[i].label, l->classes, (size_t)l->n_classes, sizeof *l->classes,
+                               compare_names);
         char *path = rows[i].path[0] == '/' ? strdup(rows[i].path)
                                             : graft_fs_path_join_alloc(root, rows[i].path);
         st = path ? add_item(l, path, (int)(found - l->classes)) : GRAFT_ERR_NOMEM;
@@ -355,9 +357,10 @@ static graft_status decode_one(const graft_images_options *o, const char *path, 
     st = graft_image_fit(&img, o->height, o->width, o->mode, chw);
     if (st == GRAFT_ERR_NOMEM) snprintf(why, why_size, "out of memory resizing");
     if (st == GRAFT_ERR_UNSUPPORTED)
-        snprintf(why, why_size, "%dx%d pixels: too thin to resize to %dx%d (more than %zu pixels "
-                 "before the crop)", img.width, img.height, o->height, o->width,
-                 GRAFT_IMAGE_MAX_PIXELS);
+        snprintf(why, why_size,
+                 "%dx%d pixels: too thin to resize to %dx%d (more than %zu pixels "
+                 "before the crop)",
+                 img.width, img.height, o->height, o->width, GRAFT_IMAGE_MAX_PIXELS);
     graft_image_free(&img);
     return st;
 }
@@ -490,9 +493,9 @@ static graft_status write_set(const graft_images_options *o, item **order, size_
 
 static graft_status new_writer(const graft_images_options *o, const listing *l, const char *dir,
                                graft_dataset_writer **w) {
-    graft_status st = graft_dataset_writer_new_images(
-        w, dir, o->channels, o->height, o->width, l->n_classes,
-        (const char *const *)l->classes, o->shard_size);
+    graft_status st =
+        graft_dataset_writer_new_images(w, dir, o->channels, o->height, o->width, l->n_classes,
+                                        (const char *const *)l->classes, o->shard_size);
     if (st != GRAFT_OK) return st;
     char desc[256];
     snprintf(desc, sizeof desc, "%s%s: %s to %dx%d (%s), %d channel(s)",
@@ -551,8 +554,8 @@ static graft_status convert(const graft_images_options *o, listing *l, graft_ima
         for (size_t i = 0; i < l->n; i++)
             n += l->items[i].ok && l->items[i].label == c;
         if (n == 0) {
-            GRAFT_ERROR("%s: class '%s' has no readable image",
-                        o->csv ? o->csv : o->root, l->classes[c]);
+            GRAFT_ERROR("%s: class '%s' has no readable image", o->csv ? o->csv : o->root,
+                        l->classes[c]);
             st = GRAFT_ERR_FORMAT;
         }
     }

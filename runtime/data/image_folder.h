@@ -45,10 +45,10 @@ typedef struct graft_images_skipped {
 } graft_images_skipped;
 
 typedef struct graft_images_result {
-    size_t found;              /* image files listed */
-    size_t train, val;         /* samples written to out / val_out */
+    size_t found;      /* image files listed */
+    size_t train, val; /* samples written to out / val_out */
     int num_classes;
-    size_t ignored;            /* folder files without an image extension */
+    size_t ignored; /* folder files without an image extension */
     graft_images_skipped *skipped;
     size_t n_skipped;
 } graft_images_result;

@@ -73,8 +73,9 @@ static void pass(const uint8_t *in, int in_w, uint8_t *out, int out_w, int out_h
             for (int c = 0; c < ch; c++) {
                 int64_t ss = (int64_t)1 << (PRECISION_BITS - 1);
                 for (int i = 0; i < n; i++) {
-                    size_t px = horizontal ? (size_t)(y + row_offset) * (size_t)in_w + (size_t)(start + i)
-                                           : (size_t)(start + i) * (size_t)in_w + (size_t)x;
+                    size_t px = horizontal
+                                    ? (size_t)(y + row_offset) * (size_t)in_w + (size_t)(start + i)
+                                    : (size_t)(start + i) * (size_t)in_w + (size_t)x;
                     ss += (int64_t)in[px * (size_t)ch + (size_t)c] * k[i];
                 }
                 out[((size_t)y * (size_t)out_w + (size_t)x) * (size_t)ch + (size_t)c] = clip8(ss);
@@ -145,8 +146,8 @@ graft_status graft_image_fit(const graft_image *in, int height, int width, graft
             rw_d = w <= h ? width : new_long;
             rh_d = w <= h ? new_long : height;
         } else {
-            double s = (double)width / w > (double)height / h ? (double)width / w
-                                                               : (double)height / h;
+            double s =
+                (double)width / w > (double)height / h ? (double)width / w : (double)height / h;
             rw_d = fmax(floor(w * s), width);
             rh_d = fmax(floor(h * s), height);
         }

@@ -8,9 +8,9 @@
  * progressive grayscale JPEG, PNG gray, RGB, RGBA, palette, 16-bit RGB, interlaced gray +
  * alpha, in several sizes (the 28x28 picture scaled up or stretched by nearest neighbour)
  * and extensions in any case. Then the broken files the converter must list and skip:
- * truncated JPEGs (in the data, in the headers) and PNG, an empty file, random bytes, a CMYK JPEG, and a file that is a
- * PNG named .jpg (readable: decoders go by content, as PIL does). Prints how many valid
- * files each class got. */
+ * truncated JPEGs (in the data, in the headers) and PNG, an empty file, random bytes, a CMYK JPEG,
+ * and a file that is a PNG named .jpg (readable: decoders go by content, as PIL does). Prints how
+ * many valid files each class got. */
 #include <setjmp.h>
 #include <stdio.h> /* before jpeglib.h, which uses FILE */
 
@@ -79,9 +79,9 @@ static void write_png(const char *path, const unsigned char *pixels, int w, int 
     if (setjmp(png_jmpbuf(png))) exit(1);
     png_init_io(png, f);
     int channels = color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_PALETTE ? 1
-                   : color_type == PNG_COLOR_TYPE_GRAY_ALPHA                               ? 2
-                   : color_type == PNG_COLOR_TYPE_RGB                                      ? 3
-                                                                                           : 4;
+                   : color_type == PNG_COLOR_TYPE_GRAY_ALPHA                                 ? 2
+                   : color_type == PNG_COLOR_TYPE_RGB                                        ? 3
+                                                                                             : 4;
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, bit16 ? 16 : 8, color_type,
                  interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
@@ -153,7 +153,10 @@ int main(int argc, char **argv) {
             static const char *const ext[8] = {"jpg", "JPEG", "png", "PNG",
                                                "png", "png",  "png", "png"};
             snprintf(path, sizeof path, "%s/%s/%05d.%s", root, names[k], written, ext[kind]);
-            int channels = kind == 1 || kind == 2 || kind == 5 ? 1 : kind == 4 ? 4 : kind == 7 ? 2 : 3;
+            int channels = kind == 1 || kind == 2 || kind == 5 ? 1
+                           : kind == 4                         ? 4
+                           : kind == 7                         ? 2
+                                                               : 3;
             unsigned char *p = picture(src, w, h, channels == 2 ? 4 : channels, k);
             if (channels == 2) /* gray + alpha from the RGBA picture: keep bytes 0 and 3 */
                 for (size_t j = 0; j < (size_t)w * (size_t)h; j++) {
@@ -161,14 +164,30 @@ int main(int argc, char **argv) {
                     p[2 * j + 1] = p[4 * j + 3];
                 }
             switch (kind) {
-            case 0: write_jpeg(path, p, w, h, 3, 0); break;
-            case 1: write_jpeg(path, p, w, h, 1, 1); break;
-            case 2: write_png(path, p, w, h, PNG_COLOR_TYPE_GRAY, 0, 0); break;
-            case 3: write_png(path, p, w, h, PNG_COLOR_TYPE_RGB, 0, 0); break;
-            case 4: write_png(path, p, w, h, PNG_COLOR_TYPE_RGB_ALPHA, 0, 0); break;
-            case 5: write_png(path, p, w, h, PNG_COLOR_TYPE_PALETTE, 0, 0); break;
-            case 6: write_png(path, p, w, h, PNG_COLOR_TYPE_RGB, 1, 0); break;
-            default: write_png(path, p, w, h, PNG_COLOR_TYPE_GRAY_ALPHA, 0, 1); break;
+            case 0:
+                write_jpeg(path, p, w, h, 3, 0);
+                break;
+            case 1:
+                write_jpeg(path, p, w, h, 1, 1);
+                break;
+            case 2:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_GRAY, 0, 0);
+                break;
+            case 3:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_RGB, 0, 0);
+                break;
+            case 4:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_RGB_ALPHA, 0, 0);
+                break;
+            case 5:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_PALETTE, 0, 0);
+                break;
+            case 6:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_RGB, 1, 0);
+                break;
+            default:
+                write_png(path, p, w, h, PNG_COLOR_TYPE_GRAY_ALPHA, 0, 1);
+                break;
             }
             free(p);
             if (kind == 0 && !first_jpeg[0]) snprintf(first_jpeg, sizeof first_jpeg, "%s", path);
