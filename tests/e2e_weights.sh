@@ -33,6 +33,28 @@ grep -q "model.init .*: 4 matched, 0 missing, 0 unexpected" cont.out &&
   ok "model.init from saved weights: accuracy $acc1 -> $acc2" ||
   { bad "model.init: accuracy '$acc1' -> '$acc2'"; cat cont.out; }
 
+# Evaluating needs no training keys: a config with no train section evaluates.
+cat >evalcfg.yaml <<YAML
+experiment: w
+model: {arch: mlp, hidden: [64]}
+data: {train: tr, val: te, batch_size: 50}
+YAML
+"$GRAFT" eval evalcfg.yaml --weights "$w" >eval.out 2>&1 && grep -q "model.safetensors on te: loss" eval.out &&
+  ok "eval without train.epochs or train.max_steps" || { bad "eval without training keys"; cat eval.out; }
+expect_bad_input "train still needs optim.lr" "evalcfg.yaml: missing required key 'optim.lr'" \
+  -- "$GRAFT" train evalcfg.yaml
+expect_bad_input "train still needs a length" "evalcfg.yaml: train: set train.epochs or train.max_steps" \
+  -- "$GRAFT" train evalcfg.yaml optim.lr=0.01
+
+# A short trial of a config with a long warmup trains on the unfinished warmup, with one
+# warning (on 2 ranks too), as PyTorch and Hugging Face schedules do.
+timeout 120 mpirun -np 2 --oversubscribe --allow-run-as-root -x OPENBLAS_NUM_THREADS=1 \
+  "$GRAFT" train cfg.yaml experiment=wu schedule.warmup_steps=100 train.max_steps=20 >wu.out 2>&1 &&
+  [ "$(grep -c 'WARN.*schedule.warmup_steps 100 is not shorter than the run.s 20 steps' wu.out)" = 1 ] &&
+  [ -s runs/wu/model.safetensors ] &&
+  ok "warmup_steps 100 with train.max_steps=20: trains, one warning" ||
+  { bad "warmup longer than the run"; cat wu.out; }
+
 expect_bad_input "shape mismatch" "tensors that do not fit the model \(3\): hidden.0.weight \(file \[64, 784\], model \[32, 784\]\), hidden.0.bias" \
   -- "$GRAFT" train cfg.yaml experiment=w3 model.hidden=[32] model.init="$w"
 expect_bad_input "missing weights" "nope.safetensors: .*No such file" -- "$GRAFT" eval cfg.yaml --weights nope.safetensors

@@ -136,7 +136,7 @@ const key_spec cfg_keys[] = {
     {.key = "optim.name", .type = KEY_ENUM, .offset = CFG(optim.name), .choices = "adamw|sgd",
      .what = "optimizer", .def = "adamw", .doc = "optimizer (torch semantics)"},
     {.key = "optim.lr", .type = KEY_DOUBLE, .offset = CFG(optim.lr),
-     .flags = KEY_REQUIRED | KEY_MIN | KEY_MIN_EXCL | KEY_F32, .min = 0,
+     .flags = KEY_REQUIRED | KEY_TRAINING | KEY_MIN | KEY_MIN_EXCL | KEY_F32, .min = 0,
      .doc = "peak learning rate (after warmup)"},
     {.key = "optim.weight_decay", .type = KEY_DOUBLE, .offset = CFG(optim.weight_decay),
      .flags = KEY_NULLABLE | KEY_MIN | KEY_F32, .min = 0, .def = "null",
