@@ -93,7 +93,7 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
             return GRAFT_ERR_IO;
         }
         close(fd);
-        graft_status st = graft_ckpt_export(path, tmp);
+        graft_status st = graft_ckpt_export(path, tmp, GRAFT_DTYPE_F32);
         if (st != GRAFT_OK) {
             unlink(tmp);
             return st;
