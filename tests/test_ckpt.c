@@ -595,7 +595,7 @@ static void test_save_frozen_once(void **state) {
     graft_st_close(&f);
     graft_params e;
     default_table(&e, 3);
-    graft_load_report rep;
+    graft_load_report rep = {0};
     assert_int_equal(graft_params_load(&e, exported, &(graft_load_options){.strict = 1}, &rep), GRAFT_OK);
     assert_int_equal(rep.matched, 6);
     expect_same_values("export", &p, &e);
@@ -671,7 +671,7 @@ static void test_export_dtypes(void **state) {
         graft_st_close(&f);
         graft_params e;
         default_table(&e, 3);
-        graft_load_report rep;
+        graft_load_report rep = {0};
         assert_int_equal(
             graft_params_load(&e, out, &(graft_load_options){.strict = 1}, &rep), GRAFT_OK);
         assert_int_equal(rep.matched, 6);

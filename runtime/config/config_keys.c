@@ -163,7 +163,9 @@ const key_spec cfg_keys[] = {
      .choices = "constant|cosine|linear", .what = "schedule", .def = "cosine",
      .doc = "learning-rate schedule after warmup"},
     {.key = "schedule.warmup_steps", .type = KEY_LONG, .offset = CFG(schedule.warmup_steps),
-     .flags = KEY_MIN, .min = 0, .def = "0", .doc = "steps of linear warmup from 0 to optim.lr"},
+     .flags = KEY_MIN, .min = 0, .def = "0",
+     .doc = "steps of linear warmup from 0 to optim.lr (a shorter run never finishes it: one "
+            "warning)"},
     {.key = "schedule.min_lr", .type = KEY_DOUBLE, .offset = CFG(schedule.min_lr),
      .flags = KEY_MIN | KEY_F32, .min = 0, .def = "0.0",
      .doc = "learning rate at the end of a cosine or linear decay"},
