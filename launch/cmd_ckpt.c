@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "runtime/ckpt/ckpt.h"
@@ -59,21 +60,47 @@ static int ckpt_verify(int argc, char **argv) {
     return cli_exit_status(st);
 }
 
-/* graft ckpt export CKPT --out FILE */
+/* --dtype: f32, f16 or bf16 (any case); 0 when it is none of them. */
+static int parse_dtype(const char *text, graft_dtype *out) {
+    static const struct {
+        const char *name;
+        graft_dtype dtype;
+    } known[] = {{"f32", GRAFT_DTYPE_F32}, {"f16", GRAFT_DTYPE_F16}, {"bf16", GRAFT_DTYPE_BF16}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcasecmp(text, known[i].name) == 0) {
+            *out = known[i].dtype;
+            return 1;
+        }
+    return 0;
+}
+
+/* graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16] */
 static int ckpt_export(int argc, char **argv) {
-    const char *path = NULL, *out = NULL;
+    const char *path = NULL, *out = NULL, *dtype_text = "f32";
     const cli_option opts[] = {
         {"out", CLI_STRING, &out, "safetensors file to write (required)", 0},
+        {"dtype", CLI_STRING, &dtype_text,
+         "f32 (default), f16 or bf16: rounded to nearest even; values beyond f16's range "
+         "refuse the export",
+         0},
     };
     int rc = parse_sub("ckpt export",
-                       "usage: graft ckpt export CKPT --out FILE\nWrite the weights of a "
-                       "checkpoint (every parameter and buffer, frozen ones included) as one "
-                       "safetensors file; a checkpoint root exports the one a resume would use.",
+                       "usage: graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16]\nWrite "
+                       "the weights of a checkpoint (every parameter and buffer, frozen ones "
+                       "included) as one safetensors file; a checkpoint root exports the one a "
+                       "resume would use.",
                        "one checkpoint or checkpoint root", argc, argv, opts,
                        sizeof opts / sizeof opts[0], &path, 1);
     if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
     if (!out || !*out) {
         fprintf(stderr, "graft ckpt export: --out FILE is required\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    graft_dtype dtype;
+    if (!parse_dtype(dtype_text, &dtype)) {
+        char shown[256];
+        fprintf(stderr, "graft ckpt export: --dtype: expected f32, f16 or bf16, found '%s'\n",
+                graft_escape(shown, sizeof shown, dtype_text));
         return GRAFT_EXIT_BAD_INPUT;
     }
     char chosen[4096];
@@ -85,14 +112,15 @@ static int ckpt_export(int argc, char **argv) {
         if (st == GRAFT_ERR_NOT_FOUND)
             fprintf(stderr, "graft ckpt export: %s: no checkpoint to export\n", path);
     }
-    if (st == GRAFT_OK) st = graft_ckpt_export(chosen, out);
+    if (st == GRAFT_OK) st = graft_ckpt_export(chosen, out, dtype);
     if (st != GRAFT_OK) return cli_exit_status(st);
     graft_st_file f;
     st = graft_st_open(&f, out);
     if (st != GRAFT_OK) return cli_exit_status(st);
     char out_text[1024], chosen_text[1024];
-    printf("wrote %s: %zu tensors, %zu bytes, from %s\n",
-           graft_escape(out_text, sizeof out_text, out), f.n_tensors, f.map_bytes,
+    printf("wrote %s: %zu tensors (%s), %zu bytes, from %s\n",
+           graft_escape(out_text, sizeof out_text, out), f.n_tensors, graft_dtype_name(dtype),
+           f.map_bytes,
            graft_escape(chosen_text, sizeof chosen_text, chosen));
     graft_st_close(&f);
     return GRAFT_EXIT_OK;
@@ -102,7 +130,8 @@ static void ckpt_usage(void) {
     printf("usage: graft ckpt <ls|verify|export> ...\n\n"
            "  ls      DIR                  list checkpoints: size, step, ok or damaged, latest\n"
            "  verify  CKPT|DIR             check one checkpoint, or every one under DIR\n"
-           "  export  CKPT|DIR --out FILE  weights (frozen included) as one safetensors file\n");
+           "  export  CKPT|DIR --out FILE [--dtype f32|f16|bf16]\n"
+           "                               weights (frozen included) as one safetensors file\n");
 }
 
 int cmd_ckpt(int argc, char **argv) {

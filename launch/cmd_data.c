@@ -1,10 +1,11 @@
-/* graft data: build sharded datasets (fmnist, text, text --classify), look at them
+/* graft data: build sharded datasets (fmnist, images, text, text --classify), look at them
  * (inspect), check their checksums (verify) and measure the loader (bench). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "runtime/core/clock.h"
@@ -12,6 +13,7 @@
 #include "runtime/core/log.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/idx.h"
+#include "runtime/data/image_folder.h"
 #include "runtime/data/loader.h"
 #include "runtime/data/text_records.h"
 #include "runtime/data/tokenizer.h"
@@ -65,12 +67,16 @@ static int report_written(const char *dir) {
     char dir_text[1024], tokenizer[256];
     dir = graft_escape(dir_text, sizeof dir_text, dir);
     graft_escape(tokenizer, sizeof tokenizer, d.tokenizer ? d.tokenizer : "");
-    if (d.kind == GRAFT_DATA_IMAGES)
-        printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s "
-               "(mean %.4f, std %.4f)\n",
-               d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir,
-               d.mean[0], d.std[0]);
-    else if (d.kind == GRAFT_DATA_SEQUENCES)
+    if (d.kind == GRAFT_DATA_IMAGES) {
+        printf("wrote %zu samples of %d classes in %d shard(s), %llu bytes, to %s (mean",
+               d.num_samples, d.num_classes, d.n_shards, (unsigned long long)d.total_bytes, dir);
+        for (int c = 0; c < d.channels; c++)
+            printf(" %.4f", d.mean[c]);
+        printf(", std");
+        for (int c = 0; c < d.channels; c++)
+            printf(" %.4f", d.std[c]);
+        printf(")\n");
+    } else if (d.kind == GRAFT_DATA_SEQUENCES)
         printf("wrote %zu sequences of %d tokens (%s, vocab %d, pad %d) of %d classes in %d "
                "shard(s), %llu bytes, to %s\n",
                d.num_samples, d.seq_len, tokenizer, d.vocab_size, d.pad_id, d.num_classes,
@@ -646,6 +652,135 @@ static int data_text(int argc, char **argv) {
     return report_written(out);
 }
 
+/* --size S or HxW into *h, *w (each 1..GRAFT_IMAGES_MAX_SIDE). */
+static int parse_size(const char *text, int *h, int *w) {
+    char *end;
+    long a = strtol(text, &end, 10), b = a;
+    if (end != text && *end == 'x') {
+        const char *second = end + 1;
+        b = strtol(second, &end, 10);
+        if (end == second) a = 0;
+    }
+    if (end == text || *end || a < 1 || b < 1 || a > GRAFT_IMAGES_MAX_SIDE ||
+        b > GRAFT_IMAGES_MAX_SIDE) {
+        fprintf(stderr, "graft data images: --size: expected S or HxW with sides 1..%d, got '%s'\n",
+                GRAFT_IMAGES_MAX_SIDE, text);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    *h = (int)a;
+    *w = (int)b;
+    return GRAFT_EXIT_OK;
+}
+
+/* The checks of data images' flags that need no file: one line and exit 2 each. */
+static int check_images_flags(graft_images_options *o, const char *size, const char *resize,
+                              int n_pos, int seed) {
+    if (!o->out) {
+        fprintf(stderr, "graft data images: --out DIR is required\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (n_pos > 1 || (n_pos == 0 && !o->csv)) {
+        fprintf(stderr,
+                "graft data images: expected one ROOT folder (or --csv FILE), got %d "
+                "arguments\n",
+                n_pos);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (parse_size(size, &o->height, &o->width) != GRAFT_EXIT_OK) return GRAFT_EXIT_BAD_INPUT;
+    if (strcmp(resize, "shorter") == 0) {
+        o->mode = GRAFT_RESIZE_SHORTER;
+    } else if (strcmp(resize, "stretch") == 0) {
+        o->mode = GRAFT_RESIZE_STRETCH;
+    } else {
+        fprintf(stderr, "graft data images: --resize: expected 'shorter' or 'stretch', got '%s'\n",
+                resize);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (o->channels != 1 && o->channels != 3) {
+        fprintf(stderr, "graft data images: --channels: expected 1 or 3, got %d\n", o->channels);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    int has_fraction = o->val_fraction != 0;
+    if (has_fraction && !(o->val_fraction > 0 && o->val_fraction < 1)) {
+        fprintf(stderr, "graft data images: --val-fraction: expected a number in (0, 1), got %g\n",
+                o->val_fraction);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (has_fraction != (o->val_out != NULL)) {
+        fprintf(stderr, "graft data images: --val-fraction F and --val-out DIR go together\n");
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    if (o->val_out && strcmp(o->val_out, o->out) == 0) {
+        fprintf(stderr, "graft data images: --val-out must differ from --out (%s)\n", o->out);
+        return GRAFT_EXIT_BAD_INPUT;
+    }
+    o->seed = (uint64_t)seed;
+    return GRAFT_EXIT_OK;
+}
+
+/* graft data images: JPEG/PNG files in class folders (or a CSV) to an images dataset. */
+static int data_images(int argc, char **argv) {
+    graft_images_options o = {.channels = 3};
+    const char *size = "224", *resize = "shorter";
+    int shard_size = 4096, strict = 0, seed = 0, threads = 0;
+    float val_fraction = 0;
+    const cli_option opts[] = {
+        {"out", CLI_STRING, &o.out, "dataset directory to create (required)", 0},
+        {"size", CLI_STRING, &size, "S (square) or HxW, the sample size (default 224)", 0},
+        {"resize", CLI_STRING, &resize,
+         "shorter: shorter side to the size, then centre crop (torchvision Resize+CenterCrop, "
+         "the default); stretch: both sides to the size",
+         0},
+        {"channels", CLI_INT, &o.channels, "3 (RGB, the default) or 1 (grayscale)", 1},
+        {"val-fraction", CLI_FLOAT, &val_fraction,
+         "this fraction of every class goes to --val-out (seeded, stratified)", 0},
+        {"val-out", CLI_STRING, &o.val_out, "the validation dataset directory", 0},
+        {"seed", CLI_INT, &seed, "seed of the train/val split (default 0)", 0},
+        {"shard-size", CLI_INT, &shard_size, "samples per shard (default 4096)", 1},
+        {"strict", CLI_FLAG, &strict, "an unreadable image file is an error (exit 2), not skipped",
+         0},
+        {"csv", CLI_STRING, &o.csv,
+         "a CSV of path,label rows instead of class folders (paths relative to ROOT when given, "
+         "else to the CSV's folder)",
+         0},
+        {"threads", CLI_INT, &threads, "decoding threads (default: cores, at most 4; at most 16)",
+         1},
+    };
+    int n_pos = 0;
+    int rc = cli_parse("data images",
+                       "Convert JPEG/PNG images to a sharded images dataset. Usage: graft data "
+                       "images --out DIR [options] ROOT (ROOT/<class>/*.jpg|jpeg|png, as "
+                       "torchvision's ImageFolder), or --csv FILE [ROOT]",
+                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_pos);
+    if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    o.val_fraction = val_fraction;
+    rc = check_images_flags(&o, size, resize, n_pos, seed);
+    if (rc != GRAFT_EXIT_OK) return rc;
+    o.root = n_pos ? argv[3] : NULL;
+    o.shard_size = (size_t)shard_size;
+    o.strict = strict;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    o.threads = threads ? threads : (cores < 1 ? 1 : cores > 4 ? 4 : (int)cores);
+    o.progress = isatty(fileno(stderr)) ? stderr : NULL;
+    graft_images_result res;
+    graft_status st = graft_images_convert(&o, &res);
+    char path[1024], reason[1024];
+    for (size_t i = 0; i < res.n_skipped; i++)
+        fprintf(stderr, "%s %s: %s\n", strict ? "unreadable" : "skipped",
+                graft_escape(path, sizeof path, res.skipped[i].path),
+                graft_escape(reason, sizeof reason, res.skipped[i].reason));
+    if (st == GRAFT_OK)
+        printf("%zu image file(s) in %d classes: %zu for training, %zu for validation, %zu "
+               "skipped%s; %zu other file(s) ignored (not .jpg, .jpeg or .png)\n",
+               res.found, res.num_classes, res.train, res.val, res.n_skipped,
+               res.n_skipped ? " (listed on stderr)" : "", res.ignored);
+    graft_images_result_free(&res);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    rc = report_written(o.out);
+    if (rc == GRAFT_EXIT_OK && o.val_out) rc = report_written(o.val_out);
+    return rc;
+}
+
 /* Parse the single DIR argument of inspect / verify / bench (plus options). */
 static int dir_command(const char *command, const char *summary, int argc, char **argv,
                        const cli_option *opts, size_t n_opts, const char **dir) {
@@ -823,9 +958,12 @@ static int data_bench(int argc, char **argv) {
 }
 
 static void data_usage(void) {
-    printf("usage: graft data <fmnist|text|inspect|verify|bench> [options]\n\n"
+    printf("usage: graft data <fmnist|images|text|inspect|verify|bench> [options]\n\n"
            "  fmnist   --out DIR [--split train|test] [--classes 0-4] [--per-class N]\n"
            "           [--shard-size N] [--source DIR]   convert Fashion-MNIST\n"
+           "  images   --out DIR [--size S|HxW] [--resize shorter|stretch] [--channels 1|3]\n"
+           "           [--val-fraction F --val-out DIR2] [--seed N] [--shard-size N] [--strict]\n"
+           "           [--csv FILE] ROOT                 convert JPEG/PNG class folders\n"
            "  text     --out DIR --tokenizer gpt2|bytes|bert-base-uncased (or --vocab FILE)\n"
            "           [--shard-size N] FILE...          tokenize text files\n"
            "           ... --classify --seq-len T FILE...  one class per file, one sample\n"
@@ -839,8 +977,9 @@ static void data_usage(void) {
 
 int cmd_data(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr,
-                "graft data: missing sub-command (fmnist, text, inspect, verify or bench)\n");
+        fprintf(
+            stderr,
+            "graft data: missing sub-command (fmnist, images, text, inspect, verify or bench)\n");
         return GRAFT_EXIT_BAD_INPUT;
     }
     const char *sub = argv[2];
@@ -849,11 +988,14 @@ int cmd_data(int argc, char **argv) {
         return GRAFT_EXIT_OK;
     }
     if (strcmp(sub, "fmnist") == 0) return data_fmnist(argc, argv);
+    if (strcmp(sub, "images") == 0) return data_images(argc, argv);
     if (strcmp(sub, "text") == 0) return data_text(argc, argv);
     if (strcmp(sub, "inspect") == 0) return data_inspect(argc, argv);
     if (strcmp(sub, "verify") == 0) return data_verify(argc, argv);
     if (strcmp(sub, "bench") == 0) return data_bench(argc, argv);
-    fprintf(stderr,
-            "graft data: unknown sub-command '%s' (fmnist, text, inspect, verify or bench)\n", sub);
+    fprintf(
+        stderr,
+        "graft data: unknown sub-command '%s' (fmnist, images, text, inspect, verify or bench)\n",
+        sub);
     return GRAFT_EXIT_BAD_INPUT;
 }

@@ -11,6 +11,7 @@ packages=(
   libjansson-dev                            # JSON: safetensors headers, index.json, metrics
   libxxhash-dev                             # checksums of shards and checkpoints
   zlib1g-dev                                # reading the .gz idx files
+  libjpeg62-turbo-dev libpng-dev            # graft data images: JPEG and PNG decoding
   libcmocka-dev                             # unit tests
   clang-14 libclang-rt-14-dev               # fuzz targets (libFuzzer, ASan, UBSan): make fuzz
   python3                                   # tests parse our files with Python's stdlib

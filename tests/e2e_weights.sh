@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ctest-labels: slow
 # Weights in and out of safetensors through the CLI: a run's model.safetensors can be
-# inspected, evaluated and used as model.init of a new run; damaged or mismatched
-# weights files give one line and exit 2.
+# inspected, evaluated (with a config that has no training keys) and used as model.init
+# of a new run; a checkpoint exports in F16 and BF16; a warmup longer than a trial run
+# warns; damaged or mismatched weights files give one line and exit 2.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 "$GRAFT" data fmnist --out tr --classes 0-4 --per-class 400 >/dev/null &&
@@ -32,6 +33,48 @@ grep -q "model.init .*: 4 matched, 0 missing, 0 unexpected" cont.out &&
   awk -v a="$acc1" -v b="$acc2" 'BEGIN { d = a - b; exit !(d < 0.002 && d > -0.002) }' &&
   ok "model.init from saved weights: accuracy $acc1 -> $acc2" ||
   { bad "model.init: accuracy '$acc1' -> '$acc2'"; cat cont.out; }
+
+# Evaluating needs no training keys: a config with no train section evaluates.
+cat >evalcfg.yaml <<YAML
+experiment: w
+model: {arch: mlp, hidden: [64]}
+data: {train: tr, val: te, batch_size: 50}
+YAML
+"$GRAFT" eval evalcfg.yaml --weights "$w" >eval.out 2>&1 && grep -q "model.safetensors on te: loss" eval.out &&
+  ok "eval without train.epochs or train.max_steps" || { bad "eval without training keys"; cat eval.out; }
+expect_bad_input "train still needs optim.lr" "evalcfg.yaml: missing required key 'optim.lr'" \
+  -- "$GRAFT" train evalcfg.yaml
+expect_bad_input "train still needs a length" "evalcfg.yaml: train: set train.epochs or train.max_steps" \
+  -- "$GRAFT" train evalcfg.yaml optim.lr=0.01
+
+# A short trial of a config with a long warmup trains on the unfinished warmup, with one
+# warning (on 2 ranks too), as PyTorch and Hugging Face schedules do.
+# (leak checks off under a sanitizer build, as for the mpi_* tests: Open MPI's own
+# allocations are reported at exit)
+ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun -np 2 --oversubscribe --allow-run-as-root \
+  -x OPENBLAS_NUM_THREADS=1 -x ASAN_OPTIONS "$GRAFT" train cfg.yaml experiment=wu \
+  schedule.warmup_steps=100 train.max_steps=20 checkpoint.every_steps=10 >wu.out 2>&1 &&
+  [ "$(grep -c 'WARN.*schedule.warmup_steps 100 is not shorter than the run.s 20 steps' wu.out)" = 1 ] &&
+  [ -s runs/wu/model.safetensors ] &&
+  ok "warmup_steps 100 with train.max_steps=20: trains, one warning" ||
+  { bad "warmup longer than the run"; cat wu.out; }
+
+# graft ckpt export --dtype: half-precision files that evaluate like the F32 weights.
+"$GRAFT" eval cfg.yaml --weights runs/wu/model.safetensors >e32.out 2>&1 || { bad "eval f32"; cat e32.out; }
+loss32=$(sed -n 's/.* on te: loss \([0-9.]*\).*/\1/p' e32.out)
+for dt in f16 bf16; do
+  "$GRAFT" ckpt export runs/wu/checkpoints --out "w_$dt.safetensors" --dtype "$dt" >"x_$dt.out" 2>&1 &&
+    grep -q "tensors (${dt^^})" "x_$dt.out" &&
+    "$GRAFT" inspect "w_$dt.safetensors" | grep -q "hidden.0.weight *${dt^^} *\[64, 784\]" &&
+    "$GRAFT" eval cfg.yaml --weights "w_$dt.safetensors" >"e_$dt.out" 2>&1 &&
+    loss=$(sed -n 's/.* on te: loss \([0-9.]*\).*/\1/p' "e_$dt.out") &&
+    awk -v a="$loss32" -v b="$loss" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 && d > -0.01) }' &&
+    ok "ckpt export --dtype $dt: $(stat -c %s "w_$dt.safetensors") bytes, eval loss $loss32 -> $loss" ||
+    { bad "ckpt export --dtype $dt"; cat "x_$dt.out" "e_$dt.out"; }
+done
+expect_bad_input "export --dtype f8" "graft ckpt export: --dtype: expected f32, f16 or bf16, found 'f8'" \
+  -- "$GRAFT" ckpt export runs/wu/checkpoints --out w8.safetensors --dtype f8
+[ ! -e w8.safetensors ] && ok "a refused export writes nothing" || bad "w8.safetensors written"
 
 expect_bad_input "shape mismatch" "tensors that do not fit the model \(3\): hidden.0.weight \(file \[64, 784\], model \[32, 784\]\), hidden.0.bias" \
   -- "$GRAFT" train cfg.yaml experiment=w3 model.hidden=[32] model.init="$w"

@@ -588,14 +588,14 @@ static void test_save_frozen_once(void **state) {
     /* export: one file with everything, loadable strictly into a fresh table */
     char exported[PATH_LEN];
     join(exported, root, "export.safetensors");
-    assert_int_equal(graft_ckpt_export(ckpt, exported), GRAFT_OK);
+    assert_int_equal(graft_ckpt_export(ckpt, exported, GRAFT_DTYPE_F32), GRAFT_OK);
     assert_int_equal(graft_st_open(&f, exported), GRAFT_OK);
     assert_int_equal(f.n_tensors, 6);
     assert_string_equal(graft_st_metadata_get(&f, "format"), "pt");
     graft_st_close(&f);
     graft_params e;
     default_table(&e, 3);
-    graft_load_report rep;
+    graft_load_report rep = {0};
     assert_int_equal(graft_params_load(&e, exported, &(graft_load_options){.strict = 1}, &rep), GRAFT_OK);
     assert_int_equal(rep.matched, 6);
     expect_same_values("export", &p, &e);
@@ -643,6 +643,98 @@ static void test_save_frozen_once(void **state) {
 }
 
 /* ---- failures during save ----------------------------------------------------------- */
+
+/* Export as F16 and BF16: every value rounded to nearest even (compared with the scalar
+ * conversions, which test_safetensors checks against references), both files of a
+ * save_frozen_once checkpoint included, the result loading strictly; BatchNorm's step
+ * count stays F32; a value beyond F16's range refuses the F16 export naming the tensor
+ * and writes nothing, while BF16 (F32's range) takes it. */
+static void test_export_dtypes(void **state) {
+    (void)state;
+    char root[PATH_LEN], ckpt[PATH_LEN], out[PATH_LEN];
+    make_root(root);
+    graft_params p;
+    graft_optim o;
+    default_table(&p, 1);
+    make_optim(&o, &p, GRAFT_OPTIM_ADAMW, 0, 1, 10);
+    assert_int_equal(save_step(root, &p, &o, 1, 1, 3, NULL), GRAFT_OK);
+    join(ckpt, root, "step-00000001");
+    join(out, root, "export.safetensors");
+    const graft_dtype dtypes[2] = {GRAFT_DTYPE_F16, GRAFT_DTYPE_BF16};
+    for (int d = 0; d < 2; d++) {
+        assert_int_equal(graft_ckpt_export(ckpt, out, dtypes[d]), GRAFT_OK);
+        graft_st_file f;
+        assert_int_equal(graft_st_open(&f, out), GRAFT_OK);
+        assert_int_equal(f.n_tensors, 6);
+        for (size_t k = 0; k < f.n_tensors; k++)
+            assert_int_equal(f.tensors[k].dtype, dtypes[d]);
+        graft_st_close(&f);
+        graft_params e;
+        default_table(&e, 3);
+        graft_load_report rep = {0};
+        assert_int_equal(
+            graft_params_load(&e, out, &(graft_load_options){.strict = 1}, &rep), GRAFT_OK);
+        assert_int_equal(rep.matched, 6);
+        size_t differ = 0, changed = 0;
+        for (size_t i = 0; i < p.n_values; i++) {
+            float x = p.values[i];
+            float want = dtypes[d] == GRAFT_DTYPE_F16 ? graft_f16_to_f32(graft_f32_to_f16(x))
+                                                      : graft_bf16_to_f32(graft_f32_to_bf16(x));
+            differ += memcmp(&want, &e.values[i], sizeof want) != 0;
+            changed += want != x;
+        }
+        printf("  %-5s export: %zu of %zu values rounded, %zu differ from round-to-nearest-even\n",
+               graft_dtype_name(dtypes[d]), changed, p.n_values, differ);
+        assert_int_equal(differ, 0);
+        assert_true(changed > p.n_values / 2); /* the values were converted */
+        graft_params_free(&e);
+        unlink(out);
+    }
+
+    /* a value F16 cannot hold */
+    p.values[p.items[graft_params_find(&p, "fc1.bias")].offset + 3] = 70000.0f;
+    assert_int_equal(save_step(root, &p, &o, 2, 1, 3, NULL), GRAFT_OK);
+    join(ckpt, root, "step-00000002");
+    capture_start();
+    assert_int_equal(graft_ckpt_export(ckpt, out, GRAFT_DTYPE_F16), GRAFT_ERR_UNSUPPORTED);
+    char *log = capture_stop();
+    expect_logged(log, "cannot export as F16: tensor 'fc1.bias' has 1 value beyond F16's range "
+                       "(the first, 70000, at index 3); export as f32");
+    assert_int_equal(count_lines(log), 1);
+    free(log);
+    assert_false(path_exists(out));
+    assert_int_equal(graft_ckpt_export(ckpt, out, GRAFT_DTYPE_BF16), GRAFT_OK);
+    unlink(out);
+    graft_optim_free(&o);
+    graft_params_free(&p);
+
+    /* BatchNorm's step count keeps every step */
+    graft_params c;
+    graft_params_init(&c);
+    const int64_t three[1] = {3};
+    assert_true(graft_params_add(&c, "bn.weight", GRAFT_KIND_PARAM, 1, three) >= 0);
+    assert_true(graft_params_add(&c, "bn.num_batches_tracked", GRAFT_KIND_BUFFER, 0, three) >= 0);
+    assert_int_equal(graft_params_finalize(&c), GRAFT_OK);
+    *graft_params_value(&c, 1) = 5001.0f; /* 5000 or 5002 in F16 */
+    make_optim(&o, &c, GRAFT_OPTIM_SGD, 0, 0, 1);
+    assert_int_equal(save_step(root, &c, &o, 3, 0, 3, NULL), GRAFT_OK);
+    join(ckpt, root, "step-00000003");
+    assert_int_equal(graft_ckpt_export(ckpt, out, GRAFT_DTYPE_F16), GRAFT_OK);
+    graft_st_file f;
+    assert_int_equal(graft_st_open(&f, out), GRAFT_OK);
+    const graft_st_tensor *count = graft_st_find(&f, "bn.num_batches_tracked");
+    assert_non_null(count);
+    assert_int_equal(count->dtype, GRAFT_DTYPE_F32);
+    float value;
+    assert_int_equal(graft_st_read_f32(count, &value, 1), GRAFT_OK);
+    assert_true(value == 5001.0f);
+    assert_int_equal(graft_st_find(&f, "bn.weight")->dtype, GRAFT_DTYPE_F16);
+    graft_st_close(&f);
+    graft_optim_free(&o);
+    graft_params_free(&c);
+    remove_dir(root);
+}
+
 
 /* The checkpoint root holds step-00000001 and "latest" names it, and it loads. */
 static void expect_only_step1(const char *root, const graft_params *p1) {
@@ -1373,6 +1465,7 @@ int main(void) {
         cmocka_unit_test(test_other_model),
         cmocka_unit_test(test_optimizer_mismatch),
         cmocka_unit_test(test_find_resume_empty),
+        cmocka_unit_test(test_export_dtypes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

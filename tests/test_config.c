@@ -239,9 +239,9 @@ static const bad_case bad_cases[] = {
     {"non-scalar key", "? [a]\n: 1\n", NULL, GRAFT_ERR_CONFIG,
      "cfg.yaml:1:3: expected a key name, found a list"},
     {"missing required key",
-     "experiment: x\nmodel:\n  arch: mlp\ndata:\n  train: d\n"
+     "experiment: x\nmodel:\n  arch: mlp\noptim:\n  lr: 0.1\n"
      "train:\n  epochs: 1\n",
-     NULL, GRAFT_ERR_CONFIG, "cfg.yaml: missing required key 'optim.lr'"},
+     NULL, GRAFT_ERR_CONFIG, "cfg.yaml: missing required key 'data.train'"},
     {"missing required section", "experiment: x\noptim:\n  lr: 0.1\ndata:\n  train: d\n", NULL,
      GRAFT_ERR_CONFIG, "cfg.yaml: missing required key 'model.arch'"},
     /* overrides on top of a valid file */
@@ -680,13 +680,10 @@ typedef struct cross_case {
 static void test_validate_cross_keys(void **state) {
     (void)state;
     const cross_case cases[] = {
-        {{"train.epochs=0"}, "cfg.yaml: train: set train.epochs or train.max_steps"},
         {{"data.micro_batch=256"},
          "cfg.yaml: data.micro_batch: must be <= data.batch_size (128), found 256"},
         {{"freeze.trainable=[fc.*]", "freeze.frozen=[conv1.*]"},
          "cfg.yaml: freeze: give freeze.trainable or freeze.frozen, not both"},
-        {{"train.max_steps=100", "schedule.warmup_steps=100"},
-         "cfg.yaml: schedule.warmup_steps: must be < train.max_steps (100), found 100"},
         {{"schedule.min_lr=0.01"},
          "cfg.yaml: schedule.min_lr: must be <= optim.lr (0.001), found 0.01"},
         {{"optim.nesterov=true"}, "cfg.yaml: optim.nesterov: only applies to optim.name: sgd"},
@@ -711,8 +708,30 @@ static void test_validate_cross_keys(void **state) {
         graft_config_free(&c);
     }
 
-    /* values edited in code are checked against the same table */
+    /* a training length is asked for by training only, not by evaluation */
     graft_config c;
+    assert_int_equal(load_text(&c, minimal_yaml), GRAFT_OK);
+    assert_int_equal(graft_config_override(&c, "train.epochs=0"), GRAFT_OK);
+    assert_int_equal(graft_config_validate(&c), GRAFT_OK);
+    assert_int_equal(graft_config_validate_training(&c), GRAFT_ERR_CONFIG);
+    assert_string_equal(graft_config_last_error(),
+                        "cfg.yaml: train: set train.epochs or train.max_steps");
+    graft_config_free(&c);
+    assert_int_equal(load_text(&c, minimal_yaml), GRAFT_OK);
+    c.optim.lr = 0; /* left out */
+    assert_int_equal(graft_config_validate(&c), GRAFT_OK);
+    assert_int_equal(graft_config_validate_training(&c), GRAFT_ERR_CONFIG);
+    assert_string_equal(graft_config_last_error(), "cfg.yaml: missing required key 'optim.lr'");
+    graft_config_free(&c);
+    /* a warmup longer than the run is not a config error (training warns) */
+    assert_int_equal(load_text(&c, minimal_yaml), GRAFT_OK);
+    assert_int_equal(graft_config_override(&c, "train.max_steps=20"), GRAFT_OK);
+    assert_int_equal(graft_config_override(&c, "schedule.warmup_steps=100"), GRAFT_OK);
+    assert_int_equal(graft_config_validate(&c), GRAFT_OK);
+    assert_int_equal(graft_config_validate_training(&c), GRAFT_OK);
+    graft_config_free(&c);
+
+    /* values edited in code are checked against the same table */
     assert_int_equal(load_text(&c, minimal_yaml), GRAFT_OK);
     c.model.dropout = 1.5;
     assert_int_equal(graft_config_validate(&c), GRAFT_ERR_CONFIG);

@@ -6,14 +6,15 @@
 
 Each architecture lives in tools/fixtures/<arch>.py with make(outdir) and check_saved(dir).
 The second form loads the files the C tests saved (build/tests/saved) into the PyTorch
-reference models with load_state_dict(strict=True)."""
+reference models with load_state_dict(strict=True). "hub" (tools/fixtures/hub.py) rewrites
+resnet's and bert's fixtures in the layouts of downloaded files; it saves nothing to check."""
 import argparse
 import importlib
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHS = ["resnet", "gpt2", "bert", "vit"]
+ARCHS = ["resnet", "gpt2", "bert", "vit", "hub"]  # hub reads resnet's and bert's files
 
 
 def main():
@@ -31,6 +32,8 @@ def main():
             ap.error(f"unknown architecture '{arch}' (expected one of: {', '.join(ARCHS)})")
         module = importlib.import_module(f"fixtures.{arch}")
         if args.check_saved:
+            if not hasattr(module, "check_saved"):
+                continue
             module.check_saved(args.check_saved)
             print(f"{arch}: graft's saved weights load with strict=True")
         else:

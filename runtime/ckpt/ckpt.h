@@ -42,6 +42,7 @@
 #include <stdint.h>
 
 #include "runtime/core/status.h"
+#include "runtime/io/safetensors.h"
 #include "runtime/nn/params.h"
 #include "runtime/optim/optim.h"
 
@@ -131,8 +132,11 @@ void graft_ckpt_state_free(graft_ckpt_state *s);
 
 /* Weights only, as one safetensors file loadable by PyTorch (frozen parameters
  * included, from the referenced frozen file when needed; metadata format=pt), written
- * atomically. Verifies the checkpoint first. */
-graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file);
+ * atomically, in `dtype`: F32 (as stored), F16 or BF16 (rounded to nearest even;
+ * BatchNorm's num_batches_tracked stays F32). A finite value that would become
+ * infinite in F16/BF16 refuses the export (GRAFT_ERR_UNSUPPORTED, naming the tensor);
+ * nothing is written then. Verifies the checkpoint first. */
+graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft_dtype dtype);
 
 /* One line per checkpoint in DIR: name, bytes, "ok: step N, epoch E, cursor C" or
  * "DAMAGED: what is wrong", and "  <- latest" on the one "latest" names; then unfinished

@@ -2,6 +2,7 @@
  * parameter table and optimizer, exporting weights, and listing a root. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,8 +311,48 @@ graft_status graft_ckpt_load(const char *ckpt_dir, graft_params *params, graft_o
     return st;
 }
 
-graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file) {
-    if (!ckpt_dir || !out_file || !*out_file) return GRAFT_ERR_INVALID_ARG;
+/* BatchNorm's step count: PyTorch's .half() and .bfloat16() leave this int64 buffer
+ * alone, and in 16 bits a count above 2048 would lose steps, so it stays F32. */
+static int is_step_count(const char *name) {
+    static const char suffix[] = ".num_batches_tracked";
+    size_t len = strlen(name), n = sizeof suffix - 1;
+    return len >= n && strcmp(name + len - n, suffix) == 0;
+}
+
+/* Tensor t's values as fp32 in *values (malloc'd), after checking that each finite one
+ * stays finite in `dtype`: PyTorch's .half() would turn 70000 into inf silently; an
+ * exported file must not hold infinities its checkpoint did not. */
+static graft_status export_values(const char *ckpt_dir, const graft_st_tensor *t,
+                                  graft_dtype dtype, float **values) {
+    float *v = malloc(t->numel ? t->numel * sizeof *v : 1);
+    if (!v) return GRAFT_ERR_NOMEM;
+    graft_status st = graft_st_read_f32(t, v, t->numel);
+    size_t beyond = 0, first = 0;
+    for (size_t i = 0; st == GRAFT_OK && i < t->numel; i++) {
+        if (!isfinite(v[i])) continue;
+        float back = dtype == GRAFT_DTYPE_F16 ? graft_f16_to_f32(graft_f32_to_f16(v[i]))
+                                              : graft_bf16_to_f32(graft_f32_to_bf16(v[i]));
+        if (isinf(back) && beyond++ == 0) first = i;
+    }
+    if (st == GRAFT_OK && beyond) {
+        GRAFT_ERROR("%s: cannot export as %s: tensor '%s' has %zu value%s beyond %s's range "
+                    "(the first, %g, at index %zu); export as f32",
+                    ckpt_dir, graft_dtype_name(dtype), t->name, beyond, beyond == 1 ? "" : "s",
+                    graft_dtype_name(dtype), (double)v[first], first);
+        st = GRAFT_ERR_UNSUPPORTED;
+    }
+    if (st != GRAFT_OK) {
+        free(v);
+        return st;
+    }
+    *values = v;
+    return GRAFT_OK;
+}
+
+graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft_dtype dtype) {
+    if (!ckpt_dir || !out_file || !*out_file ||
+        (dtype != GRAFT_DTYPE_F32 && dtype != GRAFT_DTYPE_F16 && dtype != GRAFT_DTYPE_BF16))
+        return GRAFT_ERR_INVALID_ARG;
     ckpt_info info;
     GRAFT_TRY(ckpt_check(ckpt_dir, &info, GRAFT_LOG_ERROR));
     graft_st_file model = {0}, frozen = {0};
@@ -322,13 +363,28 @@ graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file) {
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "format", "pt");
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
     const graft_st_file *files[2] = {&model, &frozen};
+    /* converted values, borrowed by the writer until the save */
+    size_t n_converted = 0, n_tensors = model.n_tensors + frozen.n_tensors;
+    /* sizeof *converted, an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
+    float **converted = calloc(n_tensors + 1, sizeof *converted);
+    if (!converted && st == GRAFT_OK) st = GRAFT_ERR_NOMEM;
     for (int f = 0; f < 2 && st == GRAFT_OK; f++)
         for (size_t k = 0; k < files[f]->n_tensors && st == GRAFT_OK; k++) {
             const graft_st_tensor *t = &files[f]->tensors[k];
-            st = graft_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data);
+            if (dtype == GRAFT_DTYPE_F32 || is_step_count(t->name)) {
+                st = graft_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data);
+                continue;
+            }
+            st = export_values(ckpt_dir, t, dtype, &converted[n_converted]);
+            if (st == GRAFT_OK)
+                st = graft_st_writer_add_f32(&w, t->name, dtype, t->ndim, t->shape,
+                                             converted[n_converted++]);
         }
     if (st == GRAFT_OK) st = graft_st_writer_save(&w, out_file);
     graft_st_writer_free(&w);
+    for (size_t k = 0; k < n_converted; k++)
+        free(converted[k]);
+    free(converted);
     graft_st_close(&frozen);
     graft_st_close(&model);
     ckpt_info_free(&info);

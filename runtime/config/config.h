@@ -163,9 +163,13 @@ graft_status graft_config_load_text(graft_config *cfg, const char *name, const c
  * key keeps its old value. */
 graft_status graft_config_override(graft_config *cfg, const char *assignment);
 /* Cross-key checks after loading and overriding: required keys present, ranges,
- * enum names, epochs vs max_steps, etc. Logs the first problem as "SOURCE: KEY: problem"
- * (SOURCE = cfg->source, or "config" when empty) and returns GRAFT_ERR_CONFIG. */
+ * enum names, micro_batch vs batch_size, etc. Logs the first problem as "SOURCE: KEY:
+ * problem" (SOURCE = cfg->source, or "config" when empty) and returns GRAFT_ERR_CONFIG. */
 graft_status graft_config_validate(const graft_config *cfg);
+/* What only training needs on top of graft_config_validate: optim.lr and a length
+ * (train.epochs or train.max_steps). Evaluating weights asks for neither. Reports as
+ * validate does. */
+graft_status graft_config_validate_training(const graft_config *cfg);
 /* Write the resolved config as YAML that graft_config_load accepts (sections in struct
  * order, lists in flow style, null for keys not given); loading it gives back an equal
  * config (graft_config_equal). */

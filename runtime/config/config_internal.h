@@ -38,6 +38,8 @@ enum {
     KEY_DIRNAME = 1u << 7, /* [A-Za-z0-9._-]+ and not "." or ".." (names a directory) */
     KEY_F32 = 1u << 8,     /* numbers graft computes with as 32-bit floats: a value must not
                               overflow there, nor underflow to 0 from non-zero */
+    KEY_TRAINING = 1u << 9, /* with KEY_REQUIRED: only training needs it (graft eval does not),
+                               checked by graft_config_validate_training */
 };
 
 typedef struct key_spec {

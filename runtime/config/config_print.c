@@ -385,7 +385,7 @@ static void write_row(FILE *out, const char *name, const key_spec *k) {
     if (k->default_doc) {
         put_cell(out, k->default_doc);
     } else if (k->flags & KEY_REQUIRED) {
-        fputs("required", out);
+        fputs(k->flags & KEY_TRAINING ? "required to train" : "required", out);
     } else if (k->def) {
         fputc('`', out);
         put_cell(out, k->def);

@@ -235,14 +235,16 @@ graft_status graft_config_validate(const graft_config *cfg) {
     graft_log_clear_last_error();
     cfg_where w = {__func__, cfg->source && cfg->source[0] ? cfg->source : "config", NULL};
     for (int i = 0; i < cfg_n_keys; i++)
-        if ((cfg_keys[i].flags & KEY_REQUIRED) && !is_given(&cfg_keys[i], cfg))
+        if ((cfg_keys[i].flags & KEY_REQUIRED) && !(cfg_keys[i].flags & KEY_TRAINING) &&
+            !is_given(&cfg_keys[i], cfg))
             return cfg_fail(&w, NULL, NULL, "missing required key '%s'", cfg_keys[i].key);
-    for (int i = 0; i < cfg_n_keys; i++)
+    for (int i = 0; i < cfg_n_keys; i++) {
+        /* a training key left out is graft_config_validate_training's to report */
+        if ((cfg_keys[i].flags & KEY_TRAINING) && !is_given(&cfg_keys[i], cfg)) continue;
         GRAFT_TRY(check_stored(&w, &cfg_keys[i], cfg_keys[i].key, cfg));
+    }
 
     char a[40], b[40];
-    if (cfg->train.epochs == 0 && cfg->train.max_steps == 0)
-        return cfg_fail(&w, NULL, "train", "set train.epochs or train.max_steps");
     if (cfg->data.micro_batch > cfg->data.batch_size)
         return cfg_fail(&w, NULL, "data.micro_batch", "must be <= data.batch_size (%ld), found %ld",
                         cfg->data.batch_size, cfg->data.micro_batch);
@@ -258,11 +260,7 @@ graft_status graft_config_validate(const graft_config *cfg) {
                             at);
         }
     }
-    if (cfg->train.max_steps > 0 && cfg->schedule.warmup_steps >= cfg->train.max_steps)
-        return cfg_fail(&w, NULL, "schedule.warmup_steps",
-                        "must be < train.max_steps (%ld), found %ld", cfg->train.max_steps,
-                        cfg->schedule.warmup_steps);
-    if (cfg->schedule.min_lr > cfg->optim.lr) {
+    if (cfg->optim.lr > 0 && cfg->schedule.min_lr > cfg->optim.lr) {
         cfg_number_text(cfg->optim.lr, a, sizeof a);
         cfg_number_text(cfg->schedule.min_lr, b, sizeof b);
         return cfg_fail(&w, NULL, "schedule.min_lr", "must be <= optim.lr (%s), found %s", a, b);
@@ -289,5 +287,15 @@ graft_status graft_config_validate(const graft_config *cfg) {
     GRAFT_TRY(check_bucket_mb(&w, "comm.first_bucket_mb", cfg->comm.first_bucket_mb));
     if (cfg->launch.hosts.count > 0 && cfg->launch.hostfile)
         return cfg_fail(&w, NULL, "launch", "give launch.hosts or launch.hostfile, not both");
+    return GRAFT_OK;
+}
+
+graft_status graft_config_validate_training(const graft_config *cfg) {
+    cfg_where w = {__func__, cfg->source && cfg->source[0] ? cfg->source : "config", NULL};
+    for (int i = 0; i < cfg_n_keys; i++)
+        if ((cfg_keys[i].flags & KEY_TRAINING) && !is_given(&cfg_keys[i], cfg))
+            return cfg_fail(&w, NULL, NULL, "missing required key '%s'", cfg_keys[i].key);
+    if (cfg->train.epochs == 0 && cfg->train.max_steps == 0)
+        return cfg_fail(&w, NULL, "train", "set train.epochs or train.max_steps");
     return GRAFT_OK;
 }

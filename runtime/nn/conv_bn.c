@@ -31,6 +31,7 @@ graft_status graft_conv_bn_add(graft_conv_bn *u, graft_params *p, const char *co
     if (u->conv < 0 || u->bn_weight < 0 || u->bn_bias < 0 || u->running_mean < 0 ||
         u->running_var < 0 || u->num_batches < 0)
         return GRAFT_ERR_INVALID_ARG;
+    p->items[u->num_batches].zero_when_absent = 1;
     return GRAFT_OK;
 }
 

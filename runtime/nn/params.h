@@ -30,6 +30,10 @@ typedef struct graft_param {
     size_t offset;      /* start in values */
     size_t grad_offset; /* start in grads; meaningful only when trainable */
     int group;          /* optimizer parameter group (0 unless set) */
+    /* A buffer a weights file may lack: loading sets it to 0 instead of counting it
+     * missing, as PyTorch's strict load does for BatchNorm's num_batches_tracked (the
+     * torchvision and timm files leave it out). */
+    int zero_when_absent;
 } graft_param;
 
 /* Called during backward when the gradient slice [offset, offset+count) of the flat

@@ -139,7 +139,10 @@ graft_status graft_params_load(graft_params *p, const char *path,
         const graft_st_tensor *s = source[i];
         if (under_prefix(t->name, o->replaced)) continue;
         if (!s) {
-            list_add(&missing, t->name, "");
+            if (t->zero_when_absent)
+                r.zeroed++;
+            else
+                list_add(&missing, t->name, "");
             continue;
         }
         char detail[256] = "";
@@ -190,7 +193,12 @@ graft_status graft_params_load(graft_params *p, const char *path,
     list_text(&unexpected, unexpected_what, line, sizeof line);
     if (line[0]) GRAFT_WARN("%s: %s (ignored)", shown, line);
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
-        if (!source[i] || under_prefix(p->items[i].name, o->replaced)) continue;
+        if (under_prefix(p->items[i].name, o->replaced)) continue;
+        if (!source[i]) {
+            if (p->items[i].zero_when_absent)
+                memset(graft_params_value(p, i), 0, p->items[i].numel * sizeof(float));
+            continue;
+        }
         st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);
         r.matched++;
     }

@@ -32,10 +32,12 @@ typedef struct graft_load_report {
     int unexpected; /* in the file, not in the table: ignored */
     int replaced;   /* in the file under options.replaced: ignored on purpose */
     int skipped;    /* dropped by map_name (e.g. mask buffers) */
+    int zeroed;     /* zero_when_absent buffers the file lacks: set to 0 */
 } graft_load_report;
 
 /* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32;
- * buffers may also be integers, like torch's int64 num_batches_tracked). Names present
+ * buffers may also be integers, like torch's int64 num_batches_tracked). A
+ * zero_when_absent buffer the file lacks is set to 0 and is not missing. Names present
  * in both with different shapes, a non-float tensor where a weight is expected, or a
  * tensor holding NaN or infinite values fail the load (GRAFT_ERR_MISMATCH); so do
  * missing and unexpected names

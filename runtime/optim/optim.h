@@ -139,7 +139,8 @@ typedef enum { GRAFT_LR_CONSTANT = 0, GRAFT_LR_COSINE = 1, GRAFT_LR_LINEAR = 2 }
  *     CONSTANT  base_lr                                 (total_steps, min_lr unused)
  *     COSINE    min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * p))
  *     LINEAR    min_lr + (base_lr - min_lr) * (1 - p)
- *   so step >= total_steps gives min_lr (and warmup == total jumps straight to it). */
+ *   so step >= total_steps gives min_lr. A warmup as long as the run or longer never
+ *   finishes (the rate stays below base_lr), as in PyTorch and Hugging Face. */
 typedef struct graft_lr_schedule {
     graft_lr_kind kind;
     double base_lr;
@@ -151,8 +152,8 @@ typedef struct graft_lr_schedule {
 /* Learning rate for optimizer step `step` (0-based; negative counts as 0). */
 float graft_lr_at(const graft_lr_schedule *s, long step);
 /* Rejects base_lr <= 0 or non-finite, min_lr < 0 or > base_lr, negative steps,
- * total_steps <= 0 for decaying schedules, warmup_steps > total_steps; the logged
- * message names the field and its value. Returns GRAFT_ERR_CONFIG then. */
+ * total_steps <= 0 for decaying schedules; the logged message names the field and its
+ * value. Returns GRAFT_ERR_CONFIG then. */
 graft_status graft_lr_schedule_check(const graft_lr_schedule *s);
 /* "constant" / "cosine" / "linear" (case-insensitive) to a kind; GRAFT_ERR_CONFIG otherwise. */
 graft_status graft_lr_kind_parse(const char *name, graft_lr_kind *out);

@@ -52,11 +52,6 @@ graft_status graft_lr_schedule_check(const graft_lr_schedule *s) {
                     kind);
         return GRAFT_ERR_CONFIG;
     }
-    if (s->total_steps > 0 && s->warmup_steps > s->total_steps) {
-        GRAFT_ERROR("%s schedule: warmup_steps = %ld exceeds total_steps = %ld", kind,
-                    s->warmup_steps, s->total_steps);
-        return GRAFT_ERR_CONFIG;
-    }
     return GRAFT_OK;
 }
 

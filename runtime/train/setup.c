@@ -93,7 +93,7 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
             return GRAFT_ERR_IO;
         }
         close(fd);
-        graft_status st = graft_ckpt_export(path, tmp);
+        graft_status st = graft_ckpt_export(path, tmp, GRAFT_DTYPE_F32);
         if (st != GRAFT_OK) {
             unlink(tmp);
             return st;
@@ -107,10 +107,10 @@ static graft_status load_init_weights(const graft_model *m, const graft_config *
     if (from_ckpt) unlink(tmp);
     if (st == GRAFT_OK)
         GRAFT_INFO("model.init %s: %d matched, %d missing, %d unexpected, %d replaced%s%s%s, "
-                   "%d skipped",
+                   "%d skipped, %d set to 0",
                    path, r.matched, r.missing, r.unexpected, r.replaced,
                    opt.replaced ? " (head '" : "", opt.replaced ? opt.replaced : "",
-                   opt.replaced ? "', freshly initialised)" : "", r.skipped);
+                   opt.replaced ? "', freshly initialised)" : "", r.skipped, r.zeroed);
     return st;
 }
 
@@ -213,6 +213,12 @@ static graft_status setup_optimizer(trainer *t) {
     graft_lr_schedule s = {lr_kind, cfg->optim.lr, cfg->schedule.warmup_steps, t->total_steps,
                            cfg->schedule.min_lr};
     t->sched = s;
+    /* a short trial run of a long config: train on the unfinished warmup, as PyTorch and
+     * Hugging Face schedules do, and say so once */
+    if (t->rank0 && s.warmup_steps > 0 && s.warmup_steps >= s.total_steps)
+        GRAFT_WARN("schedule.warmup_steps %ld is not shorter than the run's %ld steps: the "
+                   "warmup never finishes (the learning rate stays below optim.lr %g)",
+                   s.warmup_steps, s.total_steps, cfg->optim.lr);
     return graft_lr_schedule_check(&t->sched);
 }
 
