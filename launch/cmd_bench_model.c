@@ -148,6 +148,7 @@ int cmd_bench_model(int argc, char **argv) {
         return GRAFT_EXIT_BAD_INPUT;
     }
     in.pad_id = -1;
+    in.mask_id = 0; /* random tokens: any id can stand for [MASK] */
     if (cfg.model.head_num_classes > 0) classes = cfg.model.head_num_classes;
     if (tokens) {
         in.vocab_size = vocab;

@@ -15,6 +15,7 @@
 #include "runtime/data/idx.h"
 #include "runtime/data/image_folder.h"
 #include "runtime/data/loader.h"
+#include "runtime/data/text_records.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/fs.h"
 
@@ -233,13 +234,14 @@ static int is_blank(const char *text, size_t len) {
 /* --classify: one document as one sample of T tokens; blank documents are skipped. */
 static graft_status add_sample(text_job *job, const char *text, size_t len) {
     if (is_blank(text, len)) return GRAFT_OK;
-    job->n = 0;
-    graft_status st = graft_tokenizer_encode(job->tok, text, len, &job->ids, &job->n, &job->cap);
+    int truncated = 0;
+    graft_status st = graft_tokenizer_encode_sample(job->tok, text, len, job->seq_len, &job->ids,
+                                                    &job->n, &job->cap, &truncated);
     if (st == GRAFT_OK)
         st = graft_dataset_writer_add_sequence(job->w, job->ids, job->n, job->label);
     if (st != GRAFT_OK) return st;
     job->documents++;
-    job->truncated += job->n > (size_t)job->seq_len;
+    job->truncated += truncated;
     job->padded += job->n < (size_t)job->seq_len;
     return GRAFT_OK;
 }
@@ -301,76 +303,314 @@ static int check_class_files(char **files, int n_files) {
     return GRAFT_EXIT_OK;
 }
 
+/* The tokenizer of --tokenizer NAME or --vocab FILE (a WordPiece vocab.txt). */
+static graft_status open_tokenizer(graft_tokenizer **tok, const char *name, const char *vocab) {
+    return vocab ? graft_tokenizer_new_vocab(tok, vocab) : graft_tokenizer_new(tok, name, NULL);
+}
+
+/* The id padding short samples: the tokenizer's [PAD], else its end of text, else 0. */
+static int sample_pad_id(const graft_tokenizer *tok) {
+    int pad = graft_tokenizer_special(tok, GRAFT_TOKEN_PAD);
+    if (pad >= 0) return pad;
+    int eot = graft_tokenizer_eot(tok);
+    return eot >= 0 ? eot : 0;
+}
+
+/* Labels sort as numbers when every one is an integer, else as byte strings. */
+static int g_labels_numeric;
+
+static int is_integer_text(const char *s) {
+    if (*s == '-') s++;
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+static int cmp_labels(const void *a, const void *b) {
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    if (g_labels_numeric) {
+        long long u = strtoll(x, NULL, 10), v = strtoll(y, NULL, 10);
+        if (u != v) return (u > v) - (u < v);
+    }
+    return strcmp(x, y);
+}
+
+/* Class names: --labels a,b,c as given, or the distinct labels of the records, sorted.
+ * *names points into *storage or the records; free both. */
+static graft_status class_names(const char *labels, const graft_text_records *recs,
+                                char **storage, const char ***names, int *n_names) {
+    *storage = NULL;
+    *n_names = 0;
+    size_t most = labels ? strlen(labels) + 1 : recs->n;
+    *names = malloc((most ? most : 1) * sizeof **names);
+    if (!*names) return GRAFT_ERR_NOMEM;
+    size_t n = 0;
+    if (labels) {
+        *storage = strdup(labels);
+        if (!*storage) return GRAFT_ERR_NOMEM;
+        for (char *p = *storage;;) {
+            char *comma = strchr(p, ',');
+            if (comma) *comma = '\0';
+            if (!*p) {
+                GRAFT_ERROR("--labels: an empty label in \"%s\" (expected names like a,b,c)",
+                            labels);
+                return GRAFT_ERR_INVALID_ARG;
+            }
+            for (size_t k = 0; k < n; k++)
+                if (strcmp((*names)[k], p) == 0) {
+                    GRAFT_ERROR("--labels: \"%s\" is given twice", p);
+                    return GRAFT_ERR_INVALID_ARG;
+                }
+            (*names)[n++] = p;
+            if (!comma) break;
+            p = comma + 1;
+        }
+    } else {
+        g_labels_numeric = 1;
+        for (size_t i = 0; i < recs->n; i++) {
+            (*names)[n++] = recs->items[i].label;
+            g_labels_numeric = g_labels_numeric && is_integer_text(recs->items[i].label);
+        }
+        qsort(*names, n, sizeof **names, cmp_labels);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (k == 0 || strcmp((*names)[k - 1], (*names)[i]) != 0) (*names)[k++] = (*names)[i];
+        n = k;
+    }
+    if (n > 65536) {
+        GRAFT_ERROR("%zu classes: more than a dataset may hold (65536)", n);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    *n_names = (int)n;
+    return GRAFT_OK;
+}
+
+/* The class of a record's label, or -1. */
+static int label_class(const char *const *names, int n_names, const char *label) {
+    for (int c = 0; c < n_names; c++)
+        if (strcmp(names[c], label) == 0) return c;
+    return -1;
+}
+
+typedef struct {
+    const char *format, *text_field, *label_field, *labels, *tokenizer, *vocab, *out;
+    int seq_len, shard_size, strict;
+} records_job;
+
+/* graft data text --format jsonl|csv: one labelled sample per record. Everything is
+ * read and checked before the dataset is created: on bad input nothing is written. */
+static int data_records(const records_job *job, char **files, int n_files) {
+    graft_records_format format = strcmp(job->format, "csv") == 0 ? GRAFT_RECORDS_CSV
+                                                                   : GRAFT_RECORDS_JSONL;
+    graft_text_records *recs = calloc((size_t)n_files, sizeof *recs);
+    graft_tokenizer *tok = NULL;
+    graft_dataset_writer *w = NULL;
+    char *storage = NULL;
+    const char **names = NULL;
+    int n_names = 0, *classes = NULL;
+    int32_t *ids = NULL;
+    size_t total = 0, skipped = 0, n = 0, cap = 0;
+    long truncated = 0, padded = 0;
+    graft_status st = recs ? GRAFT_OK : GRAFT_ERR_NOMEM;
+    if (st == GRAFT_OK) st = open_tokenizer(&tok, job->tokenizer, job->vocab);
+    for (int f = 0; st == GRAFT_OK && f < n_files; f++) {
+        st = graft_text_records_read(&recs[f], files[f], format, job->text_field,
+                                     job->label_field, job->strict);
+        total += recs[f].n;
+        skipped += recs[f].skipped;
+    }
+    if (st == GRAFT_OK && total == 0) {
+        GRAFT_ERROR("%s: no record with a \"%s\" and a \"%s\" field to make a sample of",
+                    files[0], job->text_field, job->label_field);
+        st = GRAFT_ERR_FORMAT;
+    }
+    /* all records in one list for the class names: the first file's array grows */
+    graft_text_records all = {0};
+    if (st == GRAFT_OK) {
+        all.items = malloc(total * sizeof *all.items);
+        st = all.items ? GRAFT_OK : GRAFT_ERR_NOMEM;
+        for (int f = 0; st == GRAFT_OK && f < n_files; f++)
+            for (size_t i = 0; i < recs[f].n; i++)
+                all.items[all.n++] = recs[f].items[i];
+    }
+    if (st == GRAFT_OK) st = class_names(job->labels, &all, &storage, &names, &n_names);
+    if (st == GRAFT_OK) {
+        classes = malloc(total * sizeof *classes);
+        st = classes ? GRAFT_OK : GRAFT_ERR_NOMEM;
+    }
+    for (size_t i = 0, f = 0, k = 0; st == GRAFT_OK && i < all.n; i++, k++) {
+        while (k >= recs[f].n)
+            f++, k = 0;
+        classes[i] = label_class(names, n_names, all.items[i].label);
+        if (classes[i] < 0) {
+            char label[128];
+            GRAFT_ERROR("%s:%zu: label \"%s\" is not one of --labels %s", files[f],
+                        all.items[i].line, graft_escape(label, sizeof label, all.items[i].label),
+                        job->labels);
+            st = GRAFT_ERR_FORMAT;
+        }
+    }
+    if (st == GRAFT_OK) {
+        int shard = job->shard_size ? job->shard_size
+                                    : (10000000 + job->seq_len - 1) / job->seq_len;
+        st = graft_dataset_writer_new_sequences(
+            &w, job->out, job->vocab ? "wordpiece" : job->tokenizer,
+            graft_tokenizer_vocab_size(tok), job->seq_len, sample_pad_id(tok), n_names, names,
+            (size_t)shard);
+    }
+    int mask = st == GRAFT_OK ? graft_tokenizer_special(tok, GRAFT_TOKEN_MASK) : -1;
+    if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(w, mask);
+    if (st == GRAFT_OK) {
+        char desc[512];
+        snprintf(desc, sizeof desc,
+                 "%zu %s record(s) of %d file(s), text \"%.60s\", label \"%.60s\", tokenized "
+                 "with %.200s to %d tokens",
+                 total, job->format, n_files, job->text_field, job->label_field,
+                 job->vocab ? job->vocab : job->tokenizer, job->seq_len);
+        st = graft_dataset_writer_set_description(w, desc);
+    }
+    for (size_t i = 0; st == GRAFT_OK && i < all.n; i++) {
+        int cut = 0;
+        st = graft_tokenizer_encode_sample(tok, all.items[i].text, all.items[i].text_len,
+                                           job->seq_len, &ids, &n, &cap, &cut);
+        if (st == GRAFT_OK)
+            st = while_writing(graft_dataset_writer_add_sequence(w, ids, n, classes[i]));
+        truncated += cut;
+        padded += n < (size_t)job->seq_len;
+    }
+    if (st == GRAFT_OK) st = while_writing(graft_dataset_writer_finish(w));
+    graft_dataset_writer_free(w);
+    free(all.items);
+    for (int f = 0; recs && f < n_files; f++)
+        graft_text_records_free(&recs[f]);
+    free(recs);
+    free(names);
+    free(storage);
+    free(classes);
+    free(ids);
+    graft_tokenizer_free(tok);
+    if (st != GRAFT_OK) return cli_exit_status(st);
+    printf("%zu record(s) in %d classes (%zu malformed skipped): %ld truncated to %d tokens, "
+           "%ld padded\n",
+           total, n_names, skipped, truncated, job->seq_len, padded);
+    return report_written(job->out);
+}
+
 /* graft data text: tokenize text files into a token dataset, or with --classify into
- * labelled sequences (one class per file, one sample per document). */
+ * labelled sequences (one class per file, one sample per document), or with --format
+ * into labelled sequences (one sample per JSON Lines / CSV record). */
 static int data_text(int argc, char **argv) {
-    const char *out = NULL, *tokenizer = NULL;
-    int shard_size = 0, classify = 0, seq_len = 0;
+    const char *out = NULL, *tokenizer = NULL, *vocab = NULL, *format = NULL;
+    const char *text_field = "text", *label_field = "label", *labels = NULL;
+    int shard_size = 0, classify = 0, seq_len = 0, strict = 0;
     const cli_option opts[] = {
         {"out", CLI_STRING, &out, "dataset directory to create (required)", 0},
-        {"tokenizer", CLI_STRING, &tokenizer, "gpt2 or bytes (required)", 0},
+        {"tokenizer", CLI_STRING, &tokenizer,
+         "gpt2, bytes or bert-base-uncased (required unless --vocab)", 0},
+        {"vocab", CLI_STRING, &vocab,
+         "a WordPiece vocab.txt (one token per line): BERT's uncased tokenizer with it", 0},
         {"classify", CLI_FLAG, &classify,
          "labelled sequences: every FILE is a class (named after the file), every document a "
          "sample",
          0},
+        {"format", CLI_STRING, &format,
+         "jsonl or csv: labelled sequences, one sample per record of the FILEs", 0},
+        {"text-field", CLI_STRING, &text_field, "with --format: the text's field (default text)",
+         0},
+        {"label-field", CLI_STRING, &label_field,
+         "with --format: the label's field (default label)", 0},
+        {"labels", CLI_STRING, &labels,
+         "with --format: the classes in order, e.g. neg,pos (default: the labels found, "
+         "sorted); another label is an error",
+         0},
+        {"strict", CLI_FLAG, &strict,
+         "with --format: a malformed record is an error (default: reported and skipped)", 0},
         {"seq-len", CLI_INT, &seq_len,
-         "with --classify (required): tokens per sample; longer documents are truncated, "
-         "shorter ones padded (gpt2: with <|endoftext|> 50256, bytes: with 0)",
+         "with --classify or --format (required): tokens per sample; longer documents are "
+         "truncated, shorter ones padded (bert: [CLS] text [SEP] then [PAD]; gpt2: with "
+         "<|endoftext|> 50256; bytes: with 0)",
          1},
         {"shard-size", CLI_INT, &shard_size,
-         "tokens per shard (default 10000000); with --classify samples per shard (default "
-         "10000000 / seq-len)",
+         "tokens per shard (default 10000000); with --classify or --format samples per shard "
+         "(default 10000000 / seq-len)",
          1},
     };
     int n_files = 0;
     int rc = cli_parse("data text",
                        "Tokenize text FILEs (one document each; fortune files: one per '%' "
                        "separated entry) into a token dataset, or with --classify into a "
-                       "sequences dataset for classification. Usage: graft data text --out DIR "
-                       "--tokenizer gpt2|bytes [--classify --seq-len T] FILE...",
+                       "sequences dataset for classification, or with --format jsonl|csv "
+                       "labelled records into one. Usage: graft data text --out DIR "
+                       "--tokenizer gpt2|bytes|bert-base-uncased [--classify --seq-len T | "
+                       "--format jsonl|csv [--text-field F] [--label-field L] [--labels a,b] "
+                       "--seq-len T] FILE...",
                        argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_files);
     char **files = argv + 3;
+    int labelled = classify || format;
     if (rc == GRAFT_EXIT_OK) {
-        if (!out || !tokenizer) {
-            fprintf(stderr, "graft data text: --out DIR and --tokenizer gpt2|bytes are required\n");
-            rc = GRAFT_EXIT_BAD_INPUT;
-        } else if (strcmp(tokenizer, "gpt2") != 0 && strcmp(tokenizer, "bytes") != 0) {
-            fprintf(stderr, "graft data text: --tokenizer: expected 'gpt2' or 'bytes', got '%s'\n",
+        rc = GRAFT_EXIT_BAD_INPUT;
+        if (!out || (!tokenizer && !vocab))
+            fprintf(stderr, "graft data text: --out DIR and --tokenizer "
+                            "gpt2|bytes|bert-base-uncased (or --vocab FILE) are required\n");
+        else if (tokenizer && vocab)
+            fprintf(stderr, "graft data text: --vocab FILE is a tokenizer of its own: give "
+                            "--tokenizer or --vocab, not both\n");
+        else if (tokenizer && strcmp(tokenizer, "gpt2") != 0 && strcmp(tokenizer, "bytes") != 0 &&
+                 strcmp(tokenizer, "bert-base-uncased") != 0)
+            fprintf(stderr,
+                    "graft data text: --tokenizer: expected 'gpt2', 'bytes' or "
+                    "'bert-base-uncased', got '%s'\n",
                     tokenizer);
-            rc = GRAFT_EXIT_BAD_INPUT;
-        } else if (n_files == 0) {
+        else if (n_files == 0)
             fprintf(stderr, "graft data text: no input FILE given\n");
-            rc = GRAFT_EXIT_BAD_INPUT;
-        } else if (classify && seq_len == 0) {
-            fprintf(stderr, "graft data text: --classify needs --seq-len T (tokens per sample)\n");
-            rc = GRAFT_EXIT_BAD_INPUT;
-        } else if (!classify && seq_len != 0) {
-            fprintf(stderr, "graft data text: --seq-len is for --classify (token datasets are "
-                            "cut into windows by data.seq_len at training time)\n");
-            rc = GRAFT_EXIT_BAD_INPUT;
-        } else if (classify) {
-            rc = check_class_files(files, n_files);
-        }
+        else if (format && strcmp(format, "jsonl") != 0 && strcmp(format, "csv") != 0)
+            fprintf(stderr, "graft data text: --format: expected 'jsonl' or 'csv', got '%s'\n",
+                    format);
+        else if (classify && format)
+            fprintf(stderr, "graft data text: --classify (a class per file) and --format (a "
+                            "label per record) exclude each other\n");
+        else if (labelled && seq_len == 0)
+            fprintf(stderr, "graft data text: --%s needs --seq-len T (tokens per sample)\n",
+                    classify ? "classify" : "format");
+        else if (!labelled && seq_len != 0)
+            fprintf(stderr, "graft data text: --seq-len is for --classify and --format (token "
+                            "datasets are cut into windows by data.seq_len at training time)\n");
+        else if (!format && (labels || strict))
+            fprintf(stderr, "graft data text: --%s is for --format\n",
+                    labels ? "labels" : "strict");
+        else if (!*text_field || !*label_field)
+            fprintf(stderr, "graft data text: --text-field and --label-field need a name\n");
+        else
+            rc = classify ? check_class_files(files, n_files) : GRAFT_EXIT_OK;
     }
     if (rc != GRAFT_EXIT_OK) return rc == -1 ? GRAFT_EXIT_OK : rc;
+    if (format) {
+        const records_job job = {format, text_field, label_field, labels, tokenizer, vocab,
+                                 out,    seq_len,    shard_size,  strict};
+        return data_records(&job, files, n_files);
+    }
     if (shard_size == 0) shard_size = classify ? (10000000 + seq_len - 1) / seq_len : 10000000;
     text_job job = {.classify = classify, .seq_len = seq_len};
-    graft_status st = graft_tokenizer_new(&job.tok, tokenizer, NULL);
-    int vocab = st == GRAFT_OK ? graft_tokenizer_vocab_size(job.tok) : 0;
+    graft_status st = open_tokenizer(&job.tok, tokenizer, vocab);
+    int vocab_size = st == GRAFT_OK ? graft_tokenizer_vocab_size(job.tok) : 0;
+    if (vocab) tokenizer = "wordpiece";
     if (st == GRAFT_OK && classify) {
         const char **names = malloc((size_t)n_files * sizeof *names);
-        int eot = graft_tokenizer_eot(job.tok);
         st = names ? GRAFT_OK : GRAFT_ERR_NOMEM;
         for (int f = 0; names && f < n_files; f++)
             names[f] = base_name(files[f]);
         if (st == GRAFT_OK)
-            st = graft_dataset_writer_new_sequences(&job.w, out, tokenizer, vocab, seq_len,
-                                                    eot >= 0 ? eot : 0, n_files, names,
+            st = graft_dataset_writer_new_sequences(&job.w, out, tokenizer, vocab_size, seq_len,
+                                                    sample_pad_id(job.tok), n_files, names,
                                                     (size_t)shard_size);
         free(names);
     } else if (st == GRAFT_OK) {
-        st = graft_dataset_writer_new_tokens(&job.w, out, tokenizer, vocab, (size_t)shard_size);
+        st = graft_dataset_writer_new_tokens(&job.w, out, tokenizer, vocab_size,
+                                             (size_t)shard_size);
     }
+    int mask = st == GRAFT_OK ? graft_tokenizer_special(job.tok, GRAFT_TOKEN_MASK) : -1;
+    if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(job.w, mask);
     if (st == GRAFT_OK) {
         char desc[200];
         if (classify)
@@ -724,10 +964,12 @@ static void data_usage(void) {
            "  images   --out DIR [--size S|HxW] [--resize shorter|stretch] [--channels 1|3]\n"
            "           [--val-fraction F --val-out DIR2] [--seed N] [--shard-size N] [--strict]\n"
            "           [--csv FILE] ROOT                 convert JPEG/PNG class folders\n"
-           "  text     --out DIR --tokenizer gpt2|bytes [--shard-size N] FILE...\n"
-           "                                             tokenize text files\n"
+           "  text     --out DIR --tokenizer gpt2|bytes|bert-base-uncased (or --vocab FILE)\n"
+           "           [--shard-size N] FILE...          tokenize text files\n"
            "           ... --classify --seq-len T FILE...  one class per file, one sample\n"
            "                                             per document (sequences)\n"
+           "           ... --format jsonl|csv --seq-len T [--text-field F] [--label-field L]\n"
+           "               [--labels a,b] [--strict] FILE...  one sample per record\n"
            "  inspect  DIR                               summarise a dataset\n"
            "  verify   DIR                               recompute every checksum\n"
            "  bench    DIR [--batch N] [--steps N] [--step-ms X]  loader throughput\n");

@@ -25,6 +25,7 @@ typedef struct graft_model_input {
     int num_classes;             /* classifiers */
     int vocab_size, seq_len;     /* token models */
     int pad_id; /* token models: the padding id of a sequence dataset, -1 when none */
+    int mask_id; /* token models: the dataset tokenizer's [MASK], -1 when none */
 } graft_model_input;
 
 typedef struct graft_model_i {

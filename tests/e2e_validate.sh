@@ -50,13 +50,15 @@ refused "head vs classes" "model.head.num_classes is 5 but img has 3 classes" mo
 refused "language model on images" "gpt2 needs a token dataset" model.arch=gpt2
 refused "language model on sequences" "gpt2 is a language model; seq holds labelled sequences" \
   $gpt2 data.train=seq data.batch_size=4
-refused "model vocabulary" "model.vocab_size 100 does not match the dataset's vocabulary of 256" \
+refused "model vocabulary" "model.vocab_size 100 is smaller than the dataset's vocabulary of 256" \
   $gpt2 model.vocab_size=100
 refused "positions vs seq_len" "data.seq_len 16 is longer than model.n_positions 8" \
   $gpt2 model.n_positions=8
 refused "mask token" "model.mask_token_id 500 is outside the vocabulary" \
   model.arch=bert model.n_layer=1 model.n_embd=8 model.n_head=2 data.train=tok data.seq_len=8 \
   model.mask_token_id=500
+refused "no [MASK] in the tokenizer" "model.mask_token_id: the dataset's tokenizer has no \[MASK\] token" \
+  model.arch=bert model.n_layer=1 model.n_embd=8 model.n_head=2 data.train=tok data.seq_len=8
 refused "patch size vs image" "model.patch_size 5 does not divide the 28x28 images" \
   model.arch=vit model.n_layer=1 model.n_embd=8 model.n_head=2 model.patch_size=5
 # -- freezing, groups and the schedule against the model and the run

@@ -540,8 +540,10 @@ static void test_create_and_errors(void **state) {
     assert_int_equal(try_create(&cfg, &images), GRAFT_ERR_CONFIG);
     graft_model_input long_seq = {.vocab_size = V, .seq_len = NPOS + 1, .pad_id = -1};
     assert_int_equal(try_create(&cfg, &long_seq), GRAFT_ERR_CONFIG);
-    cfg.model.vocab_size = V + 1;
+    cfg.model.vocab_size = V - 1; /* the dataset's ids would not fit */
     assert_int_equal(try_create(&cfg, &tokens), GRAFT_ERR_CONFIG);
+    cfg.model.vocab_size = V + 1; /* a larger vocabulary holds them */
+    assert_int_equal(try_create(&cfg, &tokens), GRAFT_OK);
     cfg.model.vocab_size = V;
     assert_int_equal(try_create(&cfg, &tokens), GRAFT_OK);
     cfg.model.n_head = 5;

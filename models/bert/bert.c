@@ -530,11 +530,14 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         .seq_len = input->seq_len,
         .num_classes =
             cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes,
-        .mask_token_id = cfg->model.mask_token_id,
+        .mask_token_id =
+            cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
         .pad_id = input->pad_id,
         .dropout = (float)cfg->model.dropout};
-    if (cfg->model.vocab_size && input->vocab_size && cfg->model.vocab_size != input->vocab_size) {
-        GRAFT_ERROR("model.vocab_size %d does not match the dataset's vocabulary of %d tokens",
+    if (cfg->model.vocab_size && cfg->model.vocab_size < input->vocab_size) {
+        /* larger is fine (a hub model's vocabulary over a smaller tokenizer's ids) */
+        GRAFT_ERROR("model.vocab_size %d is smaller than the dataset's vocabulary of %d tokens "
+                    "(its ids must fit)",
                     cfg->model.vocab_size, input->vocab_size);
         return GRAFT_ERR_CONFIG;
     }
@@ -554,6 +557,11 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
     }
     if (bc.n_head > 0 && bc.n_embd % bc.n_head != 0) { /* n_head < 1: graft_bert_init */
         GRAFT_ERROR("model.n_embd %d is not divisible by model.n_head %d", bc.n_embd, bc.n_head);
+        return GRAFT_ERR_CONFIG;
+    }
+    if (bc.num_classes == 0 && bc.mask_token_id < 0) {
+        GRAFT_ERROR("model.mask_token_id: the dataset's tokenizer has no [MASK] token (bytes and "
+                    "gpt2 have none): set model.mask_token_id to the id masked tokens become");
         return GRAFT_ERR_CONFIG;
     }
     if (bc.num_classes == 0 && bc.mask_token_id >= bc.vocab_size) {

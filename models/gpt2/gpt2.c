@@ -333,8 +333,9 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
         return GRAFT_ERR_CONFIG;
     }
     const int want_vocab = cfg->model.vocab_size;
-    if (want_vocab > 0 && want_vocab != input->vocab_size) {
-        GRAFT_ERROR("model.vocab_size %d does not match the dataset's vocabulary of %d tokens",
+    if (want_vocab > 0 && want_vocab < input->vocab_size) { /* larger: ids still fit */
+        GRAFT_ERROR("model.vocab_size %d is smaller than the dataset's vocabulary of %d tokens "
+                    "(its ids must fit)",
                     want_vocab, input->vocab_size);
         return GRAFT_ERR_CONFIG;
     }
@@ -342,7 +343,7 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
                             .n_head = cfg->model.n_head,
                             .n_embd = cfg->model.n_embd,
                             .n_positions = cfg->model.n_positions,
-                            .vocab_size = input->vocab_size,
+                            .vocab_size = want_vocab > 0 ? want_vocab : input->vocab_size,
                             .seq_len = input->seq_len,
                             .dropout = (float)cfg->model.dropout};
     graft_gpt2 *m = calloc(1, sizeof *m);

@@ -58,7 +58,7 @@ typedef struct graft_config {
         int n_layer, n_head, n_embd, n_positions; /* gpt2/bert; 0 = the arch's default */
         int vocab_size;   /* 0 = the dataset's */
         int type_vocab_size; /* bert, default 2 */
-        int mask_token_id;   /* bert MLM, default 103 */
+        int mask_token_id;   /* bert MLM; -1: the dataset tokenizer's [MASK] */
         int patch_size;      /* vit, default 16 */
         int mlp_dim;         /* vit; 0 = 4 * n_embd */
         int head_num_classes;/* model.head.num_classes: > 0 = replace the classifier */

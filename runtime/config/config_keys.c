@@ -81,12 +81,14 @@ const key_spec cfg_keys[] = {
      .doc = "gpt2/bert: longest sequence; 0 = 1024 (gpt2) or 512 (bert)"},
     {.key = "model.vocab_size", .type = KEY_INT, .offset = CFG(model.vocab_size),
      .flags = KEY_MIN, .min = 0, .def = "0",
-     .doc = "gpt2/bert: vocabulary; 0 = the dataset's (both given: they must agree)"},
+     .doc = "gpt2/bert: vocabulary; 0 = the dataset's; larger than the dataset's is fine, smaller "
+            "an error"},
     {.key = "model.type_vocab_size", .type = KEY_INT, .offset = CFG(model.type_vocab_size),
      .flags = KEY_MIN, .min = 1, .def = "2", .doc = "bert: token types (segments)"},
     {.key = "model.mask_token_id", .type = KEY_INT, .offset = CFG(model.mask_token_id),
-     .flags = KEY_MIN, .min = 0, .def = "103",
-     .doc = "bert masked-LM training: id of the mask token ([MASK] in BERT's vocabulary)"},
+     .flags = KEY_MIN, .min = -1, .def = "-1",
+     .doc = "bert masked-LM training: id of the mask token; -1 = the dataset tokenizer's "
+            "[MASK] (bert-base-uncased: 103); bytes and gpt2 have none: set it"},
     {.key = "model.patch_size", .type = KEY_INT, .offset = CFG(model.patch_size),
      .flags = KEY_MIN, .min = 1, .def = "16",
      .doc = "vit: side of the square patches, dividing the image height and width"},

@@ -135,7 +135,13 @@ static graft_status parse_vocabulary(const char *ipath, const json_t *root, graf
     const char *tok;
     GRAFT_TRY(graft_json_string(ipath, root, "tokenizer", NULL, &tok));
     d->tokenizer = strdup(tok);
-    return d->tokenizer ? GRAFT_OK : GRAFT_ERR_NOMEM;
+    if (!d->tokenizer) return GRAFT_ERR_NOMEM;
+    d->mask_id = -1;
+    if (json_object_get(root, "mask_id")) {
+        GRAFT_TRY(graft_json_int(ipath, root, "mask_id", NULL, 0, d->vocab_size - 1, &v));
+        d->mask_id = (int)v;
+    }
+    return GRAFT_OK;
 }
 
 /* The token-specific top-level fields. */

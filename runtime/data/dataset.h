@@ -9,6 +9,7 @@
  *                                                                 class_names optional)
  *                     "normalize": {"mean": [0.2860], "std": [0.3530]},  (images, optional)
  *                     "tokenizer": "gpt2" | "bytes", "vocab_size": 50257, (tokens, sequences)
+ *                     "mask_id": 103,     (tokens, sequences: optional, the tokenizer's [MASK])
  *                     "pad_id": 50256,                       (sequences: fills short rows)
  *                     "shards": [{"file": "shard-00000.safetensors",
  *                                 "samples": 8192,   (images, sequences; tokens: "tokens": n)
@@ -65,6 +66,7 @@ typedef struct graft_dataset {
     size_t num_tokens; /* tokens only */
     int vocab_size;
     char *tokenizer;
+    int mask_id; /* the tokenizer's [MASK] ("mask_id"), -1 when it has none */
     graft_dtype token_dtype; /* U16 or I32 */
     /* sequences */
     int seq_len; /* T, sample_shape[0] */
@@ -136,6 +138,9 @@ graft_status graft_dataset_writer_new_sequences(graft_dataset_writer **out, cons
                                                 const char *tokenizer, int vocab_size, int seq_len,
                                                 int pad_id, int num_classes,
                                                 const char *const *class_names, size_t shard_size);
+/* Record the tokenizer's [MASK] id (tokens, sequences; in [0, vocab_size)) in index.json,
+ * for masked-LM training to use. */
+graft_status graft_dataset_writer_set_mask_id(graft_dataset_writer *w, int mask_id);
 /* Append one image of C*H*W bytes (CHW order) with its label in [0, num_classes). */
 graft_status graft_dataset_writer_add_image(graft_dataset_writer *w, const uint8_t *chw, int label);
 /* Append n token ids. */

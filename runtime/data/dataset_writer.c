@@ -52,6 +52,7 @@ struct graft_dataset_writer {
     /* tokens, sequences */
     char *tokenizer;
     int vocab_size;
+    int mask_id, has_mask_id;
     /* sequences */
     int seq_len, pad_id;
     /* the shard being filled: items (images, sequences: samples; tokens: tokens) */
@@ -310,6 +311,17 @@ graft_status graft_dataset_writer_set_description(graft_dataset_writer *w, const
     return GRAFT_OK;
 }
 
+graft_status graft_dataset_writer_set_mask_id(graft_dataset_writer *w, int mask_id) {
+    if (w->kind == GRAFT_DATA_IMAGES || mask_id < 0 || mask_id >= w->vocab_size) {
+        GRAFT_ERROR("%s: mask id %d is outside the vocabulary of %d tokens", w->dir, mask_id,
+                    w->vocab_size);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    w->mask_id = mask_id;
+    w->has_mask_id = 1;
+    return GRAFT_OK;
+}
+
 size_t graft_dataset_writer_count(const graft_dataset_writer *w) { return w->count; }
 
 /* Write the buffered samples as shard number n_shards, then checksum the file. */
@@ -553,6 +565,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
         json_object_set_new(root, "num_tokens", json_integer((json_int_t)w->count));
         json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
         json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
+        if (w->has_mask_id) json_object_set_new(root, "mask_id", json_integer(w->mask_id));
     } else {
         json_object_set_new(root, "sample_shape", json_pack("[i]", w->seq_len));
         json_object_set_new(root, "num_samples", json_integer((json_int_t)w->count));
@@ -560,6 +573,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
         if (w->class_names) json_object_set_new(root, "class_names", class_names_json(w));
         json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
         json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
+        if (w->has_mask_id) json_object_set_new(root, "mask_id", json_integer(w->mask_id));
         json_object_set_new(root, "pad_id", json_integer(w->pad_id));
     }
     json_t *shards = json_array();

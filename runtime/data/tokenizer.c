@@ -1,4 +1,5 @@
-/* Tokenizers: "bytes" (one token per byte) and GPT-2's byte-level BPE.
+/* Tokenizers: "bytes" (one token per byte), GPT-2's byte-level BPE, and BERT's
+ * WordPiece (tokenizer_wordpiece.c; this file only dispatches to it).
  *
  * GPT-2 follows OpenAI's encoder.py (and its npm port gpt-3-encoder) step by step:
  *   1. pre-tokenisation with the regex
@@ -28,8 +29,9 @@
 #include "runtime/core/log.h"
 #include "runtime/io/fs.h"
 #include "tokenizer_unicode_internal.h"
+#include "tokenizer_wordpiece_internal.h"
 
-enum { TOK_KIND_BYTES, TOK_KIND_GPT2 };
+enum { TOK_KIND_BYTES, TOK_KIND_GPT2, TOK_KIND_WORDPIECE };
 enum { CLS_OTHER, CLS_LETTER, CLS_NUMBER, CLS_SPACE };
 
 #define TOK_INVALID_CP 0xFFFFFFFFu
@@ -53,6 +55,7 @@ struct graft_tokenizer {
     int kind;
     int vocab_size;
     int eot;
+    graft_wordpiece *wp; /* TOK_KIND_WORDPIECE */
     /* gpt2: id -> raw bytes of the token */
     unsigned char *token_blob;
     size_t *token_off; /* vocab_size + 1 offsets into token_blob */
@@ -455,11 +458,45 @@ static graft_status load_gpt2(graft_tokenizer *t, const char *dir) {
     return st;
 }
 
+/* A WordPiece tokenizer around a loaded vocabulary (freed on failure). */
+static graft_status wordpiece_tokenizer(graft_tokenizer **out, graft_wordpiece *wp) {
+    graft_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        graft_wordpiece_free(wp);
+        return GRAFT_ERR_NOMEM;
+    }
+    t->kind = TOK_KIND_WORDPIECE;
+    t->wp = wp;
+    t->vocab_size = graft_wordpiece_vocab_size(wp);
+    t->eot = graft_wordpiece_id(wp, "[SEP]");
+    *out = t;
+    return GRAFT_OK;
+}
+
+graft_status graft_tokenizer_new_vocab(graft_tokenizer **out, const char *vocab_txt) {
+    if (!out || !vocab_txt) return GRAFT_ERR_INVALID_ARG;
+    *out = NULL;
+    graft_wordpiece *wp;
+    GRAFT_TRY(graft_wordpiece_load_txt(&wp, vocab_txt));
+    return wordpiece_tokenizer(out, wp);
+}
+
 graft_status graft_tokenizer_new(graft_tokenizer **out, const char *name, const char *dir) {
     if (!out) return GRAFT_ERR_INVALID_ARG;
     *out = NULL;
+    if (name && strcmp(name, "bert-base-uncased") == 0) {
+        if (!dir) dir = getenv("GRAFT_BERT_DIR");
+        if (!dir || !*dir) dir = GRAFT_BERT_DIR_DEFAULT;
+        char *path = graft_fs_path_join_alloc(dir, "assets/vocab.json");
+        if (!path) return GRAFT_ERR_NOMEM;
+        graft_wordpiece *wp;
+        graft_status st = graft_wordpiece_load_npm_json(&wp, path);
+        free(path);
+        return st == GRAFT_OK ? wordpiece_tokenizer(out, wp) : st;
+    }
     if (!name || (strcmp(name, "bytes") != 0 && strcmp(name, "gpt2") != 0)) {
-        GRAFT_ERROR("unknown tokenizer \"%s\" (known: bytes, gpt2)", name ? name : "(null)");
+        GRAFT_ERROR("unknown tokenizer \"%s\" (known: bytes, gpt2, bert-base-uncased)",
+                    name ? name : "(null)");
         return GRAFT_ERR_INVALID_ARG;
     }
     graft_tokenizer *t = calloc(1, sizeof *t);
@@ -499,8 +536,15 @@ int graft_tokenizer_vocab_size(const graft_tokenizer *t) { return t->vocab_size;
 
 int graft_tokenizer_eot(const graft_tokenizer *t) { return t->eot; }
 
+int graft_tokenizer_special(const graft_tokenizer *t, graft_special_token which) {
+    static const char *const names[] = {"[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"};
+    if (t->kind != TOK_KIND_WORDPIECE || (unsigned)which >= COUNT_OF(names)) return -1;
+    return graft_wordpiece_id(t->wp, names[which]);
+}
+
 void graft_tokenizer_free(graft_tokenizer *t) {
     if (!t) return;
+    graft_wordpiece_free(t->wp);
     free(t->token_blob);
     free(t->token_off);
     free(t->merge_left);
@@ -720,6 +764,7 @@ graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t
                                     size_t *n, size_t *cap) {
     if (!t || !ids || !n || !cap || (!text && len > 0)) return GRAFT_ERR_INVALID_ARG;
     const unsigned char *s = (const unsigned char *)text;
+    if (t->kind == TOK_KIND_WORDPIECE) return graft_wordpiece_encode(t->wp, text, len, ids, n, cap);
     if (t->kind == TOK_KIND_BYTES) {
         GRAFT_TRY(reserve_ids(ids, n, cap, len));
         for (size_t i = 0; i < len; i++)
@@ -762,12 +807,19 @@ nomem:
 
 const unsigned char *graft_tokenizer_token_bytes(const graft_tokenizer *t, int32_t id,
                                                  size_t *len) {
+    if (t->kind == TOK_KIND_WORDPIECE) return graft_wordpiece_token(t->wp, id, len);
     if (id < 0 || id >= t->vocab_size) {
         *len = 0;
         return NULL;
     }
     *len = t->token_off[id + 1] - t->token_off[id];
     return t->token_blob + t->token_off[id];
+}
+
+/* WordPiece spells "##x" for an x glued to the piece before it; other tokens are
+ * separated by a space (Hugging Face's convert_tokens_to_string). */
+static int glued_piece(const graft_tokenizer *t, const unsigned char *b, size_t l) {
+    return t->kind == TOK_KIND_WORDPIECE && l > 2 && b[0] == '#' && b[1] == '#';
 }
 
 char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_t n) {
@@ -779,7 +831,7 @@ char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_
                         t->vocab_size);
             return NULL;
         }
-        total += l;
+        total += l + 1;
     }
     char *out = malloc(total + 1);
     if (!out) return NULL;
@@ -787,9 +839,43 @@ char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_
     for (size_t i = 0; i < n; i++) {
         size_t l;
         const unsigned char *b = graft_tokenizer_token_bytes(t, ids[i], &l);
+        if (glued_piece(t, b, l)) {
+            b += 2;
+            l -= 2;
+        } else if (t->kind == TOK_KIND_WORDPIECE && i > 0) {
+            out[pos++] = ' ';
+        }
         memcpy(out + pos, b, l);
         pos += l;
     }
     out[pos] = '\0';
     return out;
+}
+
+graft_status graft_tokenizer_encode_sample(graft_tokenizer *t, const char *text, size_t len,
+                                           int seq_len, int32_t **ids, size_t *n, size_t *cap,
+                                           int *truncated) {
+    if (!t || !ids || !n || !cap || !truncated || seq_len < 1) return GRAFT_ERR_INVALID_ARG;
+    *n = 0;
+    int cls = graft_tokenizer_special(t, GRAFT_TOKEN_CLS);
+    int sep = graft_tokenizer_special(t, GRAFT_TOKEN_SEP);
+    if (cls < 0 || sep < 0) { /* no markers: the first seq_len ids */
+        GRAFT_TRY(graft_tokenizer_encode(t, text, len, ids, n, cap));
+        *truncated = *n > (size_t)seq_len;
+        if (*truncated) *n = (size_t)seq_len;
+        return GRAFT_OK;
+    }
+    if (seq_len < 2) {
+        GRAFT_ERROR("a sequence of %d token(s) cannot hold [CLS] and [SEP]", seq_len);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    GRAFT_TRY(reserve_ids(ids, n, cap, 1));
+    (*ids)[(*n)++] = cls;
+    GRAFT_TRY(graft_tokenizer_encode(t, text, len, ids, n, cap));
+    /* truncation keeps the first seq_len - 2 pieces, then [SEP], as Hugging Face does */
+    *truncated = *n + 1 > (size_t)seq_len;
+    if (*truncated) *n = (size_t)seq_len - 1;
+    GRAFT_TRY(reserve_ids(ids, n, cap, 1));
+    (*ids)[(*n)++] = sep;
+    return GRAFT_OK;
 }

