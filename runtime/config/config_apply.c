@@ -577,8 +577,10 @@ graft_status cfg_apply_value(const cfg_where *w, const key_spec *k, const char *
         *(long *)field = (long)x;
         return GRAFT_OK;
     case KEY_DOUBLE:
-        if ((k->flags & KEY_NULLABLE) && cfg_is_null(v)) {
-            *(double *)field = -1.0;
+        /* null: not given (nullable keys), or still missing (a required key: what the
+         * config printer writes for one left out, e.g. optim.lr in an eval-only config) */
+        if ((k->flags & (KEY_NULLABLE | KEY_REQUIRED)) && cfg_is_null(v)) {
+            *(double *)field = (k->flags & KEY_NULLABLE) ? -1.0 : 0.0;
             return GRAFT_OK;
         }
         GRAFT_TRY(read_number(w, k, path, v, &d));
