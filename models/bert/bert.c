@@ -106,7 +106,8 @@ graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
                                            .gelu = GRAFT_GELU_ERF,
                                            .ln_eps = BERT_LN_EPS,
                                            .dropout = c->dropout,
-                                           .attn_dropout = c->dropout};
+                                           .attn_dropout = c->dropout,
+                                           .lora = c->lora};
     for (int l = 0; l < c->n_layer; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "bert.encoder.layer.%d", l);
@@ -533,7 +534,8 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         .mask_token_id =
             cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
         .pad_id = input->pad_id,
-        .dropout = (float)cfg->model.dropout};
+        .dropout = (float)cfg->model.dropout,
+        .lora = input->lora};
     if (cfg->model.vocab_size && cfg->model.vocab_size < input->vocab_size) {
         /* larger is fine (a hub model's vocabulary over a smaller tokenizer's ids) */
         GRAFT_ERROR("model.vocab_size %d is smaller than the dataset's vocabulary of %d tokens "

@@ -76,7 +76,8 @@ graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg) {
                                            .gelu = GRAFT_GELU_TANH,
                                            .ln_eps = GPT2_LN_EPS,
                                            .dropout = cfg->dropout,
-                                           .attn_dropout = cfg->dropout};
+                                           .attn_dropout = cfg->dropout,
+                                           .lora = cfg->lora};
     for (int l = 0; l < cfg->n_layer; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "transformer.h.%d", l);
@@ -345,7 +346,8 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
                             .n_positions = cfg->model.n_positions,
                             .vocab_size = want_vocab > 0 ? want_vocab : input->vocab_size,
                             .seq_len = input->seq_len,
-                            .dropout = (float)cfg->model.dropout};
+                            .dropout = (float)cfg->model.dropout,
+        .lora = input->lora};
     graft_gpt2 *m = calloc(1, sizeof *m);
     if (!m) return GRAFT_ERR_NOMEM;
     graft_status st = graft_gpt2_init(m, &gc);

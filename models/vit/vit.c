@@ -113,7 +113,8 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
                                            .ln_eps = VIT_LN_EPS,
                                            .dropout = cfg->dropout,
                                            .attn_dropout = cfg->dropout,
-                                           .mlp_dropout = cfg->dropout};
+                                           .mlp_dropout = cfg->dropout,
+                                           .lora = cfg->lora};
     for (int l = 0; l < L; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "encoder.layers.encoder_layer_%d", l);
@@ -479,7 +480,8 @@ graft_status graft_vit_create(graft_model *out, const graft_config *cfg,
                            .height = input->height,
                            .width = input->width,
                            .num_classes = classes,
-                           .dropout = (float)cfg->model.dropout};
+                           .dropout = (float)cfg->model.dropout,
+        .lora = input->lora};
     graft_vit *m = calloc(1, sizeof *m);
     if (!m) return GRAFT_ERR_NOMEM;
     graft_status st = graft_vit_init(m, &vc);

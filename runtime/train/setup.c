@@ -39,7 +39,12 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
         cfg->freeze.trainable.count ? &cfg->freeze.trainable : &cfg->freeze.frozen;
     int make_trainable = cfg->freeze.trainable.count > 0;
     const char *key = make_trainable ? "freeze.trainable" : "freeze.frozen";
-    if (make_trainable) graft_params_set_trainable(p, "*", 0, NULL);
+    if (make_trainable || cfg->model.lora.targets.count)
+        graft_params_set_trainable(p, "*", 0, NULL);
+    /* LoRA: the base is frozen and the adapters train (as in PEFT); freeze.trainable adds
+     * to them (PEFT's modules_to_save), freeze.frozen takes from them */
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].adapter) p->items[i].trainable = 1;
     for (int i = 0; i < globs->count; i++) {
         int matched = 0;
         GRAFT_TRY(graft_params_set_trainable(p, globs->items[i], make_trainable, &matched));
