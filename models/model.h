@@ -90,6 +90,9 @@ typedef struct graft_model_desc {
     graft_model_dims defaults;
     int lora; /* 1: its transformer blocks take LoRA adapters (model.lora) */
     const char *lora_example; /* a glob over its linear layers, for messages */
+    /* PEFT's task_type for its adapters when it models language / classifies; NULL:
+     * PEFT has none (a masked LM, an image classifier). */
+    const char *peft_task_lm, *peft_task_classify;
     graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
 } graft_model_desc;
 

@@ -248,7 +248,7 @@ static void test_merge(void **state) {
     graft_gpt2_forward(&m, tokens, NULL, GB, 0);
     float *adapted = tu_floats((size_t)GB * GT * GV);
     memcpy(adapted, m.logits, (size_t)GB * GT * GV * sizeof(float));
-    graft_lora_merge(&m.params, m.params.values, 8.0f / 4);
+    graft_lora_merge(&m.params, m.params.values);
     for (int i = 0; i < m.params.count; i++)
         if (m.params.items[i].adapter == GRAFT_ADAPTER_B)
             memset(graft_params_value(&m.params, i), 0, m.params.items[i].numel * sizeof(float));

@@ -10,14 +10,15 @@
 #include "runtime/core/log.h"
 
 static int add_matrix(graft_params *p, const char *layer, const char *which, int64_t rows,
-                      int64_t cols, int kind, int fan_in_fan_out) {
+                      int64_t cols, int kind, const graft_linear_layer *l) {
     char name[GRAFT_NAME_MAX + 32]; /* a longer name is refused by graft_params_add */
     snprintf(name, sizeof name, "%s.%s.weight", layer, which);
     const int64_t shape[2] = {rows, cols};
     int i = graft_params_add(p, name, GRAFT_KIND_PARAM, 2, shape);
     if (i >= 0) {
         p->items[i].adapter = kind;
-        p->items[i].fan_in_fan_out = fan_in_fan_out;
+        p->items[i].fan_in_fan_out = l->layout == GRAFT_W_IN_OUT;
+        p->items[i].adapter_scale = l->lora.scale;
     }
     return i;
 }
@@ -31,12 +32,11 @@ graft_status graft_lora_attach(graft_linear_layer *l, graft_params *p, const cha
             hit = 1;
         }
     if (!hit) return GRAFT_OK;
-    const int fan_in_fan_out = l->layout == GRAFT_W_IN_OUT;
     l->lora.rank = spec->rank;
     l->lora.scale = spec->alpha / (float)spec->rank;
     l->lora.dropout = spec->dropout;
-    l->lora.a = add_matrix(p, layer, "lora_A", spec->rank, l->in, GRAFT_ADAPTER_A, fan_in_fan_out);
-    l->lora.b = add_matrix(p, layer, "lora_B", l->out, spec->rank, GRAFT_ADAPTER_B, fan_in_fan_out);
+    l->lora.a = add_matrix(p, layer, "lora_A", spec->rank, l->in, GRAFT_ADAPTER_A, l);
+    l->lora.b = add_matrix(p, layer, "lora_B", l->out, spec->rank, GRAFT_ADAPTER_B, l);
     return l->lora.a < 0 || l->lora.b < 0 ? GRAFT_ERR_INVALID_ARG : GRAFT_OK;
 }
 
@@ -104,7 +104,18 @@ void graft_linear_lora_backward(const graft_linear_layer *l, const graft_params 
     graft_linear_layer_backward(l, p, dx, dout, x, N);
 }
 
-void graft_lora_merge(const graft_params *p, float *values, float scale) {
+void graft_lora_merge_weight(float *w, const float *a, const float *b, int out, int in, int r,
+                             float scale, int fan_in_fan_out) {
+    /* W [out, in] += scale · B·A; Conv1D's W [in, out] += scale · (B·A)^T = Aᵀ·Bᵀ */
+    if (fan_in_fan_out)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, scale, a, in, b, r, 1.0f,
+                    w, out);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, scale, b, r, a, in,
+                    1.0f, w, in);
+}
+
+void graft_lora_merge(const graft_params *p, float *values) {
     for (int ia = 0; ia < p->count; ia++) {
         const graft_param *A = &p->items[ia];
         if (A->adapter != GRAFT_ADAPTER_A) continue;
@@ -118,14 +129,8 @@ void graft_lora_merge(const graft_params *p, float *values, float scale) {
         GRAFT_ASSERT(ib >= 0 && iw >= 0);
         const graft_param *B = &p->items[ib];
         const int r = (int)A->shape[0], in = (int)A->shape[1], out = (int)B->shape[0];
-        const float *a = values + A->offset, *b = values + B->offset;
-        float *w = values + p->items[iw].offset;
-        /* W [out, in] += scale · B·A; Conv1D's W [in, out] += scale · (B·A)^T = Aᵀ·Bᵀ */
-        if (A->fan_in_fan_out)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, scale, a, in, b, r,
-                        1.0f, w, out);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, scale, b, r, a, in,
-                        1.0f, w, in);
+        graft_lora_merge_weight(values + p->items[iw].offset, values + A->offset,
+                                values + B->offset, out, in, r, A->adapter_scale,
+                                A->fan_in_fan_out);
     }
 }

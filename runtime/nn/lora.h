@@ -51,10 +51,13 @@ void graft_linear_lora_backward(const graft_linear_layer *l, const graft_params 
                                 const float *dout, const float *x, int N,
                                 const graft_lora_acts *a, float *scratch, int dropped);
 
-/* W += scale · B·A (scale = alpha / rank) for every adapter of the table, in W's layout
- * (transposed for GPT-2's Conv1D), in `values`: the table's own or a copy laid out alike.
- * The adapters are found by name: "<layer>.weight" with "<layer>.lora_A.weight" and
- * "<layer>.lora_B.weight" beside it. */
-void graft_lora_merge(const graft_params *p, float *values, float scale);
+/* w += scale · B·A for one adapter: w [out, in], or [in, out] when fan_in_fan_out (the
+ * product transposed), a [r, in], b [out, r]. */
+void graft_lora_merge_weight(float *w, const float *a, const float *b, int out, int in, int r,
+                             float scale, int fan_in_fan_out);
+/* The same for every adapter of the table (each with its alpha / rank), in `values`:
+ * the table's own or a copy laid out alike. The base weight of "<layer>.lora_A.weight"
+ * is "<layer>.weight". */
+void graft_lora_merge(const graft_params *p, float *values);
 
 #endif

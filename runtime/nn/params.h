@@ -38,7 +38,8 @@ typedef struct graft_param {
      * A weights file without it leaves its initial value (B = 0: the base model's
      * output), so base weights load into a model with adapters. */
     int adapter;
-    int fan_in_fan_out; /* adapters: the base weight is [in, out] (GPT-2's Conv1D) */
+    int fan_in_fan_out;  /* adapters: the base weight is [in, out] (GPT-2's Conv1D) */
+    float adapter_scale; /* adapters: alpha / rank, what B·A is scaled by */
 } graft_param;
 
 enum { GRAFT_ADAPTER_NONE = 0, GRAFT_ADAPTER_A = 1, GRAFT_ADAPTER_B = 2 };

@@ -13,6 +13,7 @@
 #include "runtime/ckpt/ckpt.h"
 #include "runtime/core/check.h"
 #include "runtime/io/fs.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -180,7 +181,23 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     GRAFT_TRY(graft_model_build(m, max_batch));
     graft_model_init_weights(m, (uint64_t)cfg->seed);
     if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
+    if (cfg->model.lora.init) {
+        graft_lora_dir_config dc = train_lora_dir_config(m, cfg);
+        GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
+        GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
+    }
     return GRAFT_OK;
+}
+
+graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg) {
+    const graft_model_desc *d = graft_model_find(cfg->model.arch);
+    return (graft_lora_dir_config){
+        .rank = cfg->model.lora.rank,
+        .alpha = cfg->model.lora.alpha,
+        .dropout = cfg->model.lora.dropout,
+        .task_type = !d                             ? NULL
+                     : m->task == GRAFT_TASK_CLASSIFY ? d->peft_task_classify
+                                                      : d->peft_task_lm};
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */

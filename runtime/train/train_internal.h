@@ -19,6 +19,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/io/fs.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/optim/optim.h"
 
 /* Evaluation totals over all ranks. */
@@ -44,10 +45,12 @@ void train_eval_result_free(train_eval_result *r);
  * eval.json and graft eval's --json file. */
 #define TRAIN_EVAL_JSON_FLAGS (JSON_INDENT(1) | JSON_SORT_KEYS)
 
-/* Build the model for a dataset, apply freezing and the init weights of cfg.
- * Everything here is input checking. */
+/* Build the model for a dataset, apply freezing and the init weights of cfg (and the
+ * adapters of model.lora.init). Everything here is input checking. */
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch);
+/* model.lora's settings for the model's adapter directory (PEFT's task_type by task). */
+graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg);
 /* Log trainable vs frozen parameter counts per top-level module. */
 void train_log_freeze_table(const graft_params *p);
 
