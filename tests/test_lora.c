@@ -37,11 +37,8 @@ static graft_lora_spec *spec_from(spec_buf *s, const char *targets, int rank, fl
     for (char *save = NULL, *g = strtok_r(s->text, ",", &save); g && n < 16;
          g = strtok_r(NULL, ",", &save))
         s->globs[n++] = g;
-    s->spec = (graft_lora_spec){.rank = rank,
-                                .alpha = alpha,
-                                .targets = s->globs,
-                                .n_targets = n,
-                                .matched = s->matched};
+    s->spec = (graft_lora_spec){
+        .rank = rank, .alpha = alpha, .targets = s->globs, .n_targets = n, .matched = s->matched};
     return &s->spec;
 }
 
@@ -325,7 +322,7 @@ static void test_bert_fixtures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gpt2_fixtures),        cmocka_unit_test(test_gpt2_stop_backward),
+        cmocka_unit_test(test_gpt2_fixtures),         cmocka_unit_test(test_gpt2_stop_backward),
         cmocka_unit_test(test_init_and_base_weights), cmocka_unit_test(test_merge),
         cmocka_unit_test(test_bert_fixtures),
     };

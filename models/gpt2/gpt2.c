@@ -347,7 +347,7 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
                             .vocab_size = want_vocab > 0 ? want_vocab : input->vocab_size,
                             .seq_len = input->seq_len,
                             .dropout = (float)cfg->model.dropout,
-        .lora = input->lora};
+                            .lora = input->lora};
     graft_gpt2 *m = calloc(1, sizeof *m);
     if (!m) return GRAFT_ERR_NOMEM;
     graft_status st = graft_gpt2_init(m, &gc);

@@ -79,8 +79,8 @@ void graft_linear_lora_forward(const graft_linear_layer *l, const graft_params *
 }
 
 void graft_linear_lora_backward(const graft_linear_layer *l, const graft_params *p, float *dx,
-                                const float *dout, const float *x, int N,
-                                const graft_lora_acts *a, float *scratch, int dropped) {
+                                const float *dout, const float *x, int N, const graft_lora_acts *a,
+                                float *scratch, int dropped) {
     dropped = dropped && l->lora.dropout > 0;
     if (l->lora.a >= 0) {
         GRAFT_ASSERT(a && a->u && (!dropped || a->mask));
@@ -108,11 +108,11 @@ void graft_lora_merge_weight(float *w, const float *a, const float *b, int out, 
                              float scale, int fan_in_fan_out) {
     /* W [out, in] += scale · B·A; Conv1D's W [in, out] += scale · (B·A)^T = Aᵀ·Bᵀ */
     if (fan_in_fan_out)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, scale, a, in, b, r, 1.0f,
-                    w, out);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, scale, a, in, b, r, 1.0f, w,
+                    out);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, scale, b, r, a, in,
-                    1.0f, w, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, scale, b, r, a, in, 1.0f,
+                    w, in);
 }
 
 void graft_lora_merge(const graft_params *p, float *values) {

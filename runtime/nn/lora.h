@@ -48,8 +48,8 @@ void graft_linear_lora_forward(const graft_linear_layer *l, const graft_params *
 /* Its backward: adds into dx (NULL: not needed) and the trainable gradients, reporting
  * them ready. dropped: the forward drew dropout (its rng was not NULL). */
 void graft_linear_lora_backward(const graft_linear_layer *l, const graft_params *p, float *dx,
-                                const float *dout, const float *x, int N,
-                                const graft_lora_acts *a, float *scratch, int dropped);
+                                const float *dout, const float *x, int N, const graft_lora_acts *a,
+                                float *scratch, int dropped);
 
 /* w += scale · B·A for one adapter: w [out, in], or [in, out] when fan_in_fan_out (the
  * product transposed), a [r, in], b [out, r]. */

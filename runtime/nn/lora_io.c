@@ -92,7 +92,8 @@ graft_status graft_lora_save_dir(const graft_params *p, const graft_lora_dir_con
         st = graft_st_writer_add_f32(&w, name, GRAFT_DTYPE_F32, t->ndim, t->shape,
                                      graft_params_value(p, i));
     }
-    if (st == GRAFT_OK) st = graft_fs_path_join(path, sizeof path, dir, "adapter_model.safetensors");
+    if (st == GRAFT_OK)
+        st = graft_fs_path_join(path, sizeof path, dir, "adapter_model.safetensors");
     if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
     graft_st_writer_free(&w);
     if (st != GRAFT_OK) return st;
@@ -119,8 +120,7 @@ static graft_status check_config(const char *dir, const graft_lora_dir_config *c
         st = GRAFT_ERR_MISMATCH;
     } else if ((st = graft_json_int(path, root, "r", NULL, 1, 1 << 20, &r)) != GRAFT_OK) {
     } else if (r != c->rank) {
-        GRAFT_ERROR("%s: r is %lld but model.lora.rank is %d (they must agree)", path, r,
-                    c->rank);
+        GRAFT_ERROR("%s: r is %lld but model.lora.rank is %d (they must agree)", path, r, c->rank);
         st = GRAFT_ERR_MISMATCH;
     } else if (!json_is_number(alpha)) {
         GRAFT_ERROR("%s: missing \"lora_alpha\" (a number)", path);
@@ -141,8 +141,7 @@ static int same_shape(const graft_param *t, const graft_st_tensor *s) {
     return 1;
 }
 
-graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c,
-                                 const char *dir) {
+graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c, const char *dir) {
     GRAFT_TRY(check_config(dir, c));
     char path[GRAFT_FS_PATH_MAX];
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, dir, "adapter_model.safetensors"));
@@ -154,19 +153,19 @@ graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c
     const size_t plen = strlen(PEFT_PREFIX);
     for (size_t k = 0; k < f.n_tensors && st == GRAFT_OK; k++) {
         const graft_st_tensor *s = &f.tensors[k];
-        const int i = strncmp(s->name, PEFT_PREFIX, plen) == 0 ? graft_params_find(p, s->name + plen)
-                                                                : -1;
+        const int i =
+            strncmp(s->name, PEFT_PREFIX, plen) == 0 ? graft_params_find(p, s->name + plen) : -1;
         if (i < 0 || !saved(&p->items[i])) {
-            GRAFT_ERROR("%s: tensor %s names no adapter or trainable parameter of the model",
-                        path, s->name);
+            GRAFT_ERROR("%s: tensor %s names no adapter or trainable parameter of the model", path,
+                        s->name);
             st = GRAFT_ERR_MISMATCH;
         } else if (!same_shape(&p->items[i], s) ||
                    (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&
                     s->dtype != GRAFT_DTYPE_BF16)) {
             char want[96], got[96];
             GRAFT_ERROR("%s: tensor %s is %s %s, the model's is F32 %s", path, s->name,
-                        graft_dtype_name(s->dtype), graft_format_shape(got, sizeof got, s->ndim,
-                                                                       s->shape),
+                        graft_dtype_name(s->dtype),
+                        graft_format_shape(got, sizeof got, s->ndim, s->shape),
                         graft_format_shape(want, sizeof want, p->items[i].ndim, p->items[i].shape));
             st = GRAFT_ERR_MISMATCH;
         } else {
@@ -180,7 +179,8 @@ graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c
             st = GRAFT_ERR_MISMATCH;
         }
     for (int i = 0; i < p->count && st == GRAFT_OK; i++)
-        if (source[i]) st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);
+        if (source[i])
+            st = graft_st_read_f32(source[i], graft_params_value(p, i), p->items[i].numel);
     free(source);
     graft_st_close(&f);
     return st;

@@ -35,8 +35,7 @@ graft_status graft_lora_save_dir(const graft_params *p, const graft_lora_dir_con
  * its shape, and every tensor of the file must name an adapter or a trainable parameter.
  * Any mismatch: one line naming the file and the tensor or key, GRAFT_ERR_MISMATCH (or
  * the reader's status), the table untouched. */
-graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c,
-                                 const char *dir);
+graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c, const char *dir);
 
 /* Write the table with every adapter merged into its base weight, adapters left out
  * (plain names, as graft_params_save). */

@@ -17,8 +17,8 @@ static const char *full_name(names_ctx *n, int which, const char *name) {
     return n->buf[which];
 }
 
-static graft_status add_linear(const graft_transformer *t, graft_linear_layer *l,
-                               graft_params *p, names_ctx *n, const char *name, int in, int out) {
+static graft_status add_linear(const graft_transformer *t, graft_linear_layer *l, graft_params *p,
+                               names_ctx *n, const char *name, int in, int out) {
     const char *layer = full_name(n, 0, name);
     GRAFT_TRY(graft_linear_layer_add(l, p, layer, in, out, 1, t->cfg.layout));
     return graft_lora_attach(l, p, layer, t->cfg.lora);
@@ -32,8 +32,8 @@ static graft_status add_qkv(graft_transformer *t, graft_params *p, names_ctx *n,
     *r = graft_param_range_begin(p);
     if (t->cfg.packed_qkv) {
         const char *weight = full_name(n, 0, names->qkv_weight);
-        GRAFT_TRY(graft_linear_layer_add_named(&t->qkv, p, weight,
-                                               full_name(n, 1, names->qkv_bias), C, 3 * C, W));
+        GRAFT_TRY(graft_linear_layer_add_named(&t->qkv, p, weight, full_name(n, 1, names->qkv_bias),
+                                               C, 3 * C, W));
         /* an adapter's layer is named by its weight's name less ".weight" (GPT-2's
          * c_attn); a packed in_proj_weight has no such name and takes none */
         const size_t len = strlen(weight), suffix = strlen(".weight");
@@ -111,12 +111,18 @@ static int below(const graft_transformer *t, const graft_params *p, int role, in
 /* The linear layer of a role (GRAFT_TF_LIN_*). */
 static const graft_linear_layer *linear_of(const graft_transformer *t, int role) {
     switch (role) {
-    case GRAFT_TF_LIN_QKV: return t->cfg.packed_qkv ? &t->qkv : &t->query;
-    case GRAFT_TF_LIN_KEY: return &t->key;
-    case GRAFT_TF_LIN_VALUE: return &t->value;
-    case GRAFT_TF_LIN_ATTN_OUT: return &t->attn_out;
-    case GRAFT_TF_LIN_INTERMEDIATE: return &t->intermediate;
-    default: return &t->output;
+    case GRAFT_TF_LIN_QKV:
+        return t->cfg.packed_qkv ? &t->qkv : &t->query;
+    case GRAFT_TF_LIN_KEY:
+        return &t->key;
+    case GRAFT_TF_LIN_VALUE:
+        return &t->value;
+    case GRAFT_TF_LIN_ATTN_OUT:
+        return &t->attn_out;
+    case GRAFT_TF_LIN_INTERMEDIATE:
+        return &t->intermediate;
+    default:
+        return &t->output;
     }
 }
 
@@ -124,12 +130,11 @@ static const graft_linear_layer *linear_of(const graft_transformer *t, int role)
 
 /* What each adapter keeps for its backward: u [rows, rank] and its dropout mask. Keys
  * and values (and a packed projection) see every row, the rest the query rows. */
-static void plan_adapters(const graft_transformer *t, graft_transformer_acts *a,
-                          graft_arena *arena, size_t BT, size_t rows) {
+static void plan_adapters(const graft_transformer *t, graft_transformer_acts *a, graft_arena *arena,
+                          size_t BT, size_t rows) {
     for (int role = 0; role < GRAFT_TF_LINEARS; role++) {
         const graft_linear_layer *l = linear_of(t, role);
-        if (t->cfg.packed_qkv && (role == GRAFT_TF_LIN_KEY || role == GRAFT_TF_LIN_VALUE))
-            continue;
+        if (t->cfg.packed_qkv && (role == GRAFT_TF_LIN_KEY || role == GRAFT_TF_LIN_VALUE)) continue;
         if (l->lora.a < 0) continue;
         const int all_rows = role == GRAFT_TF_LIN_KEY || role == GRAFT_TF_LIN_VALUE ||
                              (role == GRAFT_TF_LIN_QKV && t->cfg.packed_qkv);
@@ -199,10 +204,10 @@ void graft_transformer_plan_work(const graft_transformer *t, graft_transformer_w
     const size_t wide = BT * (size_t)(c->mlp > 3 * c->C ? c->mlp : 3 * c->C);
     memset(w, 0, sizeof *w);
     w->proj = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
-    w->lora = t->lora_rank > 0 ? graft_arena_floats(arena, graft_lora_scratch_floats(
-                                                               BT, c->mlp > c->C ? c->mlp : c->C,
-                                                               t->lora_rank))
-                               : NULL;
+    w->lora = t->lora_rank > 0
+                  ? graft_arena_floats(arena, graft_lora_scratch_floats(
+                                                  BT, c->mlp > c->C ? c->mlp : c->C, t->lora_rank))
+                  : NULL;
     if (backward || c->attn_dropout > 0)
         w->att_scratch =
             graft_arena_floats(arena, row_subset ? graft_attention_rows_scratch_floats(T)
@@ -250,8 +255,7 @@ static void mlp_act_forward(const graft_transformer *t, const graft_transformer_
 static void linear_forward(const graft_transformer *t, const graft_params *p, int role,
                            const graft_transformer_acts *a, const graft_transformer_work *w,
                            const graft_transformer_pass *pass, float *out, const float *x, int N) {
-    graft_linear_lora_forward(linear_of(t, role), p, out, x, N, &a->lora[role], w->lora,
-                              pass->rng);
+    graft_linear_lora_forward(linear_of(t, role), p, out, x, N, &a->lora[role], w->lora, pass->rng);
 }
 
 static void linear_backward(const graft_transformer *t, const graft_params *p, int role,
@@ -265,8 +269,8 @@ static void linear_backward(const graft_transformer *t, const graft_params *p, i
 /* q, k, v of every row (a subset of query rows reads xq). */
 static void qkv_forward(const graft_transformer *t, const graft_params *p,
                         const graft_transformer_acts *a, const graft_transformer_work *w,
-                        const graft_transformer_pass *pass, const float *x, const float *xq,
-                        int BT, int R) {
+                        const graft_transformer_pass *pass, const float *x, const float *xq, int BT,
+                        int R) {
     if (t->cfg.packed_qkv) {
         linear_forward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, a->q, x, BT);
         return;
@@ -410,9 +414,9 @@ static void attention_backward(const graft_transformer *t, const graft_transform
  * the input gradient into dx and the query rows' into dxq (either may be NULL). */
 static void qkv_backward(const graft_transformer *t, const graft_params *p,
                          const graft_transformer_acts *a, const graft_transformer_work *w,
-                         const graft_transformer_pass *pass, float *dx, float *dxq,
-                         const float *dq, const float *dk, const float *dv, const float *x,
-                         const float *xq, int BT, int R) {
+                         const graft_transformer_pass *pass, float *dx, float *dxq, const float *dq,
+                         const float *dk, const float *dv, const float *x, const float *xq, int BT,
+                         int R) {
     if (t->cfg.packed_qkv) {
         linear_backward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, dx, dq, x, BT);
         return;
@@ -506,8 +510,11 @@ static void post_ln_backward(const graft_transformer *t, const graft_params *p,
     attention_backward(t, a, w, pass, dq, dk, dv, datt);
     float *dx = dinp;
     if (dx && !all_rows) zeroed(dx, (size_t)BT * C);
-    qkv_backward(t, p, a, w, pass, dx, all_rows ? dx : dx ? dres_1 : NULL, dq, dk, dv, x, xq, BT,
-                 R);
+    qkv_backward(t, p, a, w, pass, dx,
+                 all_rows ? dx
+                 : dx     ? dres_1
+                          : NULL,
+                 dq, dk, dv, x, xq, BT, R);
     for (int j = 0; dx && !all_rows && j < R; j++) { /* the query rows' residual + query part */
         float *dst = dx + (size_t)pass->rows[j] * C;
         const float *src = dres_1 + (size_t)j * C;

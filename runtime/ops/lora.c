@@ -4,8 +4,8 @@
 
 #include <cblas.h>
 
-void graft_lora_forward(float *out, float *u, const float *x, const float *A, const float *B,
-                        int N, int IC, int OC, int r, float scale) {
+void graft_lora_forward(float *out, float *u, const float *x, const float *A, const float *B, int N,
+                        int IC, int OC, int r, float scale) {
     if (N <= 0 || OC <= 0 || r <= 0 || IC <= 0) return;
     /* u[N,r] = x[N,IC] · A[r,IC]^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, IC, 1.0f, x, IC, A, IC, 0.0f, u, r);
@@ -20,16 +20,16 @@ void graft_lora_backward(float *dx, float *dA, float *dB, float *du, const float
     if (N <= 0 || OC <= 0 || r <= 0 || IC <= 0) return;
     /* dB[OC,r] += scale · dout^T · u */
     if (dB)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, dout, OC, u, r,
-                    1.0f, dB, r);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, dout, OC, u, r, 1.0f,
+                    dB, r);
     if (!dA && !dx) return;
     /* du[N,r] = scale · dout · B */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, dout, OC, B, r, 0.0f,
                 du, r);
     /* dA[r,IC] += du^T · x */
     if (dA)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, IC, N, 1.0f, du, r, x, IC, 1.0f,
-                    dA, IC);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, IC, N, 1.0f, du, r, x, IC, 1.0f, dA,
+                    IC);
     /* dx[N,IC] += du · A */
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, r, 1.0f, du, r, A, IC, 1.0f,

@@ -191,13 +191,13 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
 
 graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg) {
     const graft_model_desc *d = graft_model_find(cfg->model.arch);
-    return (graft_lora_dir_config){
-        .rank = cfg->model.lora.rank,
-        .alpha = cfg->model.lora.alpha,
-        .dropout = cfg->model.lora.dropout,
-        .task_type = !d                             ? NULL
-                     : m->task == GRAFT_TASK_CLASSIFY ? d->peft_task_classify
-                                                      : d->peft_task_lm};
+    return (graft_lora_dir_config){.rank = cfg->model.lora.rank,
+                                   .alpha = cfg->model.lora.alpha,
+                                   .dropout = cfg->model.lora.dropout,
+                                   .task_type = !d ? NULL
+                                                : m->task == GRAFT_TASK_CLASSIFY
+                                                    ? d->peft_task_classify
+                                                    : d->peft_task_lm};
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
