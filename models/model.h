@@ -88,7 +88,7 @@ typedef struct graft_model_desc {
      * ("fc", "classifier"); NULL when it never has one. */
     const char *head;
     graft_model_dims defaults;
-    int lora; /* 1: its transformer blocks take LoRA adapters (model.lora) */
+    int lora;                 /* 1: its transformer blocks take LoRA adapters (model.lora) */
     const char *lora_example; /* a glob over its linear layers, for messages */
     /* PEFT's task_type for its adapters when it models language / classifies; NULL:
      * PEFT has none (a masked LM, an image classifier). */
@@ -105,7 +105,8 @@ const graft_model_desc *graft_model_desc_at(int i);
 /* Create the architecture named by cfg->model.arch for data of the given shape and
  * register its parameters (not yet allocated: apply freezing, finalize the table,
  * then build), with model.lora's adapters when it is set (a glob matching no linear
- * layer, or an architecture without adapters, is a config error). Each architecture provides graft_<arch>_create with this signature. */
+ * layer, or an architecture without adapters, is a config error). Each architecture provides
+ * graft_<arch>_create with this signature. */
 graft_status graft_model_create(graft_model *m, const graft_config *cfg,
                                 const graft_model_input *input);
 /* Names of the architectures graft knows, for messages ("mlp, resnet18, ..."). */

@@ -401,8 +401,8 @@ static graft_status merged_values(const char *ckpt_dir, const graft_st_file *mod
     return GRAFT_OK;
 }
 
-static graft_status export_checkpoint(const char *ckpt_dir, const char *out_file,
-                                      graft_dtype dtype, int merge_lora) {
+static graft_status export_checkpoint(const char *ckpt_dir, const char *out_file, graft_dtype dtype,
+                                      int merge_lora) {
     if (!ckpt_dir || !out_file || !*out_file ||
         (dtype != GRAFT_DTYPE_F32 && dtype != GRAFT_DTYPE_F16 && dtype != GRAFT_DTYPE_BF16))
         return GRAFT_ERR_INVALID_ARG;
