@@ -3,7 +3,7 @@
  * loss and the gradients of the adapters (and of a trainable head) with the base frozen;
  * gradient storage only for what trains; stop-backward below the lowest adapter; PEFT's
  * initialisation; base weights alone loading as B = 0; merging B·A into the base weights
- * giving the same logits.
+ * giving the same logits; the adapters' dropout against finite differences.
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (gradients of BERT
  * relative to max(max |torch|, 1e-3), as in test_bert). */
 #include "tests/testutil_model.h"
@@ -257,6 +257,63 @@ static void test_merge(void **state) {
     graft_st_close(&f);
 }
 
+/* The adapters' dropout: drawn only in training, and its backward matches central
+ * differences of the training loss when the same masks are drawn again (the rng
+ * reseeded), for adapters whose gradient flows through the dropped adapters above. */
+static void test_dropout(void **state) {
+    (void)state;
+    graft_st_file f;
+    assert_int_equal(graft_st_open(&f, FIXTURES "gpt2_lora.expect.safetensors"), GRAFT_OK);
+    int32_t tokens[GB * GT], labels[GB * GT];
+    read_ints(&f, "tokens", tokens, GB * GT);
+    read_ints(&f, "labels", labels, GB * GT);
+    spec_buf sb;
+    graft_lora_spec *spec =
+        spec_from(&sb, "transformer.h.*.attn.c_attn,transformer.h.*.mlp.c_fc", 4, 8);
+    spec->dropout = 0.3f;
+    graft_gpt2 m;
+    gpt2_model(&m, spec, "");
+    tu_fill_uniform(m.params.values, m.params.n_values, -0.3f, 0.3f, 11);
+    for (int i = 0; i < m.params.count; i++) /* LayerNorm weights near 1 */
+        if (strstr(m.params.items[i].name, "ln_") && strstr(m.params.items[i].name, ".weight"))
+            for (size_t k = 0; k < m.params.items[i].numel; k++)
+                graft_params_value(&m.params, i)[k] += 1.0f;
+    const float eval1 = graft_gpt2_forward(&m, tokens, labels, GB, 0);
+    graft_rng_seed(&m.dropout_rng, 77);
+    const float train1 = graft_gpt2_forward(&m, tokens, labels, GB, 1);
+    assert_true(train1 != eval1);
+    graft_params_zero_grad(&m.params);
+    graft_rng_seed(&m.dropout_rng, 77);
+    assert_true(graft_gpt2_forward(&m, tokens, labels, GB, 1) == train1);
+    graft_gpt2_backward(&m, 1.0f);
+    const char *const names[] = {
+        "transformer.h.0.mlp.c_fc.lora_A.weight", "transformer.h.0.attn.c_attn.lora_A.weight",
+        "transformer.h.1.attn.c_attn.lora_B.weight", "transformer.h.1.mlp.c_fc.lora_A.weight"};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        const int idx = graft_params_find(&m.params, names[k]);
+        assert_true(idx >= 0);
+        float *v = graft_params_value(&m.params, idx);
+        const float *g = graft_params_grad(&m.params, idx);
+        const size_t numel = m.params.items[idx].numel;
+        for (size_t j = 0; j < numel; j += numel / 6 + 1) {
+            const float h = 1e-2f, keep = v[j];
+            v[j] = keep + h;
+            graft_rng_seed(&m.dropout_rng, 77);
+            const double lp = graft_gpt2_forward(&m, tokens, labels, GB, 1);
+            v[j] = keep - h;
+            graft_rng_seed(&m.dropout_rng, 77);
+            const double lm = graft_gpt2_forward(&m, tokens, labels, GB, 1);
+            v[j] = keep;
+            const double fd = (lp - lm) / (2 * h);
+            worst = fmax(worst, fabs(fd - g[j]) / fmax(fabs(fd), 1e-2));
+        }
+    }
+    TU_CHECK_REL("adapter dropout: gradients vs finite differences", worst, 2e-2);
+    graft_gpt2_free(&m);
+    graft_st_close(&f);
+}
+
 /* ---- BERT --------------------------------------------------------------------------- */
 
 static void run_bert_case(const char *name) {
@@ -322,8 +379,11 @@ static void test_bert_fixtures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gpt2_fixtures),         cmocka_unit_test(test_gpt2_stop_backward),
-        cmocka_unit_test(test_init_and_base_weights), cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_gpt2_fixtures),
+        cmocka_unit_test(test_gpt2_stop_backward),
+        cmocka_unit_test(test_init_and_base_weights),
+        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_bert_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

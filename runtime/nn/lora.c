@@ -54,10 +54,11 @@ void graft_lora_init_all(const graft_params *p, uint64_t seed) {
     }
 }
 
-/* Scratch layout over N rows: dropout(x) [N, in], a forward-only mask [N, in], a
- * forward-only u [N, rank], du [N, rank]. */
-size_t graft_lora_scratch_floats(size_t N, int in, int rank) {
-    return N * (2 * (size_t)in + 2 * (size_t)rank);
+/* Scratch layout over N rows: a forward-only u [N, rank], du [N, rank], then with
+ * dropout: dropout(x) [N, in] and a forward-only mask (the backward: dropout(x)'s
+ * gradient) [N, in]. */
+size_t graft_lora_scratch_floats(size_t N, int in, int rank, float dropout) {
+    return N * (2 * (size_t)rank + (dropout > 0 ? 2 * (size_t)in : 0));
 }
 
 void graft_linear_lora_forward(const graft_linear_layer *l, const graft_params *p, float *out,
@@ -65,13 +66,13 @@ void graft_linear_lora_forward(const graft_linear_layer *l, const graft_params *
                                graft_rng *rng) {
     graft_linear_layer_forward(l, p, out, x, N);
     if (l->lora.a < 0) return;
-    const size_t nx = (size_t)N * l->in;
+    const size_t nx = (size_t)N * l->in, nu = (size_t)N * l->lora.rank;
     const float *xd = x;
-    float *u = a && a->u ? a->u : scratch + 2 * nx;
+    float *u = a && a->u ? a->u : scratch;
     if (rng && l->lora.dropout > 0) {
-        float *mask = a && a->mask ? a->mask : scratch + nx;
-        graft_dropout_forward(scratch, mask, x, nx, l->lora.dropout, rng);
-        xd = scratch;
+        float *dropped = scratch + 2 * nu, *mask = a && a->mask ? a->mask : dropped + nx;
+        graft_dropout_forward(dropped, mask, x, nx, l->lora.dropout, rng);
+        xd = dropped;
     }
     graft_lora_forward(out, u, xd, graft_params_value(p, l->lora.a),
                        graft_params_value(p, l->lora.b), N, l->in, l->out, l->lora.rank,
@@ -84,18 +85,18 @@ void graft_linear_lora_backward(const graft_linear_layer *l, const graft_params 
     dropped = dropped && l->lora.dropout > 0;
     if (l->lora.a >= 0) {
         GRAFT_ASSERT(a && a->u && (!dropped || a->mask));
-        const size_t nx = (size_t)N * l->in;
+        const size_t nx = (size_t)N * l->in, nu = (size_t)N * l->lora.rank;
         const float *xd = x;
-        float *dxd = dx;
+        float *dxd = dx, *du = scratch + nu;
         if (dropped) { /* dropout(x) again from the mask; its gradient goes through it */
-            xd = memset(scratch, 0, nx * sizeof(float));
-            graft_dropout_backward(scratch, x, a->mask, nx);
-            if (dx) dxd = memset(scratch + nx, 0, nx * sizeof(float));
+            xd = memset(scratch + 2 * nu, 0, nx * sizeof(float));
+            graft_dropout_backward(scratch + 2 * nu, x, a->mask, nx);
+            if (dx) dxd = memset(scratch + 2 * nu + nx, 0, nx * sizeof(float));
         }
         graft_lora_backward(dxd, graft_params_grad(p, l->lora.a), graft_params_grad(p, l->lora.b),
-                            scratch + 2 * nx + (size_t)N * l->lora.rank, dout, xd, a->u,
-                            graft_params_value(p, l->lora.a), graft_params_value(p, l->lora.b), N,
-                            l->in, l->out, l->lora.rank, l->lora.scale);
+                            du, dout, xd, a->u, graft_params_value(p, l->lora.a),
+                            graft_params_value(p, l->lora.b), N, l->in, l->out, l->lora.rank,
+                            l->lora.scale);
         if (dx && dropped) graft_dropout_backward(dx, dxd, a->mask, nx);
         /* reverse registration order = increasing gradient offsets */
         graft_params_grad_ready(p, l->lora.b);

@@ -38,7 +38,7 @@ typedef struct graft_lora_acts {
 } graft_lora_acts;
 
 /* Scratch floats an adapter's forward and backward over N rows of `in` inputs need. */
-size_t graft_lora_scratch_floats(size_t N, int in, int rank);
+size_t graft_lora_scratch_floats(size_t N, int in, int rank, float dropout);
 
 /* The layer's forward (base, then its adapter if it has one). rng: the pass's dropout
  * draws (NULL: no dropout). */

@@ -73,6 +73,7 @@ graft_status graft_transformer_add(graft_transformer *t, graft_params *p,
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
     t->lora_rank = cfg->lora ? cfg->lora->rank : 0;
+    t->lora_dropout = cfg->lora ? cfg->lora->dropout : 0;
     GRAFT_ASSERT(cfg->C > 0 && cfg->NH > 0 && cfg->C % cfg->NH == 0 && cfg->mlp > 0);
     names_ctx n = {.prefix = prefix};
     const int C = cfg->C, M = cfg->mlp;
@@ -204,10 +205,11 @@ void graft_transformer_plan_work(const graft_transformer *t, graft_transformer_w
     const size_t wide = BT * (size_t)(c->mlp > 3 * c->C ? c->mlp : 3 * c->C);
     memset(w, 0, sizeof *w);
     w->proj = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
-    w->lora = t->lora_rank > 0
-                  ? graft_arena_floats(arena, graft_lora_scratch_floats(
-                                                  BT, c->mlp > c->C ? c->mlp : c->C, t->lora_rank))
-                  : NULL;
+    w->lora =
+        t->lora_rank > 0
+            ? graft_arena_floats(arena, graft_lora_scratch_floats(BT, c->mlp > c->C ? c->mlp : c->C,
+                                                                  t->lora_rank, t->lora_dropout))
+            : NULL;
     if (backward || c->attn_dropout > 0)
         w->att_scratch =
             graft_arena_floats(arena, row_subset ? graft_attention_rows_scratch_floats(T)

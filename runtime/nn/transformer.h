@@ -92,7 +92,8 @@ typedef struct graft_transformer {
     graft_linear_layer qkv;               /* packed_qkv */
     graft_linear_layer query, key, value; /* !packed_qkv */
     graft_linear_layer attn_out, intermediate, output;
-    int lora_rank; /* the model's adapter rank (0: no adapters), for the shared scratch */
+    int lora_rank;      /* the model's adapter rank (0: no adapters), for the shared scratch */
+    float lora_dropout; /* and their dropout */
 } graft_transformer;
 
 /* One block's activations. Rows: R query rows, B*T = every row (see the pass). */
