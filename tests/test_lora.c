@@ -12,6 +12,7 @@
 
 #include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
+#include "models/vit/vit.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/lora.h"
 #include "runtime/nn/params_io.h"
@@ -314,6 +315,64 @@ static void test_dropout(void **state) {
     graft_st_close(&f);
 }
 
+/* ---- ViT ---------------------------------------------------------------------------- */
+
+/* ViT (no reference: torchvision's packed in_proj_weight takes no adapter, as PEFT's
+ * Linear-only targets): adapters on the MLPs and one out_proj, with the head trainable,
+ * against central differences of the loss; the packed projection matches no target. */
+static void test_vit(void **state) {
+    (void)state;
+    spec_buf sb;
+    graft_vit_config c = {.n_layer = 2,
+                          .n_head = 2,
+                          .n_embd = 16,
+                          .mlp_dim = 32,
+                          .patch_size = 4,
+                          .channels = 1,
+                          .height = 8,
+                          .width = 8,
+                          .num_classes = 3,
+                          .lora =
+                              spec_from(&sb,
+                                        "encoder.layers.encoder_layer_*.mlp.0,"
+                                        "encoder.layers.encoder_layer_1.self_attention.out_proj,"
+                                        "encoder.layers.*.self_attention",
+                                        2, 4)};
+    graft_vit m;
+    assert_int_equal(graft_vit_init(&m, &c), GRAFT_OK);
+    assert_true(sb.matched[0] == 2 && sb.matched[1] == 1 && sb.matched[2] == 0);
+    lora_freeze(&m.params, "heads.*");
+    assert_int_equal(graft_params_finalize(&m.params), GRAFT_OK);
+    assert_int_equal(graft_vit_build(&m, 2), GRAFT_OK);
+    check_storage(&m.params, "heads.*");
+    tu_fill_uniform(m.params.values, m.params.n_values, -0.4f, 0.4f, 5);
+    float x[2 * 64];
+    tu_fill_uniform(x, 2 * 64, -1, 1, 6);
+    const int32_t y[2] = {2, 0};
+    graft_params_zero_grad(&m.params);
+    graft_vit_forward(&m, x, y, 2, 1);
+    graft_vit_backward(&m, 1.0f);
+    double worst = 0;
+    for (int i = 0; i < m.params.count; i++) {
+        if (!m.params.items[i].trainable) continue;
+        float *v = graft_params_value(&m.params, i);
+        const float *g = graft_params_grad(&m.params, i);
+        const size_t numel = m.params.items[i].numel;
+        for (size_t j = 0; j < numel; j += numel / 4 + 1) {
+            const float h = 1e-2f, keep = v[j];
+            v[j] = keep + h;
+            const double lp = graft_vit_forward(&m, x, y, 2, 1);
+            v[j] = keep - h;
+            const double lm = graft_vit_forward(&m, x, y, 2, 1);
+            v[j] = keep;
+            const double fd = (lp - lm) / (2 * h);
+            worst = fmax(worst, fabs(fd - g[j]) / fmax(fabs(fd), 1e-2));
+        }
+    }
+    TU_CHECK_REL("vit adapters and head: gradients vs finite differences", worst, 2e-2);
+    graft_vit_free(&m);
+}
+
 /* ---- BERT --------------------------------------------------------------------------- */
 
 static void run_bert_case(const char *name) {
@@ -384,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_init_and_base_weights),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_vit),
         cmocka_unit_test(test_bert_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
