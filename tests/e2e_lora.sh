@@ -104,6 +104,13 @@ mpi -np 2 "$GRAFT" train lora.yaml experiment=dph train.max_steps=5 'freeze.trai
   ok "np=2 with ln_f trainable: comm_bytes 13824 (+128 floats), saved as modules_to_save" ||
   { bad "np=2 with a head $(comm_bytes runs/dph/metrics.jsonl)"; tail -n 3 dph.out; }
 
+head='freeze.trainable=["transformer.ln_f.*"]'
+e_merged=$(evaluate lora.yaml "$head" --weights runs/dph/model.safetensors)
+e_init=$(evaluate lora.yaml "$head" --weights $base model.lora.init=runs/dph/adapter)
+[ -n "$e_merged" ] && [ "$e_merged" = "$e_init" ] &&
+  ok "with a trainable head: base + adapter dir (head included) evaluates as the merged file ($e_merged)" ||
+  bad "head: merged '$e_merged' vs base + adapter '$e_init'"
+
 expect_bad_input "glob matching no layer" "model.lora.targets: 'transformer.h.\*.attn.nope' matches no linear layer" \
   -- "$GRAFT" train lora.yaml experiment=x1 'model.lora.targets=["transformer.h.*.attn.nope"]'
 expect_bad_input "architecture without adapters" "model.lora: model.arch mlp takes no adapters" \

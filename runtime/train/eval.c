@@ -161,6 +161,7 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
         graft_load_options opt = graft_model_load_options(&m, 1, 0);
         st = graft_params_load(m.params, weights, &opt, NULL);
     }
+    if (st == GRAFT_OK) st = train_load_lora_init(&m, cfg); /* on top of the weights */
     /* ranks that hold other data, weights or settings must not sum their shares */
     if (st == GRAFT_OK && comm->size > 1) {
         static const char *const what[] = {"config digest", "evaluation data", "weights"};

@@ -181,11 +181,14 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     GRAFT_TRY(graft_model_build(m, max_batch));
     graft_model_init_weights(m, (uint64_t)cfg->seed);
     if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
-    if (cfg->model.lora.init) {
-        graft_lora_dir_config dc = train_lora_dir_config(m, cfg);
-        GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
-        GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
-    }
+    return GRAFT_OK;
+}
+
+graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg) {
+    if (!cfg->model.lora.init) return GRAFT_OK;
+    graft_lora_dir_config dc = train_lora_dir_config(m, cfg);
+    GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
+    GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
     return GRAFT_OK;
 }
 
@@ -334,6 +337,7 @@ graft_status train_setup(trainer *t) {
         cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(check_data_fits_run(t));
     GRAFT_TRY(train_model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
+    GRAFT_TRY(train_load_lora_init(&t->model, cfg));
     GRAFT_TRY(train_unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
     GRAFT_TRY(train_resume(t));

@@ -45,10 +45,13 @@ void train_eval_result_free(train_eval_result *r);
  * eval.json and graft eval's --json file. */
 #define TRAIN_EVAL_JSON_FLAGS (JSON_INDENT(1) | JSON_SORT_KEYS)
 
-/* Build the model for a dataset, apply freezing and the init weights of cfg (and the
- * adapters of model.lora.init). Everything here is input checking. */
+/* Build the model for a dataset, apply freezing and the init weights of cfg.
+ * Everything here is input checking. */
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch);
+/* model.lora.init's adapter directory into the model (after its other weights), when
+ * the config names one. */
+graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg);
 /* model.lora's settings for the model's adapter directory (PEFT's task_type by task). */
 graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg);
 /* Log trainable vs frozen parameter counts per top-level module. */
