@@ -3,7 +3,6 @@
 #include "tests/testutil.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,13 +12,6 @@
 #include "runtime/io/fs.h"
 
 static char root[256]; /* a fresh temp dir per test run */
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* "dir/name", malloc'd and remembered; all freed at teardown. */
 static char *paths[512];
@@ -969,13 +961,12 @@ static void test_sequence_validation(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/graft_test_dataset_XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return tu_make_temp_dir(root, sizeof root, "dataset");
 }
 
 static int teardown(void **state) {
     (void)state;
-    remove_tree(root);
+    tu_remove_tree(root);
     for (int i = 0; i < n_paths; i++)
         free(paths[i]);
     return 0;
