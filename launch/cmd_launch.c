@@ -333,7 +333,8 @@ int cmd_launch(int argc, char **argv) {
     int dry_run = 0;
     graft_config cfg;
     cli_option opts[] = {{"dry-run", CLI_FLAG, &dry_run, "print the mpirun command only", 0}};
-    int loaded = cli_load_config("launch", &cfg, argc, argv, opts, 1);
+    const cli_config_args args = {opts, 1, 1, NULL};
+    int loaded = cli_load_config("launch", &cfg, argc, argv, &args);
     if (loaded != GRAFT_EXIT_OK) {
         graft_config_free(&cfg);
         return loaded;

@@ -141,7 +141,8 @@ int cmd_train(int argc, char **argv) {
     int print_only = 0;
     cli_option opts[] = {
         {"print-config", CLI_FLAG, &print_only, "print the resolved config and exit", 0}};
-    int rc = cli_load_config("train", &cfg, argc, argv, opts, 1);
+    const cli_config_args args = {opts, 1, 1, NULL};
+    int rc = cli_load_config("train", &cfg, argc, argv, &args);
     if (rc == GRAFT_EXIT_OK && print_only) {
         rc = cli_exit_status(graft_config_print(&cfg, stdout));
     } else if (rc == GRAFT_EXIT_OK) {
@@ -163,7 +164,8 @@ int cmd_eval(int argc, char **argv) {
     const char *values[2] = {NULL, NULL}; /* --weights, --json */
     cli_option opts[] = {{"weights", CLI_STRING, &values[0], "weights to evaluate", 0},
                          {"json", CLI_STRING, &values[1], "write the result here", 0}};
-    int rc = cli_load_config("eval", &cfg, argc, argv, opts, 2);
+    const cli_config_args args = {opts, 2, 0, NULL}; /* evaluating needs no training length */
+    int rc = cli_load_config("eval", &cfg, argc, argv, &args);
     if (rc == GRAFT_EXIT_OK && !values[0]) {
         fprintf(stderr, "graft eval: --weights FILE is required\n");
         rc = GRAFT_EXIT_BAD_INPUT;

@@ -28,6 +28,13 @@ const char *graft_log_last_error(void) { return last_error; }
 
 void graft_log_clear_last_error(void) { last_error[0] = '\0'; }
 
+const char *graft_log_last_reason(const char *subject) {
+    const char *msg = graft_log_last_error();
+    size_t len = strlen(subject);
+    if (strncmp(msg, subject, len) == 0 && strncmp(msg + len, ": ", 2) == 0) msg += len + 2;
+    return msg;
+}
+
 /* GRAFT_LOG=debug and GRAFT_LOG_ALL_RANKS=1, read once before the first setting or line
  * (so an explicit setter call always wins over the environment). */
 static void read_env(void) {

@@ -137,8 +137,9 @@ static graft_status check_params_fit_memory(const graft_params *p, const graft_c
     return GRAFT_OK;
 }
 
-graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                               int max_batch) {
+/* train_model_setup, and with load_init = 0 the same without loading model.init. */
+static graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                                int max_batch, int load_init) {
     graft_model_input input = {.pad_id = -1, .mask_id = -1};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
@@ -174,8 +175,20 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     GRAFT_TRY(graft_params_finalize(m->params));
     GRAFT_TRY(graft_model_build(m, max_batch));
     graft_model_init_weights(m, (uint64_t)cfg->seed);
-    if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
+    if (load_init && cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
     return GRAFT_OK;
+}
+
+graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                               int max_batch) {
+    return model_setup(m, cfg, d, max_batch, 1);
+}
+
+graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                              int max_batch, const char *weights) {
+    GRAFT_TRY(model_setup(m, cfg, d, max_batch, 0));
+    graft_load_options opt = graft_model_load_options(m, 1, 0);
+    return graft_params_load(m->params, weights, &opt, NULL);
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */

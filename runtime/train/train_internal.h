@@ -4,6 +4,7 @@
  *   step.c           one step, gradient reduction, buffer and replica agreement
  *   run_dir.c        runs/<experiment>/: config, metrics.jsonl, train.log, eval files
  *   eval.c           evaluation (and graft_evaluate)
+ *   predict.c        graft_predict
  *   checkpointing.c  resume and save, the loop's side of runtime/ckpt
  *   unfreeze.c       freeze.schedule
  *   run_lock.c       one run per run directory and checkpoint directory */
@@ -48,6 +49,10 @@ void train_eval_result_free(train_eval_result *r);
  * Everything here is input checking. */
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch);
+/* The same model with every weight from a file (strictly) instead of model.init: what
+ * graft eval and graft predict run. */
+graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                              int max_batch, const char *weights);
 /* Log trainable vs frozen parameter counts per top-level module. */
 void train_log_freeze_table(const graft_params *p);
 
