@@ -25,8 +25,11 @@
 extern volatile sig_atomic_t graft_train_stop_signal;
 
 /* Train as configured; rank and world come from comm. Resumes from a checkpoint as
- * checkpoint.resume says and checkpoints as checkpoint.* says. */
-graft_status graft_train(const graft_config *cfg, graft_comm *comm);
+ * checkpoint.resume says and checkpoints as checkpoint.* says. *agreed: 1 when a
+ * failure is one every rank reached together and only one rank printed (a set-up
+ * failure of some rank, the run's locks, a non-finite stop), so that no rank needs to
+ * abort the job; 0 otherwise. */
+graft_status graft_train(const graft_config *cfg, graft_comm *comm, int *agreed);
 
 /* runs/<experiment>/nonfinite.json into out. A run that stopped at a non-finite step
  * (exit 1) leaves it: `graft launch` does not restart such a job, since resuming replays

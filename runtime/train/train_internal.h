@@ -67,6 +67,9 @@ typedef struct trainer {
     const graft_config *cfg;
     graft_comm *comm;
     int rank0;
+    /* the run ended with an outcome every rank reached together (a set-up failure
+     * agreed on, a non-finite stop): no rank needs to abort the job */
+    int outcome_agreed;
     graft_dataset train_set, val_set;
     int have_val;
     graft_model model;
