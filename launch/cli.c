@@ -79,7 +79,7 @@ static int parse_option(const char *command, int argc, char **argv, int *i, cons
 }
 
 int cli_load_config(const char *command, graft_config *cfg, int argc, char **argv,
-                    const cli_option *opts, size_t n_opts) {
+                    const cli_config_args *args) {
     graft_config_defaults(cfg);
     if (argc < 3 || argv[2][0] == '-') {
         fprintf(stderr, "graft %s: expected a config file (graft %s CONFIG.yaml [key=value ...])\n",
@@ -87,17 +87,24 @@ int cli_load_config(const char *command, graft_config *cfg, int argc, char **arg
         return GRAFT_EXIT_BAD_INPUT;
     }
     graft_status st = graft_config_load(cfg, argv[2]);
+    int inputs = 0, only_inputs = 0;
     for (int i = 3; i < argc && st == GRAFT_OK; i++) {
-        if (strncmp(argv[i], "--", 2) == 0) {
-            int rc = parse_option(command, argc, argv, &i, opts, n_opts);
+        const char *arg = argv[i];
+        int option = strncmp(arg, "--", 2) == 0;
+        if (args->n_inputs && !only_inputs && strcmp(arg, "--") == 0) {
+            only_inputs = 1;
+        } else if (args->n_inputs && (only_inputs || (!option && !strchr(arg, '=')))) {
+            argv[3 + inputs++] = argv[i]; /* a slot already read: i >= it */
+        } else if (option) {
+            int rc = parse_option(command, argc, argv, &i, args->opts, args->n_opts);
             if (rc != GRAFT_EXIT_OK) return rc;
         } else {
             st = graft_config_override(cfg, argv[i]);
         }
     }
+    if (args->n_inputs) *args->n_inputs = inputs;
     if (st == GRAFT_OK) st = graft_config_validate(cfg);
-    /* evaluating weights needs no training length */
-    if (st == GRAFT_OK && strcmp(command, "eval") != 0) st = graft_config_validate_training(cfg);
+    if (st == GRAFT_OK && args->trains) st = graft_config_validate_training(cfg);
     return cli_exit_status(st);
 }
 

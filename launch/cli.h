@@ -37,11 +37,23 @@ typedef struct cli_option {
  * returns -1. A bad option or value prints one line and returns GRAFT_EXIT_BAD_INPUT. */
 int cli_parse(const char *command, const char *summary, int argc, char **argv, int first,
               const cli_option *opts, size_t n_opts, int *n_pos);
+/* What a command that takes a config accepts besides it. */
+typedef struct cli_config_args {
+    const cli_option *opts;
+    size_t n_opts;
+    int trains; /* 0: the command trains nothing (train.epochs / max_steps not required) */
+    /* NULL: every argument that is not an option is a key=value override. Else those
+     * without '=' (and every one after "--") are inputs, moved in order to
+     * argv[3 .. 3 + *n_inputs). */
+    int *n_inputs;
+} cli_config_args;
+
 /* For commands that take a config: argv[2] is the YAML file, later arguments are
- * "key=value" overrides or the given options. Loads, overrides and validates into cfg
- * (the caller frees it); returns an exit status (errors already printed). */
+ * "key=value" overrides, options or inputs (see cli_config_args). Loads, overrides and
+ * validates into cfg (the caller frees it); returns an exit status (errors already
+ * printed). */
 int cli_load_config(const char *command, graft_config *cfg, int argc, char **argv,
-                    const cli_option *opts, size_t n_opts);
+                    const cli_config_args *args);
 
 /* Map a library status to the command's exit status. */
 int cli_exit_status(int graft_status_value);
@@ -55,5 +67,6 @@ int cmd_plot(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

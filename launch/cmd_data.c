@@ -461,6 +461,7 @@ static int data_records(const records_job *job, char **files, int n_files) {
     }
     int mask = st == GRAFT_OK ? graft_tokenizer_special(tok, GRAFT_TOKEN_MASK) : -1;
     if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(w, mask);
+    if (st == GRAFT_OK && job->vocab) st = graft_dataset_writer_set_vocab_file(w, job->vocab);
     if (st == GRAFT_OK) {
         char desc[512];
         snprintf(desc, sizeof desc,
@@ -611,6 +612,7 @@ static int data_text(int argc, char **argv) {
     }
     int mask = st == GRAFT_OK ? graft_tokenizer_special(job.tok, GRAFT_TOKEN_MASK) : -1;
     if (st == GRAFT_OK && mask >= 0) st = graft_dataset_writer_set_mask_id(job.w, mask);
+    if (st == GRAFT_OK && vocab) st = graft_dataset_writer_set_vocab_file(job.w, vocab);
     if (st == GRAFT_OK) {
         char desc[200];
         if (classify)
@@ -824,16 +826,18 @@ static int data_inspect(int argc, char **argv) {
         for (int c = 0; c < d.channels; c++)
             printf(c ? ", %.4f" : "%.4f", d.std[c]);
         printf("]\n");
+        if (d.resize) printf("  resize:      %s\n", d.resize);
     } else if (d.kind == GRAFT_DATA_SEQUENCES) {
         printf("  samples:     %zu\n", d.num_samples);
         printf("  shape:       [%d] %s token ids, padded with %d, labels I64\n", d.seq_len,
                graft_dtype_name(d.token_dtype), d.pad_id);
-        printf("  tokenizer:   %s (vocab %d)\n", graft_escape(text, sizeof text, d.tokenizer),
-               d.vocab_size);
+        printf("  tokenizer:   %s (vocab %d%s)\n", graft_escape(text, sizeof text, d.tokenizer),
+               d.vocab_size, d.vocab_path ? ", stored in " GRAFT_DATASET_VOCAB_FILE : "");
     } else {
         printf("  tokens:      %zu\n", d.num_tokens);
-        printf("  tokenizer:   %s (vocab %d), stored as %s\n",
+        printf("  tokenizer:   %s (vocab %d%s), stored as %s\n",
                graft_escape(text, sizeof text, d.tokenizer), d.vocab_size,
+               d.vocab_path ? ", stored in " GRAFT_DATASET_VOCAB_FILE : "",
                graft_dtype_name(d.token_dtype));
     }
     if (d.kind != GRAFT_DATA_TOKENS) {

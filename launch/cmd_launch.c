@@ -113,7 +113,9 @@ static int build_command(argv_builder *a, const graft_config *cfg, const char *g
     int threads = cfg->launch.threads_per_rank > 0
                       ? cfg->launch.threads_per_rank
                       : (int)(cores / (local > 0 ? local : 1) > 0 ? cores / local : 1);
-    int rc = push(a, "mpirun");
+    /* --quiet: the ranks say what went wrong in one line each; mpirun's own notices of
+     * a non-zero exit or an abort (a dozen lines, after ours) would bury it. */
+    int rc = push(a, "mpirun") | push(a, "--quiet");
     snprintf(buf, sizeof buf, "%d", cfg->launch.np);
     rc |= push(a, "-np") | push(a, buf);
     if (cfg->launch.hostfile) {
@@ -333,7 +335,8 @@ int cmd_launch(int argc, char **argv) {
     int dry_run = 0;
     graft_config cfg;
     cli_option opts[] = {{"dry-run", CLI_FLAG, &dry_run, "print the mpirun command only", 0}};
-    int loaded = cli_load_config("launch", &cfg, argc, argv, opts, 1);
+    const cli_config_args args = {opts, 1, 1, NULL};
+    int loaded = cli_load_config("launch", &cfg, argc, argv, &args);
     if (loaded != GRAFT_EXIT_OK) {
         graft_config_free(&cfg);
         return loaded;
@@ -375,6 +378,10 @@ int cmd_launch(int argc, char **argv) {
                 rc = last;
                 break;
             }
+            /* mpirun is quiet: a rank killed by a signal would otherwise go unsaid */
+            if (rc > 128 && rc < 128 + NSIG)
+                fprintf(stderr, "graft launch: a rank was killed by signal %d (%s)\n", rc - 128,
+                        strsignal(rc - 128));
             /* done, bad input or a non-finite step (a restart cannot fix them), or
              * preempted with requeue_exit (the scheduler requeues the job, which then
              * resumes from its checkpoint) */

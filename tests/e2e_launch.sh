@@ -17,7 +17,7 @@ cores=$(nproc)
 env -u OPENBLAS_THREAD_TIMEOUT "$GRAFT" launch cfg.yaml optim.lr=0.002 --dry-run >dry.out 2>dry.err
 root=""
 [ "$(id -u)" -eq 0 ] && root=" --allow-run-as-root"
-want="mpirun -np 2$root -x OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) -x OPENBLAS_THREAD_TIMEOUT=4 -x 'GRAFT_EXAMPLE=a b' $GRAFT train cfg.yaml optim.lr=0.002"
+want="mpirun --quiet -np 2$root -x OPENBLAS_NUM_THREADS=$((cores / 2 > 0 ? cores / 2 : 1)) -x OPENBLAS_THREAD_TIMEOUT=4 -x 'GRAFT_EXAMPLE=a b' $GRAFT train cfg.yaml optim.lr=0.002"
 [ "$(cat dry.out)" = "$want" ] && ok "dry run: $want" || { bad "dry run"; echo " got: $(cat dry.out)"; echo "want: $want"; }
 
 expect_bad_input "too many ranks" "launch.np 64 is more than the $cores cores on this machine; add --oversubscribe" \
@@ -31,6 +31,13 @@ expect_bad_input "missing hostfile" "launch.hostfile: nohosts.txt: cannot open: 
 expect_bad_input "no mpirun" "mpirun not found on PATH" -- env PATH=/nonexistent "$GRAFT" launch cfg.yaml --dry-run
 
 "$GRAFT" train cfg.yaml experiment=l0 >l0.out 2>&1 || { bad "single"; cat l0.out; }
+# bad input found by every rank: one line (rank 0's), exit 2, no mpirun notices
+timeout 120 "$GRAFT" launch cfg.yaml experiment=lbad data.val=nosuch >lbad.out 2>&1
+rc=$?
+[ $rc -eq 2 ] && [ "$(grep -c ERROR lbad.out)" -eq 1 ] && grep -q "\[rank 0\] ERROR .*nosuch/index.json" lbad.out &&
+  ! grep -q -- "------" lbad.out && [ ! -e runs/lbad ] &&
+  ok "a missing data.val on 2 ranks: exit 2, rank 0's one line, no mpirun notices" ||
+  { bad "bad input under launch: exit $rc"; cat lbad.out; }
 timeout 120 "$GRAFT" launch cfg.yaml >l1.out 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "all 2 replicas are bit-identical" l1.out &&

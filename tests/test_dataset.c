@@ -3,22 +3,15 @@
 #include "tests/testutil.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "runtime/data/dataset.h"
+#include "runtime/io/fs.h"
 
 static char root[256]; /* a fresh temp dir per test run */
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* "dir/name", malloc'd and remembered; all freed at teardown. */
 static char *paths[512];
@@ -321,6 +314,75 @@ static void write_text(const char *path, const char *text) {
     assert_non_null(fp);
     fputs(text, fp);
     fclose(fp);
+}
+
+/* What predictions need from a dataset: the resize mode of images, and a --vocab
+ * tokenizer's vocabulary stored inside the dataset; both checked when read. */
+static void test_prediction_fields(void **state) {
+    (void)state;
+    char *dir = path_in(root, "stretched");
+    graft_dataset_writer *w;
+    assert_int_equal(
+        graft_dataset_writer_new_images(&w, dir, IMG_C, IMG_H, IMG_W, IMG_K, img_names, 4),
+        GRAFT_OK);
+    capture_begin();
+    assert_int_equal(graft_dataset_writer_set_resize(w, "crop"), GRAFT_ERR_INVALID_ARG);
+    assert_int_equal(graft_dataset_writer_set_vocab_file(w, "x"), GRAFT_ERR_INVALID_ARG);
+    capture_end();
+    assert_int_equal(graft_dataset_writer_set_resize(w, "stretch"), GRAFT_OK);
+    uint8_t img[IMG_C * IMG_H * IMG_W] = {0};
+    assert_int_equal(graft_dataset_writer_add_image(w, img, 0), GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_finish(w), GRAFT_OK);
+    graft_dataset_writer_free(w);
+    graft_dataset d;
+    assert_int_equal(graft_dataset_open(&d, dir, 0), GRAFT_OK);
+    assert_string_equal(d.resize, "stretch");
+    assert_null(d.vocab_path);
+    graft_dataset_close(&d);
+    json_t *j = load_index(dir);
+    json_object_set_new(j, "resize", json_string("crop"));
+    save_index(dir, j);
+    char want[600];
+    snprintf(want, sizeof want, "%s: \"resize\" must be \"shorter\" or \"stretch\", got \"crop\"",
+             path_in(dir, "index.json"));
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
+
+    /* a vocabulary copied in: the same bytes, found by the reader; the source may go */
+    char *vocab = path_in(root, "my vocab.txt");
+    write_text(vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n");
+    dir = path_in(root, "with_vocab");
+    assert_int_equal(graft_dataset_writer_new_tokens(&w, dir, "wordpiece", 5, 8), GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_set_vocab_file(w, vocab), GRAFT_OK);
+    int32_t ids[3] = {2, 4, 3};
+    assert_int_equal(graft_dataset_writer_add_tokens(w, ids, 3), GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_finish(w), GRAFT_OK);
+    graft_dataset_writer_free(w);
+    assert_int_equal(unlink(vocab), 0);
+    assert_int_equal(graft_dataset_open(&d, dir, 1), GRAFT_OK);
+    assert_string_equal(d.vocab_path, path_in(dir, "vocab.txt"));
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(graft_fs_read(d.vocab_path, 1000, &text, &len, GRAFT_LOG_ERROR), GRAFT_OK);
+    assert_int_equal(len, strlen("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n"));
+    assert_memory_equal(text, "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n", len);
+    free(text);
+    graft_dataset_close(&d);
+    /* the writer may replace a dataset that holds its vocab.txt */
+    assert_int_equal(graft_dataset_writer_new_tokens(&w, dir, "bytes", 5, 8), GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_add_tokens(w, ids, 3), GRAFT_OK);
+    assert_int_equal(graft_dataset_writer_finish(w), GRAFT_OK);
+    graft_dataset_writer_free(w);
+    struct stat sb;
+    assert_int_not_equal(stat(path_in(dir, "vocab.txt"), &sb), 0); /* the old one went with it */
+    /* a vocabulary named anywhere but inside the dataset is refused */
+    j = load_index(dir);
+    json_object_set_new(j, "vocab_file", json_string("/etc/passwd"));
+    save_index(dir, j);
+    snprintf(want, sizeof want,
+             "%s: \"vocab_file\" must be \"vocab.txt\" (the vocabulary stored in the dataset), "
+             "got \"/etc/passwd\"",
+             path_in(dir, "index.json"));
+    expect_open_error(dir, 0, GRAFT_ERR_FORMAT, want);
 }
 
 static void test_checksum_mismatch(void **state) {
@@ -899,13 +961,12 @@ static void test_sequence_validation(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/graft_test_dataset_XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return tu_make_temp_dir(root, sizeof root, "dataset");
 }
 
 static int teardown(void **state) {
     (void)state;
-    remove_tree(root);
+    tu_remove_tree(root);
     for (int i = 0; i < n_paths; i++)
         free(paths[i]);
     return 0;
@@ -919,7 +980,7 @@ int main(void) {
         cmocka_unit_test(test_label_out_of_range),   cmocka_unit_test(test_token_out_of_range),
         cmocka_unit_test(test_malformed_index),      cmocka_unit_test(test_count_mismatch),
         cmocka_unit_test(test_sequences_round_trip), cmocka_unit_test(test_sequence_writer_errors),
-        cmocka_unit_test(test_sequence_validation),
+        cmocka_unit_test(test_sequence_validation),  cmocka_unit_test(test_prediction_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,7 +4,6 @@
 #include "tests/testutil.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,15 +27,9 @@ static int seq_label(size_t i) { return (int)((i * 7 + 1) % SEQ_K); }
 static uint8_t pixel_of(size_t i, size_t p) { return (uint8_t)((i * 53 + p * 29 + 7) & 255); }
 static int32_t token_of(size_t i) { return (int32_t)((i * 7919 + 3) % VOCAB); }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/graft_test_loader_XXXXXX");
-    if (!mkdtemp(root)) return -1;
+    if (tu_make_temp_dir(root, sizeof root, "loader") != 0) return -1;
     char dir[300];
     snprintf(dir, sizeof dir, "%s/img", root);
     graft_dataset_writer *w;
@@ -91,7 +84,7 @@ static int teardown(void **state) {
     graft_dataset_close(&images);
     graft_dataset_close(&tokens);
     graft_dataset_close(&seqs);
-    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_remove_tree(root);
     return 0;
 }
 

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,20 +128,13 @@ static void expect_bad_header(const char *file, const char *header, size_t data_
     expect_format_error(path, want);
 }
 
-/* nftw callback of the teardown: delete everything under the temp dir. */
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 /* One temp directory for the whole run, removed afterwards. */
 static int group_setup(void **state) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/graft_st_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_make_temp_dir(g_dir, sizeof g_dir, "safetensors");
 }
 
 static int group_teardown(void **state) {
-    return nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_remove_tree(g_dir);
 }
 
 /* ---- dtypes and scalar conversions -------------------------------------------------------- */

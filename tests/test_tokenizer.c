@@ -9,7 +9,6 @@
 #include "tests/testutil.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -668,25 +667,16 @@ static void test_gpt2_reference_file(void **state) {
     assert_int_equal(bad, 0);
 }
 
-/* nftw callback of the teardown: delete everything under the temp dir. */
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/graft_test_tokenizer_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_make_temp_dir(g_dir, sizeof g_dir, "tokenizer");
 }
 
 static int group_teardown(void **state) {
     (void)state;
     graft_tokenizer_free(g_gpt2);
     g_gpt2 = NULL;
-    return nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_remove_tree(g_dir);
 }
 
 int main(void) {

@@ -6,7 +6,6 @@
  * test_wordpiece_reference_file compares whole corpora (tests/e2e_wordpiece.sh). */
 #include "tests/testutil.h"
 
-#include <ftw.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -278,24 +277,16 @@ static void test_wordpiece_reference_file(void **state) {
     assert_int_equal(bad, 0);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/graft_test_wordpiece_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_make_temp_dir(g_dir, sizeof g_dir, "wordpiece");
 }
 
 static int group_teardown(void **state) {
     (void)state;
     graft_tokenizer_free(g_bert);
     g_bert = NULL;
-    return nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_remove_tree(g_dir);
 }
 
 int main(void) {

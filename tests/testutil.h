@@ -1,5 +1,5 @@
-/* Helpers shared by the CMocka tests: seeded random fills and error reports.
- * Header-only so each test stays one executable. */
+/* Helpers shared by the CMocka tests: seeded random fills, error reports and a
+ * per-run temporary directory. Header-only so each test stays one executable. */
 #ifndef GRAFT_TESTUTIL_H
 #define GRAFT_TESTUTIL_H
 
@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #ifdef __clang_analyzer__
 /* cmocka's _fail (behind fail() and fail_msg()) longjmps out of the test; saying so keeps
@@ -59,5 +62,24 @@ static inline double tu_rel_err_fd(const float *a, const double *b, size_t n, do
         printf("  %-40s rel err %.3e (bound %.1e)\n", (name), tu_e_, (double)(bound)); \
         assert_true(tu_e_ <= (bound));                                                 \
     } while (0)
+
+/* nftw callback of tu_remove_tree. */
+static inline int tu_remove_entry(const char *path, const struct stat *sb, int flag,
+                                  struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* A fresh directory "/tmp/graft_test_<name>_XXXXXX" into dir: 0, or -1 (what a cmocka
+ * group setup returns). */
+static inline int tu_make_temp_dir(char *dir, size_t size, const char *name) {
+    snprintf(dir, size, "/tmp/graft_test_%s_XXXXXX", name);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* Delete dir and everything under it (links are removed, not followed): 0 or -1. */
+static inline int tu_remove_tree(const char *dir) {
+    return nftw(dir, tu_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 #endif

@@ -23,10 +23,20 @@ static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR", "ERR
 
 /* The message of this thread's last ERROR (or QUIET) line. */
 static _Thread_local char last_error[2048];
+/* graft_log_hold_errors: whether this thread holds its errors, and the last one held. */
+static _Thread_local int holding;
+static _Thread_local char held_line[2048 + 128];
 
 const char *graft_log_last_error(void) { return last_error; }
 
 void graft_log_clear_last_error(void) { last_error[0] = '\0'; }
+
+const char *graft_log_last_reason(const char *subject) {
+    const char *msg = graft_log_last_error();
+    size_t len = strlen(subject);
+    if (strncmp(msg, subject, len) == 0 && strncmp(msg + len, ": ", 2) == 0) msg += len + 2;
+    return msg;
+}
 
 /* GRAFT_LOG=debug and GRAFT_LOG_ALL_RANKS=1, read once before the first setting or line
  * (so an explicit setter call always wins over the environment). */
@@ -55,6 +65,17 @@ void graft_log_set_file(FILE *f) {
     pthread_mutex_unlock(&file_lock);
 }
 
+/* One whole line to stderr and the log file. */
+static void write_line(const char *line) {
+    pthread_mutex_lock(&file_lock);
+    fprintf(stderr, "%s\n", line);
+    if (log_file) {
+        fprintf(log_file, "%s\n", line);
+        fflush(log_file);
+    }
+    pthread_mutex_unlock(&file_lock);
+}
+
 void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     pthread_once(&env_once, read_env);
     const int rank = atomic_load(&log_rank);
@@ -77,13 +98,22 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...) {
     /* Build the whole line first so lines from several ranks do not interleave. */
     char line[2048 + 128];
     snprintf(line, sizeof line, "[rank %d] %s %s: %s", rank, level_names[level], func, escaped);
-    pthread_mutex_lock(&file_lock);
-    fprintf(stderr, "%s\n", line);
-    if (log_file) {
-        fprintf(log_file, "%s\n", line);
-        fflush(log_file);
+    if (level == GRAFT_LOG_ERROR && holding) {
+        memcpy(held_line, line, sizeof held_line);
+        return;
     }
-    pthread_mutex_unlock(&file_lock);
+    write_line(line);
+}
+
+void graft_log_hold_errors(void) {
+    holding = 1;
+    held_line[0] = '\0';
+}
+
+void graft_log_release_errors(int print) {
+    holding = 0;
+    if (print && held_line[0]) write_line(held_line);
+    held_line[0] = '\0';
 }
 
 const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape) {

@@ -36,7 +36,16 @@ void graft_log(graft_log_level level, const char *func, const char *fmt, ...)
  * thread has its own. */
 const char *graft_log_last_error(void);
 void graft_log_clear_last_error(void);
+/* The last error's reason about `subject`: the message without its "subject: " start
+ * (the whole message when it does not start so), for a caller listing reasons by path. */
+const char *graft_log_last_reason(const char *subject);
 
+/* Hold this thread's ERROR lines instead of printing them (each is still kept as the
+ * last error; the last one held is kept whole), until released: release_errors(1)
+ * prints the last one held, release_errors(0) drops it. For ranks that find the same
+ * problem as rank 0 at once: only one of them should say it. */
+void graft_log_hold_errors(void);
+void graft_log_release_errors(int print);
 /* Format a shape as "[d0, d1, ...]" into buf (always NUL-terminated); returns buf. */
 const char *graft_format_shape(char *buf, size_t size, int ndim, const int64_t *shape);
 

@@ -124,7 +124,17 @@ static graft_status parse_images_header(const char *ipath, const json_t *root, g
     d->height = (int)dims[1];
     d->width = (int)dims[2];
     GRAFT_TRY(parse_samples_and_classes(ipath, root, d));
-    return parse_normalize(ipath, root, d);
+    GRAFT_TRY(parse_normalize(ipath, root, d));
+    json_t *resize = json_object_get(root, "resize");
+    if (!resize) return GRAFT_OK;
+    const char *mode = json_string_value(resize);
+    if (!mode || (strcmp(mode, "shorter") != 0 && strcmp(mode, "stretch") != 0)) {
+        GRAFT_ERROR("%s: \"resize\" must be \"shorter\" or \"stretch\", got %s", ipath,
+                    graft_json_text(resize, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    d->resize = strdup(mode);
+    return d->resize ? GRAFT_OK : GRAFT_ERR_NOMEM;
 }
 
 /* "vocab_size" and "tokenizer" (tokens, sequences). */
@@ -141,7 +151,18 @@ static graft_status parse_vocabulary(const char *ipath, const json_t *root, graf
         GRAFT_TRY(graft_json_int(ipath, root, "mask_id", NULL, 0, d->vocab_size - 1, &v));
         d->mask_id = (int)v;
     }
-    return GRAFT_OK;
+    json_t *vocab = json_object_get(root, "vocab_file");
+    if (!vocab) return GRAFT_OK;
+    /* only the name the writer gives: the file is the dataset's own, never a path elsewhere */
+    if (!json_is_string(vocab) || strcmp(json_string_value(vocab), GRAFT_DATASET_VOCAB_FILE) != 0) {
+        char text[64];
+        GRAFT_ERROR("%s: \"vocab_file\" must be \"%s\" (the vocabulary stored in the dataset), "
+                    "got %s",
+                    ipath, GRAFT_DATASET_VOCAB_FILE, graft_json_text(vocab, text, sizeof text));
+        return GRAFT_ERR_FORMAT;
+    }
+    d->vocab_path = graft_fs_path_join_alloc(d->dir, GRAFT_DATASET_VOCAB_FILE);
+    return d->vocab_path ? GRAFT_OK : GRAFT_ERR_NOMEM;
 }
 
 /* The token-specific top-level fields. */
@@ -572,6 +593,8 @@ void graft_dataset_close(graft_dataset *d) {
     free(d->shard_bytes);
     free(d->shard_xxh64);
     free(d->tokenizer);
+    free(d->vocab_path);
+    free(d->resize);
     free(d->description);
     free(d->dir);
     memset(d, 0, sizeof *d);

@@ -8,8 +8,12 @@
  *                     "num_classes": 10, "class_names": [...],   (images, sequences;
  *                                                                 class_names optional)
  *                     "normalize": {"mean": [0.2860], "std": [0.3530]},  (images, optional)
+ *                     "resize": "shorter" | "stretch",   (images, optional: how files of
+ *                                                         other sizes were fitted)
  *                     "tokenizer": "gpt2" | "bytes", "vocab_size": 50257, (tokens, sequences)
  *                     "mask_id": 103,     (tokens, sequences: optional, the tokenizer's [MASK])
+ *                     "vocab_file": "vocab.txt", (tokens, sequences, optional: the
+ *                                                 WordPiece vocabulary, stored in DIR)
  *                     "pad_id": 50256,                       (sequences: fills short rows)
  *                     "shards": [{"file": "shard-00000.safetensors",
  *                                 "samples": 8192,   (images, sequences; tokens: "tokens": n)
@@ -43,6 +47,9 @@ typedef enum {
 } graft_data_kind;
 
 #define GRAFT_DATASET_MAX_CHANNELS 4
+/* The name of a dataset's stored vocabulary, and its largest size. */
+#define GRAFT_DATASET_VOCAB_FILE "vocab.txt"
+#define GRAFT_DATASET_VOCAB_MAX_BYTES ((size_t)64 << 20)
 
 /* Per-shard views into the maps; private to dataset.c / the loader. */
 typedef struct graft_dataset_shard graft_dataset_shard;
@@ -62,11 +69,13 @@ typedef struct graft_dataset {
     size_t *class_counts; /* num_classes entries: samples per label */
     /* per channel, as stored in "normalize"; mean 0 / std 1 when absent */
     float mean[GRAFT_DATASET_MAX_CHANNELS], std[GRAFT_DATASET_MAX_CHANNELS];
+    char *resize; /* "shorter" or "stretch" as stored in "resize", or NULL */
     /* tokens and sequences */
     size_t num_tokens; /* tokens only */
     int vocab_size;
     char *tokenizer;
     int mask_id; /* the tokenizer's [MASK] ("mask_id"), -1 when it has none */
+    char *vocab_path; /* DIR/vocab.txt when "vocab_file" is set, else NULL */
     graft_dtype token_dtype; /* U16 or I32 */
     /* sequences */
     int seq_len; /* T, sample_shape[0] */
@@ -153,6 +162,11 @@ graft_status graft_dataset_writer_add_sequence(graft_dataset_writer *w, const in
 /* Store these per-channel values instead of the computed ones (channels entries). */
 void graft_dataset_writer_set_normalize(graft_dataset_writer *w, const float *mean,
                                         const float *std);
+/* Images: record how the files were fitted to the sample size ("shorter" or "stretch"),
+ * for predictions to fit theirs alike. */
+graft_status graft_dataset_writer_set_resize(graft_dataset_writer *w, const char *mode);
+/* Tokens, sequences: store a copy of this vocab.txt (read now) as DIR/vocab.txt. */
+graft_status graft_dataset_writer_set_vocab_file(graft_dataset_writer *w, const char *path);
 /* Free text stored as "description" (copied). */
 graft_status graft_dataset_writer_set_description(graft_dataset_writer *w, const char *text);
 /* Samples (images, sequences) or tokens (tokens) added so far. */

@@ -49,10 +49,13 @@ struct graft_dataset_writer {
     uint64_t pixel_sum[GRAFT_DATASET_MAX_CHANNELS], pixel_sumsq[GRAFT_DATASET_MAX_CHANNELS];
     int have_normalize;
     float mean[GRAFT_DATASET_MAX_CHANNELS], std[GRAFT_DATASET_MAX_CHANNELS];
+    const char *resize; /* "shorter", "stretch" or NULL (a static string) */
     /* tokens, sequences */
     char *tokenizer;
     int vocab_size;
     int mask_id, has_mask_id;
+    char *vocab;       /* a copy of the tokenizer's vocab.txt to store beside the shards, or NULL */
+    size_t vocab_len;
     /* sequences */
     int seq_len, pad_id;
     /* the shard being filled: items (images, sequences: samples; tokens: tokens) */
@@ -66,9 +69,13 @@ struct graft_dataset_writer {
     int n_shards, cap_shards;
 };
 
-/* Names the writer itself creates: index.json, shard-*.safetensors and their .tmp. */
+/* Names the writer itself creates: index.json, vocab.txt, shard-*.safetensors and their
+ * .tmp. */
 static int is_dataset_file_name(const char *name) {
     if (strcmp(name, "index.json") == 0 || strcmp(name, "index.json.tmp") == 0) return 1;
+    if (strcmp(name, GRAFT_DATASET_VOCAB_FILE) == 0 ||
+        strcmp(name, GRAFT_DATASET_VOCAB_FILE ".tmp") == 0)
+        return 1;
     size_t n = strlen(name);
     if (strncmp(name, "shard-", 6) != 0) return 0;
     if (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) return 1;
@@ -322,6 +329,27 @@ graft_status graft_dataset_writer_set_mask_id(graft_dataset_writer *w, int mask_
     return GRAFT_OK;
 }
 
+graft_status graft_dataset_writer_set_resize(graft_dataset_writer *w, const char *mode) {
+    if (w->kind != GRAFT_DATA_IMAGES || !mode ||
+        (strcmp(mode, "shorter") != 0 && strcmp(mode, "stretch") != 0)) {
+        GRAFT_ERROR("%s: resize mode must be \"shorter\" or \"stretch\" (images only)", w->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    w->resize = strcmp(mode, "shorter") == 0 ? "shorter" : "stretch";
+    return GRAFT_OK;
+}
+
+graft_status graft_dataset_writer_set_vocab_file(graft_dataset_writer *w, const char *path) {
+    if (w->kind == GRAFT_DATA_IMAGES) {
+        GRAFT_ERROR("%s: an images dataset has no vocabulary", w->dir);
+        return GRAFT_ERR_INVALID_ARG;
+    }
+    free(w->vocab);
+    w->vocab = NULL;
+    return graft_fs_read(path, GRAFT_DATASET_VOCAB_MAX_BYTES, &w->vocab, &w->vocab_len,
+                         GRAFT_LOG_ERROR);
+}
+
 size_t graft_dataset_writer_count(const graft_dataset_writer *w) { return w->count; }
 
 /* Write the buffered samples as shard number n_shards, then checksum the file. */
@@ -561,11 +589,13 @@ static json_t *build_index(const graft_dataset_writer *w) {
             json_array_append_new(js, graft_json_real_or_null(std[c]));
         }
         json_object_set_new(root, "normalize", json_pack("{soso}", "mean", jm, "std", js));
+        if (w->resize) json_object_set_new(root, "resize", json_string(w->resize));
     } else if (w->kind == GRAFT_DATA_TOKENS) {
         json_object_set_new(root, "num_tokens", json_integer((json_int_t)w->count));
         json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
         json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
         if (w->has_mask_id) json_object_set_new(root, "mask_id", json_integer(w->mask_id));
+        if (w->vocab) json_object_set_new(root, "vocab_file", json_string(GRAFT_DATASET_VOCAB_FILE));
     } else {
         json_object_set_new(root, "sample_shape", json_pack("[i]", w->seq_len));
         json_object_set_new(root, "num_samples", json_integer((json_int_t)w->count));
@@ -574,6 +604,7 @@ static json_t *build_index(const graft_dataset_writer *w) {
         json_object_set_new(root, "tokenizer", json_string(w->tokenizer));
         json_object_set_new(root, "vocab_size", json_integer(w->vocab_size));
         if (w->has_mask_id) json_object_set_new(root, "mask_id", json_integer(w->mask_id));
+        if (w->vocab) json_object_set_new(root, "vocab_file", json_string(GRAFT_DATASET_VOCAB_FILE));
         json_object_set_new(root, "pad_id", json_integer(w->pad_id));
     }
     json_t *shards = json_array();
@@ -658,6 +689,16 @@ static graft_status check_index_size(const graft_dataset_writer *w, const json_t
     return GRAFT_ERR_INVALID_ARG;
 }
 
+/* The tokenizer's vocabulary beside the shards, so that what reads the dataset later
+ * (graft predict) tokenizes as it was written. */
+static graft_status write_vocab(const graft_dataset_writer *w) {
+    char *path = graft_fs_path_join_alloc(w->tmp_dir, GRAFT_DATASET_VOCAB_FILE);
+    if (!path) return GRAFT_ERR_NOMEM;
+    graft_status st = graft_fs_write_atomic(path, w->vocab, w->vocab_len);
+    free(path);
+    return st;
+}
+
 graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     if (w->finished) return GRAFT_ERR_INVALID_ARG;
     if (w->count == 0) {
@@ -668,6 +709,7 @@ graft_status graft_dataset_writer_finish(graft_dataset_writer *w) {
     graft_status st = flush_shard(w);
     if (st != GRAFT_OK) return st;
     st = check_normalize(w);
+    if (st == GRAFT_OK && w->vocab) st = write_vocab(w);
     if (st != GRAFT_OK) return st;
     json_t *root = build_index(w);
     char *path = graft_fs_path_join_alloc(w->tmp_dir, "index.json");
@@ -695,6 +737,7 @@ void graft_dataset_writer_free(graft_dataset_writer *w) {
     free(w->class_names);
     free(w->description);
     free(w->tokenizer);
+    free(w->vocab);
     free(w->inputs);
     free(w->labels);
     free(w->tokens);

@@ -337,30 +337,26 @@ typedef struct work {
     graft_status st; /* out of memory */
 } work;
 
-/* Read, decode and fit one file into chw; a reason in why when it cannot be. */
-static graft_status decode_one(const graft_images_options *o, const char *path, uint8_t *chw,
-                               char *why, size_t why_size) {
+graft_status graft_images_load(const char *path, int channels, int height, int width,
+                               graft_resize_mode mode, uint8_t *chw, char *why, size_t why_size) {
     char *data;
     size_t len;
     graft_status st = graft_fs_read(path, MAX_FILE_BYTES, &data, &len, GRAFT_LOG_QUIET);
     if (st != GRAFT_OK) {
-        const char *msg = graft_log_last_error();
-        size_t plen = strlen(path);
-        if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0) msg += plen + 2;
-        snprintf(why, why_size, "%s", msg);
+        snprintf(why, why_size, "%s", graft_log_last_reason(path));
         return st == GRAFT_ERR_NOMEM ? st : GRAFT_ERR_FORMAT;
     }
     graft_image img;
-    st = graft_image_decode((const uint8_t *)data, len, o->channels, &img, why, why_size);
+    st = graft_image_decode((const uint8_t *)data, len, channels, &img, why, why_size);
     free(data);
     if (st != GRAFT_OK) return st;
-    st = graft_image_fit(&img, o->height, o->width, o->mode, chw);
+    st = graft_image_fit(&img, height, width, mode, chw);
     if (st == GRAFT_ERR_NOMEM) snprintf(why, why_size, "out of memory resizing");
     if (st == GRAFT_ERR_UNSUPPORTED)
         snprintf(why, why_size,
                  "%dx%d pixels: too thin to resize to %dx%d (more than %zu pixels "
                  "before the crop)",
-                 img.width, img.height, o->height, o->width, GRAFT_IMAGE_MAX_PIXELS);
+                 img.width, img.height, height, width, GRAFT_IMAGE_MAX_PIXELS);
     graft_image_free(&img);
     return st;
 }
@@ -379,7 +375,8 @@ static void *worker(void *arg) {
         item *it = w->order[i];
         char why[256];
         graft_status st =
-            decode_one(w->o, it->path, w->out ? w->out + i * sample : scratch, why, sizeof why);
+            graft_images_load(it->path, w->o->channels, w->o->height, w->o->width, w->o->mode,
+                              w->out ? w->out + i * sample : scratch, why, sizeof why);
         if (st == GRAFT_ERR_NOMEM) {
             pthread_mutex_lock(&w->lock);
             w->st = st;
@@ -496,6 +493,9 @@ static graft_status new_writer(const graft_images_options *o, const listing *l, 
     graft_status st =
         graft_dataset_writer_new_images(w, dir, o->channels, o->height, o->width, l->n_classes,
                                         (const char *const *)l->classes, o->shard_size);
+    if (st == GRAFT_OK)
+        st = graft_dataset_writer_set_resize(*w, o->mode == GRAFT_RESIZE_SHORTER ? "shorter"
+                                                                                : "stretch");
     if (st != GRAFT_OK) return st;
     char desc[256];
     snprintf(desc, sizeof desc, "%s%s: %s to %dx%d (%s), %d channel(s)",

@@ -60,4 +60,11 @@ typedef struct graft_images_result {
 graft_status graft_images_convert(const graft_images_options *o, graft_images_result *res);
 void graft_images_result_free(graft_images_result *res);
 
+/* Read, decode and fit one image file into chw [channels * height * width] (CHW) exactly
+ * as the converter does for each file. A file that cannot be read or decoded gives
+ * GRAFT_ERR_FORMAT or GRAFT_ERR_UNSUPPORTED with the reason in why (nothing logged);
+ * GRAFT_ERR_NOMEM when out of memory. */
+graft_status graft_images_load(const char *path, int channels, int height, int width,
+                               graft_resize_mode mode, uint8_t *chw, char *why, size_t why_size);
+
 #endif

@@ -33,10 +33,10 @@ static graft_status add_record(graft_text_records *r, const char *text, size_t t
     }
     graft_text_record *rec = &r->items[r->n];
     rec->text = copy_bytes(text, text_len);
-    rec->label = copy_bytes(label, label_len);
+    rec->label = label ? copy_bytes(label, label_len) : NULL;
     rec->text_len = text_len;
     rec->line = line;
-    if (!rec->text || !rec->label) {
+    if (!rec->text || (label && !rec->label)) {
         free(rec->text);
         free(rec->label);
         return GRAFT_ERR_NOMEM;
@@ -72,7 +72,7 @@ static graft_status jsonl_record(graft_text_records *r, const char *path, size_t
         return malformed(r, strict, path, line_no, what);
     }
     const json_t *text = json_object_get(obj, text_field),
-                 *label = json_object_get(obj, label_field);
+                 *label = label_field ? json_object_get(obj, label_field) : NULL;
     char number[32];
     const char *label_text = NULL;
     size_t label_len = 0;
@@ -84,16 +84,16 @@ static graft_status jsonl_record(graft_text_records *r, const char *path, size_t
         label_text = number;
         label_len = strlen(number);
     }
-    if (!text || !label) {
+    if (!text || (label_field && !label)) {
         snprintf(what, sizeof what, "no \"%.100s\" field", !text ? text_field : label_field);
         st = malformed(r, strict, path, line_no, what);
     } else if (!json_is_string(text)) {
         snprintf(what, sizeof what, "\"%.100s\" is not a string", text_field);
         st = malformed(r, strict, path, line_no, what);
-    } else if (!label_text) {
+    } else if (label_field && !label_text) {
         snprintf(what, sizeof what, "\"%.100s\" is not a string or an integer", label_field);
         st = malformed(r, strict, path, line_no, what);
-    } else if (label_len == 0) {
+    } else if (label_field && label_len == 0) {
         st = malformed(r, strict, path, line_no, "the label is empty");
     } else {
         st = add_record(r, json_string_value(text), json_string_length(text), label_text,
@@ -240,10 +240,11 @@ static graft_status read_csv(graft_text_records *r, const char *path, const char
     }
     for (size_t c = 0; st == GRAFT_OK && c < row.n; c++) {
         if (strcmp(row.buf + row.off[c], text_field) == 0 && text_col < 0) text_col = (long)c;
-        if (strcmp(row.buf + row.off[c], label_field) == 0 && label_col < 0) label_col = (long)c;
+        if (label_field && strcmp(row.buf + row.off[c], label_field) == 0 && label_col < 0)
+            label_col = (long)c;
     }
     n_cols = row.n;
-    if (st == GRAFT_OK && (text_col < 0 || label_col < 0)) {
+    if (st == GRAFT_OK && (text_col < 0 || (label_field && label_col < 0))) {
         GRAFT_ERROR("%s:1: the header row has no field \"%s\"", path,
                     text_col < 0 ? text_field : label_field);
         st = GRAFT_ERR_FORMAT;
@@ -261,11 +262,12 @@ static graft_status read_csv(graft_text_records *r, const char *path, const char
             char what[96];
             snprintf(what, sizeof what, "%zu fields where the header has %zu", row.n, n_cols);
             st = malformed(r, strict, path, first, what);
-        } else if (row.flen[label_col] == 0) {
+        } else if (label_col >= 0 && row.flen[label_col] == 0) {
             st = malformed(r, strict, path, first, "the label is empty");
         } else {
             st = add_record(r, row.buf + row.off[text_col], row.flen[text_col],
-                            row.buf + row.off[label_col], row.flen[label_col], first);
+                            label_col >= 0 ? row.buf + row.off[label_col] : NULL,
+                            label_col >= 0 ? row.flen[label_col] : 0, first);
         }
     }
     free(row.buf);

@@ -20,7 +20,7 @@ typedef enum { GRAFT_RECORDS_JSONL, GRAFT_RECORDS_CSV } graft_records_format;
 typedef struct {
     char *text; /* text_len bytes, NUL-terminated */
     size_t text_len;
-    char *label;
+    char *label; /* NULL when read without a label field */
     size_t line; /* where the record starts, from 1 */
 } graft_text_record;
 
@@ -31,7 +31,7 @@ typedef struct {
 } graft_text_records;
 
 /* Read every record of path into *out (zeroed first; free with graft_text_records_free,
- * also after an error). */
+ * also after an error). label_field NULL: texts only (graft predict's inputs). */
 graft_status graft_text_records_read(graft_text_records *out, const char *path,
                                      graft_records_format format, const char *text_field,
                                      const char *label_field, int strict);

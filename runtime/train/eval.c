@@ -156,12 +156,7 @@ graft_status graft_evaluate(const graft_config *cfg, const char *weights, const 
     memset(&r, 0, sizeof r);
     int batch = (int)(cfg->data.micro_batch > 0 ? cfg->data.micro_batch : cfg->data.batch_size);
     graft_status st = graft_dataset_open(&d, dir, cfg->data.verify);
-    if (st == GRAFT_OK) st = train_model_setup(&m, cfg, &d, batch);
-    if (st == GRAFT_OK) {
-        graft_load_options opt = graft_model_load_options(&m, 1, 0);
-        st = graft_params_load(m.params, weights, &opt, NULL);
-    }
-    if (st == GRAFT_OK) st = train_load_lora_init(&m, cfg); /* on top of the weights */
+    if (st == GRAFT_OK) st = train_model_load(&m, cfg, &d, batch, weights);
     /* ranks that hold other data, weights or settings must not sum their shares */
     if (st == GRAFT_OK && comm->size > 1) {
         static const char *const what[] = {"config digest", "evaluation data", "weights"};

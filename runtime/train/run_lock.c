@@ -145,6 +145,7 @@ graft_status train_lock_dirs(trainer *t) {
     float outcome = st == GRAFT_OK ? 0.0f : st == GRAFT_ERR_LOCKED ? 1.0f : 2.0f;
     graft_comm_set_context(t->comm, "learning whether rank 0 got the run's locks");
     GRAFT_TRY(graft_comm_broadcast(t->comm, &outcome, sizeof outcome, 0));
+    t->outcome_agreed = outcome != 0.0f; /* rank 0 said which */
     return outcome == 0.0f ? GRAFT_OK : outcome == 1.0f ? GRAFT_ERR_LOCKED : GRAFT_ERR_IO;
 }
 

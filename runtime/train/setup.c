@@ -143,8 +143,9 @@ static graft_status check_params_fit_memory(const graft_params *p, const graft_c
     return GRAFT_OK;
 }
 
-graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
-                               int max_batch) {
+/* train_model_setup, and with load_init = 0 the same without loading model.init. */
+static graft_status model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                                int max_batch, int load_init) {
     graft_model_input input = {.pad_id = -1, .mask_id = -1};
     if (d->kind == GRAFT_DATA_IMAGES) {
         input.channels = d->channels;
@@ -180,8 +181,21 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
     GRAFT_TRY(graft_params_finalize(m->params));
     GRAFT_TRY(graft_model_build(m, max_batch));
     graft_model_init_weights(m, (uint64_t)cfg->seed);
-    if (cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
+    if (load_init && cfg->model.init) GRAFT_TRY(load_init_weights(m, cfg));
     return GRAFT_OK;
+}
+
+graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                               int max_batch) {
+    return model_setup(m, cfg, d, max_batch, 1);
+}
+
+graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                              int max_batch, const char *weights) {
+    GRAFT_TRY(model_setup(m, cfg, d, max_batch, 0));
+    graft_load_options opt = graft_model_load_options(m, 1, 0);
+    GRAFT_TRY(graft_params_load(m->params, weights, &opt, NULL));
+    return train_load_lora_init(m, cfg); /* on top of the weights */
 }
 
 graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg) {
@@ -289,10 +303,9 @@ static graft_status check_data_fits_run(trainer *t) {
     return GRAFT_OK;
 }
 
-/* The trainer: datasets, loader, model, optimizer and schedule, a checkpoint to resume
- * from, and with several ranks the data-parallel set-up. Everything that can fail on
- * bad input happens here, before the run directory is created. */
-graft_status train_setup(trainer *t) {
+/* The set-up each rank does alone: datasets, loader, model, optimizer and schedule, a
+ * checkpoint to resume from. No collective: a rank may fail anywhere in it. */
+static graft_status setup_local(trainer *t) {
     const graft_config *cfg = t->cfg;
     int world = t->comm->size;
     GRAFT_TRY(graft_dataset_open(&t->train_set, cfg->data.train, cfg->data.verify));
@@ -346,5 +359,41 @@ graft_status train_setup(trainer *t) {
         t->loader = NULL;
         GRAFT_TRY(graft_loader_new(&t->loader, &t->train_set, &lc, t->start_cursor));
     }
-    return world > 1 ? train_setup_data_parallel(t) : GRAFT_OK;
+    return GRAFT_OK;
+}
+
+/* Every rank learns how every other's local set-up ended, so that a rank that failed
+ * does not leave the others waiting in the first collective, and the job ends without
+ * an abort. The lowest failing rank's status becomes every rank's. Ranks other than 0
+ * held their error lines: usually each rank finds the same problem (the same config
+ * and files), so only the lowest failing rank prints its line. */
+static graft_status agree_on_setup(trainer *t, graft_status mine) {
+    graft_comm *comm = t->comm;
+    int *all = malloc((size_t)comm->size * sizeof *all);
+    if (!all) {
+        graft_log_release_errors(1);
+        GRAFT_ERROR("out of memory for %d ranks' set-up outcomes", comm->size);
+        return GRAFT_ERR_NOMEM;
+    }
+    int code = (int)mine;
+    graft_comm_set_untimed_context(comm, "learning whether every rank finished its set-up");
+    graft_status st = graft_comm_allgather(comm, &code, all, sizeof code);
+    int first = -1;
+    for (int r = 0; st == GRAFT_OK && r < comm->size && first < 0; r++)
+        if (all[r] != GRAFT_OK) first = r;
+    graft_log_release_errors(st != GRAFT_OK || first == comm->rank);
+    graft_status agreed = st != GRAFT_OK ? st : first >= 0 ? (graft_status)all[first] : GRAFT_OK;
+    free(all);
+    if (st == GRAFT_OK && first >= 0) t->outcome_agreed = 1;
+    return agreed;
+}
+
+/* The trainer: the local set-up, and with several ranks the agreement on it and the
+ * data-parallel set-up. Everything that can fail on bad input happens here, before
+ * the run directory is created. */
+graft_status train_setup(trainer *t) {
+    if (t->comm->size == 1) return setup_local(t);
+    if (!t->rank0) graft_log_hold_errors();
+    GRAFT_TRY(agree_on_setup(t, setup_local(t)));
+    return train_setup_data_parallel(t);
 }

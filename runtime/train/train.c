@@ -124,6 +124,7 @@ static graft_status on_nonfinite_step(trainer *t, long done, double loss, float 
                   done, what);
     /* a record that cannot be written is logged; the stop stands, as on other ranks */
     if (t->rank0) (void)record_nonfinite_stop(t, done, loss, norm);
+    t->outcome_agreed = 1;
     return GRAFT_ERR_NONFINITE;
 }
 
@@ -243,7 +244,7 @@ static void trainer_free(trainer *t) {
     train_unlock_dirs(t, 0);
 }
 
-graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
+graft_status graft_train(const graft_config *cfg, graft_comm *comm, int *agreed) {
     trainer t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
@@ -267,6 +268,7 @@ graft_status graft_train(const graft_config *cfg, graft_comm *comm) {
          * input's (exit 1, which graft launch may restart) */
         if (graft_status_is_bad_input(st)) st = GRAFT_ERR_RUN;
     }
+    *agreed = t.outcome_agreed;
     trainer_free(&t);
     return st;
 }

@@ -25,8 +25,11 @@
 extern volatile sig_atomic_t graft_train_stop_signal;
 
 /* Train as configured; rank and world come from comm. Resumes from a checkpoint as
- * checkpoint.resume says and checkpoints as checkpoint.* says. */
-graft_status graft_train(const graft_config *cfg, graft_comm *comm);
+ * checkpoint.resume says and checkpoints as checkpoint.* says. *agreed: 1 when a
+ * failure is one every rank reached together and only one rank printed (a set-up
+ * failure of some rank, the run's locks, a non-finite stop), so that no rank needs to
+ * abort the job; 0 otherwise. */
+graft_status graft_train(const graft_config *cfg, graft_comm *comm, int *agreed);
 
 /* runs/<experiment>/nonfinite.json into out. A run that stopped at a non-finite step
  * (exit 1) leaves it: `graft launch` does not restart such a job, since resuming replays
@@ -39,5 +42,25 @@ graft_status graft_train_nonfinite_path(const graft_config *cfg, char *out, size
  * the weights they loaded (GRAFT_ERR_MISMATCH, one line on rank 0, when not). */
 graft_status graft_evaluate(const graft_config *cfg, const char *weights, const char *json_path,
                             graft_comm *comm);
+
+/* What graft predict is asked for. */
+typedef struct graft_predict_options {
+    const char *weights;       /* a safetensors file */
+    const char *const *inputs; /* image files, or text files ("-": standard input) */
+    int n_inputs;
+    int top_k;              /* classes per input (0: 5); at most the number of classes */
+    const char *json_path;  /* also write every prediction here (NULL: no) */
+    const char *text_field; /* of .jsonl and .csv inputs */
+} graft_predict_options;
+
+/* A classifier's top classes for each input, one line each on stdout, as the config's
+ * data.train (or data.val) set was prepared: images decoded, fitted ("resize" of its
+ * index) and normalised with its stored values; texts (one per non-empty line, or per
+ * .jsonl / .csv record's text field) tokenized with its tokenizer, cut and padded to its
+ * sequence length. Inputs predicted are counted in *predicted; one that cannot be gets one
+ * ERROR line, is counted in *failed, and the others go on. Errors before the first input (data, model, weights)
+ * are the result. */
+graft_status graft_predict(const graft_config *cfg, const graft_predict_options *o,
+                           size_t *predicted, size_t *failed);
 
 #endif

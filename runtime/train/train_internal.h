@@ -4,6 +4,7 @@
  *   step.c           one step, gradient reduction, buffer and replica agreement
  *   run_dir.c        runs/<experiment>/: config, metrics.jsonl, train.log, eval files
  *   eval.c           evaluation (and graft_evaluate)
+ *   predict.c        graft_predict
  *   checkpointing.c  resume and save, the loop's side of runtime/ckpt
  *   unfreeze.c       freeze.schedule
  *   run_lock.c       one run per run directory and checkpoint directory */
@@ -49,6 +50,10 @@ void train_eval_result_free(train_eval_result *r);
  * Everything here is input checking. */
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch);
+/* The same model with every weight from a file (strictly) instead of model.init, and
+ * model.lora.init's adapters on top: what graft eval and graft predict run. */
+graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
+                              int max_batch, const char *weights);
 /* model.lora.init's adapter directory into the model (after its other weights), when
  * the config names one. */
 graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg);
@@ -68,6 +73,9 @@ typedef struct trainer {
     const graft_config *cfg;
     graft_comm *comm;
     int rank0;
+    /* the run ended with an outcome every rank reached together (a set-up failure
+     * agreed on, a non-finite stop): no rank needs to abort the job */
+    int outcome_agreed;
     graft_dataset train_set, val_set;
     int have_val;
     graft_model model;

@@ -85,3 +85,12 @@ void fuzz_fail(const char *what) {
     fprintf(stderr, "fuzz: broken promise: %s\n", what);
     abort();
 }
+
+void fuzz_encode_in_vocab(graft_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                          size_t *n, size_t *cap) {
+    if (graft_tokenizer_encode(t, text, len, ids, n, cap) != GRAFT_OK)
+        fuzz_fail("encode failed with a loaded tokenizer");
+    int vocab = graft_tokenizer_vocab_size(t);
+    for (size_t i = 0; i < *n; i++)
+        if ((*ids)[i] < 0 || (*ids)[i] >= vocab) fuzz_fail("id outside the vocabulary");
+}

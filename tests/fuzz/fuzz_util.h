@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "runtime/core/status.h"
+#include "runtime/data/tokenizer.h"
 
 /* The line that separates the files of one input ("index.json\n--8<--\nshard ..."). */
 #define FUZZ_SEPARATOR "\n--8<--\n"
@@ -33,6 +34,12 @@ char *fuzz_strndup(const uint8_t *data, size_t len);
 void fuzz_check_memory(graft_status s, const char *what);
 /* Abort with a message on stderr: a broken promise of the library. */
 void fuzz_fail(const char *what) __attribute__((noreturn));
+
+/* Encode len bytes of text with a loaded tokenizer into *ids (*n of them; realloc'd as
+ * graft_tokenizer_encode does); aborts when encoding fails or an id is outside the
+ * vocabulary. */
+void fuzz_encode_in_vocab(graft_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                          size_t *n, size_t *cap);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
