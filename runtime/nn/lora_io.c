@@ -35,13 +35,13 @@ static void parent_name(char *out, size_t size, const char *name, const char *su
 }
 
 /* s appended to the array unless it is there already. */
-static int append_unique(json_t *array, const char *s) {
-    size_t i;
-    json_t *v;
-    json_array_foreach(array, i, v) if (strcmp(json_string_value(v), s) == 0) return 0;
-    return json_array_append_new(array, json_string(s));
+static void append_unique(json_t *array, const char *s) {
+    for (size_t i = 0; i < json_array_size(array); i++)
+        if (strcmp(json_string_value(json_array_get(array, i)), s) == 0) return;
+    json_array_append_new(array, json_string(s));
 }
 
+/* lora_alpha as PEFT writes it: an integer when it is one. */
 static json_t *number(double x) {
     return x == floor(x) && fabs(x) < 1e15 ? json_integer((json_int_t)x) : json_real(x);
 }
@@ -99,7 +99,10 @@ graft_status graft_lora_save_dir(const graft_params *p, const graft_lora_dir_con
     if (st != GRAFT_OK) return st;
     GRAFT_TRY(graft_fs_path_join(path, sizeof path, dir, "adapter_config.json"));
     json_t *config = adapter_config(p, c);
-    if (!config) return GRAFT_ERR_NOMEM;
+    if (!config) {
+        GRAFT_ERROR("%s: cannot write: out of memory", path);
+        return GRAFT_ERR_NOMEM;
+    }
     st = graft_json_write_atomic(path, config, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(config);
     return st;
