@@ -65,6 +65,15 @@ PY
   ok "model.safetensors: plain names, adapters merged into their layers, the rest the base's" ||
   bad "merged model.safetensors"
 
+# the checkpoint: adapters and their AdamW state per step, the frozen base in one file
+ck=runs/lora/checkpoints/step-00000020
+"$GRAFT" inspect $ck/model.safetensors | grep -q "^  transformer.h.1.mlp.c_fc.lora_B.weight " &&
+  ! "$GRAFT" inspect $ck/model.safetensors | grep -q "^  transformer.h.1.mlp.c_fc.weight " &&
+  "$GRAFT" inspect $ck/optim.safetensors | grep -q "^$ck/optim.safetensors: 12 tensors, 26624 data bytes" &&
+  [ "$(ls runs/lora/checkpoints | grep -c '^frozen-')" = 1 ] &&
+  ok "checkpoints: adapters and their optimizer state (12 tensors), the frozen base written once" ||
+  bad "checkpoint contents"
+
 e_merged=$(evaluate lora.yaml --weights runs/lora/model.safetensors)
 e_plain=$(evaluate base.yaml --weights runs/lora/model.safetensors)
 e_init=$(evaluate lora.yaml --weights $base model.lora.init=runs/lora/adapter)
