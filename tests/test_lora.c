@@ -3,18 +3,21 @@
  * loss and the gradients of the adapters (and of a trainable head) with the base frozen;
  * gradient storage only for what trains; stop-backward below the lowest adapter; PEFT's
  * initialisation; base weights alone loading as B = 0; merging B·A into the base weights
- * giving the same logits; the adapters' dropout against finite differences.
+ * giving the same logits; the adapters' dropout against finite differences; the PEFT
+ * adapter directory and the merged file written and read back.
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (gradients of BERT
  * relative to max(max |torch|, 1e-3), as in test_bert). */
 #include "tests/testutil_model.h"
 
 #include <fnmatch.h>
+#include <sys/stat.h>
 
 #include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
 #include "models/vit/vit.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/lora.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/nn/params_io.h"
 
 #define FIXTURES GRAFT_SOURCE_DIR "/tests/fixtures/"
@@ -315,6 +318,51 @@ static void test_dropout(void **state) {
     graft_st_close(&f);
 }
 
+/* The adapter directory and the merged file: written, read back into a model whose
+ * adapters and head were changed (the logits come back), r checked; left in
+ * build/tests/saved for `tools/make_fixtures.py --check-saved`, which loads them into the
+ * PyTorch reference by PEFT's rules. */
+static void test_adapter_files(void **state) {
+    (void)state;
+    graft_st_file f;
+    assert_int_equal(graft_st_open(&f, FIXTURES "gpt2_lora_head.expect.safetensors"), GRAFT_OK);
+    int32_t tokens[GB * GT];
+    read_ints(&f, "tokens", tokens, GB * GT);
+    const char *targets = graft_st_metadata_get(&f, "targets");
+    const char *trainable = graft_st_metadata_get(&f, "trainable");
+    spec_buf sb;
+    graft_gpt2 m;
+    gpt2_model(&m, spec_from(&sb, targets, 4, 8), trainable);
+    load_strict(&m.params, FIXTURES "gpt2_lora_head.weights.safetensors", graft_gpt2_map_name);
+    graft_gpt2_forward(&m, tokens, NULL, GB, 0);
+    TU_CHECK_REL("fixture logits", tu_rel_err_tensor(&f, "logits", m.logits, (size_t)GB * GT * GV),
+                 TOL);
+    float *want = tu_floats((size_t)GB * GT * GV);
+    memcpy(want, m.logits, (size_t)GB * GT * GV * sizeof(float));
+    mkdir(GRAFT_BUILD_DIR "/tests", 0777);
+    mkdir(GRAFT_BUILD_DIR "/tests/saved", 0777);
+    const char *dir = GRAFT_BUILD_DIR "/tests/saved/lora_gpt2_adapter";
+    const graft_lora_dir_config dc = {.rank = 4, .alpha = 8, .task_type = "CAUSAL_LM"};
+    assert_int_equal(graft_lora_save_dir(&m.params, &dc, dir), GRAFT_OK);
+    assert_int_equal(graft_lora_save_merged(&m.params, GRAFT_BUILD_DIR
+                                            "/tests/saved/lora_gpt2_merged.safetensors"),
+                     GRAFT_OK);
+
+    for (int i = 0; i < m.params.count; i++) /* adapters and head changed ... */
+        if (m.params.items[i].trainable)
+            memset(graft_params_value(&m.params, i), 0, m.params.items[i].numel * sizeof(float));
+    graft_gpt2_forward(&m, tokens, NULL, GB, 0);
+    assert_true(tu_rel_err_floor(m.logits, want, (size_t)GB * GT * GV, 0) > 1e-2);
+    const graft_lora_dir_config other = {.rank = 8, .alpha = 8};
+    assert_int_equal(graft_lora_load_dir(&m.params, &other, dir), GRAFT_ERR_MISMATCH);
+    assert_int_equal(graft_lora_load_dir(&m.params, &dc, dir), GRAFT_OK); /* ... and back */
+    graft_gpt2_forward(&m, tokens, NULL, GB, 0);
+    assert_memory_equal(m.logits, want, (size_t)GB * GT * GV * sizeof(float));
+    free(want);
+    graft_gpt2_free(&m);
+    graft_st_close(&f);
+}
+
 /* ---- ViT ---------------------------------------------------------------------------- */
 
 /* ViT (no reference: torchvision's packed in_proj_weight takes no adapter, as PEFT's
@@ -443,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_init_and_base_weights),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_adapter_files),
         cmocka_unit_test(test_vit),
         cmocka_unit_test(test_bert_fixtures),
     };
