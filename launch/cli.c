@@ -96,8 +96,9 @@ int cli_load_config(const char *command, graft_config *cfg, int argc, char **arg
         }
     }
     if (st == GRAFT_OK) st = graft_config_validate(cfg);
-    /* evaluating weights needs no training length */
-    if (st == GRAFT_OK && strcmp(command, "eval") != 0) st = graft_config_validate_training(cfg);
+    /* evaluating weights or sampling from them needs no training length */
+    if (st == GRAFT_OK && strcmp(command, "eval") != 0 && strcmp(command, "sample") != 0)
+        st = graft_config_validate_training(cfg);
     return cli_exit_status(st);
 }
 

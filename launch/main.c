@@ -14,6 +14,7 @@ static const command commands[] = {
     {"train", cmd_train, "train as a YAML experiment config says"},
     {"launch", cmd_launch, "run `graft train` on MPI ranks as the config's launch section says"},
     {"eval", cmd_eval, "evaluate saved weights on a config's validation set"},
+    {"sample", cmd_sample, "generate text with a GPT-2 from a prompt"},
     {"data", cmd_data, "build, inspect, verify and benchmark sharded datasets"},
     {"ckpt", cmd_ckpt, "list, verify and export checkpoints"},
     {"plot", cmd_plot, "render loss / lr / accuracy curves of a run to PNG"},
