@@ -156,31 +156,27 @@ static graft_status load_model(const graft_config *cfg, int vocab, const char *w
     return load_weights(m, weights);
 }
 
-typedef struct emit_ctx {
-    const graft_tokenizer *tok;
-} emit_ctx;
-
-/* A token's bytes as they are: the user's text, not a log line. */
-static void emit_token(void *ctx, int32_t id) {
-    const emit_ctx *e = ctx;
+/* A token's bytes as they are (the user's text, not a log line), shown as soon as drawn.
+ * Write errors stay in stdout's error flag, checked once after the last sample. */
+static void emit_token(void *tokenizer, int32_t id) {
     size_t len = 0;
-    const unsigned char *bytes = graft_tokenizer_token_bytes(e->tok, id, &len);
-    fwrite(bytes, 1, len, stdout);
-    fflush(stdout);
+    const unsigned char *bytes = graft_tokenizer_token_bytes(tokenizer, id, &len);
+    (void)fwrite(bytes, 1, len, stdout);
+    (void)fflush(stdout);
 }
 
 /* Every sample, one block each; a failed write to stdout fails the command. */
 static graft_status generate_all(graft_gpt2_generator *g, const sample_args *a, uint64_t seed,
-                                 const char *prompt, size_t prompt_len, emit_ctx *e) {
+                                 const char *prompt, size_t prompt_len, graft_tokenizer *tok) {
     double start = graft_now_s();
     long drawn = 0;
     for (int s = 0; s < a->num_samples; s++) {
         if (a->num_samples > 1) printf("%s=== sample %d of %d ===\n", s ? "\n" : "", s + 1,
                                        a->num_samples);
-        fwrite(prompt, 1, prompt_len, stdout);
+        (void)fwrite(prompt, 1, prompt_len, stdout); /* ferror below */
         graft_rng rng;
         graft_rng_seed(&rng, graft_rng_mix(seed, (uint64_t)s));
-        drawn += graft_gpt2_generate(g, &rng, emit_token, e);
+        drawn += graft_gpt2_generate(g, &rng, emit_token, tok);
         putchar('\n');
     }
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -224,9 +220,8 @@ static graft_status run_sample(const graft_config *cfg, const sample_args *a) {
             GRAFT_INFO("prompt of %zu tokens in %.3f s", n_ids, graft_now_s() - start);
     }
     if (st == GRAFT_OK) {
-        emit_ctx e = {.tok = tok};
         uint64_t seed = a->seed >= 0 ? (uint64_t)a->seed : (uint64_t)cfg->seed;
-        st = generate_all(&g, a, seed, text, len, &e);
+        st = generate_all(&g, a, seed, text, len, tok);
     }
     graft_gpt2_generator_free(&g);
     graft_model_free(&m);
