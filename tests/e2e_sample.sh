@@ -3,8 +3,9 @@
 # graft sample end to end: a tiny GPT-2 trained briefly on the science fortunes (byte
 # tokens; and GPT-2 BPE tokens), then text from its weights: a seed gives the same text,
 # another seed other text, greedy is deterministic, sample 1 of M is the single sample,
-# a run's weights, its checkpoints and their export give the same text, generation goes
-# past n_positions (a sliding window), and bad inputs exit 2 with one line.
+# a run's weights, its checkpoints, their export and a copy with the hub's names give
+# the same text, generation goes past n_positions (a sliding window), and bad inputs
+# exit 2 with one line.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp" || exit 1
 export OPENBLAS_NUM_THREADS=1
@@ -70,6 +71,26 @@ sample c3 --weights exported.safetensors --prompt "The " --seed 7 --max-new-toke
 cmp -s s7a c1 && cmp -s s7a c2 && cmp -s s7a c3 &&
   ok "a checkpoint, a checkpoint root and an export give the run's text" ||
   bad "checkpoint weights gave other text"
+# the hub's layout: bare GPT2Model names (h.0.attn.c_attn.weight), no lm_head.weight
+python3 - $w hub.safetensors <<'PY' || bad "writing a hub-layout file"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", raw[:8])
+header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+out, blobs, off = {}, [], 0
+for name, t in header.items():
+    if name in ("__metadata__", "lm_head.weight"):
+        continue
+    a, b = t["data_offsets"]
+    blobs.append(data[a:b])
+    out[name.replace("transformer.", "", 1)] = dict(t, data_offsets=[off, off + b - a])
+    off += b - a
+text = json.dumps(out).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+PY
+sample hub --weights hub.safetensors --prompt "The " --seed 7 --max-new-tokens 60
+cmp -s s7a hub && ok "a file with the hub's names gives the run's text" || bad "hub-layout weights"
 sample c4 --weights $ck/step-00000020 --prompt "The " --seed 7 --max-new-tokens 60
 cmp -s s7a c4 && bad "step 20 gave step 40's text" || ok "an earlier checkpoint: other text"
 
