@@ -3,7 +3,7 @@
 # graft sample end to end: a tiny GPT-2 trained briefly on the science fortunes (byte
 # tokens; and GPT-2 BPE tokens), then text from its weights: a seed gives the same text,
 # another seed other text, greedy is deterministic, sample 1 of M is the single sample,
-# a run's weights, its checkpoints, their export and a copy with the hub's names give
+# a run's weights, its checkpoints (the frozen file too), their export and a copy with the hub's names give
 # the same text, generation goes past n_positions (a sliding window), and bad inputs
 # exit 2 with one line.
 . "$(dirname "$0")/lib_e2e.sh"
@@ -20,10 +20,12 @@ fi
   "$GRAFT" data text --out data/bpe --tokenizer gpt2 "$src" >>conv 2>&1 &&
   ok "converted the science fortunes (bytes, gpt2)" || { bad "graft data text"; cat conv; }
 
-# n_positions 64: 200 new tokens go past it
+# n_positions 64: 200 new tokens go past it; the position embedding frozen, so that
+# checkpoints keep it in their frozen file
 cat >bytes.yaml <<'EOF'
 experiment: tiny_bytes
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, n_positions: 64}
+freeze: {frozen: [transformer.wpe.weight]}
 data: {train: data/bytes, batch_size: 8, seq_len: 64}
 optim: {lr: 3.0e-3}
 schedule: {name: constant}
@@ -68,6 +70,7 @@ ck=runs/tiny_bytes/checkpoints
 sample c1 --weights $ck/step-00000040 --prompt "The " --seed 7 --max-new-tokens 60
 sample c2 --weights $ck --prompt "The " --seed 7 --max-new-tokens 60
 sample c3 --weights exported.safetensors --prompt "The " --seed 7 --max-new-tokens 60
+ls $ck/frozen-*.safetensors >/dev/null 2>&1 || bad "no frozen file in $ck"
 cmp -s s7a c1 && cmp -s s7a c2 && cmp -s s7a c3 &&
   ok "a checkpoint, a checkpoint root and an export give the run's text" ||
   bad "checkpoint weights gave other text"
@@ -142,7 +145,7 @@ expect_bad_input "model.arch mlp" "graft sample generates with gpt2" -- \
 
 # GPT-2 BPE tokens: an empty prompt starts from <|endoftext|>; UTF-8 text round-trips
 sed -e 's/tiny_bytes/tiny_bpe/' -e 's|data/bytes|data/bpe|' -e 's/seq_len: 64/seq_len: 32/' \
-  -e 's/max_steps: 40/max_steps: 5/' -e 's/batch_size: 8/batch_size: 4/' bytes.yaml >bpe.yaml
+  -e 's/max_steps: 40/max_steps: 5/' -e 's/batch_size: 8/batch_size: 4/' -e '/^freeze:/d' bytes.yaml >bpe.yaml
 "$GRAFT" train bpe.yaml >train_bpe 2>&1 && ok "trained a tiny GPT-2 on GPT-2 tokens" ||
   { bad "train (gpt2 tokens)"; cat train_bpe; }
 wb=runs/tiny_bpe/model.safetensors
