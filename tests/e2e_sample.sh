@@ -3,9 +3,9 @@
 # graft sample end to end: a tiny GPT-2 trained briefly on the science fortunes (byte
 # tokens; and GPT-2 BPE tokens), then text from its weights: a seed gives the same text,
 # another seed other text, greedy is deterministic, sample 1 of M is the single sample,
-# a run's weights, its checkpoints (the frozen file too), their export and a copy with the hub's names give
-# the same text, generation goes past n_positions (a sliding window), and bad inputs
-# exit 2 with one line.
+# a run's weights, its checkpoints (the frozen file too), their export and a copy with
+# the hub's names give the same text, generation goes past n_positions (a sliding
+# window), and bad inputs exit 2 with one line.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp" || exit 1
 export OPENBLAS_NUM_THREADS=1
