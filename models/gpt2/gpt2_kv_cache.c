@@ -1,5 +1,6 @@
 #include "gpt2_kv_cache.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ graft_status graft_gpt2_kv_cache_init(graft_gpt2_kv_cache *c, const graft_gpt2 *
     c->att = floats(rows * C, &failed);
     c->proj = floats(rows * C, &failed);
     c->fc = floats(rows * 4 * C, &failed);
-    c->scores = floats((size_t)capacity, &failed);
+    c->scores = floats(rows * (size_t)capacity, &failed);
     c->logits = floats((size_t)g->vocab_size, &failed);
     if (failed) {
         GRAFT_ERROR("out of memory for a key/value cache of %d positions (%zu MiB)", capacity,
@@ -77,32 +78,39 @@ void graft_gpt2_kv_cache_copy(graft_gpt2_kv_cache *dst, const graft_gpt2_kv_cach
     dst->len = src->len;
 }
 
-/* out[HS] = softmax(q · K[0..n)^T * scale) · V[0..n): one query of one head over the n
- * cached positions it may see, with the softmax of graft_attention_forward (the maximum
- * subtracted, expf, one division). */
-static void attend(float *out, const float *q, const float *K, const float *V, int n, int HS,
-                   float scale, float *scores) {
+/* One row of n scores into softmax probabilities over its first `visible`,
+ * as graft_attention_forward's softmax does (the maximum subtracted, expf, one
+ * division); the positions after them get exactly 0. */
+static void softmax_row(float *row, int visible, int n) {
     float maxval = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        const float *kj = K + (size_t)j * HS;
-        float dot = 0.0f;
-        for (int d = 0; d < HS; d++)
-            dot += q[d] * kj[d];
-        scores[j] = dot * scale;
-        if (scores[j] > maxval) maxval = scores[j];
-    }
+    for (int j = 0; j < visible; j++)
+        if (row[j] > maxval) maxval = row[j];
     float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
-        scores[j] = expf(scores[j] - maxval);
-        sum += scores[j];
+    for (int j = 0; j < visible; j++) {
+        row[j] = expf(row[j] - maxval);
+        sum += row[j];
     }
     const float inv = 1.0f / sum;
-    memset(out, 0, (size_t)HS * sizeof(float));
-    for (int j = 0; j < n; j++) {
-        const float p = scores[j] * inv, *vj = V + (size_t)j * HS;
-        for (int d = 0; d < HS; d++)
-            out[d] += p * vj[d];
-    }
+    for (int j = 0; j < visible; j++)
+        row[j] *= inv;
+    for (int j = visible; j < n; j++)
+        row[j] = 0.0f;
+}
+
+/* Head h of layer l for R query rows at positions first .. first+R-1, whose keys and
+ * values are already in the cache: row r attends to positions 0 .. first+r. Two GEMMs
+ * over the n = first+R cached positions (scores, then probabilities times values), as
+ * the training kernel does per (sequence, head); one new token makes them GEMVs. */
+static void attend(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, int h, int first, int R) {
+    const int C = m->cfg.n_embd, HS = C / m->cfg.n_head, n = first + R;
+    const float *K = c->k + head_offset(m, c, l, h), *V = c->v + head_offset(m, c, l, h);
+    float *S = c->scores;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, n, HS, 1.0f / sqrtf((float)HS),
+                c->qkv + (size_t)h * HS, 3 * C, K, HS, 0.0f, S, n);
+    for (int r = 0; r < R; r++)
+        softmax_row(S + (size_t)r * n, first + r + 1, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, n, 1.0f, S, n, V, HS, 0.0f,
+                c->att + (size_t)h * HS, C);
 }
 
 /* Block l over R rows at positions first .. first+R-1, in place on the stream c->x:
@@ -113,7 +121,6 @@ static void block_forward(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, in
     const graft_params *p = &m->params;
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
     const size_t n = (size_t)R * C;
-    const float scale = 1.0f / sqrtf((float)HS);
     graft_layernorm_layer_forward(&t->attn_ln, p, c->ln, c->mean, c->rstd, c->x, R);
     graft_linear_layer_forward(&t->qkv, p, c->qkv, c->ln, R);
     for (int r = 0; r < R; r++) {
@@ -124,11 +131,8 @@ static void block_forward(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, in
             memcpy(c->v + at, row + 2 * C + h * HS, (size_t)HS * sizeof(float));
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int h = 0; h < NH; h++)
-            attend(c->att + (size_t)r * C + h * HS, c->qkv + (size_t)r * 3 * C + h * HS,
-                   c->k + head_offset(m, c, l, h), c->v + head_offset(m, c, l, h), first + r + 1,
-                   HS, scale, c->scores);
+    for (int h = 0; h < NH; h++)
+        attend(m, c, l, h, first, R);
     graft_linear_layer_forward(&t->attn_out, p, c->proj, c->att, R);
     graft_residual_forward(c->x, c->x, c->proj, n);
     graft_layernorm_layer_forward(&t->out_ln, p, c->ln, c->mean, c->rstd, c->x, R);
