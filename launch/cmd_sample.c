@@ -87,11 +87,9 @@ static graft_status open_tokenizer(const graft_config *cfg, graft_tokenizer **to
     graft_status st = GRAFT_OK;
     const char *name = d.tokenizer ? d.tokenizer : "";
     if (d.kind != GRAFT_DATA_TOKENS || (strcmp(name, "gpt2") != 0 && strcmp(name, "bytes") != 0)) {
-        char dir[1024], shown[256];
         GRAFT_ERROR("%s: a %s dataset with tokenizer '%s': graft sample needs a token stream "
                     "written with the gpt2 or bytes tokenizer",
-                    graft_escape(dir, sizeof dir, d.dir), graft_dataset_kind_name(d.kind),
-                    graft_escape(shown, sizeof shown, name));
+                    d.dir, graft_dataset_kind_name(d.kind), name);
         st = GRAFT_ERR_CONFIG;
     }
     if (st == GRAFT_OK) st = graft_tokenizer_new(tok, name, NULL);
@@ -233,7 +231,7 @@ int cmd_sample(int argc, char **argv) {
                "  --weights W          weights: safetensors file or checkpoint (required)\n"
                "  --prompt TEXT        the text to continue\n"
                "  --prompt-file F      the text to continue, from a file\n"
-               "  --max-new-tokens N   tokens to draw per sample (default 100)\n"
+               "  --max-new-tokens N   tokens to draw per sample (default 100, at most 1000000)\n"
                "  --temperature T      >= 0; 0: greedy (default 1)\n"
                "  --top-k K            keep the K most likely tokens; 0: all (default 50)\n"
                "  --top-p P            keep the most likely tokens holding P of the\n"

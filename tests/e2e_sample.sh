@@ -141,6 +141,10 @@ expect_bad_input "--num-samples 0" "--num-samples: expected an integer" -- \
   "$GRAFT" sample bytes.yaml --weights $w --prompt x --num-samples 0
 expect_bad_input "model.arch mlp" "graft sample generates with gpt2" -- \
   "$GRAFT" sample bytes.yaml model.arch=mlp --weights $w --prompt x
+"$GRAFT" data text --out data/seq --tokenizer bytes --classify --seq-len 16 "$src" \
+  /usr/share/games/fortunes/computers >>conv 2>&1 || bad "graft data text --classify"
+expect_bad_input "a dataset of labelled sequences" "data/seq: a sequences dataset .*needs a token stream" -- \
+  "$GRAFT" sample bytes.yaml data.train=data/seq --weights $w --prompt x
 [ -z "$(ls -A adir)" ] && ok "nothing written by the failures" || bad "files left in adir"
 
 # GPT-2 BPE tokens: an empty prompt starts from <|endoftext|>; UTF-8 text round-trips
