@@ -1,7 +1,5 @@
 #include "gpt2_kv_cache.h"
 
-#include <cblas.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +35,7 @@ graft_status graft_gpt2_kv_cache_init(graft_gpt2_kv_cache *c, const graft_gpt2 *
     c->att = floats(rows * C, &failed);
     c->proj = floats(rows * C, &failed);
     c->fc = floats(rows * 4 * C, &failed);
-    c->scores = floats(rows * (size_t)capacity, &failed);
+    c->scores = floats(graft_attention_cached_scratch_floats(c->chunk, capacity), &failed);
     c->logits = floats((size_t)g->vocab_size, &failed);
     if (failed) {
         GRAFT_ERROR("out of memory for a key/value cache of %d positions (%zu MiB)", capacity,
@@ -78,41 +76,6 @@ void graft_gpt2_kv_cache_copy(graft_gpt2_kv_cache *dst, const graft_gpt2_kv_cach
     dst->len = src->len;
 }
 
-/* One row of n scores into softmax probabilities over its first `visible`,
- * as graft_attention_forward's softmax does (the maximum subtracted, expf, one
- * division); the positions after them get exactly 0. */
-static void softmax_row(float *row, int visible, int n) {
-    float maxval = -INFINITY;
-    for (int j = 0; j < visible; j++)
-        if (row[j] > maxval) maxval = row[j];
-    float sum = 0.0f;
-    for (int j = 0; j < visible; j++) {
-        row[j] = expf(row[j] - maxval);
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < visible; j++)
-        row[j] *= inv;
-    for (int j = visible; j < n; j++)
-        row[j] = 0.0f;
-}
-
-/* Head h of layer l for R query rows at positions first .. first+R-1, whose keys and
- * values are already in the cache: row r attends to positions 0 .. first+r. Two GEMMs
- * over the n = first+R cached positions (scores, then probabilities times values), as
- * the training kernel does per (sequence, head); one new token makes them GEMVs. */
-static void attend(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, int h, int first, int R) {
-    const int C = m->cfg.n_embd, HS = C / m->cfg.n_head, n = first + R;
-    const float *K = c->k + head_offset(m, c, l, h), *V = c->v + head_offset(m, c, l, h);
-    float *S = c->scores;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, n, HS, 1.0f / sqrtf((float)HS),
-                c->qkv + (size_t)h * HS, 3 * C, K, HS, 0.0f, S, n);
-    for (int r = 0; r < R; r++)
-        softmax_row(S + (size_t)r * n, first + r + 1, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, n, 1.0f, S, n, V, HS, 0.0f,
-                c->att + (size_t)h * HS, C);
-}
-
 /* Block l over R rows at positions first .. first+R-1, in place on the stream c->x:
  * the rows' keys and values go into the cache, then each row attends to positions up to
  * its own. The LayerNorms, linear layers and GELU are the block's own forwards. */
@@ -131,8 +94,9 @@ static void block_forward(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, in
             memcpy(c->v + at, row + 2 * C + h * HS, (size_t)HS * sizeof(float));
         }
     }
-    for (int h = 0; h < NH; h++)
-        attend(m, c, l, h, first, R);
+    graft_attention_cached_forward(c->att, c->qkv, 3 * C, c->k + head_offset(m, c, l, 0),
+                                   c->v + head_offset(m, c, l, 0), (size_t)c->capacity * HS,
+                                   first, R, NH, HS, c->scores);
     graft_linear_layer_forward(&t->attn_out, p, c->proj, c->att, R);
     graft_residual_forward(c->x, c->x, c->proj, n);
     graft_layernorm_layer_forward(&t->out_ln, p, c->ln, c->mean, c->rstd, c->x, R);

@@ -2,10 +2,10 @@
  * of every position seen so far, per layer, so that each new token costs one position
  * (its q/k/v, one query's attention over the cache, its MLP) instead of a forward over
  * the whole sequence. The layers are the model's own (graft_gpt2's blocks and their
- * parameters); only the attention of new rows over the cache is written here. A run of
- * tokens (a prompt) goes through in chunks of rows, each row attending to the cache up to
- * its own position. Inference only: no dropout, nothing kept for a backward.
- * See docs/DESIGN.md, Note [The KV cache]. */
+ * parameters); the attention of new rows over the cache is the op
+ * graft_attention_cached_forward. A run of tokens (a prompt) goes through in chunks of
+ * rows, each row attending to the cache up to its own position. Inference only: no
+ * dropout, nothing kept for a backward. See docs/DESIGN.md, Note [The KV cache]. */
 #ifndef GRAFT_GPT2_KV_CACHE_H
 #define GRAFT_GPT2_KV_CACHE_H
 
@@ -23,7 +23,7 @@ typedef struct graft_gpt2_kv_cache {
     float *qkv;         /* c_attn's output [chunk, 3C] */
     float *att, *proj;  /* the attention's output and a projection [chunk, C] */
     float *fc;          /* the MLP's hidden activation [chunk, 4C] */
-    float *scores;      /* one head's attention scores [chunk, capacity] */
+    float *scores;      /* the attention's scratch (one head's scores [chunk, capacity]) */
     float *logits;      /* [vocab_size]: after the last token passed in */
 } graft_gpt2_kv_cache;
 
