@@ -248,15 +248,15 @@ int cmd_sample(int argc, char **argv) {
                      .temperature = 1.0f,
                      .top_p = 1.0f};
     const cli_option opts[] = {
-        {"weights", CLI_STRING, &a.weights, "", 0},
-        {"prompt", CLI_STRING, &a.prompt, "", 0},
-        {"prompt-file", CLI_STRING, &a.prompt_file, "", 0},
-        {"max-new-tokens", CLI_INT, &a.max_new_tokens, "", 1},
-        {"temperature", CLI_FLOAT, &a.temperature, "", 0},
-        {"top-k", CLI_INT, &a.top_k, "", 0},
-        {"top-p", CLI_FLOAT, &a.top_p, "", 0},
-        {"seed", CLI_INT, &a.seed, "", 0},
-        {"num-samples", CLI_INT, &a.num_samples, "", 1},
+        {"weights", CLI_STRING, &a.weights, "weights to sample from", 0},
+        {"prompt", CLI_STRING, &a.prompt, "the text to continue", 0},
+        {"prompt-file", CLI_STRING, &a.prompt_file, "the text to continue, from a file", 0},
+        {"max-new-tokens", CLI_INT, &a.max_new_tokens, "tokens to draw per sample", 1},
+        {"temperature", CLI_FLOAT, &a.temperature, "0: greedy", 0},
+        {"top-k", CLI_INT, &a.top_k, "0: no top-k", 0},
+        {"top-p", CLI_FLOAT, &a.top_p, "1: no top-p", 0},
+        {"seed", CLI_INT, &a.seed, "the random streams' seed", 0},
+        {"num-samples", CLI_INT, &a.num_samples, "continuations of the prompt", 1},
     };
     graft_config cfg;
     int rc = cli_load_config("sample", &cfg, argc, argv, opts, sizeof opts / sizeof opts[0]);
