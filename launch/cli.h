@@ -63,6 +63,7 @@ int cmd_bench_model(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
 int cmd_data(int argc, char **argv);

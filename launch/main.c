@@ -15,6 +15,7 @@ static const command commands[] = {
     {"launch", cmd_launch, "run `graft train` on MPI ranks as the config's launch section says"},
     {"eval", cmd_eval, "evaluate saved weights on a config's validation set"},
     {"predict", cmd_predict, "a classifier's top classes for image files or texts"},
+    {"sample", cmd_sample, "generate text with a GPT-2 from a prompt"},
     {"data", cmd_data, "build, inspect, verify and benchmark sharded datasets"},
     {"ckpt", cmd_ckpt, "list, verify and export checkpoints"},
     {"plot", cmd_plot, "render loss / lr / accuracy curves of a run to PNG"},

@@ -229,6 +229,17 @@ void graft_attention_rows_backward(float *dq, float *dk, float *dv, const float 
                                    const uint8_t *key_mask, int T, int NH, int HS,
                                    const graft_attention_dropout *dropout);
 
+/* Causal attention of R new query rows, at positions first .. first+R-1, over a
+ * key/value cache (generation): head h's keys and values are [n, HS] rows at
+ * k + h*head_stride and v + h*head_stride, n = first + R (the new rows' own included);
+ * query row r attends to positions 0 .. first+r with graft_attention_forward's softmax.
+ * q rows are q_stride floats apart (head h at columns [h*HS, (h+1)*HS)); out [R, NH*HS].
+ * scratch: graft_attention_cached_scratch_floats(R, n) floats. No dropout, no backward. */
+size_t graft_attention_cached_scratch_floats(int R, int n);
+void graft_attention_cached_forward(float *out, const float *q, int q_stride, const float *k,
+                                    const float *v, size_t head_stride, int first, int R, int NH,
+                                    int HS, float *scratch);
+
 /* ---- softmax cross-entropy ---------------------------------------------------- */
 
 /* logits [N, V], targets [N]. Rows whose target == ignore_index are skipped; a target
