@@ -4,7 +4,8 @@
  * gradient storage only for what trains; stop-backward below the lowest adapter; PEFT's
  * initialisation; base weights alone loading as B = 0; merging B·A into the base weights
  * giving the same logits; the adapters' dropout against finite differences; the PEFT
- * adapter directory and the merged file written and read back.
+ * adapter directory and the merged file written and read back; generation's key/value
+ * cache with adapters.
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (gradients of BERT
  * relative to max(max |torch|, 1e-3), as in test_bert). */
 #include "tests/testutil_model.h"
@@ -14,6 +15,7 @@
 
 #include "models/bert/bert.h"
 #include "models/gpt2/gpt2.h"
+#include "models/gpt2/gpt2_kv_cache.h"
 #include "models/vit/vit.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/lora.h"
@@ -363,6 +365,34 @@ static void test_adapter_files(void **state) {
     graft_st_close(&f);
 }
 
+/* Generation's key/value cache runs the adapters too: the logits after each prefix of
+ * a sequence equal the full forward's at that position. */
+static void test_kv_cache(void **state) {
+    (void)state;
+    graft_st_file f;
+    assert_int_equal(graft_st_open(&f, FIXTURES "gpt2_lora.expect.safetensors"), GRAFT_OK);
+    int32_t tokens[GB * GT];
+    read_ints(&f, "tokens", tokens, GB * GT);
+    spec_buf sb;
+    graft_gpt2 m;
+    gpt2_model(&m, spec_from(&sb, graft_st_metadata_get(&f, "targets"), 4, 8), "");
+    load_strict(&m.params, FIXTURES "gpt2_lora.weights.safetensors", graft_gpt2_map_name);
+    graft_gpt2_forward(&m, tokens, NULL, GB, 0);
+    graft_gpt2_kv_cache c;
+    assert_int_equal(graft_gpt2_kv_cache_init(&c, &m, GT), GRAFT_OK);
+    double worst = 0;
+    for (int t = 0; t < GT; t++) { /* the prompt's first half at once, then token by token */
+        if (t > 0 && t < GT / 2) continue;
+        const int n = t == 0 ? GT / 2 : 1, at = t == 0 ? GT / 2 - 1 : t;
+        graft_gpt2_kv_forward(&m, &c, tokens + (t == 0 ? 0 : t), n);
+        worst = fmax(worst, tu_rel_err_floor(c.logits, m.logits + (size_t)at * GV, GV, 0));
+    }
+    TU_CHECK_REL("kv cache with adapters vs full forward", worst, 1e-5);
+    graft_gpt2_kv_cache_free(&c);
+    graft_gpt2_free(&m);
+    graft_st_close(&f);
+}
+
 /* ---- ViT ---------------------------------------------------------------------------- */
 
 /* ViT (no reference: torchvision's packed in_proj_weight takes no adapter, as PEFT's
@@ -492,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_adapter_files),
+        cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_vit),
         cmocka_unit_test(test_bert_fixtures),
     };
