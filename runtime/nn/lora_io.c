@@ -158,9 +158,8 @@ graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c
         const graft_st_tensor *s = &f.tensors[k];
         const int i =
             strncmp(s->name, PEFT_PREFIX, plen) == 0 ? graft_params_find(p, s->name + plen) : -1;
-        if (i < 0 || !saved(&p->items[i])) {
-            GRAFT_ERROR("%s: tensor %s names no adapter or trainable parameter of the model", path,
-                        s->name);
+        if (i < 0 || p->items[i].kind != GRAFT_KIND_PARAM) {
+            GRAFT_ERROR("%s: tensor %s names no adapter or parameter of the model", path, s->name);
             st = GRAFT_ERR_MISMATCH;
         } else if (!same_shape(&p->items[i], s) ||
                    (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&

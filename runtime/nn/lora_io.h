@@ -30,9 +30,10 @@ int graft_lora_present(const graft_params *p);
 graft_status graft_lora_save_dir(const graft_params *p, const graft_lora_dir_config *c,
                                  const char *dir);
 
-/* Load DIR into the table's adapters (and the trainable parameters it names). Its r and
+/* Load DIR into the table's adapters (and the other parameters it names). Its r and
  * lora_alpha must equal model.lora's; every adapter of the table must be in the file with
- * its shape, and every tensor of the file must name an adapter or a trainable parameter.
+ * its shape, and every tensor of the file must name an adapter or a parameter of the model
+ * (modules_to_save: loaded whether they train here or not, as for inference).
  * Any mismatch: one line naming the file and the tensor or key, GRAFT_ERR_MISMATCH (or
  * the reader's status), the table untouched. */
 graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c, const char *dir);
