@@ -1,13 +1,17 @@
 /* graft bench model: forward + backward time per step of an architecture on random
  * data, full fine-tuning next to a partly frozen model (by default only the
- * classifier trainable), measured alternately in one run. The ratio is the price of
- * the frozen variant's step against the full one: stop-backward at work. */
+ * classifier trainable) or, with --lora-rank, LoRA adapters on a frozen base,
+ * measured alternately in one run. The ratio is the price of the second variant's step
+ * against the full one: stop-backward at work. Besides the time, what the variant
+ * trains decides what data parallelism sends (4 bytes per trainable float, all-reduced
+ * every step) and the AdamW state it keeps (2 floats per trainable float). */
 #include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "models/model.h"
@@ -17,7 +21,8 @@
 
 typedef struct variant {
     const char *name;
-    const char *trainable; /* glob; NULL = everything */
+    const char *trainable; /* glob; NULL = everything (or, with LoRA, the adapters) */
+    const graft_config *cfg;
     graft_model model;
     double fwd, bwd; /* best round's mean seconds per step */
 } variant;
@@ -28,11 +33,15 @@ typedef struct bench_input {
     int32_t *tokens, *labels;
 } bench_input;
 
-static graft_status variant_setup(variant *v, const graft_config *cfg, const graft_model_input *in,
-                                  int batch) {
+static graft_status variant_setup(variant *v, const graft_model_input *in, int batch) {
+    const graft_config *cfg = v->cfg;
     GRAFT_TRY(graft_model_create(&v->model, cfg, in));
     graft_params *p = v->model.params;
-    if (v->trainable) {
+    if (cfg->model.lora.targets.count) { /* the base frozen, the adapters trainable */
+        GRAFT_TRY(graft_params_set_trainable(p, "*", 0, NULL));
+        for (int i = 0; i < p->count; i++)
+            if (p->items[i].adapter) p->items[i].trainable = 1;
+    } else if (v->trainable) {
         int matched = 0;
         GRAFT_TRY(graft_params_set_trainable(p, "*", 0, NULL));
         GRAFT_TRY(graft_params_set_trainable(p, v->trainable, 1, &matched));
@@ -99,6 +108,7 @@ static int parse_image(const char *text, graft_model_input *in) {
 int cmd_bench_model(int argc, char **argv) {
     int batch = 32, steps = 5, rounds = 3, classes = 10, seq = 128, vocab = 8192;
     const char *image = "3x64x64", *trainable = NULL;
+    int lora_rank = 0;
     cli_option opts[] = {
         {"batch", CLI_INT, &batch, "samples per step (default 32)", 1},
         {"image", CLI_STRING, &image, "image models: CxHxW (default 3x64x64)", 0},
@@ -109,18 +119,25 @@ int cmd_bench_model(int argc, char **argv) {
         {"rounds", CLI_INT, &rounds, "alternating rounds; the best is reported (default 3)", 1},
         {"trainable", CLI_STRING, &trainable,
          "glob of the frozen variant's trainable parameters (default: the classifier)", 0},
+        {"lora-rank", CLI_INT, &lora_rank,
+         "instead of the frozen variant: LoRA adapters of this rank (alpha = 2 x rank) on "
+         "model.lora.targets (default: the architecture's attention projection)",
+         1},
     };
     int n_pos = 0;
-    int rc = cli_parse("bench model",
-                       "usage: graft bench model ARCH [model.KEY=VALUE ...] [options]\n"
-                       "Forward+backward time per step on random data: full fine-tuning next\n"
-                       "to a model with only --trainable trainable (stop-backward), e.g.\n"
-                       "  graft bench model resnet18 --image 3x64x64 --batch 32\n"
-                       "  graft bench model gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 "
-                       "--batch 8\n"
-                       "  graft bench model vit model.patch_size=8 model.n_layer=6 model.n_embd=384 "
-                       "model.n_head=6 --image 3x64x64 --batch 16",
-                       argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_pos);
+    int rc =
+        cli_parse("bench model",
+                  "usage: graft bench model ARCH [model.KEY=VALUE ...] [options]\n"
+                  "Forward+backward time per step on random data: full fine-tuning next\n"
+                  "to a model with only --trainable trainable (stop-backward), e.g.\n"
+                  "  graft bench model resnet18 --image 3x64x64 --batch 32\n"
+                  "  graft bench model gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 "
+                  "--batch 8\n"
+                  "  graft bench model vit model.patch_size=8 model.n_layer=6 model.n_embd=384 "
+                  "model.n_head=6 --image 3x64x64 --batch 16\n"
+                  "  graft bench model gpt2 model.n_layer=6 model.n_embd=384 model.n_head=6 "
+                  "--batch 8 --lora-rank 8",
+                  argc, argv, 3, opts, sizeof opts / sizeof opts[0], &n_pos);
     if (rc != GRAFT_EXIT_OK) return rc < 0 ? GRAFT_EXIT_OK : rc;
     if (n_pos < 1) {
         fprintf(stderr, "graft bench model: expected an architecture (%s)\n",
@@ -157,13 +174,33 @@ int cmd_bench_model(int argc, char **argv) {
     } else {
         in.num_classes = classes;
     }
-    variant v[2] = {{.name = "full"}, {.name = "frozen"}};
+    /* the full variant never has adapters; the LoRA one has them on the given targets */
+    graft_config full = cfg, lora = cfg;
+    full.model.lora.targets = (graft_strlist){NULL, 0};
+    char *default_target[1] = {desc && desc->lora_example ? (char *)desc->lora_example : NULL};
+    if (lora_rank > 0) {
+        lora.model.lora.rank = lora_rank;
+        lora.model.lora.alpha = 2.0 * lora_rank;
+        if (!lora.model.lora.targets.count && default_target[0])
+            lora.model.lora.targets = (graft_strlist){default_target, 1};
+        if (!lora.model.lora.targets.count) {
+            fprintf(stderr, "graft bench model: --lora-rank: %s takes no adapters\n", argv[3]);
+            graft_config_free(&cfg);
+            return GRAFT_EXIT_BAD_INPUT;
+        }
+    }
+    variant v[2] = {
+        {.name = "full", .cfg = &full},
+        {.name = lora_rank > 0 ? "lora" : "frozen", .cfg = lora_rank > 0 ? &lora : &full}};
     char head[GRAFT_NAME_MAX + 4];
-    graft_status st = variant_setup(&v[0], &cfg, &in, batch);
+    graft_status st = variant_setup(&v[0], &in, batch);
     if (st == GRAFT_OK) {
         top_module_glob(v[0].model.params, head, sizeof head);
-        v[1].trainable = trainable ? trainable : head;
-        st = variant_setup(&v[1], &cfg, &in, batch);
+        if (lora_rank > 0)
+            v[1].trainable = lora.model.lora.targets.items[0];
+        else
+            v[1].trainable = trainable ? trainable : head;
+        st = variant_setup(&v[1], &in, batch);
     }
     bench_input data = {.B = batch};
     graft_rng rng;
@@ -204,15 +241,21 @@ int cmd_bench_model(int argc, char **argv) {
                     v[k].bwd = b;
                 }
             }
-        printf("%-8s %-24s %14s %10s %10s %10s %12s %7s\n", "variant", "trainable",
-               "trainable_floats", "fwd_ms", "bwd_ms", "step_ms", "samples/s", "ratio");
-        double full = v[0].fwd + v[0].bwd;
+        printf("%-8s %-24s %14s %10s %10s %10s %12s %7s %14s %12s\n", "variant", "trainable",
+               "trainable_floats", "fwd_ms", "bwd_ms", "step_ms", "samples/s", "ratio",
+               "allreduce_bytes", "adamw_MB");
+        double full_s = v[0].fwd + v[0].bwd;
         for (int k = 0; k < 2; k++) {
             double s = v[k].fwd + v[k].bwd;
-            printf("%-8s %-24s %14zu %10.1f %10.1f %10.1f %12.1f %7.3f\n", v[k].name,
-                   v[k].trainable ? v[k].trainable : "*", graft_params_numel(v[k].model.params, 1),
-                   v[k].fwd * 1e3, v[k].bwd * 1e3, s * 1e3, batch / s, s / full);
+            size_t n = graft_params_numel(v[k].model.params, 1);
+            printf("%-8s %-24s %14zu %10.1f %10.1f %10.1f %12.1f %7.3f %14zu %12.2f\n", v[k].name,
+                   v[k].trainable ? v[k].trainable : "*", n, v[k].fwd * 1e3, v[k].bwd * 1e3,
+                   s * 1e3, batch / s, s / full_s, n * sizeof(float),
+                   2.0 * (double)n * sizeof(float) / 1048576.0);
         }
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            printf("peak RSS of this process (both variants): %.1f MB\n", ru.ru_maxrss / 1024.0);
     }
     free(data.images);
     free(data.tokens);

@@ -74,18 +74,24 @@ static int parse_dtype(const char *text, graft_dtype *out) {
     return 0;
 }
 
-/* graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16] */
+/* graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16] [--merge-lora] */
 static int ckpt_export(int argc, char **argv) {
     const char *path = NULL, *out = NULL, *dtype_text = "f32";
+    int merge_lora = 0;
     const cli_option opts[] = {
         {"out", CLI_STRING, &out, "safetensors file to write (required)", 0},
         {"dtype", CLI_STRING, &dtype_text,
          "f32 (default), f16 or bf16: rounded to nearest even; values beyond f16's range "
          "refuse the export",
          0},
+        {"merge-lora", CLI_FLAG, &merge_lora,
+         "merge a LoRA run's adapters into the base weights (W + alpha/rank * B A) and write "
+         "plain Hugging Face names, no lora_A / lora_B",
+         0},
     };
     int rc = parse_sub("ckpt export",
-                       "usage: graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16]\nWrite "
+                       "usage: graft ckpt export CKPT --out FILE [--dtype f32|f16|bf16] "
+                       "[--merge-lora]\nWrite "
                        "the weights of a checkpoint (every parameter and buffer, frozen ones "
                        "included) as one safetensors file; a checkpoint root exports the one a "
                        "resume would use.",
@@ -112,7 +118,9 @@ static int ckpt_export(int argc, char **argv) {
         if (st == GRAFT_ERR_NOT_FOUND)
             fprintf(stderr, "graft ckpt export: %s: no checkpoint to export\n", path);
     }
-    if (st == GRAFT_OK) st = graft_ckpt_export(chosen, out, dtype);
+    if (st == GRAFT_OK)
+        st = merge_lora ? graft_ckpt_export_merge_lora(chosen, out, dtype)
+                        : graft_ckpt_export(chosen, out, dtype);
     if (st != GRAFT_OK) return cli_exit_status(st);
     graft_st_file f;
     st = graft_st_open(&f, out);
@@ -130,7 +138,7 @@ static void ckpt_usage(void) {
     printf("usage: graft ckpt <ls|verify|export> ...\n\n"
            "  ls      DIR                  list checkpoints: size, step, ok or damaged, latest\n"
            "  verify  CKPT|DIR             check one checkpoint, or every one under DIR\n"
-           "  export  CKPT|DIR --out FILE [--dtype f32|f16|bf16]\n"
+           "  export  CKPT|DIR --out FILE [--dtype f32|f16|bf16] [--merge-lora]\n"
            "                               weights (frozen included) as one safetensors file\n");
 }
 

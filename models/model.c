@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "models/bert/bert.h"
@@ -19,15 +20,23 @@ static const graft_model_desc registry[] = {
     {.arch = "resnet34", .input = GRAFT_INPUT_IMAGES, .head = "fc", .create = graft_resnet_create},
     {.arch = "resnet50", .input = GRAFT_INPUT_IMAGES, .head = "fc", .create = graft_resnet_create},
     {.arch = "bert",
+     .lora = 1,
+     .lora_example = "bert.encoder.layer.*.attention.self.query",
+     .peft_task_classify = "SEQ_CLS",
      .input = GRAFT_INPUT_TOKENS,
      .head = "classifier",
      .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 512},
      .create = graft_bert_create},
     {.arch = "gpt2",
+     .lora = 1,
+     .lora_example = "transformer.h.*.attn.c_attn",
+     .peft_task_lm = "CAUSAL_LM",
      .input = GRAFT_INPUT_TOKENS,
      .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_positions = 1024},
      .create = graft_gpt2_create_sized},
     {.arch = "vit",
+     .lora = 1,
+     .lora_example = "encoder.layers.encoder_layer_*.mlp.0",
      .input = GRAFT_INPUT_IMAGES,
      .head = "heads.head",
      .defaults = {.n_layer = 12, .n_head = 12, .n_embd = 768},
@@ -78,12 +87,36 @@ graft_status graft_model_create(graft_model *m, const graft_config *cfg,
     apply_default(&sized.model.n_head, d->defaults.n_head);
     apply_default(&sized.model.n_embd, d->defaults.n_embd);
     apply_default(&sized.model.n_positions, d->defaults.n_positions);
-    graft_status st = d->create(m, &sized, input);
-    if (st == GRAFT_OK && cfg->model.head_num_classes > 0 && !m->iface.head) {
-        GRAFT_ERROR("model.head.num_classes: %s has no classifier to replace", cfg->model.arch);
-        graft_model_free(m);
+    const graft_strlist *targets = &cfg->model.lora.targets;
+    if (targets->count > 0 && !d->lora) {
+        GRAFT_ERROR("model.lora: model.arch %s takes no adapters (gpt2, bert and vit do)",
+                    cfg->model.arch);
         return GRAFT_ERR_CONFIG;
     }
+    int *matched = targets->count ? calloc((size_t)targets->count, sizeof *matched) : NULL;
+    if (targets->count && !matched) return GRAFT_ERR_NOMEM;
+    graft_lora_spec spec = {.rank = cfg->model.lora.rank,
+                            .alpha = (float)cfg->model.lora.alpha,
+                            .dropout = (float)cfg->model.lora.dropout,
+                            .targets = targets->items,
+                            .n_targets = targets->count,
+                            .matched = matched};
+    graft_model_input with_lora = *input;
+    with_lora.lora = targets->count ? &spec : NULL;
+    graft_status st = d->create(m, &sized, &with_lora);
+    if (st == GRAFT_OK && cfg->model.head_num_classes > 0 && !m->iface.head) {
+        GRAFT_ERROR("model.head.num_classes: %s has no classifier to replace", cfg->model.arch);
+        st = GRAFT_ERR_CONFIG;
+    }
+    for (int g = 0; st == GRAFT_OK && g < targets->count; g++)
+        if (matched[g] == 0) {
+            GRAFT_ERROR("model.lora.targets: '%s' matches no linear layer of the transformer "
+                        "blocks (e.g. %s)",
+                        targets->items[g], d->lora_example);
+            st = GRAFT_ERR_CONFIG;
+        }
+    free(matched);
+    if (st != GRAFT_OK && m->iface.free) graft_model_free(m);
     return st;
 }
 
@@ -99,6 +132,7 @@ graft_status graft_model_build(graft_model *m, int max_batch) {
 
 void graft_model_init_weights(graft_model *m, uint64_t seed) {
     m->iface.init_weights(m->self, seed);
+    graft_lora_init_all(m->params, seed);
 }
 
 void graft_model_seed_step(graft_model *m, uint64_t seed) {

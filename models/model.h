@@ -13,6 +13,7 @@
 
 #include "runtime/config/config.h"
 #include "runtime/core/status.h"
+#include "runtime/nn/lora.h"
 #include "runtime/nn/params.h"
 #include "runtime/nn/params_io.h"
 
@@ -26,6 +27,9 @@ typedef struct graft_model_input {
     int vocab_size, seq_len;     /* token models */
     int pad_id; /* token models: the padding id of a sequence dataset, -1 when none */
     int mask_id; /* token models: the dataset tokenizer's [MASK], -1 when none */
+    /* model.lora's adapters, set by graft_model_create for architectures that take them
+     * (their blocks attach adapters to the layers it targets); NULL: none. */
+    graft_lora_spec *lora;
 } graft_model_input;
 
 typedef struct graft_model_i {
@@ -84,6 +88,11 @@ typedef struct graft_model_desc {
      * ("fc", "classifier"); NULL when it never has one. */
     const char *head;
     graft_model_dims defaults;
+    int lora;                 /* 1: its transformer blocks take LoRA adapters (model.lora) */
+    const char *lora_example; /* a glob over its linear layers, for messages */
+    /* PEFT's task_type for its adapters when it models language / classifies; NULL:
+     * PEFT has none (a masked LM, an image classifier). */
+    const char *peft_task_lm, *peft_task_classify;
     graft_status (*create)(graft_model *, const graft_config *, const graft_model_input *);
 } graft_model_desc;
 
@@ -95,7 +104,9 @@ const graft_model_desc *graft_model_desc_at(int i);
 
 /* Create the architecture named by cfg->model.arch for data of the given shape and
  * register its parameters (not yet allocated: apply freezing, finalize the table,
- * then build). Each architecture provides graft_<arch>_create with this signature. */
+ * then build), with model.lora's adapters when it is set (a glob matching no linear
+ * layer, or an architecture without adapters, is a config error). Each architecture provides
+ * graft_<arch>_create with this signature. */
 graft_status graft_model_create(graft_model *m, const graft_config *cfg,
                                 const graft_model_input *input);
 /* Names of the architectures graft knows, for messages ("mlp, resnet18, ..."). */
@@ -104,6 +115,7 @@ void graft_model_free(graft_model *m);
 
 /* The interface, for callers (optional members have their default here). */
 graft_status graft_model_build(graft_model *m, int max_batch);
+/* The architecture's initialisation, then the adapters' (A as PEFT, B = 0). */
 void graft_model_init_weights(graft_model *m, uint64_t seed);
 void graft_model_seed_step(graft_model *m, uint64_t seed);
 float graft_model_forward(graft_model *m, const float *inputs, const int32_t *tokens,

@@ -14,7 +14,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHS = ["resnet", "gpt2", "bert", "vit", "hub"]  # hub reads resnet's and bert's files
+ARCHS = ["resnet", "gpt2", "bert", "vit", "hub", "lora"]  # hub reads resnet's and bert's files
 
 
 def main():

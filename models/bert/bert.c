@@ -77,6 +77,7 @@ graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
         return GRAFT_ERR_CONFIG;
     }
     m->cfg = *cfg;
+    m->cfg.lora = NULL; /* read here only */
     graft_params *p = &m->params;
     graft_params_init(p);
     const int C = c->n_embd;
@@ -106,7 +107,8 @@ graft_status graft_bert_init(graft_bert *m, const graft_bert_config *cfg) {
                                            .gelu = GRAFT_GELU_ERF,
                                            .ln_eps = BERT_LN_EPS,
                                            .dropout = c->dropout,
-                                           .attn_dropout = c->dropout};
+                                           .attn_dropout = c->dropout,
+                                           .lora = c->lora};
     for (int l = 0; l < c->n_layer; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "bert.encoder.layer.%d", l);
@@ -312,6 +314,8 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
     m->labels = labels;
     m->counted = 0;
     m->dropout_applied = training && m->cfg.dropout > 0;
+    /* the adapters' dropout draws from the same rng, also without model.dropout */
+    const int draws = m->dropout_applied || (training && m->layers[0].lora_dropout > 0);
     const int R = m->n_rows = select_rows(m, labels, B);
     if (R == 0) return 0.0f; /* no labelled position: nothing to compute */
     if (ids != m->ids) memcpy(m->ids, ids, BT * sizeof(int32_t));
@@ -326,7 +330,7 @@ float graft_bert_forward(graft_bert *m, const int32_t *ids, const int32_t *token
                                        .T = T,
                                        .key_mask = m->has_key_mask ? m->key_mask : NULL,
                                        .R = (int)BT,
-                                       .rng = m->dropout_applied ? &m->rng : NULL};
+                                       .rng = draws ? &m->rng : NULL};
     m->last_pass = m->pass;
     m->last_pass.R = R;
     m->last_pass.rows = m->rows;
@@ -530,10 +534,10 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
         .seq_len = input->seq_len,
         .num_classes =
             cfg->model.head_num_classes > 0 ? cfg->model.head_num_classes : input->num_classes,
-        .mask_token_id =
-            cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
+        .mask_token_id = cfg->model.mask_token_id >= 0 ? cfg->model.mask_token_id : input->mask_id,
         .pad_id = input->pad_id,
-        .dropout = (float)cfg->model.dropout};
+        .dropout = (float)cfg->model.dropout,
+        .lora = input->lora};
     if (cfg->model.vocab_size && cfg->model.vocab_size < input->vocab_size) {
         /* larger is fine (a hub model's vocabulary over a smaller tokenizer's ids) */
         GRAFT_ERROR("model.vocab_size %d is smaller than the dataset's vocabulary of %d tokens "

@@ -46,6 +46,7 @@ typedef struct graft_bert_config {
      * (after the embeddings, both dense outputs of each layer and the pooler, and on the
      * attention probabilities). */
     float dropout;
+    graft_lora_spec *lora; /* adapters to attach (read by init only); NULL: none */
 } graft_bert_config;
 
 typedef struct graft_bert {

@@ -49,6 +49,7 @@ graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg) {
         return GRAFT_ERR_CONFIG;
     }
     m->cfg = *cfg;
+    m->cfg.lora = NULL; /* read here only */
     graft_params_init(&m->params);
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
     m->acts = calloc((size_t)cfg->n_layer, sizeof *m->acts);
@@ -76,7 +77,8 @@ graft_status graft_gpt2_init(graft_gpt2 *m, const graft_gpt2_config *cfg) {
                                            .gelu = GRAFT_GELU_TANH,
                                            .ln_eps = GPT2_LN_EPS,
                                            .dropout = cfg->dropout,
-                                           .attn_dropout = cfg->dropout};
+                                           .attn_dropout = cfg->dropout,
+                                           .lora = cfg->lora};
     for (int l = 0; l < cfg->n_layer; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "transformer.h.%d", l);
@@ -215,8 +217,10 @@ float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *ta
     m->batch = B;
     m->counted = 0;
     m->dropout_applied = training && m->cfg.dropout > 0;
-    m->pass = (graft_transformer_pass){
-        .B = B, .T = T, .R = BT, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
+    /* the adapters' dropout draws from the same rng, also without model.dropout */
+    const int draws = m->dropout_applied || (training && m->blocks[0].lora_dropout > 0);
+    m->pass =
+        (graft_transformer_pass){.B = B, .T = T, .R = BT, .rng = draws ? &m->dropout_rng : NULL};
     /* drop(wte[tokens] + wpe[0..T)), the blocks, ln_f */
     graft_embeddings_forward(&m->emb, p, m->hidden[0], tokens, NULL, B, T, m->pass.rng);
     for (int l = 0; l < L; l++)
@@ -345,7 +349,8 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
                             .n_positions = cfg->model.n_positions,
                             .vocab_size = want_vocab > 0 ? want_vocab : input->vocab_size,
                             .seq_len = input->seq_len,
-                            .dropout = (float)cfg->model.dropout};
+                            .dropout = (float)cfg->model.dropout,
+                            .lora = input->lora};
     graft_gpt2 *m = calloc(1, sizeof *m);
     if (!m) return GRAFT_ERR_NOMEM;
     graft_status st = graft_gpt2_init(m, &gc);

@@ -30,6 +30,7 @@ typedef struct graft_gpt2_config {
     /* Hugging Face's embd_pdrop, resid_pdrop and attn_pdrop (after wte+wpe, attn.c_proj and
      * mlp.c_proj, and on the attention probabilities) while training. */
     float dropout;
+    graft_lora_spec *lora; /* adapters to attach (read by init only); NULL: none */
 } graft_gpt2_config;
 
 typedef struct graft_gpt2 {

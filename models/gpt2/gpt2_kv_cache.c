@@ -37,6 +37,9 @@ graft_status graft_gpt2_kv_cache_init(graft_gpt2_kv_cache *c, const graft_gpt2 *
     c->fc = floats(rows * 4 * C, &failed);
     c->scores = floats(graft_attention_cached_scratch_floats(c->chunk, capacity), &failed);
     c->logits = floats((size_t)g->vocab_size, &failed);
+    const int rank = m->blocks[0].lora_rank; /* adapters: no dropout at inference */
+    c->lora =
+        rank > 0 ? floats(graft_lora_scratch_floats(rows, 4 * g->n_embd, rank, 0), &failed) : NULL;
     if (failed) {
         GRAFT_ERROR("out of memory for a key/value cache of %d positions (%zu MiB)", capacity,
                     2 * cache * sizeof(float) >> 20);
@@ -48,8 +51,8 @@ graft_status graft_gpt2_kv_cache_init(graft_gpt2_kv_cache *c, const graft_gpt2 *
 
 void graft_gpt2_kv_cache_free(graft_gpt2_kv_cache *c) {
     if (!c) return;
-    float *all[] = {c->k,   c->v,    c->x,    c->ln, c->mean,   c->rstd,
-                    c->qkv, c->att, c->proj, c->fc, c->scores, c->logits};
+    float *all[] = {c->k,   c->v,    c->x,  c->ln,     c->mean,   c->rstd, c->qkv,
+                    c->att, c->proj, c->fc, c->scores, c->logits, c->lora};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
     memset(c, 0, sizeof *c);
@@ -78,14 +81,15 @@ void graft_gpt2_kv_cache_copy(graft_gpt2_kv_cache *dst, const graft_gpt2_kv_cach
 
 /* Block l over R rows at positions first .. first+R-1, in place on the stream c->x:
  * the rows' keys and values go into the cache, then each row attends to positions up to
- * its own. The LayerNorms, linear layers and GELU are the block's own forwards. */
+ * its own. The LayerNorms, linear layers (with their LoRA adapters) and GELU are the
+ * block's own forwards. */
 static void block_forward(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, int first, int R) {
     const graft_transformer *t = &m->blocks[l];
     const graft_params *p = &m->params;
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
     const size_t n = (size_t)R * C;
     graft_layernorm_layer_forward(&t->attn_ln, p, c->ln, c->mean, c->rstd, c->x, R);
-    graft_linear_layer_forward(&t->qkv, p, c->qkv, c->ln, R);
+    graft_linear_lora_forward(&t->qkv, p, c->qkv, c->ln, R, NULL, c->lora, NULL);
     for (int r = 0; r < R; r++) {
         const float *row = c->qkv + (size_t)r * 3 * C;
         for (int h = 0; h < NH; h++) {
@@ -95,14 +99,14 @@ static void block_forward(const graft_gpt2 *m, graft_gpt2_kv_cache *c, int l, in
         }
     }
     graft_attention_cached_forward(c->att, c->qkv, 3 * C, c->k + head_offset(m, c, l, 0),
-                                   c->v + head_offset(m, c, l, 0), (size_t)c->capacity * HS,
-                                   first, R, NH, HS, c->scores);
-    graft_linear_layer_forward(&t->attn_out, p, c->proj, c->att, R);
+                                   c->v + head_offset(m, c, l, 0), (size_t)c->capacity * HS, first,
+                                   R, NH, HS, c->scores);
+    graft_linear_lora_forward(&t->attn_out, p, c->proj, c->att, R, NULL, c->lora, NULL);
     graft_residual_forward(c->x, c->x, c->proj, n);
     graft_layernorm_layer_forward(&t->out_ln, p, c->ln, c->mean, c->rstd, c->x, R);
-    graft_linear_layer_forward(&t->intermediate, p, c->fc, c->ln, R);
+    graft_linear_lora_forward(&t->intermediate, p, c->fc, c->ln, R, NULL, c->lora, NULL);
     graft_gelu_forward(c->fc, c->fc, (size_t)R * t->cfg.mlp, t->cfg.gelu);
-    graft_linear_layer_forward(&t->output, p, c->proj, c->fc, R);
+    graft_linear_lora_forward(&t->output, p, c->proj, c->fc, R, NULL, c->lora, NULL);
     graft_residual_forward(c->x, c->x, c->proj, n);
 }
 

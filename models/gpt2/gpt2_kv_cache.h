@@ -24,6 +24,7 @@ typedef struct graft_gpt2_kv_cache {
     float *att, *proj;  /* the attention's output and a projection [chunk, C] */
     float *fc;          /* the MLP's hidden activation [chunk, 4C] */
     float *scores;      /* the attention's scratch (one head's scores [chunk, capacity]) */
+    float *lora;        /* the LoRA adapters' scratch (runtime/nn/lora.h); NULL without */
     float *logits;      /* [vocab_size]: after the last token passed in */
 } graft_gpt2_kv_cache;
 

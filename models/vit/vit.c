@@ -81,6 +81,7 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
     memset(m, 0, sizeof *m);
     GRAFT_TRY(check_config(cfg));
     m->cfg = *cfg;
+    m->cfg.lora = NULL; /* read here only */
     const int P = cfg->patch_size, C = cfg->n_embd, L = cfg->n_layer;
     m->seq_len = 1 + (cfg->height / P) * (cfg->width / P);
     m->patch_floats = cfg->channels * P * P;
@@ -113,7 +114,8 @@ graft_status graft_vit_init(graft_vit *m, const graft_vit_config *cfg) {
                                            .ln_eps = VIT_LN_EPS,
                                            .dropout = cfg->dropout,
                                            .attn_dropout = cfg->dropout,
-                                           .mlp_dropout = cfg->dropout};
+                                           .mlp_dropout = cfg->dropout,
+                                           .lora = cfg->lora};
     for (int l = 0; l < L; l++) {
         char prefix[GRAFT_NAME_MAX];
         snprintf(prefix, sizeof prefix, "encoder.layers.encoder_layer_%d", l);
@@ -300,8 +302,10 @@ float graft_vit_forward(graft_vit *m, const float *x, const int32_t *targets, in
     m->batch = B;
     m->counted = 0;
     m->dropout_applied = training && m->cfg.dropout > 0;
-    m->pass = (graft_transformer_pass){
-        .B = B, .T = S, .R = B * S, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
+    /* the adapters' dropout draws from the same rng, also without model.dropout */
+    const int draws = m->dropout_applied || (training && m->blocks[0].lora_dropout > 0);
+    m->pass =
+        (graft_transformer_pass){.B = B, .T = S, .R = B * S, .rng = draws ? &m->dropout_rng : NULL};
     /* embd [B, S, C]: per image the class token, then the patch embedding (conv_proj as
      * one GEMM over the patches), + pos_embedding; then dropout */
     patchify(m->patches, x, &m->cfg, B);
@@ -479,7 +483,8 @@ graft_status graft_vit_create(graft_model *out, const graft_config *cfg,
                            .height = input->height,
                            .width = input->width,
                            .num_classes = classes,
-                           .dropout = (float)cfg->model.dropout};
+                           .dropout = (float)cfg->model.dropout,
+                           .lora = input->lora};
     graft_vit *m = calloc(1, sizeof *m);
     if (!m) return GRAFT_ERR_NOMEM;
     graft_status st = graft_vit_init(m, &vc);

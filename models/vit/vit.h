@@ -37,6 +37,7 @@ typedef struct graft_vit_config {
     int num_classes;
     /* torchvision's dropout and attention_dropout (one value) while training */
     float dropout;
+    graft_lora_spec *lora; /* adapters to attach (read by init only); NULL: none */
 } graft_vit_config;
 
 /* An encoder layer's activations: the block's, and its output, the next layer's input.

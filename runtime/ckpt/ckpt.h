@@ -137,6 +137,13 @@ void graft_ckpt_state_free(graft_ckpt_state *s);
  * infinite in F16/BF16 refuses the export (GRAFT_ERR_UNSUPPORTED, naming the tensor);
  * nothing is written then. Verifies the checkpoint first. */
 graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft_dtype dtype);
+/* The same with a LoRA run's adapters merged: "<layer>.weight" += (alpha / rank) · B·A
+ * (transposed for GPT-2's Conv1D), the lora_A / lora_B tensors left out, so the file
+ * holds plain Hugging Face names. A checkpoint without adapters is GRAFT_ERR_MISMATCH.
+ * model.safetensors records the scale and layout as metadata "lora_scale" and
+ * "lora_fan_in_fan_out" when the model has adapters. */
+graft_status graft_ckpt_export_merge_lora(const char *ckpt_dir, const char *out_file,
+                                          graft_dtype dtype);
 
 /* One line per checkpoint in DIR: name, bytes, "ok: step N, epoch E, cursor C" or
  * "DAMAGED: what is wrong", and "  <- latest" on the one "latest" names; then unfinished

@@ -14,6 +14,9 @@
 
 #define CKPT_PATH_MAX GRAFT_FS_PATH_MAX
 #define CKPT_NAME_MAX 64
+/* model.safetensors metadata of a model with LoRA adapters (see graft_ckpt_export_merge_lora) */
+#define CKPT_META_LORA_SCALE "lora_scale"
+#define CKPT_META_LORA_FAN_IN_FAN_OUT "lora_fan_in_fan_out"
 /* Room for what ckpt_read_latest says: a name, or a line naming root twice. */
 #define CKPT_LATEST_MAX (2 * CKPT_PATH_MAX + 128)
 

@@ -13,6 +13,7 @@
 #include "runtime/core/escape.h"
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/nn/lora.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a logged message, or a path and what is wrong with it. */
@@ -349,7 +350,59 @@ static graft_status export_values(const char *ckpt_dir, const graft_st_tensor *t
     return GRAFT_OK;
 }
 
-graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft_dtype dtype) {
+/* "<layer>.lora_A.weight" or "<layer>.lora_B.weight". */
+static int is_adapter_name(const char *name) {
+    size_t len = strlen(name), suffix = strlen(".lora_A.weight");
+    return len > suffix && (strcmp(name + len - suffix, ".lora_A.weight") == 0 ||
+                            strcmp(name + len - suffix, ".lora_B.weight") == 0);
+}
+
+/* The adapter "<layer>.lora_<which>.weight" of a base weight "<layer>.weight", or NULL. */
+static const graft_st_tensor *adapter_of(const graft_st_file *model, const char *weight,
+                                         char which) {
+    size_t len = strlen(weight), suffix = strlen(".weight");
+    if (len <= suffix || strcmp(weight + len - suffix, ".weight") != 0) return NULL;
+    char name[GRAFT_NAME_MAX + 32];
+    snprintf(name, sizeof name, "%.*s.lora_%c.weight", (int)(len - suffix), weight, which);
+    return graft_st_find(model, name);
+}
+
+/* W + scale · B·A as floats (malloc'd), for a base weight with an adapter. */
+static graft_status merged_values(const char *ckpt_dir, const graft_st_file *model,
+                                  const graft_st_tensor *w, const graft_st_tensor *a,
+                                  const graft_st_tensor *b, float **values) {
+    const char *scale_text = graft_st_metadata_get(model, CKPT_META_LORA_SCALE);
+    const char *fan_text = graft_st_metadata_get(model, CKPT_META_LORA_FAN_IN_FAN_OUT);
+    char *end = NULL;
+    double scale = scale_text ? strtod(scale_text, &end) : NAN;
+    const int r = a->ndim == 2 ? (int)a->shape[0] : 0, in = a->ndim == 2 ? (int)a->shape[1] : 0;
+    const int out = b->ndim == 2 ? (int)b->shape[0] : 0, fan = fan_text && fan_text[0] == '1';
+    if (!scale_text || *end || !isfinite(scale) || !fan_text || r <= 0 || b->shape[1] != r ||
+        w->ndim != 2 || w->shape[0] != (fan ? in : out) || w->shape[1] != (fan ? out : in)) {
+        GRAFT_ERROR("%s: cannot merge the adapter of '%s': its shapes or the model's lora_scale / "
+                    "lora_fan_in_fan_out metadata do not fit",
+                    ckpt_dir, w->name);
+        return GRAFT_ERR_FORMAT;
+    }
+    float *v = malloc(w->numel * sizeof *v), *av = malloc(a->numel * sizeof *av),
+          *bv = malloc(b->numel * sizeof *bv);
+    graft_status st = v && av && bv ? GRAFT_OK : GRAFT_ERR_NOMEM;
+    if (st == GRAFT_OK) st = graft_st_read_f32(w, v, w->numel);
+    if (st == GRAFT_OK) st = graft_st_read_f32(a, av, a->numel);
+    if (st == GRAFT_OK) st = graft_st_read_f32(b, bv, b->numel);
+    if (st == GRAFT_OK) graft_lora_merge_weight(v, av, bv, out, in, r, (float)scale, fan);
+    free(av);
+    free(bv);
+    if (st != GRAFT_OK) {
+        free(v);
+        return st;
+    }
+    *values = v;
+    return GRAFT_OK;
+}
+
+static graft_status export_checkpoint(const char *ckpt_dir, const char *out_file, graft_dtype dtype,
+                                      int merge_lora) {
     if (!ckpt_dir || !out_file || !*out_file ||
         (dtype != GRAFT_DTYPE_F32 && dtype != GRAFT_DTYPE_F16 && dtype != GRAFT_DTYPE_BF16))
         return GRAFT_ERR_INVALID_ARG;
@@ -363,6 +416,13 @@ graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "format", "pt");
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
     const graft_st_file *files[2] = {&model, &frozen};
+    int adapters = 0;
+    for (size_t k = 0; k < model.n_tensors; k++)
+        adapters += is_adapter_name(model.tensors[k].name);
+    if (st == GRAFT_OK && merge_lora && !adapters) {
+        GRAFT_ERROR("%s: no LoRA adapters to merge (the run had no model.lora)", ckpt_dir);
+        st = GRAFT_ERR_MISMATCH;
+    }
     /* converted values, borrowed by the writer until the save */
     size_t n_converted = 0, n_tensors = model.n_tensors + frozen.n_tensors;
     /* sizeof *converted, an array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
@@ -371,6 +431,16 @@ graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft
     for (int f = 0; f < 2 && st == GRAFT_OK; f++)
         for (size_t k = 0; k < files[f]->n_tensors && st == GRAFT_OK; k++) {
             const graft_st_tensor *t = &files[f]->tensors[k];
+            if (merge_lora && is_adapter_name(t->name)) continue;
+            const graft_st_tensor *a = merge_lora ? adapter_of(&model, t->name, 'A') : NULL;
+            const graft_st_tensor *b = merge_lora ? adapter_of(&model, t->name, 'B') : NULL;
+            if (a && b) {
+                st = merged_values(ckpt_dir, &model, t, a, b, &converted[n_converted]);
+                if (st == GRAFT_OK)
+                    st = graft_st_writer_add_f32(&w, t->name, dtype, t->ndim, t->shape,
+                                                 converted[n_converted++]);
+                continue;
+            }
             if (dtype == GRAFT_DTYPE_F32 || is_step_count(t->name)) {
                 st = graft_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data);
                 continue;
@@ -389,6 +459,15 @@ graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft
     graft_st_close(&model);
     ckpt_info_free(&info);
     return st;
+}
+
+graft_status graft_ckpt_export(const char *ckpt_dir, const char *out_file, graft_dtype dtype) {
+    return export_checkpoint(ckpt_dir, out_file, dtype, 0);
+}
+
+graft_status graft_ckpt_export_merge_lora(const char *ckpt_dir, const char *out_file,
+                                          graft_dtype dtype) {
+    return export_checkpoint(ckpt_dir, out_file, dtype, 1);
 }
 
 /* Bytes of the regular files directly in dir. */

@@ -162,6 +162,18 @@ static graft_status write_model(const graft_params *p, int skip_frozen, const ch
     graft_st_writer_init(&w);
     graft_status st = graft_st_writer_set_metadata(&w, "format", "pt");
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
+    /* LoRA adapters: what `graft ckpt export --merge-lora` needs besides the tensors */
+    for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
+        const graft_param *t = &p->items[i];
+        if (t->adapter != GRAFT_ADAPTER_A) continue;
+        char scale[32];
+        snprintf(scale, sizeof scale, "%.9g", (double)t->adapter_scale);
+        st = graft_st_writer_set_metadata(&w, CKPT_META_LORA_SCALE, scale);
+        if (st == GRAFT_OK)
+            st = graft_st_writer_set_metadata(&w, CKPT_META_LORA_FAN_IN_FAN_OUT,
+                                              t->fan_in_fan_out ? "1" : "0");
+        break;
+    }
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
         const graft_param *t = &p->items[i];
         if (skip_frozen && t->kind == GRAFT_KIND_PARAM && !t->trainable) continue;

@@ -62,6 +62,13 @@ typedef struct graft_config {
         int patch_size;      /* vit, default 16 */
         int mlp_dim;         /* vit; 0 = 4 * n_embd */
         int head_num_classes;/* model.head.num_classes: > 0 = replace the classifier */
+        struct {           /* model.lora: adapters on when targets is non-empty */
+            int rank;          /* default 8 */
+            double alpha;      /* default 8; the adapters are scaled by alpha / rank */
+            double dropout;    /* default 0, in [0, 1) */
+            graft_strlist targets; /* globs over linear-layer names */
+            char *init;        /* PEFT adapter directory; NULL */
+        } lora;
     } model;
 
     struct {

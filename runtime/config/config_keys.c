@@ -100,6 +100,24 @@ const key_spec cfg_keys[] = {
             "a fresh one "
             "with this many outputs; 0 = keep it, sized by the training set"},
 
+    {.key = "model.lora.rank", .type = KEY_INT, .offset = CFG(model.lora.rank), .flags = KEY_MIN,
+     .min = 1, .def = "8", .doc = "gpt2/bert/vit LoRA: rank r of the adapters"},
+    {.key = "model.lora.alpha", .type = KEY_DOUBLE, .offset = CFG(model.lora.alpha),
+     .flags = KEY_MIN | KEY_MIN_EXCL | KEY_F32, .min = 0, .def = "8.0",
+     .doc = "LoRA: the adapters' output is scaled by alpha / rank (PEFT's lora_alpha)"},
+    {.key = "model.lora.dropout", .type = KEY_DOUBLE, .offset = CFG(model.lora.dropout),
+     .flags = KEY_MIN | KEY_MAX | KEY_MAX_EXCL | KEY_F32, .min = 0, .max = 1, .def = "0.0",
+     .doc = "LoRA: dropout on an adapter's input while training"},
+    {.key = "model.lora.targets", .type = KEY_STRLIST, .offset = CFG(model.lora.targets),
+     .def = "[]", .default_doc = "none (no LoRA)",
+     .doc = "globs (fnmatch) over the transformer blocks' linear-layer names "
+            "(`transformer.h.*.attn.c_attn`, `bert.encoder.layer.*.attention.self.query`) that "
+            "get adapters; the base weights are then frozen (freeze.trainable adds to what trains)"},
+    {.key = "model.lora.init", .type = KEY_STRING, .offset = CFG(model.lora.init),
+     .flags = KEY_NULLABLE, .def = "null", .default_doc = "none",
+     .doc = "LoRA: a PEFT adapter directory (adapter_model.safetensors, adapter_config.json) to "
+            "start the adapters from"},
+
     {.key = "freeze.trainable", .type = KEY_STRLIST, .offset = CFG(freeze.trainable),
      .def = "[]", .doc = "globs of the parameters to train; everything else is frozen"},
     {.key = "freeze.frozen", .type = KEY_STRLIST, .offset = CFG(freeze.frozen), .def = "[]",

@@ -260,6 +260,13 @@ graft_status graft_config_validate(const graft_config *cfg) {
                             at);
         }
     }
+    /* model.lora is on by its targets: its other keys alone would silently do nothing */
+    const int lora_keys_given = cfg->model.lora.rank != 8 || cfg->model.lora.alpha != 8.0 ||
+                                cfg->model.lora.dropout != 0.0 || cfg->model.lora.init != NULL;
+    if (cfg->model.lora.targets.count == 0 && lora_keys_given)
+        return cfg_fail(&w, NULL, "model.lora.targets",
+                        "must list at least one glob over linear-layer names when model.lora "
+                        "is set");
     if (cfg->optim.lr > 0 && cfg->schedule.min_lr > cfg->optim.lr) {
         cfg_number_text(cfg->optim.lr, a, sizeof a);
         cfg_number_text(cfg->schedule.min_lr, b, sizeof b);

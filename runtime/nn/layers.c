@@ -22,6 +22,7 @@ graft_status graft_linear_layer_add_named(graft_linear_layer *l, graft_params *p
     l->out = out;
     l->layout = layout;
     l->bias = -1;
+    l->lora.a = l->lora.b = -1;
     l->weight = graft_params_add(p, weight_name, GRAFT_KIND_PARAM, 2, wshape);
     if (l->weight < 0) return GRAFT_ERR_INVALID_ARG;
     if (bias_name) {
@@ -61,7 +62,8 @@ void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params
 }
 
 int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p) {
-    return p->items[l->weight].trainable || (l->bias >= 0 && p->items[l->bias].trainable);
+    return p->items[l->weight].trainable || (l->bias >= 0 && p->items[l->bias].trainable) ||
+           (l->lora.a >= 0 && (p->items[l->lora.a].trainable || p->items[l->lora.b].trainable));
 }
 
 graft_status graft_layernorm_layer_add(graft_layernorm_layer *l, graft_params *p,

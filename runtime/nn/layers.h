@@ -14,6 +14,11 @@ typedef struct graft_linear_layer {
     int weight, bias; /* indices in the table; bias = -1 when absent */
     int in, out;
     graft_wlayout layout;
+    /* Its LoRA adapter (runtime/nn/lora.h): A and B's indices, -1 when it has none. */
+    struct {
+        int a, b, rank;
+        float scale, dropout; /* alpha / rank; dropout on the adapter's input */
+    } lora;
 } graft_linear_layer;
 
 graft_status graft_linear_layer_add(graft_linear_layer *l, graft_params *p, const char *prefix,
@@ -30,7 +35,7 @@ void graft_linear_layer_forward(const graft_linear_layer *l, const graft_params 
 /* din may be NULL (nothing below needs it). */
 void graft_linear_layer_backward(const graft_linear_layer *l, const graft_params *p, float *din,
                                  const float *dout, const float *inp, int B);
-/* 1 when the weight or bias is trainable. */
+/* 1 when the weight, the bias or an adapter matrix is trainable. */
 int graft_linear_layer_trainable(const graft_linear_layer *l, const graft_params *p);
 
 /* LayerNorm over rows of C: "<prefix>.weight" and "<prefix>.bias" [C]. */

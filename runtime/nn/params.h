@@ -34,7 +34,15 @@ typedef struct graft_param {
      * missing, as PyTorch's strict load does for BatchNorm's num_batches_tracked (the
      * torchvision and timm files leave it out). */
     int zero_when_absent;
+    /* A LoRA adapter matrix (runtime/nn/lora.h): GRAFT_ADAPTER_A or _B, 0 otherwise.
+     * A weights file without it leaves its initial value (B = 0: the base model's
+     * output), so base weights load into a model with adapters. */
+    int adapter;
+    int fan_in_fan_out;  /* adapters: the base weight is [in, out] (GPT-2's Conv1D) */
+    float adapter_scale; /* adapters: alpha / rank, what B·A is scaled by */
 } graft_param;
+
+enum { GRAFT_ADAPTER_NONE = 0, GRAFT_ADAPTER_A = 1, GRAFT_ADAPTER_B = 2 };
 
 /* Called during backward when the gradient slice [offset, offset+count) of the flat
  * gradient buffer is final (the reducer starts all-reducing full buckets). */

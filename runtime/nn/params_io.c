@@ -139,6 +139,7 @@ graft_status graft_params_load(graft_params *p, const char *path,
         const graft_st_tensor *s = source[i];
         if (under_prefix(t->name, o->replaced)) continue;
         if (!s) {
+            if (t->adapter) continue; /* keeps its initial value: no adapter yet */
             if (t->zero_when_absent)
                 r.zeroed++;
             else

@@ -17,9 +17,11 @@ static const char *full_name(names_ctx *n, int which, const char *name) {
     return n->buf[which];
 }
 
-static graft_status add_linear(graft_linear_layer *l, graft_params *p, names_ctx *n,
-                               const char *name, int in, int out, graft_wlayout layout) {
-    return graft_linear_layer_add(l, p, full_name(n, 0, name), in, out, 1, layout);
+static graft_status add_linear(const graft_transformer *t, graft_linear_layer *l, graft_params *p,
+                               names_ctx *n, const char *name, int in, int out) {
+    const char *layer = full_name(n, 0, name);
+    GRAFT_TRY(graft_linear_layer_add(l, p, layer, in, out, 1, t->cfg.layout));
+    return graft_lora_attach(l, p, layer, t->cfg.lora);
 }
 
 static graft_status add_qkv(graft_transformer *t, graft_params *p, names_ctx *n,
@@ -29,12 +31,21 @@ static graft_status add_qkv(graft_transformer *t, graft_params *p, names_ctx *n,
     graft_param_range *r = &t->sub[GRAFT_TF_QKV];
     *r = graft_param_range_begin(p);
     if (t->cfg.packed_qkv) {
-        GRAFT_TRY(graft_linear_layer_add_named(&t->qkv, p, full_name(n, 0, names->qkv_weight),
-                                               full_name(n, 1, names->qkv_bias), C, 3 * C, W));
+        const char *weight = full_name(n, 0, names->qkv_weight);
+        GRAFT_TRY(graft_linear_layer_add_named(&t->qkv, p, weight, full_name(n, 1, names->qkv_bias),
+                                               C, 3 * C, W));
+        /* an adapter's layer is named by its weight's name less ".weight" (GPT-2's
+         * c_attn); a packed in_proj_weight has no such name and takes none */
+        const size_t len = strlen(weight), suffix = strlen(".weight");
+        if (len > suffix && strcmp(weight + len - suffix, ".weight") == 0) {
+            char layer[GRAFT_NAME_MAX + 8];
+            snprintf(layer, sizeof layer, "%.*s", (int)(len - suffix), weight);
+            GRAFT_TRY(graft_lora_attach(&t->qkv, p, layer, t->cfg.lora));
+        }
     } else {
-        GRAFT_TRY(add_linear(&t->query, p, n, names->query, C, C, W));
-        GRAFT_TRY(add_linear(&t->key, p, n, names->key, C, C, W));
-        GRAFT_TRY(add_linear(&t->value, p, n, names->value, C, C, W));
+        GRAFT_TRY(add_linear(t, &t->query, p, n, names->query, C, C));
+        GRAFT_TRY(add_linear(t, &t->key, p, n, names->key, C, C));
+        GRAFT_TRY(add_linear(t, &t->value, p, n, names->value, C, C));
     }
     graft_param_range_end(r, p);
     return GRAFT_OK;
@@ -51,7 +62,7 @@ static graft_status add_ln(graft_transformer *t, int role, graft_layernorm_layer
 static graft_status add_dense(graft_transformer *t, int role, graft_linear_layer *l,
                               graft_params *p, names_ctx *n, const char *name, int in, int out) {
     t->sub[role] = graft_param_range_begin(p);
-    GRAFT_TRY(add_linear(l, p, n, name, in, out, t->cfg.layout));
+    GRAFT_TRY(add_linear(t, l, p, n, name, in, out));
     graft_param_range_end(&t->sub[role], p);
     return GRAFT_OK;
 }
@@ -61,6 +72,8 @@ graft_status graft_transformer_add(graft_transformer *t, graft_params *p,
                                    const graft_transformer_names *names) {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
+    t->lora_rank = cfg->lora ? cfg->lora->rank : 0;
+    t->lora_dropout = cfg->lora ? cfg->lora->dropout : 0;
     GRAFT_ASSERT(cfg->C > 0 && cfg->NH > 0 && cfg->C % cfg->NH == 0 && cfg->mlp > 0);
     names_ctx n = {.prefix = prefix};
     const int C = cfg->C, M = cfg->mlp;
@@ -81,6 +94,7 @@ graft_status graft_transformer_add(graft_transformer *t, graft_params *p,
     if (cfg->norm == GRAFT_POST_LN)
         GRAFT_TRY(add_ln(t, GRAFT_TF_OUT_LN, &t->out_ln, p, &n, names->out_ln));
     graft_param_range_end(&t->range, p);
+    t->cfg.lora = NULL; /* the spec is read while registering only */
     return GRAFT_OK;
 }
 
@@ -95,7 +109,42 @@ static int below(const graft_transformer *t, const graft_params *p, int role, in
            graft_param_range_trainable(p, (graft_param_range){t->range.first, t->sub[role].first});
 }
 
+/* The linear layer of a role (GRAFT_TF_LIN_*). */
+static const graft_linear_layer *linear_of(const graft_transformer *t, int role) {
+    switch (role) {
+    case GRAFT_TF_LIN_QKV:
+        return t->cfg.packed_qkv ? &t->qkv : &t->query;
+    case GRAFT_TF_LIN_KEY:
+        return &t->key;
+    case GRAFT_TF_LIN_VALUE:
+        return &t->value;
+    case GRAFT_TF_LIN_ATTN_OUT:
+        return &t->attn_out;
+    case GRAFT_TF_LIN_INTERMEDIATE:
+        return &t->intermediate;
+    default:
+        return &t->output;
+    }
+}
+
 /* ---- activation memory ------------------------------------------------------------- */
+
+/* What each adapter keeps for its backward: u [rows, rank] and its dropout mask. Keys
+ * and values (and a packed projection) see every row, the rest the query rows. */
+static void plan_adapters(const graft_transformer *t, graft_transformer_acts *a, graft_arena *arena,
+                          size_t BT, size_t rows) {
+    for (int role = 0; role < GRAFT_TF_LINEARS; role++) {
+        const graft_linear_layer *l = linear_of(t, role);
+        if (t->cfg.packed_qkv && (role == GRAFT_TF_LIN_KEY || role == GRAFT_TF_LIN_VALUE)) continue;
+        if (l->lora.a < 0) continue;
+        const int all_rows = role == GRAFT_TF_LIN_KEY || role == GRAFT_TF_LIN_VALUE ||
+                             (role == GRAFT_TF_LIN_QKV && t->cfg.packed_qkv);
+        const size_t n = all_rows ? BT : rows;
+        a->lora[role].u = graft_arena_floats(arena, n * (size_t)l->lora.rank);
+        a->lora[role].mask =
+            l->lora.dropout > 0 ? graft_arena_floats(arena, n * (size_t)l->in) : NULL;
+    }
+}
 
 void graft_transformer_plan(const graft_transformer *t, graft_transformer_acts *a,
                             graft_arena *arena, int B, int T, int R, int keep) {
@@ -146,6 +195,7 @@ void graft_transformer_plan(const graft_transformer *t, graft_transformer_acts *
     a->mask_h = c->mlp_dropout > 0 ? graft_arena_floats(arena, rows * M) : NULL;
     a->mask_2 = dropout ? graft_arena_floats(arena, n) : NULL;
     a->res_2 = c->norm == GRAFT_POST_LN ? graft_arena_floats(arena, n) : NULL;
+    plan_adapters(t, a, arena, BT, rows);
 }
 
 void graft_transformer_plan_work(const graft_transformer *t, graft_transformer_work *w,
@@ -155,6 +205,11 @@ void graft_transformer_plan_work(const graft_transformer *t, graft_transformer_w
     const size_t wide = BT * (size_t)(c->mlp > 3 * c->C ? c->mlp : 3 * c->C);
     memset(w, 0, sizeof *w);
     w->proj = c->norm == GRAFT_PRE_LN ? graft_arena_floats(arena, n) : NULL;
+    w->lora =
+        t->lora_rank > 0
+            ? graft_arena_floats(arena, graft_lora_scratch_floats(BT, c->mlp > c->C ? c->mlp : c->C,
+                                                                  t->lora_rank, t->lora_dropout))
+            : NULL;
     if (backward || c->attn_dropout > 0)
         w->att_scratch =
             graft_arena_floats(arena, row_subset ? graft_attention_rows_scratch_floats(T)
@@ -198,17 +253,33 @@ static void mlp_act_forward(const graft_transformer *t, const graft_transformer_
         graft_dropout_forward(a->fc_act, a->mask_h, a->fc_act, wide, t->cfg.mlp_dropout, pass->rng);
 }
 
+/* The linear layer of a role over N rows, with its adapter if it has one. */
+static void linear_forward(const graft_transformer *t, const graft_params *p, int role,
+                           const graft_transformer_acts *a, const graft_transformer_work *w,
+                           const graft_transformer_pass *pass, float *out, const float *x, int N) {
+    graft_linear_lora_forward(linear_of(t, role), p, out, x, N, &a->lora[role], w->lora, pass->rng);
+}
+
+static void linear_backward(const graft_transformer *t, const graft_params *p, int role,
+                            const graft_transformer_acts *a, const graft_transformer_work *w,
+                            const graft_transformer_pass *pass, float *dx, const float *dout,
+                            const float *x, int N) {
+    graft_linear_lora_backward(linear_of(t, role), p, dx, dout, x, N, &a->lora[role], w->lora,
+                               pass->rng != NULL);
+}
+
 /* q, k, v of every row (a subset of query rows reads xq). */
 static void qkv_forward(const graft_transformer *t, const graft_params *p,
-                        const graft_transformer_acts *a, const float *x, const float *xq, int BT,
+                        const graft_transformer_acts *a, const graft_transformer_work *w,
+                        const graft_transformer_pass *pass, const float *x, const float *xq, int BT,
                         int R) {
     if (t->cfg.packed_qkv) {
-        graft_linear_layer_forward(&t->qkv, p, a->q, x, BT);
+        linear_forward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, a->q, x, BT);
         return;
     }
-    graft_linear_layer_forward(&t->query, p, a->q, xq, R);
-    graft_linear_layer_forward(&t->key, p, a->k, x, BT);
-    graft_linear_layer_forward(&t->value, p, a->v, x, BT);
+    linear_forward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, a->q, xq, R);
+    linear_forward(t, p, GRAFT_TF_LIN_KEY, a, w, pass, a->k, x, BT);
+    linear_forward(t, p, GRAFT_TF_LIN_VALUE, a, w, pass, a->v, x, BT);
 }
 
 static void attention_forward(const graft_transformer *t, const graft_transformer_acts *a,
@@ -232,16 +303,16 @@ static void pre_ln_forward(const graft_transformer *t, const graft_params *p,
     float *res_1 = a->res_1 ? a->res_1 : out;
     graft_layernorm_layer_forward(&t->attn_ln, p, a->attn_ln, a->attn_ln_mean, a->attn_ln_rstd, x,
                                   BT);
-    qkv_forward(t, p, a, a->attn_ln, a->attn_ln, BT, BT);
+    qkv_forward(t, p, a, w, pass, a->attn_ln, a->attn_ln, BT, BT);
     attention_forward(t, a, w, pass);
-    graft_linear_layer_forward(&t->attn_out, p, w->proj, a->att, BT);
+    linear_forward(t, p, GRAFT_TF_LIN_ATTN_OUT, a, w, pass, w->proj, a->att, BT);
     maybe_dropout(t, pass, w->proj, a->mask_1, n);
     graft_residual_forward(res_1, x, w->proj, n);
     graft_layernorm_layer_forward(&t->out_ln, p, a->out_ln, a->out_ln_mean, a->out_ln_rstd, res_1,
                                   BT);
-    graft_linear_layer_forward(&t->intermediate, p, a->fc, a->out_ln, BT);
+    linear_forward(t, p, GRAFT_TF_LIN_INTERMEDIATE, a, w, pass, a->fc, a->out_ln, BT);
     mlp_act_forward(t, pass, a, (size_t)BT * t->cfg.mlp);
-    graft_linear_layer_forward(&t->output, p, w->proj, a->fc_act, BT);
+    linear_forward(t, p, GRAFT_TF_LIN_OUTPUT, a, w, pass, w->proj, a->fc_act, BT);
     maybe_dropout(t, pass, w->proj, a->mask_2, n);
     graft_residual_forward(out, res_1, w->proj, n);
 }
@@ -259,15 +330,15 @@ static void post_ln_forward(const graft_transformer *t, const graft_params *p,
                             const float *xq) {
     const int BT = pass->B * pass->T, R = pass->R;
     const size_t n = (size_t)R * t->cfg.C;
-    qkv_forward(t, p, a, x, xq, BT, R);
+    qkv_forward(t, p, a, w, pass, x, xq, BT, R);
     attention_forward(t, a, w, pass);
-    graft_linear_layer_forward(&t->attn_out, p, a->res_1, a->att, R);
+    linear_forward(t, p, GRAFT_TF_LIN_ATTN_OUT, a, w, pass, a->res_1, a->att, R);
     dropout_residual(t, pass, a->res_1, a->mask_1, xq, n);
     graft_layernorm_layer_forward(&t->attn_ln, p, a->attn_ln, a->attn_ln_mean, a->attn_ln_rstd,
                                   a->res_1, R);
-    graft_linear_layer_forward(&t->intermediate, p, a->fc, a->attn_ln, R);
+    linear_forward(t, p, GRAFT_TF_LIN_INTERMEDIATE, a, w, pass, a->fc, a->attn_ln, R);
     mlp_act_forward(t, pass, a, (size_t)R * t->cfg.mlp);
-    graft_linear_layer_forward(&t->output, p, a->res_2, a->fc_act, R);
+    linear_forward(t, p, GRAFT_TF_LIN_OUTPUT, a, w, pass, a->res_2, a->fc_act, R);
     dropout_residual(t, pass, a->res_2, a->mask_2, a->attn_ln, n);
     graft_layernorm_layer_forward(&t->out_ln, p, out, a->out_ln_mean, a->out_ln_rstd, a->res_2, R);
 }
@@ -343,16 +414,18 @@ static void attention_backward(const graft_transformer *t, const graft_transform
 
 /* The q/k/v projections' backward (value, key, query: reverse registration order), adding
  * the input gradient into dx and the query rows' into dxq (either may be NULL). */
-static void qkv_backward(const graft_transformer *t, const graft_params *p, float *dx, float *dxq,
-                         const float *dq, const float *dk, const float *dv, const float *x,
-                         const float *xq, int BT, int R) {
+static void qkv_backward(const graft_transformer *t, const graft_params *p,
+                         const graft_transformer_acts *a, const graft_transformer_work *w,
+                         const graft_transformer_pass *pass, float *dx, float *dxq, const float *dq,
+                         const float *dk, const float *dv, const float *x, const float *xq, int BT,
+                         int R) {
     if (t->cfg.packed_qkv) {
-        graft_linear_layer_backward(&t->qkv, p, dx, dq, x, BT);
+        linear_backward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, dx, dq, x, BT);
         return;
     }
-    if (dv) graft_linear_layer_backward(&t->value, p, dx, dv, x, BT);
-    if (dk) graft_linear_layer_backward(&t->key, p, dx, dk, x, BT);
-    if (dq) graft_linear_layer_backward(&t->query, p, dxq, dq, xq, R);
+    if (dv) linear_backward(t, p, GRAFT_TF_LIN_VALUE, a, w, pass, dx, dv, x, BT);
+    if (dk) linear_backward(t, p, GRAFT_TF_LIN_KEY, a, w, pass, dx, dk, x, BT);
+    if (dq) linear_backward(t, p, GRAFT_TF_LIN_QKV, a, w, pass, dxq, dq, xq, R);
 }
 
 /* Pre-LN, every row: d is the stream's gradient (the output's, then h's, then x's). */
@@ -366,12 +439,12 @@ static void pre_ln_backward(const graft_transformer *t, const graft_params *p,
     if (dinp && dinp != dout) d = memcpy(dinp, dout, n * sizeof(float));
     /* output, gelu, intermediate */
     float *dgelu = below(t, p, GRAFT_TF_OUTPUT, all) ? zeroed(w->wide_a, wide) : NULL;
-    graft_linear_layer_backward(&t->output, p, dgelu, undropped(t, pass, w, d, a->mask_2, n),
-                                a->fc_act, BT);
+    linear_backward(t, p, GRAFT_TF_LIN_OUTPUT, a, w, pass, dgelu,
+                    undropped(t, pass, w, d, a->mask_2, n), a->fc_act, BT);
     if (!dgelu) return;
     const float *dfc = mlp_act_backward(t, a, w, pass, wide);
     float *dln_2 = below(t, p, GRAFT_TF_INTERMEDIATE, all) ? zeroed(w->dln, n) : NULL;
-    graft_linear_layer_backward(&t->intermediate, p, dln_2, dfc, a->out_ln, BT);
+    linear_backward(t, p, GRAFT_TF_LIN_INTERMEDIATE, a, w, pass, dln_2, dfc, a->out_ln, BT);
     if (!dln_2) return;
     /* out_ln: its input gradient adds to the stream's */
     const int on = below(t, p, GRAFT_TF_OUT_LN, all);
@@ -380,13 +453,13 @@ static void pre_ln_backward(const graft_transformer *t, const graft_params *p,
     if (!on) return;
     /* attn_out, attention, qkv */
     float *datt = below(t, p, GRAFT_TF_ATTN_OUT, all) ? zeroed(w->wide_a, n) : NULL;
-    graft_linear_layer_backward(&t->attn_out, p, datt, undropped(t, pass, w, d, a->mask_1, n),
-                                a->att, BT);
+    linear_backward(t, p, GRAFT_TF_LIN_ATTN_OUT, a, w, pass, datt,
+                    undropped(t, pass, w, d, a->mask_1, n), a->att, BT);
     if (!datt) return;
     float *dq = w->wide_b, *dk = t->cfg.packed_qkv ? NULL : dq + n, *dv = dk ? dk + n : NULL;
     attention_backward(t, a, w, pass, dq, dk, dv, datt);
     float *dln_1 = below(t, p, GRAFT_TF_QKV, all) ? zeroed(w->dln, n) : NULL;
-    qkv_backward(t, p, dln_1, dln_1, dq, dk, dv, a->attn_ln, a->attn_ln, BT, BT);
+    qkv_backward(t, p, a, w, pass, dln_1, dln_1, dq, dk, dv, a->attn_ln, a->attn_ln, BT, BT);
     if (!dln_1) return;
     graft_layernorm_layer_backward(&t->attn_ln, p, all ? d : NULL, dln_1, x, a->attn_ln_mean,
                                    a->attn_ln_rstd, BT);
@@ -405,12 +478,13 @@ static void post_ln_backward(const graft_transformer *t, const graft_params *p,
                                    a->out_ln_rstd, R);
     if (!dh) return;
     float *dact = below(t, p, GRAFT_TF_OUTPUT, all) ? zeroed(w->wide_a, wide) : NULL;
-    graft_linear_layer_backward(&t->output, p, dact, undropped(t, pass, w, dh, a->mask_2, n),
-                                a->fc_act, R);
+    linear_backward(t, p, GRAFT_TF_LIN_OUTPUT, a, w, pass, dact,
+                    undropped(t, pass, w, dh, a->mask_2, n), a->fc_act, R);
     if (!dact) return;
     const float *dfc = mlp_act_backward(t, a, w, pass, wide);
     const int on = below(t, p, GRAFT_TF_INTERMEDIATE, all);
-    graft_linear_layer_backward(&t->intermediate, p, on ? dh : NULL, dfc, a->attn_ln, R);
+    linear_backward(t, p, GRAFT_TF_LIN_INTERMEDIATE, a, w, pass, on ? dh : NULL, dfc, a->attn_ln,
+                    R);
     if (!on) return;
     /* attn_ln: the residual's gradient goes straight into dinp when the block covers every
      * row; otherwise into dout's buffer (free now), scattered below */
@@ -429,7 +503,7 @@ static void post_ln_backward(const graft_transformer *t, const graft_params *p,
         need_v = all || graft_linear_layer_trainable(&t->value, p);
     }
     float *datt = need_q || need_k || need_v ? zeroed(w->wide_a, n) : NULL;
-    graft_linear_layer_backward(&t->attn_out, p, datt, dres, a->att, R);
+    linear_backward(t, p, GRAFT_TF_LIN_ATTN_OUT, a, w, pass, datt, dres, a->att, R);
     if (!datt) return;
     float *dq = need_q ? w->wide_b : NULL;
     float *dk = need_k ? w->wide_b + (size_t)BT * C : NULL;
@@ -438,7 +512,11 @@ static void post_ln_backward(const graft_transformer *t, const graft_params *p,
     attention_backward(t, a, w, pass, dq, dk, dv, datt);
     float *dx = dinp;
     if (dx && !all_rows) zeroed(dx, (size_t)BT * C);
-    qkv_backward(t, p, dx, all_rows ? dx : dx ? dres_1 : NULL, dq, dk, dv, x, xq, BT, R);
+    qkv_backward(t, p, a, w, pass, dx,
+                 all_rows ? dx
+                 : dx     ? dres_1
+                          : NULL,
+                 dq, dk, dv, x, xq, BT, R);
     for (int j = 0; dx && !all_rows && j < R; j++) { /* the query rows' residual + query part */
         float *dst = dx + (size_t)pass->rows[j] * C;
         const float *src = dres_1 + (size_t)j * C;

@@ -30,6 +30,7 @@
 #include "runtime/core/rng.h"
 #include "runtime/nn/block.h"
 #include "runtime/nn/layers.h"
+#include "runtime/nn/lora.h"
 
 typedef enum { GRAFT_PRE_LN = 0, GRAFT_POST_LN = 1 } graft_transformer_norm;
 
@@ -45,6 +46,9 @@ typedef struct graft_transformer_config {
     float dropout;      /* on the two residual branches while training */
     float attn_dropout; /* on the attention probabilities while training */
     float mlp_dropout;  /* on the MLP's hidden activation (after the GELU) while training */
+    /* Adapters for the linear layers whose names it targets (NULL: none); read by
+     * graft_transformer_add only. */
+    graft_lora_spec *lora;
 } graft_transformer_config;
 
 /* Names relative to the block's prefix ("transformer.h.3"); a LayerNorm or linear name
@@ -69,6 +73,17 @@ enum {
     GRAFT_TF_SUBLAYERS
 };
 
+/* The block's linear layers, by role (an adapter's saved activations are indexed so). */
+enum {
+    GRAFT_TF_LIN_QKV = 0, /* packed, or the query */
+    GRAFT_TF_LIN_KEY,
+    GRAFT_TF_LIN_VALUE,
+    GRAFT_TF_LIN_ATTN_OUT,
+    GRAFT_TF_LIN_INTERMEDIATE,
+    GRAFT_TF_LIN_OUTPUT,
+    GRAFT_TF_LINEARS
+};
+
 typedef struct graft_transformer {
     graft_transformer_config cfg;
     graft_param_range range;                   /* every parameter of the block */
@@ -77,6 +92,8 @@ typedef struct graft_transformer {
     graft_linear_layer qkv;               /* packed_qkv */
     graft_linear_layer query, key, value; /* !packed_qkv */
     graft_linear_layer attn_out, intermediate, output;
+    int lora_rank;      /* the model's adapter rank (0: no adapters), for the shared scratch */
+    float lora_dropout; /* and their dropout */
 } graft_transformer;
 
 /* One block's activations. Rows: R query rows, B*T = every row (see the pass). */
@@ -98,6 +115,7 @@ typedef struct graft_transformer_acts {
     float *mask_h;      /* the MLP dropout's mask [R, mlp] */
     float *mask_2;      /* the MLP branch's dropout mask [R, C] */
     float *res_2;       /* post-LN: h + MLP branch [R, C], out_ln's input */
+    graft_lora_acts lora[GRAFT_TF_LINEARS]; /* kept by the adapters (by linear role) */
 } graft_transformer_acts;
 
 /* Scratch shared by every block of a model; a model may use dln, dtmp, wide_a and
@@ -107,6 +125,7 @@ typedef struct graft_transformer_work {
     float *att_scratch;     /* the attention ops' (backward, and forward with dropout) */
     float *dln, *dtmp;      /* [BT, C]; dtmp only with dropout */
     float *wide_a, *wide_b; /* [BT, max(mlp, 3C)] */
+    float *lora;            /* the adapters' scratch; NULL without adapters */
 } graft_transformer_work;
 
 /* One forward (and its backward): the batch, its padding, the query rows, dropout. */

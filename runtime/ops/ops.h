@@ -92,6 +92,17 @@ void graft_layernorm_backward(float *dinp, float *dweight, float *dbias, const f
                               const float *inp, const float *weight, const float *mean,
                               const float *rstd, int N, int C);
 
+/* Low-rank adapter beside a linear layer (LoRA): A [r, IC] and B [OC, r] in torch's
+ * layout whatever the base weight's. Forward: u[N,r] = x·Aᵀ (kept for the backward),
+ * out[N,OC] += scale · u·Bᵀ. Backward, from dout [N,OC]: du[N,r] = scale · dout·B
+ * (scratch), dB += scale · doutᵀ·u, dA += duᵀ·x, dx += du·A; NULL outputs are
+ * skipped. Four thin GEMMs, no element loops. */
+void graft_lora_forward(float *out, float *u, const float *x, const float *A, const float *B,
+                        int N, int IC, int OC, int r, float scale);
+void graft_lora_backward(float *dx, float *dA, float *dB, float *du, const float *dout,
+                         const float *x, const float *u, const float *A, const float *B, int N,
+                         int IC, int OC, int r, float scale);
+
 /* ---- activations, dropout, residual ---------------------------------------- */
 
 void graft_relu_forward(float *out, const float *inp, size_t n);

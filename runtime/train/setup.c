@@ -13,6 +13,7 @@
 #include "runtime/ckpt/ckpt.h"
 #include "runtime/core/check.h"
 #include "runtime/io/fs.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -39,7 +40,12 @@ static graft_status apply_freezing(graft_params *p, const graft_config *cfg) {
         cfg->freeze.trainable.count ? &cfg->freeze.trainable : &cfg->freeze.frozen;
     int make_trainable = cfg->freeze.trainable.count > 0;
     const char *key = make_trainable ? "freeze.trainable" : "freeze.frozen";
-    if (make_trainable) graft_params_set_trainable(p, "*", 0, NULL);
+    if (make_trainable || cfg->model.lora.targets.count)
+        graft_params_set_trainable(p, "*", 0, NULL);
+    /* LoRA: the base is frozen and the adapters train (as in PEFT); freeze.trainable adds
+     * to them (PEFT's modules_to_save), freeze.frozen takes from them */
+    for (int i = 0; i < p->count; i++)
+        if (p->items[i].adapter) p->items[i].trainable = 1;
     for (int i = 0; i < globs->count; i++) {
         int matched = 0;
         GRAFT_TRY(graft_params_set_trainable(p, globs->items[i], make_trainable, &matched));
@@ -188,7 +194,27 @@ graft_status train_model_load(graft_model *m, const graft_config *cfg, const gra
                               int max_batch, const char *weights) {
     GRAFT_TRY(model_setup(m, cfg, d, max_batch, 0));
     graft_load_options opt = graft_model_load_options(m, 1, 0);
-    return graft_params_load(m->params, weights, &opt, NULL);
+    GRAFT_TRY(graft_params_load(m->params, weights, &opt, NULL));
+    return train_load_lora_init(m, cfg); /* on top of the weights */
+}
+
+graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg) {
+    if (!cfg->model.lora.init) return GRAFT_OK;
+    graft_lora_dir_config dc = train_lora_dir_config(m, cfg);
+    GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
+    GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
+    return GRAFT_OK;
+}
+
+graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg) {
+    const graft_model_desc *d = graft_model_find(cfg->model.arch);
+    return (graft_lora_dir_config){.rank = cfg->model.lora.rank,
+                                   .alpha = cfg->model.lora.alpha,
+                                   .dropout = cfg->model.lora.dropout,
+                                   .task_type = !d ? NULL
+                                                : m->task == GRAFT_TASK_CLASSIFY
+                                                    ? d->peft_task_classify
+                                                    : d->peft_task_lm};
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
@@ -324,6 +350,7 @@ static graft_status setup_local(trainer *t) {
         cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(check_data_fits_run(t));
     GRAFT_TRY(train_model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
+    GRAFT_TRY(train_load_lora_init(&t->model, cfg));
     GRAFT_TRY(train_unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
     GRAFT_TRY(train_resume(t));

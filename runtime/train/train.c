@@ -16,6 +16,7 @@
 #include "runtime/data/loader.h"
 #include "runtime/io/fs.h"
 #include "runtime/io/json.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/nn/params_io.h"
 #include "train_internal.h"
 
@@ -211,9 +212,20 @@ static graft_status run_loop(trainer *t) {
     if (st == GRAFT_OK && t->rank0) {
         char path[TRAIN_PATH_MAX];
         st = graft_fs_path_join(path, sizeof path, t->run_dir, "model.safetensors");
-        if (st == GRAFT_OK) st = graft_params_save(t->model.params, path);
+        /* a LoRA run: the merged model under plain names, and the adapters beside it */
+        const int lora = graft_lora_present(t->model.params);
         if (st == GRAFT_OK)
-            GRAFT_INFO("done in %.1f s; weights in %s", graft_now_s() - run_start, path);
+            st = lora ? graft_lora_save_merged(t->model.params, path)
+                      : graft_params_save(t->model.params, path);
+        char adapter[TRAIN_PATH_MAX];
+        if (st == GRAFT_OK && lora) {
+            graft_lora_dir_config dc = train_lora_dir_config(&t->model, cfg);
+            st = graft_fs_path_join(adapter, sizeof adapter, t->run_dir, "adapter");
+            if (st == GRAFT_OK) st = graft_lora_save_dir(t->model.params, &dc, adapter);
+        }
+        if (st == GRAFT_OK)
+            GRAFT_INFO("done in %.1f s; weights in %s%s%s", graft_now_s() - run_start, path,
+                       lora ? ", adapters in " : "", lora ? adapter : "");
     }
     return st;
 }

@@ -20,6 +20,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/io/fs.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/optim/optim.h"
 
 /* Evaluation totals over all ranks. */
@@ -49,10 +50,15 @@ void train_eval_result_free(train_eval_result *r);
  * Everything here is input checking. */
 graft_status train_model_setup(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                                int max_batch);
-/* The same model with every weight from a file (strictly) instead of model.init: what
- * graft eval and graft predict run. */
+/* The same model with every weight from a file (strictly) instead of model.init, and
+ * model.lora.init's adapters on top: what graft eval and graft predict run. */
 graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                               int max_batch, const char *weights);
+/* model.lora.init's adapter directory into the model (after its other weights), when
+ * the config names one. */
+graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg);
+/* model.lora's settings for the model's adapter directory (PEFT's task_type by task). */
+graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg);
 /* Log trainable vs frozen parameter counts per top-level module. */
 void train_log_freeze_table(const graft_params *p);
 
