@@ -122,8 +122,7 @@ static graft_status encode_prompt(graft_tokenizer *tok, const char *text, size_t
 }
 
 /* The weights of W: a safetensors file (strict, hub names mapped) or a checkpoint (a
- * root: the checkpoint a resume would use). Base weights plus a PEFT adapter directory
- * will load the adapter right after this, into the same table. */
+ * root: the checkpoint a resume would use). */
 static graft_status load_weights(graft_model *m, const char *path) {
     if (!graft_fs_is_dir(path)) {
         graft_load_options opt = graft_model_load_options(m, 1, 0);
@@ -151,7 +150,8 @@ static graft_status load_model(const graft_config *cfg, int vocab, const char *w
     GRAFT_TRY(graft_model_create(m, cfg, &input));
     GRAFT_TRY(graft_params_set_trainable(m->params, "*", 0, NULL));
     GRAFT_TRY(graft_params_finalize(m->params));
-    return load_weights(m, weights);
+    GRAFT_TRY(load_weights(m, weights));
+    return graft_model_load_lora_init(m, cfg); /* a PEFT adapter directory on top */
 }
 
 /* A token's bytes as they are (the user's text, not a log line), shown as soon as drawn.

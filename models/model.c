@@ -9,6 +9,7 @@
 #include "models/mlp/mlp.h"
 #include "models/resnet/resnet.h"
 #include "models/vit/vit.h"
+#include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
 /* The registry: every architecture graft builds, by model.arch. The default sizes are
@@ -156,4 +157,23 @@ graft_load_options graft_model_load_options(const graft_model *m, int strict, in
     return (graft_load_options){.strict = strict,
                                 .map_name = m->iface.map_name,
                                 .replaced = replace_head ? m->iface.head : NULL};
+}
+
+graft_status graft_model_load_lora_init(const graft_model *m, const graft_config *cfg) {
+    if (!cfg->model.lora.init) return GRAFT_OK;
+    graft_lora_dir_config dc = graft_model_lora_dir_config(m, cfg);
+    GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
+    GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
+    return GRAFT_OK;
+}
+
+graft_lora_dir_config graft_model_lora_dir_config(const graft_model *m, const graft_config *cfg) {
+    const graft_model_desc *d = graft_model_find(cfg->model.arch);
+    return (graft_lora_dir_config){.rank = cfg->model.lora.rank,
+                                   .alpha = cfg->model.lora.alpha,
+                                   .dropout = cfg->model.lora.dropout,
+                                   .task_type = !d ? NULL
+                                                : m->task == GRAFT_TASK_CLASSIFY
+                                                    ? d->peft_task_classify
+                                                    : d->peft_task_lm};
 }

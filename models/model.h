@@ -14,6 +14,7 @@
 #include "runtime/config/config.h"
 #include "runtime/core/status.h"
 #include "runtime/nn/lora.h"
+#include "runtime/nn/lora_io.h"
 #include "runtime/nn/params.h"
 #include "runtime/nn/params_io.h"
 
@@ -127,5 +128,10 @@ const char *graft_model_head(const graft_model *m);
 /* Options to load a weights file into this model: strict or not, and whether the file's
  * classifier is being replaced (model.head.num_classes). */
 graft_load_options graft_model_load_options(const graft_model *m, int strict, int replace_head);
+/* model.lora.init's adapter directory into the model (after its other weights), when
+ * the config names one. */
+graft_status graft_model_load_lora_init(const graft_model *m, const graft_config *cfg);
+/* model.lora's settings for the model's adapter directory (PEFT's task_type by task). */
+graft_lora_dir_config graft_model_lora_dir_config(const graft_model *m, const graft_config *cfg);
 
 #endif

@@ -5,6 +5,8 @@
 # model.safetensors under plain names and a PEFT adapter directory; the merged file, the
 # base plus the adapter directory (model.lora.init), `graft ckpt export` with and
 # without --merge-lora all evaluate alike, and the merged file also as a plain GPT-2;
+# graft sample continues a prompt alike from the merged file, base + adapter directory
+# and the checkpoint;
 # an interrupted and resumed run ends byte-identical to the uninterrupted one; at np=2
 # comm_bytes is exactly the adapters' bytes (+ a trainable head); config and adapter
 # errors are one line, exit 2.
@@ -85,6 +87,17 @@ e_unmerged=$(evaluate lora.yaml --weights unmerged.safetensors)
   [ "$e_merged" = "$e_export" ] && [ "$e_merged" = "$e_unmerged" ] &&
   ok "same evaluation ($e_merged): merged file with and without model.lora, base + adapter dir, ckpt export --merge-lora (plain GPT-2) and unmerged" ||
   bad "evaluations differ: merged '$e_merged' plain '$e_plain' init '$e_init' export '$e_export' unmerged '$e_unmerged'"
+# graft sample: the merged file, base weights + the PEFT adapter directory, and the
+# checkpoint (adapters + frozen base) continue a prompt alike; the base alone does not
+# (sampled with one seed: this briefly trained model's greedy text is all blanks)
+draw() { "$GRAFT" sample "$@" --prompt "The " --seed 3 --max-new-tokens 40 2>/dev/null; }
+s_merged=$(draw base.yaml --weights runs/lora/model.safetensors)
+s_init=$(draw lora.yaml --weights $base model.lora.init=runs/lora/adapter)
+s_ckpt=$(draw lora.yaml --weights runs/lora/checkpoints)
+s_base=$(draw base.yaml --weights $base)
+[ ${#s_merged} -gt 4 ] && [ "$s_merged" = "$s_init" ] && [ "$s_merged" = "$s_ckpt" ] && [ "$s_merged" != "$s_base" ] &&
+  ok "graft sample: merged file = base + adapter dir = checkpoint, seed 3 ($(printf %q "$s_merged"))" ||
+  bad "sample: merged '$s_merged' init '$s_init' ckpt '$s_ckpt' base '$s_base'"
 ! "$GRAFT" inspect merged.safetensors | grep -q lora_ && "$GRAFT" inspect unmerged.safetensors | grep -q lora_A &&
   ok "ckpt export: --merge-lora writes plain names, without it the adapters" || bad "export names"
 

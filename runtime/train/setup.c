@@ -195,26 +195,7 @@ graft_status train_model_load(graft_model *m, const graft_config *cfg, const gra
     GRAFT_TRY(model_setup(m, cfg, d, max_batch, 0));
     graft_load_options opt = graft_model_load_options(m, 1, 0);
     GRAFT_TRY(graft_params_load(m->params, weights, &opt, NULL));
-    return train_load_lora_init(m, cfg); /* on top of the weights */
-}
-
-graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg) {
-    if (!cfg->model.lora.init) return GRAFT_OK;
-    graft_lora_dir_config dc = train_lora_dir_config(m, cfg);
-    GRAFT_TRY(graft_lora_load_dir(m->params, &dc, cfg->model.lora.init));
-    GRAFT_INFO("model.lora.init %s: adapters loaded", cfg->model.lora.init);
-    return GRAFT_OK;
-}
-
-graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg) {
-    const graft_model_desc *d = graft_model_find(cfg->model.arch);
-    return (graft_lora_dir_config){.rank = cfg->model.lora.rank,
-                                   .alpha = cfg->model.lora.alpha,
-                                   .dropout = cfg->model.lora.dropout,
-                                   .task_type = !d ? NULL
-                                                : m->task == GRAFT_TASK_CLASSIFY
-                                                    ? d->peft_task_classify
-                                                    : d->peft_task_lm};
+    return graft_model_load_lora_init(m, cfg); /* on top of the weights */
 }
 
 /* Optimizer groups from optim.groups; a glob that matches nothing is an error. */
@@ -350,7 +331,7 @@ static graft_status setup_local(trainer *t) {
         cfg->train.max_steps > 0 ? cfg->train.max_steps : cfg->train.epochs * t->steps_per_epoch;
     GRAFT_TRY(check_data_fits_run(t));
     GRAFT_TRY(train_model_setup(&t->model, cfg, &t->train_set, t->micro_batch));
-    GRAFT_TRY(train_load_lora_init(&t->model, cfg));
+    GRAFT_TRY(graft_model_load_lora_init(&t->model, cfg));
     GRAFT_TRY(train_unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
     GRAFT_TRY(train_resume(t));

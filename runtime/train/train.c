@@ -219,7 +219,7 @@ static graft_status run_loop(trainer *t) {
                       : graft_params_save(t->model.params, path);
         char adapter[TRAIN_PATH_MAX];
         if (st == GRAFT_OK && lora) {
-            graft_lora_dir_config dc = train_lora_dir_config(&t->model, cfg);
+            graft_lora_dir_config dc = graft_model_lora_dir_config(&t->model, cfg);
             st = graft_fs_path_join(adapter, sizeof adapter, t->run_dir, "adapter");
             if (st == GRAFT_OK) st = graft_lora_save_dir(t->model.params, &dc, adapter);
         }

@@ -54,11 +54,6 @@ graft_status train_model_setup(graft_model *m, const graft_config *cfg, const gr
  * model.lora.init's adapters on top: what graft eval and graft predict run. */
 graft_status train_model_load(graft_model *m, const graft_config *cfg, const graft_dataset *d,
                               int max_batch, const char *weights);
-/* model.lora.init's adapter directory into the model (after its other weights), when
- * the config names one. */
-graft_status train_load_lora_init(const graft_model *m, const graft_config *cfg);
-/* model.lora's settings for the model's adapter directory (PEFT's task_type by task). */
-graft_lora_dir_config train_lora_dir_config(const graft_model *m, const graft_config *cfg);
 /* Log trainable vs frozen parameter counts per top-level module. */
 void train_log_freeze_table(const graft_params *p);
 
