@@ -12,12 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "models/model.h"
 #include "runtime/core/check.h"
 #include "runtime/core/clock.h"
 #include "runtime/core/rng.h"
+#include "runtime/optim/optim.h"
 
 typedef struct variant {
     const char *name;
@@ -57,6 +60,32 @@ static graft_status variant_setup(variant *v, const graft_model_input *in, int b
     return GRAFT_OK;
 }
 
+/* Random inputs and labels for batch B (data->B) of the model's input kind. */
+static graft_status make_input(bench_input *data, const graft_model_input *in, int tokens, int seq,
+                               int vocab, int classes) {
+    const int batch = data->B;
+    graft_rng rng;
+    graft_rng_seed(&rng, 7);
+    size_t n_in = tokens ? (size_t)batch * seq : (size_t)batch * in->channels * in->height * in->width;
+    size_t n_lab = tokens && !in->num_classes ? (size_t)batch * seq : (size_t)batch;
+    if (tokens)
+        data->tokens = malloc(n_in * sizeof *data->tokens);
+    else
+        data->images = malloc(n_in * sizeof *data->images);
+    data->labels = malloc(n_lab * sizeof *data->labels);
+    if ((!data->tokens && !data->images) || !data->labels) return GRAFT_ERR_NOMEM;
+    for (size_t i = 0; i < n_in; i++) {
+        if (tokens)
+            data->tokens[i] = (int32_t)graft_rng_below(&rng, (uint64_t)vocab);
+        else
+            data->images[i] = graft_rng_uniform(&rng) * 2 - 1;
+    }
+    int K = tokens && !in->num_classes ? vocab : classes;
+    for (size_t i = 0; i < n_lab; i++)
+        data->labels[i] = (int32_t)graft_rng_below(&rng, (uint64_t)K);
+    return GRAFT_OK;
+}
+
 /* Mean seconds of forward and backward over `steps` training steps. */
 static void run_steps(variant *v, const bench_input *in, int steps, double *fwd, double *bwd) {
     graft_model *m = &v->model;
@@ -73,6 +102,35 @@ static void run_steps(variant *v, const bench_input *in, int steps, double *fwd,
     }
     *fwd /= steps;
     *bwd /= steps;
+}
+
+/* Peak RSS in MB of one variant alone: a child process sets it up with an AdamW
+ * optimizer and runs 1 + steps training steps (forward, backward, update); the parent
+ * reads the child's ru_maxrss. -1 when the child failed. */
+static double peak_rss_mb(variant *v, const graft_model_input *in, int batch, int tokens, int seq,
+                          int vocab, int classes, int steps) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        bench_input data = {.B = batch};
+        graft_optim opt;
+        graft_optim_config oc;
+        graft_optim_config_default(&oc, GRAFT_OPTIM_ADAMW);
+        graft_status st = variant_setup(v, in, batch);
+        if (st == GRAFT_OK) st = make_input(&data, in, tokens, seq, vocab, classes);
+        if (st == GRAFT_OK) st = graft_optim_init(&opt, &oc, v->model.params);
+        for (int s = 0; st == GRAFT_OK && s < 1 + steps; s++) {
+            double f, b;
+            run_steps(v, &data, 1, &f, &b);
+            st = graft_optim_step(&opt, v->model.params, 1e-4f);
+        }
+        _exit(st == GRAFT_OK ? 0 : 1);
+    }
+    int status = 0;
+    struct rusage ru;
+    while (wait4(pid, &status, 0, &ru) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? ru.ru_maxrss / 1024.0 : -1;
 }
 
 /* "<module>.*" for the module of the last registered parameter: the classifier, or the
@@ -192,39 +250,22 @@ int cmd_bench_model(int argc, char **argv) {
     variant v[2] = {
         {.name = "full", .cfg = &full},
         {.name = lora_rank > 0 ? "lora" : "frozen", .cfg = lora_rank > 0 ? &lora : &full}};
+    /* the second variant's trainable glob, from the parameter names alone */
     char head[GRAFT_NAME_MAX + 4];
-    graft_status st = variant_setup(&v[0], &in, batch);
-    if (st == GRAFT_OK) {
-        top_module_glob(v[0].model.params, head, sizeof head);
-        if (lora_rank > 0)
-            v[1].trainable = lora.model.lora.targets.items[0];
-        else
-            v[1].trainable = trainable ? trainable : head;
-        st = variant_setup(&v[1], &in, batch);
-    }
+    graft_model probe = {0};
+    graft_status st = graft_model_create(&probe, &full, &in);
+    if (st == GRAFT_OK) top_module_glob(probe.params, head, sizeof head);
+    graft_model_free(&probe);
+    v[1].trainable = lora_rank > 0 ? lora.model.lora.targets.items[0] : trainable ? trainable : head;
+    /* each variant's peak RSS alone, measured before this process holds any model */
+    fflush(stdout);
+    double rss_mb[2] = {-1, -1};
+    for (int k = 0; k < 2 && st == GRAFT_OK; k++)
+        rss_mb[k] = peak_rss_mb(&v[k], &in, batch, tokens, seq, vocab, classes, steps);
+    if (st == GRAFT_OK) st = variant_setup(&v[0], &in, batch);
+    if (st == GRAFT_OK) st = variant_setup(&v[1], &in, batch);
     bench_input data = {.B = batch};
-    graft_rng rng;
-    graft_rng_seed(&rng, 7);
-    if (st == GRAFT_OK) {
-        size_t n_in =
-            tokens ? (size_t)batch * seq : (size_t)batch * in.channels * in.height * in.width;
-        size_t n_lab = tokens && !in.num_classes ? (size_t)batch * seq : (size_t)batch;
-        if (tokens)
-            data.tokens = malloc(n_in * sizeof *data.tokens);
-        else
-            data.images = malloc(n_in * sizeof *data.images);
-        data.labels = malloc(n_lab * sizeof *data.labels);
-        if ((!data.tokens && !data.images) || !data.labels) st = GRAFT_ERR_NOMEM;
-        for (size_t i = 0; st == GRAFT_OK && i < n_in; i++) {
-            if (tokens)
-                data.tokens[i] = (int32_t)graft_rng_below(&rng, (uint64_t)vocab);
-            else
-                data.images[i] = graft_rng_uniform(&rng) * 2 - 1;
-        }
-        int K = tokens && !in.num_classes ? vocab : classes;
-        for (size_t i = 0; st == GRAFT_OK && i < n_lab; i++)
-            data.labels[i] = (int32_t)graft_rng_below(&rng, (uint64_t)K);
-    }
+    if (st == GRAFT_OK) st = make_input(&data, &in, tokens, seq, vocab, classes);
     if (st == GRAFT_OK) {
         printf("%s, batch %d, %s, %d OpenBLAS thread(s); best of %d rounds of %d steps\n", argv[3],
                batch, tokens ? "tokens" : image, openblas_get_num_threads(), rounds, steps);
@@ -241,21 +282,21 @@ int cmd_bench_model(int argc, char **argv) {
                     v[k].bwd = b;
                 }
             }
-        printf("%-8s %-24s %14s %10s %10s %10s %12s %7s %14s %12s\n", "variant", "trainable",
-               "trainable_floats", "fwd_ms", "bwd_ms", "step_ms", "samples/s", "ratio",
-               "allreduce_bytes", "adamw_MB");
+        printf("%-8s %-24s %14s %10s %10s %10s %12s %7s %14s %12s %12s\n", "variant",
+               "trainable", "trainable_floats", "fwd_ms", "bwd_ms", "step_ms", "samples/s",
+               "ratio", "allreduce_bytes", "adamw_MB", "peak_rss_MB");
         double full_s = v[0].fwd + v[0].bwd;
         for (int k = 0; k < 2; k++) {
             double s = v[k].fwd + v[k].bwd;
             size_t n = graft_params_numel(v[k].model.params, 1);
-            printf("%-8s %-24s %14zu %10.1f %10.1f %10.1f %12.1f %7.3f %14zu %12.2f\n", v[k].name,
-                   v[k].trainable ? v[k].trainable : "*", n, v[k].fwd * 1e3, v[k].bwd * 1e3,
-                   s * 1e3, batch / s, s / full_s, n * sizeof(float),
-                   2.0 * (double)n * sizeof(float) / 1048576.0);
+            printf("%-8s %-24s %14zu %10.1f %10.1f %10.1f %12.1f %7.3f %14zu %12.2f %12.1f\n",
+                   v[k].name, v[k].trainable ? v[k].trainable : "*", n, v[k].fwd * 1e3,
+                   v[k].bwd * 1e3, s * 1e3, batch / s, s / full_s, n * sizeof(float),
+                   2.0 * (double)n * sizeof(float) / 1048576.0, rss_mb[k]);
         }
-        struct rusage ru;
-        if (getrusage(RUSAGE_SELF, &ru) == 0)
-            printf("peak RSS of this process (both variants): %.1f MB\n", ru.ru_maxrss / 1024.0);
+        printf("peak_rss_MB: each variant alone in a process of its own (its model, activations,\n"
+               "gradients and AdamW state, the batch and the program), after %d steps\n",
+               steps + 1);
     }
     free(data.images);
     free(data.tokens);
