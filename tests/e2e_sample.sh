@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# ctest-labels: slow
 # graft sample end to end: a tiny GPT-2 trained briefly on the science fortunes (byte
 # tokens; and GPT-2 BPE tokens), then text from its weights: a seed gives the same text,
 # another seed other text, greedy is deterministic, sample 1 of M is the single sample,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pretrain on general fortunes, fine-tune on science fortunes with the lower half
-# frozen, and compare with the same fine-tuning steps from scratch (validation
-# perplexity on held-out science fortunes). Run from the repository root after `make`.
+# frozen, and compare with the same fine-tuning steps from scratch and with LoRA
+# adapters on the frozen model (validation perplexity on held-out science fortunes);
+# then sample from the LoRA model. Run from the repository root after `make`.
 set -euo pipefail
 GRAFT=${GRAFT:-build/graft}
 ex=examples/gpt2_fortunes
@@ -20,5 +21,11 @@ $GRAFT train $ex/pretrain.yaml checkpoint.resume=never
 $GRAFT train $ex/finetune.yaml checkpoint.resume=never | tee runs/gpt2_finetune.out
 $GRAFT train $ex/finetune.yaml checkpoint.resume=never experiment=gpt2_scratch \
   model.init=null 'freeze.trainable=[]' | tee runs/gpt2_scratch.out
+$GRAFT train $ex/finetune_lora.yaml checkpoint.resume=never | tee runs/gpt2_lora.out
 echo "pretrained + fine-tuned: $(grep '^test perplexity' runs/gpt2_finetune.out)"
 echo "from scratch:            $(grep '^test perplexity' runs/gpt2_scratch.out)"
+echo "pretrained + LoRA:       $(grep '^test perplexity' runs/gpt2_lora.out)"
+echo "a sample of the LoRA model (base weights + its PEFT adapter directory):"
+$GRAFT sample $ex/finetune_lora.yaml --weights runs/gpt2_pretrain/model.safetensors \
+  model.lora.init=runs/gpt2_lora/adapter --prompt "The scientist " --max-new-tokens 200 \
+  --temperature 0.8 --seed 1

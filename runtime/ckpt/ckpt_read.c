@@ -14,6 +14,7 @@
 #include "runtime/core/log.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/lora.h"
+#include "runtime/nn/params_io.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
 /* A problem line: a logged message, or a path and what is wrong with it. */
@@ -113,13 +114,6 @@ graft_status graft_ckpt_find_resume(const char *dir, char *out, size_t out_size)
     return st;
 }
 
-static int same_shape(const graft_param *t, const graft_st_tensor *s) {
-    if (t->ndim != s->ndim) return 0;
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] != s->shape[d]) return 0;
-    return 1;
-}
-
 /* A checkpoint tensor fits parameter t: F32 and the same shape. `what` names it. */
 static graft_status check_tensor(const char *ckpt_dir, const char *what, const graft_param *t,
                                  const graft_st_tensor *s) {
@@ -128,7 +122,7 @@ static graft_status check_tensor(const char *ckpt_dir, const char *what, const g
                     graft_dtype_name(s->dtype));
         return GRAFT_ERR_FORMAT;
     }
-    if (!same_shape(t, s)) {
+    if (!graft_param_shape_matches(t, s)) {
         char want[96], got[96];
         GRAFT_ERROR("%s: %s has shape %s in the checkpoint, the model has %s", ckpt_dir, what,
                     graft_format_shape(got, sizeof got, s->ndim, s->shape),

@@ -11,6 +11,7 @@
 #include "runtime/io/json.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/nn/lora.h"
+#include "runtime/nn/params_io.h"
 
 #define PEFT_PREFIX "base_model.model."
 #define CONFIG_MAX_BYTES (1u << 20)
@@ -137,13 +138,6 @@ static graft_status check_config(const char *dir, const graft_lora_dir_config *c
     return st;
 }
 
-static int same_shape(const graft_param *t, const graft_st_tensor *s) {
-    if (t->ndim != s->ndim) return 0;
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] != s->shape[d]) return 0;
-    return 1;
-}
-
 graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c, const char *dir) {
     GRAFT_TRY(check_config(dir, c));
     char path[GRAFT_FS_PATH_MAX];
@@ -161,7 +155,7 @@ graft_status graft_lora_load_dir(graft_params *p, const graft_lora_dir_config *c
         if (i < 0 || p->items[i].kind != GRAFT_KIND_PARAM) {
             GRAFT_ERROR("%s: tensor %s names no adapter or parameter of the model", path, s->name);
             st = GRAFT_ERR_MISMATCH;
-        } else if (!same_shape(&p->items[i], s) ||
+        } else if (!graft_param_shape_matches(&p->items[i], s) ||
                    (s->dtype != GRAFT_DTYPE_F32 && s->dtype != GRAFT_DTYPE_F16 &&
                     s->dtype != GRAFT_DTYPE_BF16)) {
             char want[96], got[96];

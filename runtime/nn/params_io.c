@@ -31,7 +31,7 @@ graft_status graft_params_save(const graft_params *p, const char *path) {
     return st;
 }
 
-static int same_shape(const graft_param *t, const graft_st_tensor *s) {
+int graft_param_shape_matches(const graft_param *t, const graft_st_tensor *s) {
     if (t->ndim != s->ndim) return 0;
     for (int d = 0; d < t->ndim; d++)
         if (t->shape[d] != s->shape[d]) return 0;
@@ -147,7 +147,7 @@ graft_status graft_params_load(graft_params *p, const char *path,
             continue;
         }
         char detail[256] = "";
-        if (!same_shape(t, s)) {
+        if (!graft_param_shape_matches(t, s)) {
             char want[96], got[96];
             snprintf(detail, sizeof detail, " (file %s, model %s)",
                      graft_format_shape(got, sizeof got, s->ndim, s->shape),

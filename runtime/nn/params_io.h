@@ -3,6 +3,7 @@
 #ifndef GRAFT_PARAMS_IO_H
 #define GRAFT_PARAMS_IO_H
 
+#include "runtime/io/safetensors.h"
 #include "runtime/nn/params.h"
 
 /* Write every parameter and buffer of a finalized table as F32 to `path`, atomically
@@ -34,6 +35,9 @@ typedef struct graft_load_report {
     int skipped;    /* dropped by map_name (e.g. mask buffers) */
     int zeroed;     /* zero_when_absent buffers the file lacks: set to 0 */
 } graft_load_report;
+
+/* 1 when the file tensor s has parameter t's shape (dtype not considered). */
+int graft_param_shape_matches(const graft_param *t, const graft_st_tensor *s);
 
 /* Load values by name from a safetensors file (F32, F16 or BF16 converted to fp32;
  * buffers may also be integers, like torch's int64 num_batches_tracked). A
