@@ -1,30 +1,50 @@
 #!/usr/bin/env bash
-# The feature cache (data.cache_features) against the full forward: ResNet-18
-# (torchvision's, ImageNet stem, width 64) with only fc trainable on Fashion-MNIST
-# (28x28, 10 classes), EPOCHS epochs of batch 128, with the cache on and off. Prints
-# every epoch's time, the speed-up of epochs 2..EPOCHS (the first cached epoch includes
-# the pass that computes every sample's features), the cache's size and the final
-# losses.
-# usage: bench/feature_cache.sh [BUILD_DIR] [PER_CLASS] [EPOCHS] [THREADS] [key=value ...]
-#   PER_CLASS samples of each class (default 1000: 10k samples), EPOCHS (default 5),
-#   OpenBLAS THREADS (default 1); extra overrides go to both runs.
+# The feature cache (data.cache_features) against the full forward, EPOCHS epochs with
+# the cache on and off, only the head trainable:
+#   resnet18  torchvision's ResNet-18 (ImageNet stem, width 64), fc trainable, on 10,000
+#             Fashion-MNIST images (28x28, 10 classes), batch 128;
+#   bert      a 4-layer BERT (width 256, 4 heads), classifier trainable, on fortunes
+#             (science vs computers, 64 bytes a sequence), batch 64.
+# Prints every epoch's time, the speed-up of epochs 2..EPOCHS (the first cached epoch
+# includes the pass that computes every sample's features), the cache's size and the
+# final losses.
+# usage: bench/feature_cache.sh [BUILD_DIR] [MODEL] [EPOCHS] [THREADS] [key=value ...]
+#   MODEL resnet18 (default) or bert, EPOCHS (default 5), OpenBLAS THREADS (default 1);
+#   extra overrides go to both runs.
 set -euo pipefail
 graft=$(cd "${1:-build}" && pwd)/graft
-per_class=${2:-1000}
+model=${2:-resnet18}
 epochs=${3:-5}
 export OPENBLAS_NUM_THREADS=${4:-1}
 shift $(($# < 4 ? $# : 4))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-"$graft" data fmnist --out tr --per-class "$per_class" >/dev/null
-samples=$((per_class * 10))
-steps=$(((samples + 127) / 128))
+case $model in
+resnet18)
+  "$graft" data fmnist --out tr --per-class 1000 >/dev/null
+  what="ResNet-18, fc trainable, 10000 Fashion-MNIST images 28x28, batch 128"
+  batch=128
+  spec='model: {arch: resnet18}
+freeze: {trainable: ["fc.*"]}' ;;
+bert)
+  fortunes=/usr/share/games/fortunes
+  "$graft" data text --out tr --tokenizer bytes --classify --seq-len 64 "$fortunes/science" \
+    "$fortunes/computers" >/dev/null
+  what="BERT 4 layers x 256, classifier trainable, fortunes (science vs computers, 64 bytes), batch 64"
+  batch=64
+  spec='model: {arch: bert, n_layer: 4, n_head: 4, n_embd: 256, n_positions: 64}
+freeze: {trainable: ["classifier.*"]}' ;;
+*)
+  echo "feature_cache.sh: MODEL is resnet18 or bert, not '$model'" >&2
+  exit 2 ;;
+esac
+samples=$(python3 -c "import json; print(json.load(open('tr/index.json'))['num_samples'])")
+steps=$(((samples + batch - 1) / batch))
 cat >cfg.yaml <<YAML
 experiment: bench
-model: {arch: resnet18}
-data: {train: tr, batch_size: 128}
-freeze: {trainable: ["fc.*"]}
+$spec
+data: {train: tr, batch_size: $batch}
 optim: {lr: 0.001}
 train: {epochs: $epochs, log_every: $steps}
 YAML
@@ -32,8 +52,7 @@ for mode in off on; do
   "$graft" train cfg.yaml experiment="$mode" data.cache_features="$mode" "$@" >"$mode.out" 2>&1 ||
     { echo "feature_cache.sh: the run with the cache $mode failed:" >&2; tail -n 5 "$mode.out" >&2; exit 1; }
 done
-echo "ResNet-18, fc trainable, $samples Fashion-MNIST images 28x28, batch 128, $epochs epochs," \
-  "$OPENBLAS_NUM_THREADS OpenBLAS thread(s)"
+echo "$what, $epochs epochs, $OPENBLAS_NUM_THREADS OpenBLAS thread(s)"
 grep -o "feature cache at .*" on.out | sed 's/^/  /'
 python3 - "$samples" <<'PY'
 import json, sys

@@ -7,8 +7,10 @@
 # - an interrupted run resumed with the cache gives the uninterrupted cached run's bytes,
 #   and reuses the cache file; a cache file of other init weights, or a damaged one, is
 #   rebuilt, a matching one reused;
+# - BERT with only the classifier, or the pooler and the classifier, trainable;
 # - `on` refuses (exit 2, one line) augmentation, frozen batchnorm in train mode, a
-#   trainable stem, and a model that cannot split; auto says why not in one INFO line.
+#   trainable stem, dropout in the frozen layers (BERT) and a model that cannot split;
+#   auto says why not in one INFO line.
 . "$(dirname "$0")/lib_e2e.sh"
 cd "$tmp"
 export OPENBLAS_NUM_THREADS=1
@@ -121,7 +123,33 @@ grep -q "reused in" same.out && cmp -s runs/same/model.safetensors runs/fc-on/mo
 grep -q "built in" damaged.out && cmp -s runs/damaged/model.safetensors runs/fc-on/model.safetensors &&
   ok "damaged cache rows: rebuilt, same bytes" || { bad "damaged cache"; cache_line damaged.out; }
 
+# BERT: the classifier's input (only it trains) or the pooler's.
+fortunes=/usr/share/games/fortunes
+"$GRAFT" data text --out seq --tokenizer bytes --classify --seq-len 32 "$fortunes/science" \
+  "$fortunes/computers" >/dev/null || bad "text data"
+cat >bert.yaml <<YAML
+experiment: x
+model: {arch: bert, n_layer: 2, n_head: 2, n_embd: 32, n_positions: 32}
+data: {train: seq, batch_size: 64}
+freeze: {trainable: ["classifier.*"]}
+optim: {lr: 0.003}
+train: {epochs: 2, log_every: 1}
+YAML
+for head in classifier pooler; do
+  over=()
+  [ $head = pooler ] && over=('freeze.trainable=["bert.pooler.*", "classifier.*"]')
+  for m in on off; do
+    "$GRAFT" train bert.yaml experiment=bert-$head-$m data.cache_features=$m "${over[@]}" \
+      >bert-$head-$m.out 2>&1 || bad "bert $head $m"
+  done
+  grep -q "feature cache at the input of $([ $head = pooler ] && echo bert.pooler || echo classifier)" \
+    bert-$head-on.out && d=$(same_losses bert-$head-on bert-$head-off) &&
+    ok "bert, $head and above trainable: $d" || bad "bert $head: ${d:-}"
+done
+
 # 4. on refuses what the cache cannot do; auto says why not.
+expect_bad_input "on with dropout in the frozen layers" "data.cache_features: on, .*model.dropout 0.1" -- \
+  "$GRAFT" train bert.yaml experiment=r5 data.cache_features=on model.dropout=0.1
 expect_bad_input "on with augmentation" "data.cache_features: on, .*data.augment.hflip" -- \
   "$GRAFT" train cfg.yaml experiment=r1 data.cache_features=on data.augment.hflip=true
 expect_bad_input "on with freeze.bn train" "data.cache_features: on, .*freeze.bn: train" -- \
