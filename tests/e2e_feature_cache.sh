@@ -91,6 +91,16 @@ grep -q "step 0: feature cache at the input of fc" sched-on.out &&
   ok "freeze.schedule unfreezing the stem: $(grep -o 'feature cache no longer used.*' sched-all.out)" ||
   { bad "unfreezing everything"; tail -n 3 sched-all.out; }
 
+# ... and a run stopped after that step resumes with `on` without the cache.
+all12='freeze.schedule=[{at_step: 12, trainable: ["*"]}]'
+"$GRAFT" train cfg.yaml experiment=sched-cut data.cache_features=on "$all12" train.max_steps=17 \
+  >sched-cut1.out 2>&1 &&
+  "$GRAFT" train cfg.yaml experiment=sched-cut data.cache_features=on "$all12" \
+    checkpoint.allow_config_change=true >sched-cut2.out 2>&1 &&
+  grep -q "feature cache not used (data.cache_features: on): the stem (conv1) trains" sched-cut2.out &&
+  ok "on, resumed after freeze.schedule unfroze the stem: runs without the cache" ||
+  { bad "on resumed past the unfreeze"; tail -n 3 sched-cut2.out; }
+
 # 2. Resume: stopped at step 17 (of 30), resumed with the cache: the bytes of the
 # uninterrupted cached run, the cache file reused.
 resume=(schedule.name=constant checkpoint.every_steps=100 data.cache_features=on)

@@ -69,7 +69,12 @@ graft_status train_feature_cache_check(trainer *t) {
     char why[256];
     why_not(t, &s, why, sizeof why);
     int on = strcmp(cfg->data.cache_features, "on") == 0;
-    if (why[0] && on) {
+    /* a run resumed after a freeze.schedule step moved the boundary where no cache can
+     * be stopped using it there, as the uninterrupted run did */
+    int unfrozen = 0;
+    for (int e = 0; e < cfg->freeze.n_schedule; e++)
+        unfrozen |= cfg->freeze.schedule[e].at_step < t->start_step;
+    if (why[0] && on && !(unfrozen && s.floats == 0)) {
         GRAFT_ERROR("data.cache_features: on, but the frozen layers' output cannot be cached: %s",
                     why);
         return GRAFT_ERR_CONFIG;
@@ -80,7 +85,9 @@ graft_status train_feature_cache_check(trainer *t) {
                  "sample's features first would cost more than it saves",
                  t->steps_per_epoch);
     if (why[0]) {
-        if (t->rank0) GRAFT_INFO("feature cache not used (data.cache_features: auto): %s", why);
+        if (t->rank0)
+            GRAFT_INFO("feature cache not used (data.cache_features: %s): %s",
+                       cfg->data.cache_features, why);
         return GRAFT_OK;
     }
     t->features = calloc(1, sizeof *t->features);
