@@ -30,13 +30,12 @@
 /* One allgather moves at most this much per rank (the NCCL backend stages 64 MiB). */
 #define CACHE_CHUNK_BYTES ((size_t)16 << 20)
 
-/* The file: this header, then n rows of `floats` floats (host byte order). */
+/* The file: this header (40 bytes: the rows stay aligned), then n rows of `floats` floats (host byte order). */
 typedef struct cache_header {
     char magic[8];
     uint64_t key;        /* cache_key */
     uint64_t n, floats;  /* rows and floats per row */
     uint64_t rows_xxh64; /* of the rows' bytes */
-    uint64_t reserved[3];
 } cache_header;
 
 struct train_feature_cache {
@@ -268,7 +267,7 @@ static int load_file(train_feature_cache *c, const char *path, uint64_t key, int
         if (ok) {
             c->map = map;
             c->map_bytes = want;
-            c->rows = (float *)((char *)map + sizeof head);
+            c->rows = (float *)map + sizeof head / sizeof(float); /* the rows follow it */
         }
     }
     close(fd);
@@ -300,6 +299,7 @@ static graft_status build(trainer *t, train_feature_cache *c, uint64_t key, int 
     int all = 0; /* every rank goes on to the allgathers, or none */
     graft_status st = all_ranks(t, allocated, &all);
     if (st == GRAFT_OK && !all) st = GRAFT_ERR_NOMEM;
+    float *rows = in_memory ? c->rows : NULL; /* NULL: the rows go to the file only */
     cache_writer w;
     memset(&w, 0, sizeof w);
     graft_status written = t->rank0 && st == GRAFT_OK ? writer_open(&w, t, key, N, F) : GRAFT_OK;
@@ -313,12 +313,12 @@ static graft_status build(trainer *t, train_feature_cache *c, uint64_t key, int 
         }
         st = graft_comm_allgather(t->comm, send, recv, chunk * F * sizeof(float));
         size_t valid = N - first < W * chunk ? N - first : W * chunk;
-        if (st == GRAFT_OK && in_memory) memcpy(c->rows + first * F, recv, valid * F * sizeof(float));
+        if (st == GRAFT_OK && rows) memcpy(rows + first * F, recv, valid * F * sizeof(float));
         if (st == GRAFT_OK && t->rank0 && written == GRAFT_OK && !in_memory)
             written = writer_rows(&w, recv, valid * F);
     }
-    if (st == GRAFT_OK && t->rank0 && written == GRAFT_OK && in_memory)
-        written = writer_rows(&w, c->rows, N * F);
+    if (st == GRAFT_OK && t->rank0 && written == GRAFT_OK && rows)
+        written = writer_rows(&w, rows, N * F);
     if (t->rank0) written = writer_close(&w, st == GRAFT_OK ? written : st);
     free(inputs);
     free(tokens);
