@@ -4,12 +4,15 @@
 #   resnet18  torchvision's ResNet-18 (ImageNet stem, width 64), fc trainable, on 10,000
 #             Fashion-MNIST images (28x28, 10 classes), batch 128;
 #   bert      a 4-layer BERT (width 256, 4 heads), classifier trainable, on fortunes
-#             (science vs computers, 64 bytes a sequence), batch 64.
+#             (science vs computers, 64 bytes a sequence), batch 64;
+#   gpt2      a 4-layer GPT-2 (width 256, 4 heads), ln_f trainable (its lm_head is tied
+#             to the input embedding, at the bottom), on windows of 64 bytes of the same
+#             fortunes, batch 64.
 # Prints every epoch's time, the speed-up of epochs 2..EPOCHS (the first cached epoch
 # includes the pass that computes every sample's features), the cache's size and the
 # final losses.
 # usage: bench/feature_cache.sh [BUILD_DIR] [MODEL] [EPOCHS] [THREADS] [key=value ...]
-#   MODEL resnet18 (default) or bert, EPOCHS (default 5), OpenBLAS THREADS (default 1);
+#   MODEL resnet18 (default), bert or gpt2, EPOCHS (default 5), OpenBLAS THREADS (default 1);
 #   extra overrides go to both runs.
 set -euo pipefail
 graft=$(cd "${1:-build}" && pwd)/graft
@@ -20,6 +23,7 @@ shift $(($# < 4 ? $# : 4))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
+data_extra=""
 case $model in
 resnet18)
   "$graft" data fmnist --out tr --per-class 1000 >/dev/null
@@ -35,16 +39,27 @@ bert)
   batch=64
   spec='model: {arch: bert, n_layer: 4, n_head: 4, n_embd: 256, n_positions: 64}
 freeze: {trainable: ["classifier.*"]}' ;;
+gpt2)
+  fortunes=/usr/share/games/fortunes
+  "$graft" data text --out tr --tokenizer bytes "$fortunes/science" "$fortunes/computers" >/dev/null
+  what="GPT-2 4 layers x 256, ln_f trainable, fortunes (science, computers) in 64-byte windows, batch 64"
+  batch=64
+  data_extra=", seq_len: 64"
+  spec='model: {arch: gpt2, n_layer: 4, n_head: 4, n_embd: 256, n_positions: 64}
+freeze: {trainable: ["transformer.ln_f.*"]}' ;;
 *)
-  echo "feature_cache.sh: MODEL is resnet18 or bert, not '$model'" >&2
+  echo "feature_cache.sh: MODEL is resnet18, bert or gpt2, not '$model'" >&2
   exit 2 ;;
 esac
-samples=$(python3 -c "import json; print(json.load(open('tr/index.json'))['num_samples'])")
+samples=$(python3 -c "
+import json
+d = json.load(open('tr/index.json'))
+print(d['num_samples'] if 'num_samples' in d else (d['num_tokens'] - 1) // 64)")
 steps=$(((samples + batch - 1) / batch))
 cat >cfg.yaml <<YAML
 experiment: bench
 $spec
-data: {train: tr, batch_size: $batch}
+data: {train: tr, batch_size: $batch$data_extra}
 optim: {lr: 0.001}
 train: {epochs: $epochs, log_every: $steps}
 YAML

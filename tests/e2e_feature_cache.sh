@@ -7,7 +7,8 @@
 # - an interrupted run resumed with the cache gives the uninterrupted cached run's bytes,
 #   and reuses the cache file; a cache file of other init weights, or a damaged one, is
 #   rebuilt, a matching one reused;
-# - BERT with only the classifier, or the pooler and the classifier, trainable;
+# - BERT with only the classifier, or the pooler and the classifier, trainable; GPT-2
+#   with only ln_f, or the last block and ln_f, trainable;
 # - `on` refuses (exit 2, one line) augmentation, frozen batchnorm in train mode, a
 #   trainable stem, dropout in the frozen layers (BERT) and a model that cannot split;
 #   auto says why not in one INFO line.
@@ -156,6 +157,30 @@ for head in classifier pooler; do
     bert-$head-on.out && d=$(same_losses bert-$head-on bert-$head-off) &&
     ok "bert, $head and above trainable: $d" || bad "bert $head: ${d:-}"
 done
+
+# GPT-2: the residual stream entering ln_f (only ln_f trains), or block 1 (np=2).
+"$GRAFT" data text --out tok --tokenizer bytes "$fortunes/science" "$fortunes/computers" \
+  >/dev/null || bad "token data"
+cat >gpt2.yaml <<YAML
+experiment: x
+model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, n_positions: 32}
+data: {train: tok, batch_size: 256, seq_len: 32}
+freeze: {trainable: ["transformer.ln_f.*"]}
+optim: {lr: 0.003}
+train: {epochs: 2, log_every: 1}
+YAML
+for m in on off; do
+  "$GRAFT" train gpt2.yaml experiment=gpt2-lnf-$m data.cache_features=$m >gpt2-lnf-$m.out 2>&1 &&
+    mpi "$GRAFT" train gpt2.yaml experiment=gpt2-h1-$m data.cache_features=$m \
+      'freeze.trainable=["transformer.h.1.*", "transformer.ln_f.*"]' >gpt2-h1-$m.out 2>&1 ||
+    bad "gpt2 $m"
+done
+grep -q "feature cache at the input of transformer.ln_f: 11394 samples x 1024 floats" gpt2-lnf-on.out &&
+  d=$(same_losses gpt2-lnf-on gpt2-lnf-off) && ok "gpt2, ln_f trainable: $d" || bad "gpt2 ln_f: ${d:-}"
+grep -q "feature cache at the input of transformer.h.1" gpt2-h1-on.out &&
+  d=$(same_losses gpt2-h1-on gpt2-h1-off) && ok "gpt2, np=2, h.1 and ln_f trainable: $d" || bad "gpt2 h.1: ${d:-}"
+expect_bad_input "on with gpt2's tied lm_head trainable" "data.cache_features: on, .*wte, also the tied lm_head" -- \
+  "$GRAFT" train gpt2.yaml experiment=r6 data.cache_features=on 'freeze.trainable=["transformer.wte.*"]'
 
 # 4. on refuses what the cache cannot do; auto says why not.
 expect_bad_input "on with dropout in the frozen layers" "data.cache_features: on, .*model.dropout 0.1" -- \
