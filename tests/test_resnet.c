@@ -2,7 +2,8 @@
  * at tiny base widths): logits, loss, every trainable gradient, running stats and
  * num_batches_tracked after a train-mode forward, eval-mode logits, for full fine-tuning
  * and partly frozen models (freeze.bn eval and train); frozen parameters get no gradient
- * and stay untouched; stop-backward memory; rebuilding after unfreezing; a directional
+ * and stay untouched; stop-backward memory; rebuilding after unfreezing; the split for
+ * the feature cache (prefix rows, then the forward from them); a directional
  * finite-difference check; shapes and parameter counts against torchvision; config
  * errors; and saves that the fixture script loads with load_state_dict(strict=True).
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (float32 both sides),
@@ -454,10 +455,12 @@ static void test_split_forward_features(void **state) {
                      tu_rel_err_floor(split.logits, whole.logits,
                                       (size_t)SMALL_B * cfg.num_classes, 1e-6),
                      1e-5);
+        /* layer4's train-mode batchnorms normalise 4 values a channel (1x1 maps): they
+         * magnify the features' rounding (2.8e-5 with OpenBLAS's generic kernels) */
         TU_CHECK_REL("gradients from features",
                      tu_rel_err_floor(split.params.grads, whole.params.grads,
                                       whole.params.n_grads, 1e-6),
-                     1e-5);
+                     1e-4);
         free(rows);
         graft_resnet_free(&whole);
         graft_resnet_free(&split);
