@@ -151,6 +151,25 @@ void graft_model_backward(graft_model *m, float loss_scale) {
 
 const float *graft_model_logits(graft_model *m) { return m->iface.logits(m->self); }
 
+void graft_model_split_at(graft_model *m, graft_model_split *out) {
+    memset(out, 0, sizeof *out);
+    if (m->iface.split)
+        m->iface.split(m->self, out);
+    else
+        snprintf(out->why, sizeof out->why, "%s cannot start its forward from features",
+                 m->iface.name);
+}
+
+void graft_model_prefix_forward(graft_model *m, const float *inputs, const int32_t *tokens, int B,
+                                float *features) {
+    m->iface.prefix_forward(m->self, inputs, tokens, B, features);
+}
+
+float graft_model_forward_features(graft_model *m, const float *features, const int32_t *labels,
+                                   int B, int training, int *counted) {
+    return m->iface.forward_features(m->self, features, labels, B, training, counted);
+}
+
 const char *graft_model_head(const graft_model *m) { return m->iface.head; }
 
 graft_load_options graft_model_load_options(const graft_model *m, int strict, int replace_head) {

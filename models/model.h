@@ -33,6 +33,17 @@ typedef struct graft_model_input {
     graft_lora_spec *lora;
 } graft_model_input;
 
+/* Where a model can be cut in two for the feature cache (runtime/train/feature_cache.c):
+ * below the boundary, a frozen prefix whose output is a pure function of the sample;
+ * from it up, the part that trains. For the current build (the trainable set). */
+typedef struct graft_model_split {
+    size_t floats;     /* per sample at the boundary; 0: the model cannot start there (why) */
+    int boundary;      /* the model's number for the boundary (its lowest trainable stage) */
+    int prefix_params; /* items [0, prefix_params) of the parameter table are the prefix */
+    char where[64];    /* the boundary in words: "the input of fc" */
+    char why[160];     /* when floats == 0: why not, in words */
+} graft_model_split;
+
 typedef struct graft_model_i {
     const char *name;
     /* Name prefix of the replaceable classifier ("fc", "classifier", "head"): what
@@ -62,6 +73,17 @@ typedef struct graft_model_i {
      * file (written to buf, or file_name itself returned), or NULL to skip it silently
      * (e.g. the causal-mask buffers stored in GPT-2 hub files). */
     const char *(*map_name)(const char *file_name, char *buf, size_t size);
+    /* Optional feature extraction (all three, or none; NULL = the model cannot split).
+     * split: the boundary of the current build (see graft_model_split). prefix_forward:
+     * the frozen prefix over B samples (inputs or tokens as in forward), one row of
+     * split.floats per sample into features [B, floats]; it changes no state the rest of
+     * the model reads. forward_features: forward from such rows, the same as forward
+     * after its prefix (backward then works as after forward). */
+    void (*split)(void *self, graft_model_split *out);
+    void (*prefix_forward)(void *self, const float *inputs, const int32_t *tokens, int B,
+                           float *features);
+    float (*forward_features)(void *self, const float *features, const int32_t *labels, int B,
+                              int training, int *counted);
     void (*free)(void *self);
 } graft_model_i;
 
@@ -123,6 +145,12 @@ float graft_model_forward(graft_model *m, const float *inputs, const int32_t *to
                           const int32_t *labels, int B, int training, int *counted);
 void graft_model_backward(graft_model *m, float loss_scale);
 const float *graft_model_logits(graft_model *m);
+/* The model's split for the feature cache; a model without one says so in out->why. */
+void graft_model_split_at(graft_model *m, graft_model_split *out);
+void graft_model_prefix_forward(graft_model *m, const float *inputs, const int32_t *tokens, int B,
+                                float *features);
+float graft_model_forward_features(graft_model *m, const float *features, const int32_t *labels,
+                                   int B, int training, int *counted);
 /* Prefix of the replaceable classifier of this instance, or NULL. */
 const char *graft_model_head(const graft_model *m);
 /* Options to load a weights file into this model: strict or not, and whether the file's

@@ -2,7 +2,8 @@
  * at tiny base widths): logits, loss, every trainable gradient, running stats and
  * num_batches_tracked after a train-mode forward, eval-mode logits, for full fine-tuning
  * and partly frozen models (freeze.bn eval and train); frozen parameters get no gradient
- * and stay untouched; stop-backward memory; rebuilding after unfreezing; a directional
+ * and stay untouched; stop-backward memory; rebuilding after unfreezing; the split for
+ * the feature cache (prefix rows, then the forward from them); a directional
  * finite-difference check; shapes and parameter counts against torchvision; config
  * errors; and saves that the fixture script loads with load_state_dict(strict=True).
  * Tolerance: max |graft - torch| / max |torch| per tensor <= 1e-4 (float32 both sides),
@@ -405,6 +406,80 @@ static void test_rebuild_after_unfreeze(void **state) {
     graft_resnet_free(&ref);
 }
 
+/* Feature extraction for the feature cache: the prefix's rows, computed in two halves
+ * of the batch (another batch composition than training's), then forward_features and
+ * backward give forward's loss, logits and gradients (within float rounding: the
+ * convolutions' GEMMs group the batch differently), dropout included; the boundary is
+ * fc's input or a block's; no split when the stem trains or frozen BNs train. */
+static void test_split_forward_features(void **state) {
+    (void)state;
+    graft_resnet_config cfg = small_cfg;
+    cfg.dropout = 0.3f;
+    static const struct {
+        const char *frozen, *where;
+        size_t floats;
+    } cases[] = {{"conv1.*,bn1.*,layer*", "the input of fc", 64},
+                 {"conv1.*,bn1.*,layer[123].*", "the input of layer4.0", 32 * 2 * 2}};
+    float x[SMALL_B * 3 * 32 * 32];
+    int32_t y[SMALL_B];
+    small_batch(x, y, &cfg);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        graft_resnet whole, split;
+        graft_resnet *both[2] = {&whole, &split};
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(graft_resnet_init(both[i], &cfg), GRAFT_OK);
+            tu_freeze(&both[i]->params, cases[c].frozen);
+            assert_int_equal(graft_params_finalize(&both[i]->params), GRAFT_OK);
+            assert_int_equal(graft_resnet_build(both[i], SMALL_B), GRAFT_OK);
+            graft_resnet_init_weights(both[i], 5);
+        }
+        graft_model_split s;
+        graft_resnet_split(&split, &s);
+        assert_string_equal(s.where, cases[c].where);
+        assert_int_equal(s.floats, cases[c].floats);
+        assert_int_equal(s.prefix_params, split.stages[split.lowest].first);
+        float *rows = tu_floats((size_t)SMALL_B * s.floats);
+        graft_resnet_prefix_forward(&split, x, 1, rows);
+        graft_resnet_prefix_forward(&split, x + 3 * 32 * 32, SMALL_B - 1, rows + s.floats);
+        graft_rng_seed(&whole.dropout_rng, 11);
+        graft_rng_seed(&split.dropout_rng, 11);
+        graft_params_zero_grad(&whole.params);
+        graft_params_zero_grad(&split.params);
+        float lw = graft_resnet_forward(&whole, x, y, SMALL_B, 1);
+        graft_resnet_backward(&whole, 1.0f);
+        float ls = graft_resnet_forward_features(&split, rows, y, SMALL_B, 1);
+        graft_resnet_backward(&split, 1.0f);
+        printf("  %s: loss %.7f vs %.7f\n", cases[c].where, (double)ls, (double)lw);
+        assert_true(fabsf(ls - lw) <= 1e-5f * fabsf(lw));
+        TU_CHECK_REL("logits from features",
+                     tu_rel_err_floor(split.logits, whole.logits,
+                                      (size_t)SMALL_B * cfg.num_classes, 1e-6),
+                     1e-5);
+        /* layer4's train-mode batchnorms normalise 4 values a channel (1x1 maps): they
+         * magnify the features' rounding (2.8e-5 with OpenBLAS's generic kernels) */
+        TU_CHECK_REL("gradients from features",
+                     tu_rel_err_floor(split.params.grads, whole.params.grads,
+                                      whole.params.n_grads, 1e-6),
+                     1e-4);
+        free(rows);
+        graft_resnet_free(&whole);
+        graft_resnet_free(&split);
+    }
+    graft_resnet m;
+    graft_model_split s;
+    build_small(&m, &cfg, NULL);
+    graft_resnet_split(&m, &s);
+    assert_int_equal(s.floats, 0);
+    assert_non_null(strstr(s.why, "conv1"));
+    graft_resnet_free(&m);
+    cfg.frozen_bn_eval = 0;
+    build_small(&m, &cfg, "fc.*");
+    graft_resnet_split(&m, &s);
+    assert_int_equal(s.floats, 0);
+    assert_non_null(strstr(s.why, "freeze.bn: train"));
+    graft_resnet_free(&m);
+}
+
 /* The loss along a random direction v of the trainable parameters, by central
  * differences, against g . v: checks the backward (folded BNs, pass-through blocks,
  * train-mode BNs) independently of PyTorch. */
@@ -580,6 +655,7 @@ int main(void) {
         cmocka_unit_test(test_resnet50_frozen_bn_train),
         cmocka_unit_test(test_fc_only_stop_backward),
         cmocka_unit_test(test_rebuild_after_unfreeze),
+        cmocka_unit_test(test_split_forward_features),
         cmocka_unit_test(test_directional_finite_difference),
         cmocka_unit_test(test_shapes_and_counts),
         cmocka_unit_test(test_dropout),

@@ -492,6 +492,83 @@ static void bert_free(void *self) {
     free(self);
 }
 
+/* ---- feature extraction (the feature cache) ------------------------------------------- */
+
+/* Classifiers only. The boundary is the pooler's input (the last layer's [CLS] rows) when
+ * the pooler trains, or the classifier's (the pooled rows, before dropout) when only it
+ * does. Dropout in the frozen encoder, or masked-LM's random masks, would make the
+ * prefix's output change from step to step. */
+void graft_bert_split(const graft_bert *m, graft_model_split *out) {
+    memset(out, 0, sizeof *out);
+    const int L = m->cfg.n_layer, s = m->lowest;
+    out->boundary = s;
+    if (m->cfg.num_classes == 0)
+        snprintf(out->why, sizeof out->why, "masked-LM training masks tokens at random every step");
+    else if (s > L + 2)
+        snprintf(out->why, sizeof out->why, "nothing trains");
+    else if (s == 0)
+        snprintf(out->why, sizeof out->why, "the embeddings train: nothing below them is frozen");
+    else if (s <= L)
+        snprintf(out->why, sizeof out->why,
+                 "bert.encoder.layer.%d trains (bert's cache holds the pooler's or the "
+                 "classifier's input)",
+                 s - 1);
+    else if (m->cfg.dropout > 0)
+        snprintf(out->why, sizeof out->why,
+                 "model.dropout %g drops out in the frozen encoder while training",
+                 (double)m->cfg.dropout);
+    if (out->why[0]) return;
+    out->floats = (size_t)m->cfg.n_embd;
+    out->prefix_params = m->head_ranges[s - L - 1].first;
+    snprintf(out->where, sizeof out->where, "the input of %s",
+             s == L + 1 ? "bert.pooler" : "classifier");
+}
+
+void graft_bert_prefix_forward(graft_bert *m, const int32_t *tokens, int B, float *features) {
+    const int L = m->cfg.n_layer;
+    GRAFT_ASSERT(m->cfg.num_classes > 0 && m->lowest > L && m->lowest <= L + 2);
+    (void)graft_bert_forward_tokens(m, tokens, NULL, B, 1);
+    memcpy(features, m->lowest == L + 1 ? m->hidden[L] : m->pooled,
+           (size_t)B * m->cfg.n_embd * sizeof(float));
+}
+
+float graft_bert_forward_features(graft_bert *m, const float *features, const int32_t *labels,
+                                  int B, int training) {
+    const int L = m->cfg.n_layer, K = m->cfg.num_classes;
+    const size_t n = (size_t)B * m->cfg.n_embd;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && K > 0 && m->lowest > L && m->lowest <= L + 2);
+    m->batch = m->n_rows = B;
+    m->labels = labels;
+    m->counted = 0;
+    m->dropout_applied = training && m->cfg.dropout > 0;
+    if (m->lowest == L + 1) {
+        memcpy(m->hidden[L], features, n * sizeof(float));
+        return classifier_forward(m, labels, B);
+    }
+    /* classifier_forward from the pooled rows */
+    memcpy(m->pooled, features, n * sizeof(float));
+    if (m->dropout_applied)
+        graft_dropout_forward(m->pooled_drop, m->pool_mask, m->pooled, n, m->cfg.dropout, &m->rng);
+    graft_linear_layer_forward(&m->classifier, &m->params, m->logits,
+                               m->dropout_applied ? m->pooled_drop : m->pooled, B);
+    if (!labels) return 0.0f;
+    return graft_cross_entropy_forward(m->probs, m->logits, labels, B, K, -1, &m->counted);
+}
+
+static void bert_split(void *self, graft_model_split *out) { graft_bert_split(self, out); }
+static void bert_prefix_forward(void *self, const float *inputs, const int32_t *tokens, int B,
+                                float *features) {
+    (void)inputs;
+    graft_bert_prefix_forward(self, tokens, B, features);
+}
+static float bert_forward_features(void *self, const float *features, const int32_t *labels,
+                                   int B, int training, int *counted) {
+    graft_bert *m = self;
+    float loss = graft_bert_forward_features(m, features, labels, B, training);
+    if (counted) *counted = m->counted;
+    return loss;
+}
+
 /* Older checkpoints carry position_ids / token_type_ids buffers (skipped), TensorFlow-era
  * LayerNorm.gamma/beta names, and bare BertModel files lack the "bert." prefix. */
 static const char *bert_map_name(const char *file_name, char *buf, size_t size) {
@@ -588,6 +665,9 @@ graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
                                         .backward = bert_backward,
                                         .logits = bert_logits,
                                         .map_name = bert_map_name,
+                                        .split = bert_split,
+                                        .prefix_forward = bert_prefix_forward,
+                                        .forward_features = bert_forward_features,
                                         .free = bert_free};
     out->iface = iface;
     out->iface.head = bc.num_classes > 0 ? "classifier" : NULL;

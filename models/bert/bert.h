@@ -133,4 +133,12 @@ void graft_bert_backward(graft_bert *m, float loss_scale);
 graft_status graft_bert_create(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input);
 
+/* Feature extraction (models/model.h, graft_model_split), classifiers only: the
+ * boundary is the pooler's input (the last layer's [CLS] rows) or, when only the
+ * classifier trains, its input (the pooled rows, before dropout); n_embd floats a sample. */
+void graft_bert_split(const graft_bert *m, graft_model_split *out);
+void graft_bert_prefix_forward(graft_bert *m, const int32_t *tokens, int B, float *features);
+float graft_bert_forward_features(graft_bert *m, const float *features, const int32_t *labels,
+                                  int B, int training);
+
 #endif

@@ -313,6 +313,85 @@ static void gpt2_free(void *self) {
     free(self);
 }
 
+/* ---- feature extraction (the feature cache) ------------------------------------------- */
+
+/* The boundary is the residual stream entering the lowest trainable unit: a block's input
+ * or ln_f's (T x C floats a window). The tied lm_head is the word embedding, at the bottom:
+ * training it leaves nothing frozen below. Dropout (after the embeddings and in every
+ * block) would make the prefix's output change from step to step. */
+void graft_gpt2_split(const graft_gpt2 *m, graft_model_split *out) {
+    memset(out, 0, sizeof *out);
+    const int L = m->cfg.n_layer, s = m->lowest_unit;
+    out->boundary = s;
+    if (s == 0)
+        snprintf(out->why, sizeof out->why,
+                 "the embeddings (wte, also the tied lm_head) train: nothing below is frozen");
+    else if (s > L + 1)
+        snprintf(out->why, sizeof out->why, "nothing trains");
+    else if (m->cfg.dropout > 0)
+        snprintf(out->why, sizeof out->why,
+                 "model.dropout %g drops out in the frozen layers while training",
+                 (double)m->cfg.dropout);
+    if (out->why[0]) return;
+    out->floats = (size_t)m->cfg.seq_len * m->cfg.n_embd;
+    out->prefix_params = s <= L ? m->blocks[s - 1].range.first : m->ln_f_range.first;
+    if (s <= L)
+        snprintf(out->where, sizeof out->where, "the input of transformer.h.%d", s - 1);
+    else
+        snprintf(out->where, sizeof out->where, "the input of transformer.ln_f");
+}
+
+void graft_gpt2_prefix_forward(graft_gpt2 *m, const int32_t *tokens, int B, float *features) {
+    const int s = m->lowest_unit, T = m->cfg.seq_len;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= m->cfg.n_layer + 1);
+    graft_transformer_pass pass = {.B = B, .T = T, .R = B * T};
+    graft_embeddings_forward(&m->emb, &m->params, m->hidden[0], tokens, NULL, B, T, NULL);
+    for (int l = 0; l < s - 1; l++)
+        graft_transformer_forward(&m->blocks[l], &m->params, &m->acts[l], &m->work, &pass,
+                                  m->hidden[l + 1], m->hidden[l], NULL);
+    memcpy(features, m->hidden[s - 1], (size_t)B * T * m->cfg.n_embd * sizeof(float));
+}
+
+float graft_gpt2_forward_features(graft_gpt2 *m, const float *features, const int32_t *targets,
+                                  int B, int training) {
+    const graft_params *p = &m->params;
+    const int L = m->cfg.n_layer, T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    const int s = m->lowest_unit, BT = B * T;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= L + 1);
+    m->tokens = NULL; /* the embeddings do not train */
+    m->targets = targets;
+    m->batch = B;
+    m->counted = 0;
+    m->dropout_applied = training && m->cfg.dropout > 0;
+    m->pass = (graft_transformer_pass){
+        .B = B, .T = T, .R = BT, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
+    memcpy(m->hidden[s - 1], features, (size_t)BT * C * sizeof(float));
+    /* graft_gpt2_forward from the boundary up */
+    for (int l = s - 1; l < L; l++)
+        graft_transformer_forward(&m->blocks[l], p, &m->acts[l], &m->work, &m->pass,
+                                  m->hidden[l + 1], m->hidden[l], NULL);
+    graft_layernorm_layer_forward(&m->ln_f, p, m->ln_f_out, m->ln_f_mean, m->ln_f_rstd,
+                                  m->hidden[L], BT);
+    graft_linear_forward(m->logits, m->ln_f_out, graft_params_value(p, m->wte), NULL, BT, C, V,
+                         GRAFT_W_OUT_IN);
+    if (!targets) return 0.0f;
+    return graft_cross_entropy_forward(m->probs, m->logits, targets, BT, V, -1, &m->counted);
+}
+
+static void gpt2_split(void *self, graft_model_split *out) { graft_gpt2_split(self, out); }
+static void gpt2_prefix_forward(void *self, const float *inputs, const int32_t *tokens, int B,
+                                float *features) {
+    (void)inputs;
+    graft_gpt2_prefix_forward(self, tokens, B, features);
+}
+static float gpt2_forward_features(void *self, const float *features, const int32_t *labels,
+                                   int B, int training, int *counted) {
+    graft_gpt2 *m = self;
+    float loss = graft_gpt2_forward_features(m, features, labels, B, training);
+    if (counted) *counted = m->counted;
+    return loss;
+}
+
 graft_status graft_gpt2_create(graft_model *out, const graft_config *cfg,
                                const graft_model_input *input) {
     graft_config gpt2 = *cfg; /* shallow, read-only: only the architecture differs */
@@ -331,6 +410,9 @@ graft_status graft_gpt2_create_sized(graft_model *out, const graft_config *cfg,
                                         .backward = gpt2_backward,
                                         .logits = gpt2_logits,
                                         .map_name = graft_gpt2_map_name,
+                                        .split = gpt2_split,
+                                        .prefix_forward = gpt2_prefix_forward,
+                                        .forward_features = gpt2_forward_features,
                                         .free = gpt2_free};
     if (input->channels > 0 || input->vocab_size <= 0) {
         GRAFT_ERROR("model.arch gpt2 needs a token dataset (got an image dataset)");

@@ -95,4 +95,13 @@ void graft_gpt2_backward(graft_gpt2 *m, float loss_scale);
  * ours; NULL for the causal-mask buffers h.N.attn.bias and h.N.attn.masked_bias. */
 const char *graft_gpt2_map_name(const char *file_name, char *buf, size_t size);
 
+/* Feature extraction (models/model.h, graft_model_split): the boundary is the residual
+ * stream entering the lowest trainable unit (a block's input, or ln_f's when only ln_f
+ * trains), seq_len x n_embd floats a window; none when the embeddings (and so the tied
+ * lm_head) train, or with dropout. */
+void graft_gpt2_split(const graft_gpt2 *m, graft_model_split *out);
+void graft_gpt2_prefix_forward(graft_gpt2 *m, const int32_t *tokens, int B, float *features);
+float graft_gpt2_forward_features(graft_gpt2 *m, const float *features, const int32_t *targets,
+                                  int B, int training);
+
 #endif

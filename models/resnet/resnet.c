@@ -174,32 +174,41 @@ static void global_avgpool_backward(float *dx, const float *dfeat, int B, int F,
         }
 }
 
-float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targets, int B,
-                           int training) {
-    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
-    m->input = x;
-    m->targets = targets;
-    m->batch = B;
+/* The stem (conv1/bn1/relu[/max-pool]) over x: its output, in ping[*at] when the stem
+ * runs forward only. */
+static const float *stem_forward(graft_resnet *m, const float *x, int *at, int B, int training) {
     /* Forward-only stages rotate through ping[]: `at` holds the current activation. */
-    int at = 0;
+    *at = 0;
     float *y = m->lowest == 0 ? m->stem_out : m->ping[0];
     graft_resblock_unit_forward(&m->stem, &m->params, y, x, NULL, 1, B, training,
                                 m->cfg.frozen_bn_eval, m->scratch);
-    const float *cur = y;
-    if (!m->cfg.small_stem) {
-        graft_pool2d_shape s = m->pool;
-        s.N = B;
-        float *pooled = m->lowest == 0 ? m->pool_out : m->ping[1];
-        graft_maxpool2d_forward(pooled, m->pool_argmax, y, &s);
-        cur = pooled;
-        at = 1;
-    }
-    for (int b = 0; b < m->n_blocks; b++)
-        cur = graft_resblock_forward(&m->blocks[b], &m->params, cur, m->ping, &at, B, training,
+    if (m->cfg.small_stem) return y;
+    graft_pool2d_shape s = m->pool;
+    s.N = B;
+    float *pooled = m->lowest == 0 ? m->pool_out : m->ping[1];
+    graft_maxpool2d_forward(pooled, m->pool_argmax, y, &s);
+    *at = 1;
+    return pooled;
+}
+
+/* Blocks [first, end) from their input cur. */
+static const float *blocks_forward(graft_resnet *m, const float *cur, int *at, int first, int end,
+                                   int B, int training) {
+    for (int b = first; b < end; b++)
+        cur = graft_resblock_forward(&m->blocks[b], &m->params, cur, m->ping, at, B, training,
                                      m->scratch);
+    return cur;
+}
+
+/* Planes per channel of the last block's output (the average pool's input). */
+static int top_planes(const graft_resnet *m) {
     const graft_conv2d_shape *top = &graft_resblock_last(&m->blocks[m->n_blocks - 1])->shape;
+    return top->OH * top->OW;
+}
+
+/* From the pooled features in m->feat: dropout, fc, the loss. */
+static float head_forward(graft_resnet *m, const int32_t *targets, int B, int training) {
     const int F = m->features, K = m->cfg.num_classes;
-    global_avgpool_forward(m->feat, cur, B, F, top->OH * top->OW);
     m->dropout_applied = training && m->cfg.dropout > 0;
     if (m->dropout_applied)
         graft_dropout_forward(m->feat, m->mask, m->feat, (size_t)B * F, m->cfg.dropout,
@@ -208,6 +217,19 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
     m->counted = 0;
     if (!targets) return 0.0f;
     return graft_cross_entropy_forward(m->probs, m->logits, targets, B, K, -1, &m->counted);
+}
+
+float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targets, int B,
+                           int training) {
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
+    m->input = x;
+    m->targets = targets;
+    m->batch = B;
+    int at;
+    const float *cur = stem_forward(m, x, &at, B, training);
+    cur = blocks_forward(m, cur, &at, 0, m->n_blocks, B, training);
+    global_avgpool_forward(m->feat, cur, B, m->features, top_planes(m));
+    return head_forward(m, targets, B, training);
 }
 
 /* ---- backward ----------------------------------------------------------------------- */
@@ -258,6 +280,92 @@ void graft_resnet_backward(graft_resnet *m, float loss_scale) {
     if (m->lowest == 0) stem_backward(m, g, B);
 }
 
+/* ---- feature extraction (the feature cache) ----------------------------------------- */
+
+/* The boundary is the input of the lowest trainable stage: a block's input (the rows
+ * are its channel-major activation packed per sample) or fc's, the pooled features
+ * before dropout (dropout stays in the trainable part). The stem cannot be split off:
+ * its input is the image. */
+void graft_resnet_split(const graft_resnet *m, graft_model_split *out) {
+    memset(out, 0, sizeof *out);
+    const int s = m->lowest;
+    out->boundary = s;
+    if (s == 0 || s > m->n_blocks + 1) {
+        snprintf(out->why, sizeof out->why, "%s",
+                 s == 0 ? "the stem (conv1) trains: nothing below it is frozen"
+                        : "nothing trains");
+        return;
+    }
+    if (!m->cfg.frozen_bn_eval) {
+        snprintf(out->why, sizeof out->why,
+                 "frozen batchnorm layers run in train mode (freeze.bn: train), so their output "
+                 "depends on the batch");
+        return;
+    }
+    out->prefix_params = m->stages[s].first;
+    if (s == m->n_blocks + 1) {
+        out->floats = (size_t)m->features;
+        snprintf(out->where, sizeof out->where, "the input of fc");
+        return;
+    }
+    const graft_conv2d_shape *in = &m->blocks[s - 1].unit[0].shape;
+    out->floats = (size_t)in->C * in->H * in->W;
+    /* the block's name: its first parameter's up to the second dot ("layer4.0") */
+    const char *name = m->params.items[m->stages[s].first].name;
+    const char *dot = strchr(name, '.');
+    const char *end = dot ? strchr(dot + 1, '.') : NULL;
+    snprintf(out->where, sizeof out->where, "the input of %.*s",
+             end ? (int)(end - name) : (int)strlen(name), name);
+}
+
+/* rows [B, C*P] <-> channel-major x [C, B, P]. */
+static void pack_rows(float *rows, const float *x, int B, int C, int P) {
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
+            memcpy(rows + ((size_t)b * C + c) * P, x + ((size_t)c * B + b) * P,
+                   (size_t)P * sizeof(float));
+}
+
+static void unpack_rows(float *x, const float *rows, int B, int C, int P) {
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
+            memcpy(x + ((size_t)c * B + b) * P, rows + ((size_t)b * C + c) * P,
+                   (size_t)P * sizeof(float));
+}
+
+void graft_resnet_prefix_forward(graft_resnet *m, const float *x, int B, float *features) {
+    const int s = m->lowest;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= m->n_blocks + 1);
+    int at;
+    const float *cur = stem_forward(m, x, &at, B, 1);
+    cur = blocks_forward(m, cur, &at, 0, s - 1, B, 1);
+    if (s == m->n_blocks + 1) {
+        global_avgpool_forward(features, cur, B, m->features, top_planes(m));
+        return;
+    }
+    const graft_conv2d_shape *in = &m->blocks[s - 1].unit[0].shape;
+    pack_rows(features, cur, B, in->C, in->H * in->W);
+}
+
+float graft_resnet_forward_features(graft_resnet *m, const float *features,
+                                    const int32_t *targets, int B, int training) {
+    const int s = m->lowest;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= m->n_blocks + 1);
+    m->input = NULL; /* the stem does not train */
+    m->targets = targets;
+    m->batch = B;
+    if (s == m->n_blocks + 1) {
+        memcpy(m->feat, features, (size_t)B * m->features * sizeof(float));
+    } else {
+        const graft_conv2d_shape *in = &m->blocks[s - 1].unit[0].shape;
+        unpack_rows(m->ping[0], features, B, in->C, in->H * in->W);
+        int at = 0;
+        const float *cur = blocks_forward(m, m->ping[0], &at, s - 1, m->n_blocks, B, training);
+        global_avgpool_forward(m->feat, cur, B, m->features, top_planes(m));
+    }
+    return head_forward(m, targets, B, training);
+}
+
 /* ---- the model interface ------------------------------------------------------------ */
 
 static graft_status resnet_build(void *self, int max_batch) {
@@ -281,6 +389,19 @@ static void resnet_backward(void *self, float loss_scale) {
     graft_resnet_backward(self, loss_scale);
 }
 static const float *resnet_logits(void *self) { return ((graft_resnet *)self)->logits; }
+static void resnet_split(void *self, graft_model_split *out) { graft_resnet_split(self, out); }
+static void resnet_prefix_forward(void *self, const float *inputs, const int32_t *tokens, int B,
+                                  float *features) {
+    (void)tokens;
+    graft_resnet_prefix_forward(self, inputs, B, features);
+}
+static float resnet_forward_features(void *self, const float *features, const int32_t *labels,
+                                     int B, int training, int *counted) {
+    graft_resnet *m = self;
+    float loss = graft_resnet_forward_features(m, features, labels, B, training);
+    if (counted) *counted = m->counted;
+    return loss;
+}
 static void resnet_free(void *self) {
     graft_resnet_free(self);
     free(self);
@@ -340,6 +461,9 @@ graft_status graft_resnet_create(graft_model *out, const graft_config *cfg,
                                  .forward = resnet_forward,
                                  .backward = resnet_backward,
                                  .logits = resnet_logits,
+                                 .split = resnet_split,
+                                 .prefix_forward = resnet_prefix_forward,
+                                 .forward_features = resnet_forward_features,
                                  .free = resnet_free};
     out->self = m;
     out->params = &m->params;

@@ -83,6 +83,15 @@ float graft_resnet_forward(graft_resnet *m, const float *x, const int32_t *targe
  * trainable stage; accumulates into trainable gradients. */
 void graft_resnet_backward(graft_resnet *m, float loss_scale);
 
+/* Feature extraction (models/model.h, graft_model_split): the boundary is the input of
+ * the lowest trainable stage, a block's or fc's (the pooled features, before dropout).
+ * prefix_forward writes one row per image (a block's input packed per sample, [C*H*W]);
+ * forward_features runs the rest from such rows (backward as after forward). */
+void graft_resnet_split(const graft_resnet *m, graft_model_split *out);
+void graft_resnet_prefix_forward(graft_resnet *m, const float *x, int B, float *features);
+float graft_resnet_forward_features(graft_resnet *m, const float *features,
+                                    const int32_t *targets, int B, int training);
+
 /* model.arch resnet18|resnet34|resnet50 (see models/model.h). */
 graft_status graft_resnet_create(graft_model *out, const graft_config *cfg,
                                  const graft_model_input *input);

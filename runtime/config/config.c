@@ -237,6 +237,7 @@ static int resume_may_change(const char *key) {
                                            "train.eval_every",
                                            "data.prefetch",
                                            "data.verify",
+                                           "data.cache_max_gb",
                                            "train.on_nonfinite",
                                            "train.max_nonfinite_steps"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)

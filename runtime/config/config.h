@@ -90,6 +90,8 @@ typedef struct graft_config {
         int augment_crop_padding; /* data.augment.crop_padding: random crop after zero padding, 0 = off */
         int augment_hflip;        /* data.augment.hflip: random horizontal flip, default 0 */
         int verify;      /* data.verify: check shard checksums at start, default 1 */
+        char *cache_features; /* data.cache_features: auto|on|off, default auto */
+        double cache_max_gb;  /* data.cache_max_gb: in memory up to this, default 4 */
     } data;
 
     struct {

@@ -152,6 +152,15 @@ const key_spec cfg_keys[] = {
      .def = "false", .doc = "images: random horizontal flip"},
     {.key = "data.verify", .type = KEY_BOOL, .offset = CFG(data.verify), .def = "true",
      .doc = "check the shards' checksums at start"},
+    {.key = "data.cache_features", .type = KEY_ENUM, .offset = CFG(data.cache_features),
+     .choices = "auto|on|off", .what = "feature cache mode", .def = "auto",
+     .doc = "compute a frozen prefix's output once per sample and train the rest from it: auto "
+            "when the prefix is a pure function of the sample and the run is longer than an "
+            "epoch; on refuses to start when it cannot (README, Feature cache)"},
+    {.key = "data.cache_max_gb", .type = KEY_DOUBLE, .offset = CFG(data.cache_max_gb),
+     .flags = KEY_MIN, .min = 0, .def = "4",
+     .doc = "feature cache held in memory up to this size (GiB); larger ones are a memory-mapped "
+            "file in the run directory"},
 
     {.key = "optim.name", .type = KEY_ENUM, .offset = CFG(optim.name), .choices = "adamw|sgd",
      .what = "optimizer", .def = "adamw", .doc = "optimizer (torch semantics)"},

@@ -335,6 +335,7 @@ static graft_status setup_local(trainer *t) {
     GRAFT_TRY(train_unfreeze_check(t));
     GRAFT_TRY(setup_optimizer(t));
     GRAFT_TRY(train_resume(t));
+    GRAFT_TRY(train_feature_cache_check(t));
     if (t->start_cursor != 0) { /* continue the sample stream where the checkpoint left it */
         graft_loader_free(t->loader);
         t->loader = NULL;

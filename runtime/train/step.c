@@ -164,10 +164,14 @@ graft_status train_step(trainer *t, long step, graft_batch *b, float lr, double 
         int n = b->n - start < t->micro_batch ? b->n - start : t->micro_batch;
         if (t->reducer && k > 0) graft_reducer_begin_step(t->reducer, k == micro_steps - 1);
         double t0 = graft_now_s();
-        float loss = graft_model_forward(
-            &t->model, is_tokens ? NULL : b->inputs + (size_t)start * sample_floats,
-            is_tokens ? b->tokens + (size_t)start * seq : NULL,
-            b->labels + (size_t)start * label_stride, n, 1, NULL);
+        const int32_t *labels = b->labels + (size_t)start * label_stride;
+        float loss = train_feature_cache_active(t)
+                         ? train_feature_cache_forward(t, b->indices + start, labels, n)
+                         : graft_model_forward(
+                               &t->model,
+                               is_tokens ? NULL : b->inputs + (size_t)start * sample_floats,
+                               is_tokens ? b->tokens + (size_t)start * seq : NULL, labels, n, 1,
+                               NULL);
         double t1 = graft_now_s();
         float share = (float)n / (float)b->global_n;
         graft_model_backward(&t->model, share);

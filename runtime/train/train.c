@@ -150,6 +150,7 @@ static graft_status run_loop(trainer *t) {
     graft_status st = GRAFT_OK;
     for (long step = t->start_step; step < t->total_steps && st == GRAFT_OK; step++) {
         st = train_unfreeze_apply(t, step, 0);
+        if (st == GRAFT_OK) st = train_feature_cache_update(t, step);
         if (st != GRAFT_OK) break;
         graft_model_seed_step(&t->model,
                               graft_rng_mix(graft_rng_mix((uint64_t)cfg->seed, (uint64_t)step),
@@ -232,6 +233,7 @@ static graft_status run_loop(trainer *t) {
 
 static void trainer_free(trainer *t) {
     free(t->unfrozen_at);
+    train_feature_cache_free(t->features);
     free(t->buffer_stage);
     free(t->skip_stage);
     graft_reducer_free(t->reducer);

@@ -7,6 +7,7 @@
  *   predict.c        graft_predict
  *   checkpointing.c  resume and save, the loop's side of runtime/ckpt
  *   unfreeze.c       freeze.schedule
+ *   feature_cache.c  data.cache_features: the frozen prefix's output, computed once
  *   run_lock.c       one run per run directory and checkpoint directory */
 #ifndef GRAFT_TRAIN_INTERNAL_H
 #define GRAFT_TRAIN_INTERNAL_H
@@ -64,6 +65,8 @@ typedef struct train_step_times {
     double data, forward, backward, comm, optim;
 } train_step_times;
 
+typedef struct train_feature_cache train_feature_cache; /* feature_cache.c */
+
 typedef struct trainer {
     const graft_config *cfg;
     graft_comm *comm;
@@ -96,6 +99,7 @@ typedef struct trainer {
     long nonfinite_in_a_row;
     /* gradual unfreezing: per parameter, the freeze.schedule step that unfroze it, or -1 */
     long *unfrozen_at;
+    train_feature_cache *features; /* data.cache_features; NULL when not used */
     int lock_fds[2]; /* rank 0: graft.lock of the run and checkpoint directories, or -1 */
     char lock_created[2][TRAIN_PATH_MAX]; /* what locking them created ("" when nothing) */
 } trainer;
@@ -160,6 +164,22 @@ graft_status train_unfreeze_apply(trainer *t, long step, int before);
 void train_unfreeze_restore_starts(trainer *t, long resume_step);
 /* train_setup_data_parallel's reducer over the current gradient buffer (rebuilt on unfreeze). */
 graft_status train_make_reducer(trainer *t);
+
+/* feature_cache.c (docs/DESIGN.md, Note [The feature cache]). Check (set-up, after
+ * resuming) whether the cache can and should be used: data.cache_features on refuses
+ * (GRAFT_ERR_CONFIG, one line naming the reason) when not, auto says why not in one
+ * INFO line. */
+graft_status train_feature_cache_check(trainer *t);
+/* At the top of every step (every rank): build or reuse the rows for the model's
+ * current boundary when it moved (the first step, a freeze.schedule step), or stop using
+ * the cache when the boundary no longer admits one. */
+graft_status train_feature_cache_update(trainer *t, long step);
+/* 1 while the steps start from cached rows. */
+int train_feature_cache_active(const trainer *t);
+/* Forward of n samples (dataset rows `indices`) from their cached features. */
+float train_feature_cache_forward(trainer *t, const uint64_t *indices, const int32_t *labels,
+                                  int n);
+void train_feature_cache_free(train_feature_cache *c);
 
 /* The resolved config as YAML text (malloc'd), for run directories and checkpoints. */
 char *train_config_text(const graft_config *cfg);
