@@ -130,7 +130,7 @@ static double peak_rss_mb(variant *v, const graft_model_input *in, int batch, in
     struct rusage ru;
     while (wait4(pid, &status, 0, &ru) < 0)
         if (errno != EINTR) return -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? ru.ru_maxrss / 1024.0 : -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1;
 }
 
 /* "<module>.*" for the module of the last registered parameter: the classifier, or the

@@ -114,6 +114,20 @@ static void gpt2_model(graft_gpt2 *m, graft_lora_spec *spec, const char *trainab
     graft_lora_init_all(&m->params, 3);
 }
 
+/* A number the fixture stores as metadata text. */
+static double meta_number(const graft_st_file *f, const char *key) {
+    const char *text = graft_st_metadata_get(f, key);
+    assert_non_null(text);
+    char *end = NULL;
+    double v = strtod(text, &end);
+    assert_true(end != text && *end == '\0');
+    return v;
+}
+static int meta_int(const graft_st_file *f, const char *key) { return (int)meta_number(f, key); }
+static float meta_float(const graft_st_file *f, const char *key) {
+    return (float)meta_number(f, key);
+}
+
 static void read_ints(const graft_st_file *f, const char *name, int32_t *out, size_t n) {
     size_t numel;
     float *x = tu_read_tensor(f, name, &numel);
@@ -134,8 +148,7 @@ static void run_gpt2_case(const char *name) {
     spec_buf sb;
     const char *trainable = graft_st_metadata_get(&f, "trainable");
     graft_lora_spec *spec = spec_from(&sb, graft_st_metadata_get(&f, "targets"),
-                                      atoi(graft_st_metadata_get(&f, "rank")),
-                                      (float)atof(graft_st_metadata_get(&f, "alpha")));
+                                      meta_int(&f, "rank"), meta_float(&f, "alpha"));
     graft_gpt2 m;
     gpt2_model(&m, spec, trainable);
     for (int g = 0; g < spec->n_targets; g++)
@@ -476,8 +489,7 @@ static void run_bert_case(const char *name) {
                            .mask_token_id = 4,
                            .pad_id = -1,
                            .lora = spec_from(&sb, graft_st_metadata_get(&f, "targets"),
-                                             atoi(graft_st_metadata_get(&f, "rank")),
-                                             (float)atof(graft_st_metadata_get(&f, "alpha")))};
+                                             meta_int(&f, "rank"), meta_float(&f, "alpha"))};
     graft_bert m;
     assert_int_equal(graft_bert_init(&m, &c), GRAFT_OK);
     lora_freeze(&m.params, trainable);

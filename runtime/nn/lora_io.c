@@ -119,7 +119,7 @@ static graft_status check_config(const char *dir, const graft_lora_dir_config *c
     long long r = 0;
     const json_t *peft_type = json_object_get(root, "peft_type");
     const json_t *alpha = json_object_get(root, "lora_alpha");
-    if (peft_type && (!json_is_string(peft_type) || strcmp(json_string_value(peft_type), "LORA"))) {
+    if (peft_type && (!json_is_string(peft_type) || strcmp(json_string_value(peft_type), "LORA") != 0)) {
         GRAFT_ERROR("%s: peft_type is not \"LORA\"", path);
         st = GRAFT_ERR_MISMATCH;
     } else if ((st = graft_json_int(path, root, "r", NULL, 1, 1 << 20, &r)) != GRAFT_OK) {
