@@ -179,6 +179,14 @@ grep -q "feature cache at the input of transformer.ln_f: 11394 samples x 1024 fl
   d=$(same_losses gpt2-lnf-on gpt2-lnf-off) && ok "gpt2, ln_f trainable: $d" || bad "gpt2 ln_f: ${d:-}"
 grep -q "feature cache at the input of transformer.h.1" gpt2-h1-on.out &&
   d=$(same_losses gpt2-h1-on gpt2-h1-off) && ok "gpt2, np=2, h.1 and ln_f trainable: $d" || bad "gpt2 h.1: ${d:-}"
+# LoRA adapters with their own dropout above the boundary: the step's draws as without the cache
+for m in on off; do
+  "$GRAFT" train gpt2.yaml experiment=gpt2-lora-$m data.cache_features=$m model.lora.dropout=0.1 \
+    'model.lora.targets=["transformer.h.1.attn.c_attn"]' >gpt2-lora-$m.out 2>&1 || bad "gpt2 lora $m"
+done
+grep -q "feature cache at the input of transformer.h.1" gpt2-lora-on.out &&
+  d=$(same_losses gpt2-lora-on gpt2-lora-off) && ok "gpt2, LoRA on h.1 with adapter dropout: $d" ||
+  bad "gpt2 lora: ${d:-}"
 expect_bad_input "on with gpt2's tied lm_head trainable" "data.cache_features: on, .*wte, also the tied lm_head" -- \
   "$GRAFT" train gpt2.yaml experiment=r6 data.cache_features=on 'freeze.trainable=["transformer.wte.*"]'
 

@@ -204,26 +204,27 @@ void graft_gpt2_free(graft_gpt2 *m) {
     memset(m, 0, sizeof *m);
 }
 
-float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *targets, int B,
-                         int training) {
-    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
-    const graft_params *p = &m->params;
-    const int L = m->cfg.n_layer, T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size;
-    const int BT = B * T;
-    for (int i = 0; i < BT; i++)
-        GRAFT_ASSERT(tokens[i] >= 0 && tokens[i] < V);
+/* The state a forward over B sequences starts from; dropout draws from the step's rng
+ * with model.dropout, and for the adapters' own dropout also without it. */
+static void begin_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *targets, int B,
+                          int training) {
     m->tokens = tokens;
     m->targets = targets;
     m->batch = B;
     m->counted = 0;
     m->dropout_applied = training && m->cfg.dropout > 0;
-    /* the adapters' dropout draws from the same rng, also without model.dropout */
     const int draws = m->dropout_applied || (training && m->blocks[0].lora_dropout > 0);
-    m->pass =
-        (graft_transformer_pass){.B = B, .T = T, .R = BT, .rng = draws ? &m->dropout_rng : NULL};
-    /* drop(wte[tokens] + wpe[0..T)), the blocks, ln_f */
-    graft_embeddings_forward(&m->emb, p, m->hidden[0], tokens, NULL, B, T, m->pass.rng);
-    for (int l = 0; l < L; l++)
+    const int T = m->cfg.seq_len;
+    m->pass = (graft_transformer_pass){
+        .B = B, .T = T, .R = B * T, .rng = draws ? &m->dropout_rng : NULL};
+}
+
+/* Blocks first.. on hidden[first], then ln_f, lm_head and the loss. */
+static float forward_from_block(graft_gpt2 *m, int first) {
+    const graft_params *p = &m->params;
+    const int L = m->cfg.n_layer, C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    const int BT = m->batch * m->cfg.seq_len;
+    for (int l = first; l < L; l++)
         graft_transformer_forward(&m->blocks[l], p, &m->acts[l], &m->work, &m->pass,
                                   m->hidden[l + 1], m->hidden[l], NULL);
     graft_layernorm_layer_forward(&m->ln_f, p, m->ln_f_out, m->ln_f_mean, m->ln_f_rstd,
@@ -231,8 +232,20 @@ float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *ta
     /* lm_head: logits = ln_f · wte^T (wte is [V, C], nn.Linear's layout) */
     graft_linear_forward(m->logits, m->ln_f_out, graft_params_value(p, m->wte), NULL, BT, C, V,
                          GRAFT_W_OUT_IN);
-    if (!targets) return 0.0f;
-    return graft_cross_entropy_forward(m->probs, m->logits, targets, BT, V, -1, &m->counted);
+    if (!m->targets) return 0.0f;
+    return graft_cross_entropy_forward(m->probs, m->logits, m->targets, BT, V, -1, &m->counted);
+}
+
+float graft_gpt2_forward(graft_gpt2 *m, const int32_t *tokens, const int32_t *targets, int B,
+                         int training) {
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch);
+    const int T = m->cfg.seq_len, V = m->cfg.vocab_size;
+    for (int i = 0; i < B * T; i++)
+        GRAFT_ASSERT(tokens[i] >= 0 && tokens[i] < V);
+    begin_forward(m, tokens, targets, B, training);
+    /* drop(wte[tokens] + wpe[0..T)), then the blocks, ln_f and lm_head */
+    graft_embeddings_forward(&m->emb, &m->params, m->hidden[0], tokens, NULL, B, T, m->pass.rng);
+    return forward_from_block(m, 0);
 }
 
 static float *zeroed(float *x, size_t n) {
@@ -354,28 +367,11 @@ void graft_gpt2_prefix_forward(graft_gpt2 *m, const int32_t *tokens, int B, floa
 
 float graft_gpt2_forward_features(graft_gpt2 *m, const float *features, const int32_t *targets,
                                   int B, int training) {
-    const graft_params *p = &m->params;
-    const int L = m->cfg.n_layer, T = m->cfg.seq_len, C = m->cfg.n_embd, V = m->cfg.vocab_size;
-    const int s = m->lowest_unit, BT = B * T;
-    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= L + 1);
-    m->tokens = NULL; /* the embeddings do not train */
-    m->targets = targets;
-    m->batch = B;
-    m->counted = 0;
-    m->dropout_applied = training && m->cfg.dropout > 0;
-    m->pass = (graft_transformer_pass){
-        .B = B, .T = T, .R = BT, .rng = m->dropout_applied ? &m->dropout_rng : NULL};
-    memcpy(m->hidden[s - 1], features, (size_t)BT * C * sizeof(float));
-    /* graft_gpt2_forward from the boundary up */
-    for (int l = s - 1; l < L; l++)
-        graft_transformer_forward(&m->blocks[l], p, &m->acts[l], &m->work, &m->pass,
-                                  m->hidden[l + 1], m->hidden[l], NULL);
-    graft_layernorm_layer_forward(&m->ln_f, p, m->ln_f_out, m->ln_f_mean, m->ln_f_rstd,
-                                  m->hidden[L], BT);
-    graft_linear_forward(m->logits, m->ln_f_out, graft_params_value(p, m->wte), NULL, BT, C, V,
-                         GRAFT_W_OUT_IN);
-    if (!targets) return 0.0f;
-    return graft_cross_entropy_forward(m->probs, m->logits, targets, BT, V, -1, &m->counted);
+    const int s = m->lowest_unit, BT = B * m->cfg.seq_len;
+    GRAFT_ASSERT(B > 0 && B <= m->max_batch && s >= 1 && s <= m->cfg.n_layer + 1);
+    begin_forward(m, NULL, targets, B, training); /* no tokens: the embeddings do not train */
+    memcpy(m->hidden[s - 1], features, (size_t)BT * m->cfg.n_embd * sizeof(float));
+    return forward_from_block(m, s - 1); /* graft_gpt2_forward from the boundary up */
 }
 
 static void gpt2_split(void *self, graft_model_split *out) { graft_gpt2_split(self, out); }
