@@ -190,23 +190,7 @@ graft_status graft_lora_save_merged(const graft_params *p, const char *path) {
     }
     memcpy(values, p->values, p->n_values * sizeof(float));
     graft_lora_merge(p, values);
-    graft_st_writer w;
-    graft_st_writer_init(&w);
-    graft_status st = graft_st_writer_set_metadata(&w, "format", "pt");
-    if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
-    for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
-        const graft_param *t = &p->items[i];
-        if (t->adapter) continue;
-        st = graft_st_writer_add_f32(&w, t->name, GRAFT_DTYPE_F32, t->ndim, t->shape,
-                                     values + t->offset);
-    }
-    for (int a = 0; a < p->n_aliases && st == GRAFT_OK; a++) {
-        const graft_param *t = &p->items[p->aliases[a].target];
-        st = graft_st_writer_add_f32(&w, p->aliases[a].name, GRAFT_DTYPE_F32, t->ndim, t->shape,
-                                     values + t->offset);
-    }
-    if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
-    graft_st_writer_free(&w);
+    graft_status st = graft_params_save_values(p, values, 1, path);
     free(values);
     return st;
 }

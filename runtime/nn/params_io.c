@@ -11,24 +11,30 @@
 /* How many names of one kind of problem are listed before "... and N more". */
 #define LIST_MAX 20
 
-graft_status graft_params_save(const graft_params *p, const char *path) {
+graft_status graft_params_save_values(const graft_params *p, const float *values,
+                                      int without_adapters, const char *path) {
     graft_st_writer w;
     graft_st_writer_init(&w);
     graft_status st = graft_st_writer_set_metadata(&w, "format", "pt");
     if (st == GRAFT_OK) st = graft_st_writer_set_metadata(&w, "graft_version", GRAFT_VERSION);
     for (int i = 0; i < p->count && st == GRAFT_OK; i++) {
         const graft_param *t = &p->items[i];
+        if (without_adapters && t->adapter) continue;
         st = graft_st_writer_add_f32(&w, t->name, GRAFT_DTYPE_F32, t->ndim, t->shape,
-                                     graft_params_value(p, i));
+                                     values + t->offset);
     }
     for (int a = 0; a < p->n_aliases && st == GRAFT_OK; a++) {
         const graft_param *t = &p->items[p->aliases[a].target];
         st = graft_st_writer_add_f32(&w, p->aliases[a].name, GRAFT_DTYPE_F32, t->ndim, t->shape,
-                                     graft_params_value(p, p->aliases[a].target));
+                                     values + t->offset);
     }
     if (st == GRAFT_OK) st = graft_st_writer_save(&w, path);
     graft_st_writer_free(&w);
     return st;
+}
+
+graft_status graft_params_save(const graft_params *p, const char *path) {
+    return graft_params_save_values(p, p->values, 0, path);
 }
 
 int graft_param_shape_matches(const graft_param *t, const graft_st_tensor *s) {

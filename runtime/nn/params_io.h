@@ -10,6 +10,10 @@
  * (see graft_st_writer_save), with metadata format=pt and graft_version. Aliases (tied
  * weights) are written as copies, as PyTorch's state_dict() lists them. */
 graft_status graft_params_save(const graft_params *p, const char *path);
+/* The same with these values ([n_values], laid out as p's), leaving the LoRA adapters
+ * out when without_adapters (a merged model). */
+graft_status graft_params_save_values(const graft_params *p, const float *values,
+                                      int without_adapters, const char *path);
 
 typedef struct graft_load_options {
     /* Like load_state_dict(strict=True): names missing from the file or in the file but
